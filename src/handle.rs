@@ -1,0 +1,273 @@
+//! A running server's handle: addresses, live connections, suspend and resume, and the
+//! graceful stop that drains connections and reports how they ended.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::addr::Addr;
+use crate::bind::Listener;
+use crate::connections::ConnectionInfo;
+use crate::error::Result;
+use crate::options::ServerOptions;
+use crate::shared::Shared;
+use crate::telemetry::{Event, EventKind, Telemetry};
+
+/// Starts one acceptor task on a listening socket.
+pub(crate) type Spawner =
+    Box<dyn Fn(Arc<Listener>, Arc<Shared>, usize) -> JoinHandle<()> + Send + Sync>;
+
+/// How a [`stop`](ServerHandle::stop) went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Connections that ended by themselves within the shutdown timeout.
+    pub drained: usize,
+    /// Connections still open at the timeout, closed by force.
+    pub forced: usize,
+}
+
+/// Where a server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting connections.
+    Running,
+    /// Not accepting (new connects are refused); existing connections go on.
+    Suspended,
+    /// Stopping: no longer accepting, draining connections.
+    Stopping,
+    /// Stopped; every connection has ended.
+    Stopped,
+}
+
+struct Lifecycle {
+    listeners: Vec<Arc<Listener>>,
+    acceptors: Vec<JoinHandle<()>>,
+    report: Option<StopReport>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    addrs: Vec<Addr>,
+    started: Instant,
+    spawner: Spawner,
+    lifecycle: Mutex<Lifecycle>,
+    phase: watch::Sender<Phase>,
+}
+
+/// A handle on a running server; clones control the same server.
+///
+/// Dropping every handle leaves the server running; call [`stop`](ServerHandle::stop) to end it.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("name", &self.name())
+            .field("addrs", &self.inner.addrs)
+            .field("phase", &self.phase())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn launch(
+        shared: Arc<Shared>,
+        listeners: Vec<Arc<Listener>>,
+        spawner: Spawner,
+    ) -> Result<Self> {
+        let addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let inner = Arc::new(Inner {
+            shared,
+            addrs,
+            started: Instant::now(),
+            spawner,
+            lifecycle: Mutex::new(Lifecycle {
+                listeners,
+                acceptors: Vec::new(),
+                report: None,
+            }),
+            phase: watch::Sender::new(Phase::Running),
+        });
+        let handle = ServerHandle { inner };
+        {
+            let mut life = handle
+                .inner
+                .lifecycle
+                .try_lock()
+                .expect("a new server's lifecycle has no other user");
+            handle.emit(EventKind::ListenerStart, None);
+            handle.spawn_acceptors(&mut life);
+        }
+        Ok(handle)
+    }
+
+    fn emit(&self, kind: EventKind, duration: Option<Duration>) {
+        let s = &self.inner.shared;
+        s.telemetry.emit(|| {
+            let e = Event::new(kind, &s.name);
+            match duration {
+                Some(d) => e.duration(d),
+                None => e,
+            }
+        });
+    }
+
+    fn spawn_acceptors(&self, life: &mut Lifecycle) {
+        let per_socket = self.inner.shared.opts.num_acceptors;
+        let mut index = 0;
+        for listener in &life.listeners {
+            for _ in 0..per_socket {
+                let task = (self.inner.spawner)(listener.clone(), self.inner.shared.clone(), index);
+                life.acceptors.push(task);
+                index += 1;
+            }
+        }
+    }
+
+    async fn stop_acceptors(life: &mut Lifecycle) {
+        for task in &life.acceptors {
+            task.abort();
+        }
+        for task in life.acceptors.drain(..) {
+            // Aborted on purpose; the error says only that.
+            let _ = task.await;
+        }
+    }
+
+    /// The listener's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    /// The address actually bound (the first one, with several listening sockets: they all
+    /// share it).
+    pub fn local_addr(&self) -> &Addr {
+        &self.inner.addrs[0]
+    }
+
+    /// The options the server runs with.
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.shared.opts
+    }
+
+    /// How long the server has been running.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Where the server is in its life.
+    pub fn phase(&self) -> Phase {
+        *self.inner.phase.borrow()
+    }
+
+    /// The telemetry hub, to attach and detach subscribers while the server runs.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.inner.shared.telemetry
+    }
+
+    /// The live connections, oldest first.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.inner.shared.table.list()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.inner.shared.table.len()
+    }
+
+    /// Stops accepting: new connects are refused while existing connections go on. The
+    /// listening sockets stay bound, so [`resume`](Self::resume) listens on the same address.
+    pub async fn suspend(&self) -> Result<()> {
+        let mut life = self.inner.lifecycle.lock().await;
+        if self.phase() != Phase::Running {
+            return Ok(());
+        }
+        Self::stop_acceptors(&mut life).await;
+        for l in &life.listeners {
+            l.pause()?;
+        }
+        self.inner.phase.send_replace(Phase::Suspended);
+        self.emit(EventKind::ListenerSuspend, None);
+        Ok(())
+    }
+
+    /// Accepts again after [`suspend`](Self::suspend).
+    pub async fn resume(&self) -> Result<()> {
+        let mut life = self.inner.lifecycle.lock().await;
+        if self.phase() != Phase::Suspended {
+            return Ok(());
+        }
+        let backlog = self.inner.shared.opts.backlog;
+        for l in &life.listeners {
+            l.resume(backlog)?;
+        }
+        self.spawn_acceptors(&mut life);
+        self.inner.phase.send_replace(Phase::Running);
+        self.emit(EventKind::ListenerResume, None);
+        Ok(())
+    }
+
+    /// Stops with the listener's `shutdown_timeout`.
+    pub async fn shutdown(&self) -> StopReport {
+        self.stop(self.inner.shared.opts.shutdown_timeout).await
+    }
+
+    /// Stops the server: closes the listening sockets at once (new connects are refused), asks
+    /// every connection to stop (its handler's shutdown callback runs with the socket still
+    /// open), waits up to `timeout` for connections to end, then closes the rest.
+    ///
+    /// Calling it again, or from a clone, waits for the first stop and returns its report.
+    pub async fn stop(&self, timeout: Duration) -> StopReport {
+        let mut life = self.inner.lifecycle.lock().await;
+        if let Some(report) = life.report {
+            return report;
+        }
+        self.inner.phase.send_replace(Phase::Stopping);
+        Self::stop_acceptors(&mut life).await;
+        // The acceptors are gone, so these were the last references: the sockets close now.
+        life.listeners.clear();
+
+        let table = &self.inner.shared.table;
+        let asked = table.stop_all();
+        let forced = match tokio::time::timeout(timeout, table.emptied()).await {
+            Ok(()) => 0,
+            Err(_) => {
+                let ids = table.abort_all();
+                let s = &self.inner.shared;
+                for id in &ids {
+                    s.telemetry.emit(|| {
+                        let mut e = Event::new(EventKind::ConnectionForced, &s.name);
+                        e.connection = Some(*id);
+                        e
+                    });
+                }
+                table.emptied().await;
+                ids.len()
+            }
+        };
+        let report = StopReport {
+            drained: asked.saturating_sub(forced),
+            forced,
+        };
+        life.report = Some(report);
+        self.emit(EventKind::ListenerStop, Some(self.uptime()));
+        self.inner.phase.send_replace(Phase::Stopped);
+        report
+    }
+
+    /// Resolves once the server has stopped (by any handle).
+    pub async fn stopped(&self) {
+        let mut rx = self.inner.phase.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|p| *p == Phase::Stopped).await;
+    }
+}

@@ -1,0 +1,48 @@
+//! What a listener's acceptors and connections share: its name, options, telemetry, TLS
+//! settings, connection table and connection limit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::connections::Table;
+use crate::options::ServerOptions;
+use crate::telemetry::Telemetry;
+use crate::tls::TlsConfig;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) opts: ServerOptions,
+    pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) tls: Option<TlsConfig>,
+    pub(crate) table: Table,
+    /// One permit per connection allowed by `max_connections`.
+    pub(crate) limiter: Arc<Semaphore>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        name: String,
+        opts: ServerOptions,
+        telemetry: Arc<Telemetry>,
+        tls: Option<TlsConfig>,
+    ) -> Self {
+        let limiter = Arc::new(Semaphore::new(opts.max_connections));
+        Shared {
+            name,
+            opts,
+            telemetry,
+            tls,
+            table: Table::default(),
+            limiter,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

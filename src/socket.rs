@@ -1,0 +1,593 @@
+//! The socket a handler talks through: receive, send, sendfile, shutdown, close, addresses,
+//! peer certificate, ALPN and statistics, over TCP, TLS or a Unix socket.
+//!
+//! A `Socket` also implements tokio's `AsyncRead` and `AsyncWrite`, so a handler that takes the
+//! connection over (see [`Action::TakeOver`](crate::Action::TakeOver)) can hand it to any
+//! protocol library, hyper included.
+
+use std::fmt;
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::server::TlsStream;
+
+use crate::addr::Addr;
+use crate::connections::Slot;
+use crate::error::{Error, ErrorKind, Result};
+use crate::shared::Shared;
+use crate::stats::SocketStats;
+use crate::telemetry::{Event, EventKind};
+use crate::tls::TlsConfig;
+
+/// Chunk size for sendfile over TLS, where the file has to pass through user space.
+const SENDFILE_CHUNK: usize = 1 << 20;
+
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
+    Closed,
+}
+
+/// A connection's life: its table entry, counters and connection-limit permit. Dropping it,
+/// however the connection ends (return, error, panic, abort), reports the end and frees the slot.
+pub(crate) struct Conn {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) stats: SocketStats,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>, permit: OwnedSemaphorePermit) -> Self {
+        Conn {
+            shared,
+            slot,
+            stats: SocketStats::default(),
+            _permit: permit,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn emit<'a>(&'a self, kind: EventKind, fill: impl FnOnce(Event<'a>) -> Event<'a>) {
+        let shared = &self.shared;
+        let slot = &self.slot;
+        shared
+            .telemetry
+            .emit(|| fill(Event::new(kind, &shared.name).connection(slot.id, &slot.peer)));
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let why = io::Error::other("the connection handler panicked");
+            self.emit(EventKind::HandlerPanic, |e| e.error(&why));
+        }
+        let lifetime = self.slot.started.elapsed();
+        let stats = self.stats;
+        self.emit(EventKind::ConnectionStop, |e| {
+            e.duration(lifetime).stats(stats)
+        });
+        self.shared.table.remove(self.slot.id);
+    }
+}
+
+/// One connection's socket, as handed to a [`Handler`](crate::Handler).
+pub struct Socket {
+    stream: Stream,
+    pub(crate) conn: Conn,
+    /// Set by [`close`](Socket::close): the handler ended the connection itself.
+    pub(crate) closed_by_handler: bool,
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.conn.slot.id)
+            .field("peer", &self.conn.slot.peer)
+            .field("secure", &self.is_secure())
+            .field("stats", &self.conn.stats)
+            .finish()
+    }
+}
+
+macro_rules! zero_copy {
+    ($s:expr, $file:expr, $offset:expr, $end:expr, $limit:expr) => {{
+        let s = $s;
+        let mut pos = $offset.min($end);
+        let start = pos;
+        while pos < $end {
+            let want = usize::try_from($end - pos).unwrap_or(usize::MAX).min(1 << 30);
+            tokio::time::timeout($limit, s.writable())
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "sendfile timed out"))??;
+            let sent = s.try_io(Interest::WRITABLE, || {
+                let mut off = pos as nix::libc::off_t;
+                nix::sys::sendfile::sendfile(s.as_fd(), $file.as_fd(), Some(&mut off), want)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => break,
+                Ok(n) => pos += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pos - start)
+    }};
+}
+
+// ===== impl Socket: handler calls =====
+
+impl Socket {
+    pub(crate) fn new(stream: Stream, conn: Conn) -> Self {
+        Socket {
+            stream,
+            conn,
+            closed_by_handler: false,
+        }
+    }
+
+    /// The connection's id, unique within its listener.
+    pub fn id(&self) -> u64 {
+        self.conn.slot.id
+    }
+
+    /// The listener's name.
+    pub fn listener(&self) -> &str {
+        &self.conn.shared.name
+    }
+
+    /// This end's address (asked of the system on each call).
+    pub fn local_addr(&self) -> Result<Addr> {
+        let addr = match &self.stream {
+            Stream::Tcp(s) => s.local_addr().map(Addr::Inet),
+            Stream::Tls(s) => s.get_ref().0.local_addr().map(Addr::Inet),
+            Stream::Unix(s) => s.local_addr().map(|a| Addr::from_unix(&a)),
+            Stream::Closed => Err(closed()),
+        };
+        addr.map_err(Error::io)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> &Addr {
+        &self.conn.slot.peer
+    }
+
+    /// True when the connection runs over TLS.
+    pub fn is_secure(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// True once the socket is closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.stream, Stream::Closed)
+    }
+
+    /// The certificate chain the client presented (leaf first), on TLS connections that asked
+    /// for one.
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match &self.stream {
+            Stream::Tls(s) => s.get_ref().1.peer_certificates(),
+            _ => None,
+        }
+    }
+
+    /// The ALPN protocol agreed during the TLS handshake, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.stream {
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    /// The server name the TLS client asked for (SNI), if any.
+    pub fn server_name(&self) -> Option<&str> {
+        match &self.stream {
+            Stream::Tls(s) => s.get_ref().1.server_name(),
+            _ => None,
+        }
+    }
+
+    /// Bytes and packets moved so far.
+    pub fn stats(&self) -> SocketStats {
+        self.conn.stats
+    }
+
+    /// The underlying TCP stream, to read or set socket options (`nodelay`, `ttl`...). `None`
+    /// on Unix sockets.
+    pub fn tcp_stream(&self) -> Option<&TcpStream> {
+        match &self.stream {
+            Stream::Tcp(s) => Some(s),
+            Stream::Tls(s) => Some(s.get_ref().0),
+            _ => None,
+        }
+    }
+
+    /// True once the server is stopping. A handler that took the connection over should watch
+    /// [`stopping`](Socket::stopping) and wind down.
+    pub fn is_stopping(&self) -> bool {
+        self.conn.slot.is_stopping()
+    }
+
+    /// Resolves when the server asks this connection to stop (see
+    /// [`ServerHandle::stop`](crate::ServerHandle::stop)). The future owns what it needs, so it
+    /// can be moved into another task.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let slot = self.conn.slot.clone();
+        async move { slot.stopped().await }
+    }
+
+    /// Receives bytes. With `len` 0, returns whatever arrives next (at most the listener's
+    /// `read_buffer_size`, empty at end of stream); otherwise exactly `len` bytes, or a
+    /// [`Closed`](ErrorKind::Closed) error if the stream ends first. `timeout` bounds the whole
+    /// call; `None` waits as long as it takes.
+    pub async fn recv(&mut self, len: usize, timeout: Option<Duration>) -> Result<Vec<u8>> {
+        let read = self.recv_inner(len);
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, read).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "recv timed out")),
+            },
+            None => read.await,
+        };
+        result.map_err(|e| {
+            self.conn.emit(EventKind::RecvError, |ev| ev.error(&e));
+            Error::io(e)
+        })
+    }
+
+    async fn recv_inner(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        if len == 0 {
+            let mut buf = vec![0; self.conn.shared.opts.read_buffer_size];
+            let n = self.read_counted(&mut buf).await?;
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        let mut buf = vec![0; len];
+        let mut filled = 0;
+        while filled < len {
+            let n = self.read_counted(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("stream ended after {filled} of {len} bytes"),
+                ));
+            }
+            filled += n;
+        }
+        Ok(buf)
+    }
+
+    async fn read_counted(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match &mut self.stream {
+            Stream::Tcp(s) => s.read(buf).await?,
+            Stream::Tls(s) => s.read(buf).await?,
+            Stream::Unix(s) => s.read(buf).await?,
+            Stream::Closed => return Err(closed()),
+        };
+        self.count_recv(n);
+        Ok(n)
+    }
+
+    #[inline]
+    fn count_recv(&mut self, n: usize) {
+        if n > 0 {
+            self.conn.stats.recv_bytes += n as u64;
+            self.conn.stats.recv_packets += 1;
+            self.conn.emit(EventKind::Recv, |e| e.bytes(n as u64));
+        }
+    }
+
+    /// Sends all of `data`. Fails when the peer makes no room for it within the listener's
+    /// `send_timeout`.
+    pub async fn send(&mut self, data: &[u8]) -> Result<()> {
+        let limit = self.conn.shared.opts.send_timeout;
+        let result = match &mut self.stream {
+            Stream::Tcp(s) => {
+                let n = try_write_now(s.try_write(data))?;
+                write_rest(s, &data[n..], limit).await
+            }
+            Stream::Unix(s) => {
+                let n = try_write_now(s.try_write(data))?;
+                write_rest(s, &data[n..], limit).await
+            }
+            Stream::Tls(s) => write_rest(&mut **s, data, limit).await,
+            Stream::Closed => Err(closed()),
+        };
+        match result {
+            Ok(()) => {
+                self.conn.stats.send_bytes += data.len() as u64;
+                self.conn.stats.send_packets += 1;
+                self.conn
+                    .emit(EventKind::Send, |e| e.bytes(data.len() as u64));
+                Ok(())
+            }
+            Err(e) => {
+                self.conn.emit(EventKind::SendError, |ev| ev.error(&e));
+                Err(Error::io(e))
+            }
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset` (`None`: to the end of the file) and returns
+    /// how many were sent. Zero-copy (`sendfile(2)`) on plain TCP and Unix sockets; over TLS the
+    /// file passes through user space in 1 MiB chunks.
+    pub async fn sendfile(&mut self, file: &File, offset: u64, len: Option<u64>) -> Result<u64> {
+        let result = self.sendfile_inner(file, offset, len).await;
+        match result {
+            Ok(n) => {
+                self.conn.stats.send_bytes += n;
+                self.conn.stats.send_packets += 1;
+                self.conn.emit(EventKind::Sendfile, |e| e.bytes(n));
+                Ok(n)
+            }
+            Err(e) => {
+                self.conn.emit(EventKind::SendfileError, |ev| ev.error(&e));
+                Err(Error::io(e))
+            }
+        }
+    }
+
+    async fn sendfile_inner(&mut self, file: &File, offset: u64, len: Option<u64>) -> io::Result<u64> {
+        let size = file.metadata()?.len();
+        let end = match len {
+            Some(l) => offset.saturating_add(l).min(size),
+            None => size,
+        };
+        let limit = self.conn.shared.opts.send_timeout;
+        match &mut self.stream {
+            Stream::Tcp(s) => zero_copy!(s, file, offset, end, limit),
+            Stream::Unix(s) => zero_copy!(s, file, offset, end, limit),
+            Stream::Tls(s) => {
+                use std::os::unix::fs::FileExt;
+                let mut chunk = vec![0u8; SENDFILE_CHUNK.min((end - offset.min(end)) as usize)];
+                let mut pos = offset;
+                while pos < end {
+                    let want = chunk.len().min((end - pos) as usize);
+                    let n = file.read_at(&mut chunk[..want], pos)?;
+                    if n == 0 {
+                        break;
+                    }
+                    write_rest(&mut **s, &chunk[..n], limit).await?;
+                    pos += n as u64;
+                }
+                Ok(pos - offset.min(end))
+            }
+            Stream::Closed => Err(closed()),
+        }
+    }
+
+    /// Shuts down reading, writing or both; the socket stays open until closed.
+    pub async fn shutdown(&mut self, how: Shutdown) -> Result<()> {
+        let result = match &mut self.stream {
+            Stream::Tls(s) if how != Shutdown::Read => s.shutdown().await,
+            Stream::Tls(s) => socket2::SockRef::from(s.get_ref().0).shutdown(how),
+            Stream::Tcp(s) => socket2::SockRef::from(&*s).shutdown(how),
+            Stream::Unix(s) => socket2::SockRef::from(&*s).shutdown(how),
+            Stream::Closed => Err(closed()),
+        };
+        self.conn.emit(EventKind::SocketShutdown, |e| e);
+        result.map_err(Error::io)
+    }
+
+    /// Closes the connection. The handler's close callback is not called for a close the
+    /// handler asked for itself.
+    pub async fn close(&mut self) {
+        if let Stream::Tls(s) = &mut self.stream {
+            // Best effort close_notify; the peer may be gone already.
+            let _ = s.shutdown().await;
+        }
+        self.stream = Stream::Closed;
+        self.closed_by_handler = true;
+    }
+
+    /// Upgrades this plain TCP connection to TLS (STARTTLS), within the listener's
+    /// `handshake_timeout`.
+    pub async fn start_tls(&mut self, tls: &TlsConfig) -> Result<()> {
+        let tcp = match std::mem::replace(&mut self.stream, Stream::Closed) {
+            Stream::Tcp(s) => s,
+            other => {
+                self.stream = other;
+                return Err(Error::with_source(
+                    ErrorKind::Handshake,
+                    "only a plain TCP connection can switch to TLS",
+                ));
+            }
+        };
+        let tls_stream = handshake(&self.conn, tls, tcp).await?;
+        self.stream = Stream::Tls(Box::new(tls_stream));
+        Ok(())
+    }
+}
+
+/// Runs a TLS handshake within the listener's `handshake_timeout`, reporting its outcome.
+pub(crate) async fn handshake(
+    conn: &Conn,
+    tls: &TlsConfig,
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>> {
+    let started = Instant::now();
+    let limit = conn.shared.opts.handshake_timeout;
+    let result = match tokio::time::timeout(limit, tls.acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(Error::with_source(ErrorKind::Handshake, e)),
+        Err(_) => Err(Error::with_source(
+            ErrorKind::Timeout,
+            format!("TLS handshake not finished within {limit:?}"),
+        )),
+    };
+    match &result {
+        Ok(_) => conn.emit(EventKind::Handshake, |e| e.duration(started.elapsed())),
+        Err(err) => conn.emit(EventKind::HandshakeError, |e| e.error(err)),
+    }
+    result
+}
+
+// ===== impl Socket: the connection loop's reads =====
+
+impl Socket {
+    /// Waits until a read may make progress, without holding a buffer.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match &self.stream {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+            // rustls may hold decrypted bytes already; the read itself does the waiting.
+            Stream::Tls(_) => Ok(()),
+            Stream::Closed => Err(closed()),
+        }
+    }
+
+    /// Reads once into `buf`: `Ok(None)` when the readiness was spurious.
+    pub(crate) async fn read_into(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let n = match &mut self.stream {
+            Stream::Tcp(s) => match s.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                r => r?,
+            },
+            Stream::Unix(s) => match s.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                r => r?,
+            },
+            Stream::Tls(s) => s.read(buf).await?,
+            Stream::Closed => return Err(closed()),
+        };
+        self.count_recv(n);
+        Ok(Some(n))
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "socket is closed")
+}
+
+/// How much a first, timer-free write attempt took.
+fn try_write_now(r: io::Result<usize>) -> io::Result<usize> {
+    match r {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes what is left (and flushes), failing if it takes longer than `limit`. The timer is
+/// only armed when there is something left to write.
+async fn write_rest<S: AsyncWrite + Unpin>(s: &mut S, rest: &[u8], limit: Duration) -> io::Result<()> {
+    let write = async {
+        if !rest.is_empty() {
+            s.write_all(rest).await?;
+        }
+        s.flush().await
+    };
+    if rest.is_empty() {
+        return write.await;
+    }
+    tokio::time::timeout(limit, write)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))
+}
+
+
+// ===== impl AsyncRead / AsyncWrite for Socket =====
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = match &mut this.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        };
+        if let Poll::Ready(Ok(())) = polled {
+            this.count_recv(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = match &mut this.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, data),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        };
+        if let Poll::Ready(Ok(n)) = polled {
+            this.conn.stats.send_bytes += n as u64;
+            this.conn.stats.send_packets += 1;
+            this.conn.emit(EventKind::Send, |e| e.bytes(n as u64));
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = match &mut this.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        };
+        if let Poll::Ready(Ok(n)) = polled {
+            this.conn.stats.send_bytes += n as u64;
+            this.conn.stats.send_packets += 1;
+            this.conn.emit(EventKind::Send, |e| e.bytes(n as u64));
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.stream {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
+            Stream::Closed => false,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The events a listener emits, with their measurements and metadata.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::addr::Addr;
+use crate::stats::SocketStats;
+
+/// What happened. The names follow ThousandIsland's events, as `span.event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The listener is bound and accepting.
+    ListenerStart,
+    /// The listener has stopped; `duration` is its uptime.
+    ListenerStop,
+    /// Accepting paused; existing connections go on.
+    ListenerSuspend,
+    /// Accepting resumed after a suspend.
+    ListenerResume,
+    /// An acceptor task started.
+    AcceptorStart,
+    /// An acceptor task ended; `duration` is its lifetime.
+    AcceptorStop,
+    /// The connection was aborted by the peer before it could be accepted.
+    Econnaborted,
+    /// `accept` failed for another reason; the acceptor backs off and goes on.
+    AcceptError,
+    /// `accept` failed because the process is out of file descriptors; the acceptor backs off
+    /// (`duration` is the pause) and goes on.
+    Emfile,
+    /// A connection could not get a slot within the `max_connections` retry budget and was
+    /// closed.
+    MaxConnectionsExceeded,
+    /// A connection was accepted; its task is starting.
+    ConnectionStart,
+    /// A connection ended; `duration` is its lifetime and `stats` its byte and packet counts.
+    ConnectionStop,
+    /// The TLS handshake finished; `duration` is how long it took.
+    Handshake,
+    /// The TLS handshake failed or timed out.
+    HandshakeError,
+    /// The connection is ready and the handler's connection callback is about to run.
+    Ready,
+    /// Bytes were received; `bytes` says how many.
+    Recv,
+    /// Receiving failed.
+    RecvError,
+    /// Bytes were sent; `bytes` says how many.
+    Send,
+    /// Sending failed.
+    SendError,
+    /// A file was sent; `bytes` says how many bytes.
+    Sendfile,
+    /// Sending a file failed.
+    SendfileError,
+    /// The socket was shut down in one or both directions.
+    SocketShutdown,
+    /// The connection was silent for its read timeout.
+    Timeout,
+    /// The handler returned an error; the connection is closed.
+    HandlerError,
+    /// The handler panicked; the connection is closed, the listener goes on.
+    HandlerPanic,
+    /// The connection was closed by `stop` when the shutdown timeout ran out.
+    ConnectionForced,
+}
+
+impl EventKind {
+    /// The event's name, such as `"connection.stop"`.
+    pub fn name(self) -> &'static str {
+        use EventKind::*;
+        match self {
+            ListenerStart => "listener.start",
+            ListenerStop => "listener.stop",
+            ListenerSuspend => "listener.suspend",
+            ListenerResume => "listener.resume",
+            AcceptorStart => "acceptor.start",
+            AcceptorStop => "acceptor.stop",
+            Econnaborted => "acceptor.econnaborted",
+            AcceptError => "acceptor.accept_error",
+            Emfile => "acceptor.emfile",
+            MaxConnectionsExceeded => "acceptor.max_connections_exceeded",
+            ConnectionStart => "connection.start",
+            ConnectionStop => "connection.stop",
+            Handshake => "connection.handshake",
+            HandshakeError => "connection.handshake_error",
+            Ready => "connection.ready",
+            Recv => "connection.recv",
+            RecvError => "connection.recv_error",
+            Send => "connection.send",
+            SendError => "connection.send_error",
+            Sendfile => "connection.sendfile",
+            SendfileError => "connection.sendfile_error",
+            SocketShutdown => "connection.socket_shutdown",
+            Timeout => "connection.timeout",
+            HandlerError => "connection.handler_error",
+            HandlerPanic => "connection.handler_panic",
+            ConnectionForced => "connection.forced",
+        }
+    }
+
+    /// True for events that report a failure.
+    pub fn is_error(self) -> bool {
+        use EventKind::*;
+        matches!(
+            self,
+            AcceptError
+                | Emfile
+                | MaxConnectionsExceeded
+                | HandshakeError
+                | RecvError
+                | SendError
+                | SendfileError
+                | HandlerError
+                | HandlerPanic
+                | ConnectionForced
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One event: what happened, where, and what was measured.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Event<'a> {
+    /// What happened.
+    pub kind: EventKind,
+    /// The listener's name.
+    pub listener: &'a str,
+    /// The acceptor's index, for acceptor events.
+    pub acceptor: Option<usize>,
+    /// The connection's id, unique within its listener, for connection events.
+    pub connection: Option<u64>,
+    /// The peer's address, for connection events.
+    pub peer: Option<&'a Addr>,
+    /// A duration: a lifetime, a handshake's length, a back-off pause.
+    pub duration: Option<Duration>,
+    /// A byte count: received, sent, or sent from a file.
+    pub bytes: Option<u64>,
+    /// Byte and packet counts of a connection, on `connection.stop`.
+    pub stats: Option<SocketStats>,
+    /// The error, for failure events.
+    pub error: Option<&'a (dyn std::error::Error + 'static)>,
+}
+
+impl<'a> Event<'a> {
+    /// An event of `kind` on `listener`, with no measurement yet.
+    pub fn new(kind: EventKind, listener: &'a str) -> Self {
+        Event {
+            kind,
+            listener,
+            acceptor: None,
+            connection: None,
+            peer: None,
+            duration: None,
+            bytes: None,
+            stats: None,
+            error: None,
+        }
+    }
+
+    pub(crate) fn acceptor(mut self, index: usize) -> Self {
+        self.acceptor = Some(index);
+        self
+    }
+
+    pub(crate) fn connection(mut self, id: u64, peer: &'a Addr) -> Self {
+        self.connection = Some(id);
+        self.peer = Some(peer);
+        self
+    }
+
+    pub(crate) fn duration(mut self, d: Duration) -> Self {
+        self.duration = Some(d);
+        self
+    }
+
+    pub(crate) fn bytes(mut self, n: u64) -> Self {
+        self.bytes = Some(n);
+        self
+    }
+
+    pub(crate) fn stats(mut self, s: SocketStats) -> Self {
+        self.stats = Some(s);
+        self
+    }
+
+    pub(crate) fn error(mut self, e: &'a (dyn std::error::Error + 'static)) -> Self {
+        self.error = Some(e);
+        self
+    }
+}

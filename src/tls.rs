@@ -1,0 +1,209 @@
+//! TLS settings: certificate chains and keys from PEM files, optional client-certificate
+//! verification against a CA file, ALPN, and SNI with several certificates.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// TLS settings as written in code or in a config file's `tls` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file of CA certificates. When set, every client must present a certificate signed by
+    /// one of them, or the handshake fails. Default is unset (no client certificates asked).
+    #[serde(default)]
+    pub cacert: Option<PathBuf>,
+    /// ALPN protocols offered, most preferred first (e.g. `["h2", "http/1.1"]`). Default is
+    /// none.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// More certificates, chosen by the server name the client asks for (SNI). A client that
+    /// names none of them gets `cert`. Default is none.
+    #[serde(default)]
+    pub sni: Vec<SniCert>,
+}
+
+/// A certificate served to clients that ask for `host` through SNI.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCert {
+    /// The server name, such as `api.example.com`.
+    pub host: String,
+    /// PEM file with the certificate chain.
+    pub cert: PathBuf,
+    /// PEM file with the private key.
+    pub key: PathBuf,
+}
+
+impl TlsOptions {
+    /// Options serving the chain in `cert` with the key in `key`.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        TlsOptions {
+            cert: cert.into(),
+            key: key.into(),
+            ..TlsOptions::default()
+        }
+    }
+
+    /// Requires client certificates signed by a CA in `cacert`.
+    #[must_use]
+    pub fn client_ca(mut self, cacert: impl Into<PathBuf>) -> Self {
+        self.cacert = Some(cacert.into());
+        self
+    }
+
+    /// Offers these ALPN protocols.
+    #[must_use]
+    pub fn alpn<I: IntoIterator<Item = S>, S: Into<String>>(mut self, protocols: I) -> Self {
+        self.alpn = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Serves another certificate to clients asking for `host`.
+    #[must_use]
+    pub fn sni(
+        mut self,
+        host: impl Into<String>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.sni.push(SniCert {
+            host: host.into(),
+            cert: cert.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Reads every file and builds the TLS configuration; errors name the file at fault.
+    pub fn load(&self) -> Result<TlsConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let default = certified_key(&provider, &self.cert, &self.key)?;
+        let mut by_name = HashMap::new();
+        for s in &self.sni {
+            by_name.insert(
+                s.host.to_ascii_lowercase(),
+                certified_key(&provider, &s.cert, &s.key)?,
+            );
+        }
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::with_source(ErrorKind::Certificate, e))?;
+        let builder = match &self.cacert {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in read_certs(ca)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| cert_error(ca, e.to_string()))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| cert_error(ca, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(SniResolver { by_name, default }));
+        config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Ok(TlsConfig::from_rustls(Arc::new(config)))
+    }
+}
+
+/// A ready TLS server configuration, cheap to clone.
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsConfig {
+    /// Wraps a rustls configuration built by hand.
+    pub fn from_rustls(config: Arc<rustls::ServerConfig>) -> Self {
+        TlsConfig {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+        }
+    }
+
+    /// The rustls configuration.
+    pub fn rustls(&self) -> &Arc<rustls::ServerConfig> {
+        self.acceptor.config()
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("alpn_protocols", &self.rustls().alpn_protocols)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct SniResolver {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let named = hello
+            .server_name()
+            .and_then(|n| self.by_name.get(&n.to_ascii_lowercase()));
+        Some(named.unwrap_or(&self.default).clone())
+    }
+}
+
+fn cert_error(path: &Path, why: impl Into<String>) -> Error {
+    Error::with_source(ErrorKind::Certificate, why.into()).context(path.display().to_string())
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| cert_error(path, pem_reason(e)))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| cert_error(path, pem_reason(e)))?;
+    if certs.is_empty() {
+        return Err(cert_error(path, "no PEM certificate in file"));
+    }
+    Ok(certs)
+}
+
+fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+        other => format!("not valid PEM: {other:?}"),
+    }
+}
+
+fn certified_key(
+    provider: &rustls::crypto::CryptoProvider,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<CertifiedKey>> {
+    let chain = read_certs(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| cert_error(key, pem_reason(e)))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| cert_error(key, e.to_string()))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| cert_error(key, format!("key does not match {}: {e}", cert.display())))?;
+    Ok(Arc::new(certified))
+}
