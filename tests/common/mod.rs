@@ -1,0 +1,227 @@
+//! Shared test helpers: a server on 127.0.0.1:0 stopped on drop, an event collector, generated
+//! certificates and a TLS client, and a bound on every wait.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll::telemetry::{Event, EventKind};
+use atoll::{Handler, Server, ServerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Every wait in a test is bounded by this, so a hang fails fast.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `f`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A server on 127.0.0.1:0, stopped (with a short timeout) when dropped.
+pub struct TestServer {
+    pub handle: ServerHandle,
+    pub events: Events,
+}
+
+impl TestServer {
+    pub fn start<H: Handler>(server: Server<H>) -> Self {
+        let events = Events::default();
+        let handle = server
+            .ip(LOCALHOST)
+            .port(0)
+            .subscribe(events.clone())
+            .start()
+            .expect("server starts");
+        TestServer { handle, events }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.local_addr().inet().expect("an IP listener")
+    }
+
+    pub async fn connect(&self) -> TcpStream {
+        within("connect", TcpStream::connect(self.addr()))
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                handle.stop(Duration::from_millis(100)).await;
+            });
+        }
+    }
+}
+
+/// Collects every event, in order.
+#[derive(Clone, Default)]
+pub struct Events(pub Arc<Mutex<Vec<Recorded>>>);
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub kind: EventKind,
+    pub connection: Option<u64>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+    pub recv_bytes: Option<u64>,
+}
+
+impl atoll::telemetry::Subscriber for Events {
+    fn on_event(&self, e: &Event<'_>) {
+        self.0.lock().unwrap().push(Recorded {
+            kind: e.kind,
+            connection: e.connection,
+            bytes: e.bytes,
+            error: e.error.map(|e| e.to_string()),
+            recv_bytes: e.stats.map(|s| s.recv_bytes),
+        });
+    }
+}
+
+impl Events {
+    pub fn kinds(&self) -> Vec<EventKind> {
+        self.0.lock().unwrap().iter().map(|r| r.kind).collect()
+    }
+
+    pub fn count(&self, kind: EventKind) -> usize {
+        self.0.lock().unwrap().iter().filter(|r| r.kind == kind).count()
+    }
+
+    pub fn all(&self) -> Vec<Recorded> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` events of `kind` were seen.
+    pub async fn wait_for(&self, kind: EventKind, n: usize) {
+        within(&format!("{n} x {kind}"), async {
+            while self.count(kind) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
+}
+
+/// Sends `msg` and reads back as many bytes.
+pub async fn echo_roundtrip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    msg: &[u8],
+) -> Vec<u8> {
+    within("echo", async {
+        s.write_all(msg).await.expect("write");
+        let mut back = vec![0; msg.len()];
+        s.read_exact(&mut back).await.expect("read echo");
+        back
+    })
+    .await
+}
+
+/// True when the connection was closed by the server (EOF or reset) within the wait.
+pub async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> bool {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) => false,
+        Err(_) => false,
+    }
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate, written as PEM files.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
+    pub rogue_cert: PathBuf,
+    pub rogue_key: PathBuf,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let make_ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            let key = KeyPair::generate().unwrap();
+            let cert = p.self_signed(&key).unwrap();
+            (cert, key)
+        };
+        let (ca, ca_key) = make_ca("atoll test CA");
+        let (other, other_key) = make_ca("some other CA");
+        let leaf = |names: Vec<String>, issuer: &rcgen::Certificate, issuer_key: &KeyPair| {
+            let p = CertificateParams::new(names).unwrap();
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, issuer, issuer_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            &ca,
+            &ca_key,
+        );
+        let (client_cert, client_key) = leaf(vec!["client".into()], &ca, &ca_key);
+        let (rogue_cert, rogue_key) = leaf(vec!["rogue".into()], &other, &other_key);
+        Pki {
+            ca: write("ca.pem", ca.pem()),
+            other_ca: write("other-ca.pem", other.pem()),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server-key.pem", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client-key.pem", client_key),
+            rogue_cert: write("rogue.pem", rogue_cert),
+            rogue_key: write("rogue-key.pem", rogue_key),
+            dir,
+        }
+    }
+
+    /// A TLS client trusting the test CA, optionally presenting a certificate.
+    pub fn connector(&self, client: Option<(&PathBuf, &PathBuf)>, alpn: &[&str]) -> tokio_rustls::TlsConnector {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&self.ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect();
+                let key = PrivateKeyDer::from_pem_file(key).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
