@@ -58,6 +58,11 @@ impl<H: Handler> Server<H> {
         self
     }
 
+    /// The listener's name.
+    pub fn listener_name(&self) -> &str {
+        &self.name
+    }
+
     /// Replaces all options. Default is [`ServerOptions::default()`].
     pub fn options(mut self, options: ServerOptions) -> Self {
         self.options = options;

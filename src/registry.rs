@@ -1,0 +1,244 @@
+//! The listener registry: every running listener by name, with its kind, address, uptime and
+//! connection count; start from a spec, stop by name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use crate::addr::Addr;
+use crate::echo::Echo;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{Phase, ServerHandle, StopReport};
+use crate::handler::Handler;
+use crate::server::Server;
+use crate::spec::{unknown_kind, ListenerSpec};
+
+/// Starts a listener of one kind from its spec.
+pub type Launcher = Arc<dyn Fn(&ListenerSpec) -> Result<ServerHandle> + Send + Sync>;
+
+/// A running listener, as [`Registry::list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// The listener's name.
+    pub name: String,
+    /// Its kind (`"echo"`, ...).
+    pub kind: String,
+    /// The address it is bound to.
+    pub addr: Addr,
+    /// How long it has been running.
+    pub uptime: Duration,
+    /// How many connections are open.
+    pub connections: usize,
+}
+
+struct Entry {
+    kind: String,
+    handle: ServerHandle,
+}
+
+#[derive(Default)]
+struct Inner {
+    listeners: BTreeMap<String, Entry>,
+    kinds: HashMap<String, Launcher>,
+}
+
+/// Named listeners (leptus's part): list them, read one's uptime, stop one by name, start one
+/// from a [`ListenerSpec`] whose kind has been registered.
+///
+/// `Registry::new()` knows the kind `echo`; applications add their own with
+/// [`add_kind`](Registry::add_kind). Clones share the same listeners.
+///
+/// ```no_run
+/// # async fn run() -> atoll::Result<()> {
+/// use atoll::{ListenerSpec, Registry};
+///
+/// let registry = Registry::new();
+/// let mut spec = ListenerSpec::new("echo", "echo");
+/// spec.options.port = 0;
+/// registry.start_spec(&spec)?;
+/// for l in registry.list() {
+///     println!("{} {} {} up {:?}", l.name, l.kind, l.addr, l.uptime);
+/// }
+/// let report = registry.stop("echo", None).await?;
+/// assert!(registry.stop("echo", None).await.unwrap_err().is_not_found());
+/// # let _ = report; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Registry")
+            .field("listeners", &inner.listeners.keys().collect::<Vec<_>>())
+            .field("kinds", &inner.kinds.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry that knows the `echo` kind.
+    pub fn new() -> Self {
+        let registry = Registry {
+            inner: Arc::new(Mutex::new(Inner::default())),
+        };
+        registry.add_kind("echo", |spec| spec.server(Echo)?.start());
+        registry
+    }
+
+    /// The process-wide registry.
+    pub fn global() -> &'static Registry {
+        static GLOBAL: OnceLock<Registry> = OnceLock::new();
+        GLOBAL.get_or_init(Registry::new)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update is one insert or remove, so a poisoned map is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a kind of listener, so specs naming it can be started.
+    pub fn add_kind(
+        &self,
+        kind: impl Into<String>,
+        launch: impl Fn(&ListenerSpec) -> Result<ServerHandle> + Send + Sync + 'static,
+    ) {
+        self.lock().kinds.insert(kind.into(), Arc::new(launch));
+    }
+
+    /// The registered kinds, sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.lock().kinds.keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    /// Starts a listener from its spec. Errors: [`AlreadyRunning`](ErrorKind::AlreadyRunning)
+    /// when the name is taken, [`Config`](ErrorKind::Config) for an unknown kind, and whatever
+    /// starting the server gives.
+    pub fn start_spec(&self, spec: &ListenerSpec) -> Result<ServerHandle> {
+        let launch = {
+            let inner = self.lock();
+            self.check_free(&inner, &spec.name)?;
+            match inner.kinds.get(&spec.kind) {
+                Some(l) => l.clone(),
+                None => {
+                    drop(inner);
+                    return Err(unknown_kind(spec, &self.kinds()));
+                }
+            }
+        };
+        let handle = launch(spec)?;
+        self.insert(&spec.kind, handle)
+    }
+
+    /// Starts `server` and registers it under its name, as a listener of `kind`.
+    pub fn start<H: Handler>(&self, kind: &str, server: Server<H>) -> Result<ServerHandle> {
+        self.check_free(&self.lock(), server.listener_name())?;
+        let handle = server.start()?;
+        self.insert(kind, handle)
+    }
+
+    fn check_free(&self, inner: &Inner, name: &str) -> Result<()> {
+        match inner.listeners.get(name) {
+            Some(e) if e.handle.phase() != Phase::Stopped => Err(Error::new(
+                ErrorKind::AlreadyRunning,
+            )
+            .context(format!("listener `{name}`"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn insert(&self, kind: &str, handle: ServerHandle) -> Result<ServerHandle> {
+        let mut inner = self.lock();
+        let name = handle.name().to_owned();
+        if let Err(e) = self.check_free(&inner, &name) {
+            // Lost a race with another start of the same name: this one goes.
+            drop(inner);
+            let h = handle.clone();
+            tokio::spawn(async move { h.stop(Duration::ZERO).await });
+            return Err(e);
+        }
+        inner.listeners.insert(
+            name,
+            Entry {
+                kind: kind.to_owned(),
+                handle: handle.clone(),
+            },
+        );
+        Ok(handle)
+    }
+
+    /// The running listeners, by name.
+    pub fn list(&self) -> Vec<ListenerInfo> {
+        let mut inner = self.lock();
+        inner
+            .listeners
+            .retain(|_, e| e.handle.phase() != Phase::Stopped);
+        inner
+            .listeners
+            .iter()
+            .map(|(name, e)| ListenerInfo {
+                name: name.clone(),
+                kind: e.kind.clone(),
+                addr: e.handle.local_addr().clone(),
+                uptime: e.handle.uptime(),
+                connections: e.handle.connection_count(),
+            })
+            .collect()
+    }
+
+    /// The handle of the running listener `name`.
+    pub fn get(&self, name: &str) -> Result<ServerHandle> {
+        match self.lock().listeners.get(name) {
+            Some(e) if e.handle.phase() != Phase::Stopped => Ok(e.handle.clone()),
+            _ => Err(Error::new(ErrorKind::NotFound).context(format!("listener `{name}`"))),
+        }
+    }
+
+    /// How long the listener `name` has been running.
+    pub fn uptime(&self, name: &str) -> Result<Duration> {
+        self.get(name).map(|h| h.uptime())
+    }
+
+    /// Stops the listener `name` (see [`ServerHandle::stop`]), waiting up to `timeout`, or its
+    /// own `shutdown_timeout` when `None`, and forgets it.
+    pub async fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<StopReport> {
+        let handle = self.get(name)?;
+        let timeout = timeout.unwrap_or(handle.options().shutdown_timeout);
+        let report = handle.stop(timeout).await;
+        self.lock().listeners.remove(name);
+        Ok(report)
+    }
+
+    /// Stops every listener at once, each with its own `shutdown_timeout`.
+    pub async fn stop_all(&self) -> Vec<(String, StopReport)> {
+        let handles: Vec<ServerHandle> = self
+            .lock()
+            .listeners
+            .values()
+            .map(|e| e.handle.clone())
+            .collect();
+        let tasks: Vec<_> = handles
+            .into_iter()
+            .map(|h| tokio::spawn(async move { (h.name().to_owned(), h.shutdown().await) }))
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            if let Ok(r) = t.await {
+                out.push(r);
+            }
+        }
+        self.lock().listeners.clear();
+        out
+    }
+}

@@ -1,0 +1,149 @@
+//! A listener described as data: name, kind, options and TLS files, as a `[[listener]]` table
+//! of a config file declares it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::handler::Handler;
+use crate::options::ServerOptions;
+use crate::server::Server;
+use crate::tls::TlsOptions;
+
+/// Everything needed to start a listener of a registered kind.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// The listener's name, unique within a registry.
+    pub name: String,
+    /// The handler kind, as registered in a [`Registry`](crate::Registry) (`"echo"`, ...).
+    pub kind: String,
+    /// Server options.
+    pub options: ServerOptions,
+    /// TLS files, for a TLS listener.
+    pub tls: Option<TlsOptions>,
+    /// A Unix socket path to listen on instead of TCP.
+    pub unix: Option<PathBuf>,
+}
+
+impl ListenerSpec {
+    /// A spec with default options.
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
+        ListenerSpec {
+            name: name.into(),
+            kind: kind.into(),
+            options: ServerOptions::default(),
+            tls: None,
+            unix: None,
+        }
+    }
+
+    /// Reads a spec from one `[[listener]]` table. `name` and `kind` are required; `tls` and
+    /// `unix` are optional; every other key is a [`ServerOptions`] field. Relative file paths
+    /// are taken from `base` (the config file's folder). Errors name the field at fault.
+    pub fn from_toml(table: &toml::Table, base: &Path) -> std::result::Result<Self, String> {
+        let mut rest = table.clone();
+        let mut text = |key: &str| -> std::result::Result<String, String> {
+            match rest.remove(key) {
+                Some(toml::Value::String(s)) if !s.is_empty() => Ok(s),
+                Some(other) => Err(format!("`{key}` must be a non-empty string, not {other}")),
+                None => Err(format!("missing `{key}`")),
+            }
+        };
+        let name = text("name")?;
+        let kind = text("kind")?;
+        let tls = match rest.remove("tls") {
+            None => None,
+            Some(v) => {
+                let mut t = TlsOptions::deserialize(v).map_err(|e| format!("in `tls`: {e}"))?;
+                t.cert = base.join(&t.cert);
+                t.key = base.join(&t.key);
+                t.cacert = t.cacert.map(|p| base.join(p));
+                for s in &mut t.sni {
+                    s.cert = base.join(&s.cert);
+                    s.key = base.join(&s.key);
+                }
+                Some(t)
+            }
+        };
+        let unix = match rest.remove("unix") {
+            None => None,
+            Some(toml::Value::String(p)) => Some(base.join(p)),
+            Some(other) => return Err(format!("`unix` must be a path, not {other}")),
+        };
+        let options = ServerOptions::deserialize(toml::Value::Table(rest))
+            .map_err(|e| e.message().to_owned())?;
+        options.validate()?;
+        Ok(ListenerSpec {
+            name,
+            kind,
+            options,
+            tls,
+            unix,
+        })
+    }
+
+    /// A server for this spec, running `handler`: name, options, Unix path and TLS (files read
+    /// now) applied.
+    pub fn server<H: Handler>(&self, handler: H) -> Result<Server<H>> {
+        let mut server = Server::new(handler)
+            .name(self.name.clone())
+            .options(self.options.clone());
+        if let Some(path) = &self.unix {
+            server = server.unix(path.clone());
+        }
+        if let Some(tls) = &self.tls {
+            let config = tls
+                .load()
+                .map_err(|e| e.context(format!("listener `{}`", self.name)))?;
+            server = server.tls(config);
+        }
+        Ok(server)
+    }
+}
+
+pub(crate) fn unknown_kind(spec: &ListenerSpec, known: &[String]) -> Error {
+    Error::with_source(
+        ErrorKind::Config,
+        format!(
+            "unknown kind `{}` (known: {})",
+            spec.kind,
+            known.join(", ")
+        ),
+    )
+    .context(format!("listener `{}`", spec.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> std::result::Result<ListenerSpec, String> {
+        ListenerSpec::from_toml(&text.parse::<toml::Table>().unwrap(), Path::new("/etc/atoll"))
+    }
+
+    #[test]
+    fn reads_a_listener_table() {
+        let s = parse(
+            "name = \"e\"\nkind = \"echo\"\nport = 0\nip = \"127.0.0.1\"\n[tls]\ncert = \"c.pem\"\nkey = \"/k.pem\"",
+        )
+        .unwrap();
+        assert_eq!((s.name.as_str(), s.kind.as_str(), s.options.port), ("e", "echo", 0));
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("/etc/atoll/c.pem"));
+        assert_eq!(tls.key, Path::new("/k.pem"));
+    }
+
+    #[test]
+    fn names_the_field_at_fault() {
+        assert_eq!(parse("kind = \"echo\"").unwrap_err(), "missing `name`");
+        let e = parse("name = \"e\"\nkind = \"echo\"\nport = 70000").unwrap_err();
+        assert!(e.contains("70000") || e.contains("u16"), "{e}");
+        let e = parse("name = \"e\"\nkind = \"echo\"\nprot = 1").unwrap_err();
+        assert!(e.contains("unknown field `prot`"), "{e}");
+        let e = parse("name = \"e\"\nkind = \"echo\"\nnum_acceptors = 0").unwrap_err();
+        assert!(e.contains("num_acceptors"), "{e}");
+        let e = parse("name = \"e\"\nkind = \"echo\"\n[tls]\ncert = \"c\"").unwrap_err();
+        assert!(e.contains("missing field `key`"), "{e}");
+    }
+}
