@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
@@ -64,28 +64,6 @@ impl Listener {
             Listener::Unix(l) => l.local_addr().map(|a| Addr::from_unix(&a)),
         }
     }
-
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match self {
-            Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l) => l.as_fd(),
-        }
-    }
-
-    /// Stops the kernel from completing new connections while keeping the descriptor, so new
-    /// connects are refused until [`resume`](Self::resume).
-    pub(crate) fn pause(&self) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        nix::sys::socket::shutdown(self.fd().as_raw_fd(), nix::sys::socket::Shutdown::Read)
-            .map_err(io::Error::from)
-    }
-
-    /// Listens again on a paused socket.
-    pub(crate) fn resume(&self, backlog: u32) -> io::Result<()> {
-        let backlog = nix::sys::socket::Backlog::new(backlog.min(i32::MAX as u32) as i32)
-            .map_err(io::Error::from)?;
-        nix::sys::socket::listen(&self.fd(), backlog).map_err(io::Error::from)
-    }
 }
 
 /// Opens the listening sockets `bind` asks for.
@@ -99,6 +77,20 @@ pub(crate) fn listeners(bind: Bind, opts: &ServerOptions) -> Result<Vec<Listener
             .collect(),
         Bind::UnixListener(l) => adopt(Socket::from(OwnedFd::from(l))).map(|l| vec![l]),
         Bind::Fds(fds) => fds.into_iter().map(|fd| adopt(Socket::from(fd))).collect(),
+    }
+}
+
+/// Binds a fresh listening socket on an address a listener had before (after a suspend).
+pub(crate) fn rebind(addr: &Addr, opts: &ServerOptions) -> Result<Listener> {
+    match addr {
+        Addr::Inet(a) => tcp_socket(*a, opts)
+            .map(Listener::Tcp)
+            .map_err(|e| Error::io(e).context(format!("cannot listen on {a}"))),
+        Addr::Unix(Some(path)) => bind_unix(path.clone(), opts),
+        Addr::Unix(None) => Err(Error::with_source(
+            ErrorKind::Bind,
+            "an unnamed Unix socket cannot be bound again",
+        )),
     }
 }
 

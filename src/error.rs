@@ -89,10 +89,15 @@ impl Error {
         e
     }
 
-    /// Names the thing at fault (a file, an address, a listener); shown before the cause.
+    /// Names the thing at fault (a file, an address, a listener); shown before the cause, and
+    /// before any context given earlier (`listener `web`: cannot listen on ...: address in use`).
     #[must_use]
     pub fn context(mut self, context: impl Into<String>) -> Self {
-        self.inner.context = Some(context.into());
+        let outer = context.into();
+        self.inner.context = Some(match self.inner.context.take() {
+            Some(inner) => format!("{outer}: {inner}"),
+            None => outer,
+        });
         self
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::addr::Addr;
-use crate::bind::Listener;
+use crate::bind::{self, Listener};
 use crate::connections::ConnectionInfo;
 use crate::error::Result;
 use crate::options::ServerOptions;
@@ -184,17 +184,16 @@ impl ServerHandle {
         self.inner.shared.table.len()
     }
 
-    /// Stops accepting: new connects are refused while existing connections go on. The
-    /// listening sockets stay bound, so [`resume`](Self::resume) listens on the same address.
+    /// Stops accepting: the listening sockets close, so new connects are refused, while
+    /// existing connections go on. [`resume`](Self::resume) binds the same addresses again.
     pub async fn suspend(&self) -> Result<()> {
         let mut life = self.inner.lifecycle.lock().await;
         if self.phase() != Phase::Running {
             return Ok(());
         }
         Self::stop_acceptors(&mut life).await;
-        for l in &life.listeners {
-            l.pause()?;
-        }
+        // The acceptors are gone, so these were the last references: the sockets close now.
+        life.listeners.clear();
         self.inner.phase.send_replace(Phase::Suspended);
         self.emit(EventKind::ListenerSuspend, None);
         Ok(())
@@ -206,9 +205,17 @@ impl ServerHandle {
         if self.phase() != Phase::Suspended {
             return Ok(());
         }
-        let backlog = self.inner.shared.opts.backlog;
-        for l in &life.listeners {
-            l.resume(backlog)?;
+        let opts = &self.inner.shared.opts;
+        let ctx = || format!("listener `{}`", self.name());
+        for addr in &self.inner.addrs {
+            match bind::rebind(addr, opts) {
+                Ok(listener) => life.listeners.push(Arc::new(listener)),
+                Err(e) => {
+                    // Stay suspended, with no socket half-open.
+                    life.listeners.clear();
+                    return Err(e.context(ctx()));
+                }
+            }
         }
         self.spawn_acceptors(&mut life);
         self.inner.phase.send_replace(Phase::Running);
