@@ -97,7 +97,12 @@ impl Events {
     }
 
     pub fn count(&self, kind: EventKind) -> usize {
-        self.0.lock().unwrap().iter().filter(|r| r.kind == kind).count()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == kind)
+            .count()
     }
 
     pub fn all(&self) -> Vec<Recorded> {
@@ -177,11 +182,8 @@ impl Pki {
             let cert = p.signed_by(&key, issuer, issuer_key).unwrap();
             (cert.pem(), key.serialize_pem())
         };
-        let (server_cert, server_key) = leaf(
-            vec!["localhost".into(), "127.0.0.1".into()],
-            &ca,
-            &ca_key,
-        );
+        let (server_cert, server_key) =
+            leaf(vec!["localhost".into(), "127.0.0.1".into()], &ca, &ca_key);
         let (client_cert, client_key) = leaf(vec!["client".into()], &ca, &ca_key);
         let (rogue_cert, rogue_key) = leaf(vec!["rogue".into()], &other, &other_key);
         Pki {
@@ -198,7 +200,11 @@ impl Pki {
     }
 
     /// A TLS client trusting the test CA, optionally presenting a certificate.
-    pub fn connector(&self, client: Option<(&PathBuf, &PathBuf)>, alpn: &[&str]) -> tokio_rustls::TlsConnector {
+    pub fn connector(
+        &self,
+        client: Option<(&PathBuf, &PathBuf)>,
+        alpn: &[&str],
+    ) -> tokio_rustls::TlsConnector {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
