@@ -1,0 +1,80 @@
+//! The listener registry: start from a spec, list, uptime, stop by name, typed errors.
+
+mod common;
+
+use std::time::Duration;
+
+use atoll::echo::Echo;
+use atoll::{ErrorKind, ListenerSpec, Registry, Server};
+use common::*;
+use tokio::net::TcpStream;
+
+fn spec(name: &str) -> ListenerSpec {
+    let mut s = ListenerSpec::new(name, "echo");
+    s.options.ip = LOCALHOST;
+    s.options.port = 0;
+    s
+}
+
+#[tokio::test]
+async fn list_uptime_and_stop_by_name() {
+    let registry = Registry::new();
+    let a = registry.start_spec(&spec("alpha")).unwrap();
+    let b = registry
+        .start("echo", Server::new(Echo).name("beta").ip(LOCALHOST).port(0))
+        .unwrap();
+    let mut client = within("connect", TcpStream::connect(a.local_addr().inet().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(echo_roundtrip(&mut client, b"reg").await, b"reg");
+
+    let listed = registry.list();
+    let names: Vec<_> = listed.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    assert_eq!(listed[0].kind, "echo");
+    assert_eq!(listed[0].addr, *a.local_addr());
+    assert_eq!(listed[0].connections, 1);
+    assert_eq!(listed[1].addr, *b.local_addr());
+
+    let before = registry.uptime("alpha").unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(registry.uptime("alpha").unwrap() > before, "uptime does not advance");
+
+    drop(client);
+    let report = within("stop", registry.stop("alpha", Some(WAIT))).await.unwrap();
+    assert_eq!(report.forced, 0);
+    assert_eq!(registry.list().len(), 1);
+    assert!(within("connect", TcpStream::connect(a.local_addr().inet().unwrap()))
+        .await
+        .is_err());
+
+    // Not found is a typed error, for stop and uptime alike.
+    let err = within("stop", registry.stop("alpha", None)).await.unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(err.to_string().contains("listener `alpha`"));
+    assert_eq!(registry.uptime("nope").unwrap_err().kind(), ErrorKind::NotFound);
+
+    let stopped = within("stop all", registry.stop_all()).await;
+    assert_eq!(stopped.len(), 1);
+    assert!(registry.list().is_empty());
+}
+
+#[tokio::test]
+async fn names_are_unique_and_kinds_must_be_known() {
+    let registry = Registry::new();
+    registry.start_spec(&spec("one")).unwrap();
+    let err = registry.start_spec(&spec("one")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyRunning);
+
+    let mut odd = spec("two");
+    odd.kind = "gopher".into();
+    let err = registry.start_spec(&odd).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("unknown kind `gopher`"), "{err}");
+
+    // Applications register their own kinds.
+    registry.add_kind("gopher", |spec| spec.server(Echo)?.start());
+    registry.start_spec(&odd).unwrap();
+    assert_eq!(registry.list().len(), 2);
+    within("stop all", registry.stop_all()).await;
+}
