@@ -66,14 +66,17 @@ impl Slot {
     }
 }
 
+/// Live connections by id, with the handle that aborts each one's task.
+type Live = HashMap<u64, (Arc<Slot>, AbortHandle)>;
+
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    live: Mutex<HashMap<u64, (Arc<Slot>, Option<AbortHandle>)>>,
+    live: Mutex<Live>,
     emptied: Notify,
 }
 
 impl Table {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, (Arc<Slot>, Option<AbortHandle>)>> {
+    fn lock(&self) -> MutexGuard<'_, Live> {
         // A panic while holding this lock cannot leave the map half-updated (every update is a
         // single insert or remove), so a poisoned lock is still good to use.
         self.live.lock().unwrap_or_else(|p| p.into_inner())
@@ -85,7 +88,7 @@ impl Table {
         let mut live = self.lock();
         let id = slot.id;
         let abort = spawn();
-        live.insert(id, (slot, Some(abort)));
+        live.insert(id, (slot, abort));
     }
 
     pub(crate) fn remove(&self, id: u64) {
@@ -128,9 +131,7 @@ impl Table {
         let live = self.lock();
         live.iter()
             .map(|(id, (_, abort))| {
-                if let Some(a) = abort {
-                    a.abort();
-                }
+                abort.abort();
                 *id
             })
             .collect()

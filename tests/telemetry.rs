@@ -48,7 +48,8 @@ async fn a_connection_emits_its_events_in_order() {
 #[tokio::test]
 async fn subscribers_attach_and_detach_on_a_running_server() {
     let server = TestServer::start(Server::new(Echo));
-    let seen: Arc<Mutex<Vec<(EventKind, Option<String>)>>> = Arc::default();
+    type Seen = Vec<(EventKind, Option<String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let sink = seen.clone();
     let id = server.handle.telemetry().attach(move |e: &Event<'_>| {
         sink.lock()
