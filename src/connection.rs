@@ -1,6 +1,7 @@
 //! One connection's task: the TLS handshake, then the callback loop that waits for bytes, a
 //! stop request or the read timeout, and runs the handler's callbacks in turn.
 
+use std::future::poll_fn;
 use std::io;
 
 use tokio::time::{sleep_until, Instant};
@@ -11,43 +12,27 @@ use crate::buffer;
 use crate::error::{Error, ErrorKind};
 use crate::handler::{Action, Handler};
 use crate::socket::{handshake, Conn, Socket, Stream};
-use crate::telemetry::EventKind;
+use crate::telemetry::{Event, EventKind};
 
 /// Runs a freshly accepted connection to its end.
+///
+/// One function on purpose: every `async fn` layer keeps its own copy of what it is given, and
+/// this future is what an idle connection costs.
 pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Conn) {
-    let stream = match accepted {
-        Accepted::Unix(s) => Stream::Unix(s),
-        Accepted::Tcp(tcp) => match conn.shared.tls.clone() {
-            None => Stream::Tcp(tcp),
-            Some(tls) => match handshake(&conn, &tls, tcp).await {
-                Ok(s) => Stream::Tls(Box::new(s)),
-                Err(e) => {
-                    let mut socket = Socket::new(Stream::Closed, conn);
-                    handler.handle_error(&e, &mut socket).await;
-                    return;
-                }
-            },
-        },
+    let stream = match open(accepted, &conn).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            let mut socket = Socket::new(Stream::Closed, conn);
+            handler.handle_error(&e, &mut socket).await;
+            return;
+        }
     };
     let mut socket = Socket::new(stream, conn);
     socket.conn.emit(EventKind::Ready, |e| e);
-    let first = handler.handle_connection(&mut socket).await;
-    drive(handler, socket, first).await;
-}
+    let mut action = handler.handle_connection(&mut socket).await;
 
-/// Why the connection loop woke up.
-enum Wake {
-    Readable(io::Result<()>),
-    Stop,
-    Timer,
-}
-
-async fn drive<H: Handler>(mut handler: H, mut socket: Socket, mut action: Action) {
     let slot = socket.conn.slot.clone();
-    let stop = slot.stopped();
-    tokio::pin!(stop);
     let mut stop_seen = false;
-
     let read_buffer_size = socket.conn.shared.opts.read_buffer_size;
     let mut persistent = socket.conn.shared.opts.read_timeout;
     // The read timeout is kept lazily: a read only moves `deadline`, and the timer, armed for
@@ -90,11 +75,11 @@ async fn drive<H: Handler>(mut handler: H, mut socket: Socket, mut action: Actio
                 }
             }
             Action::TakeOver => {
-                let conn_events = socket.conn.shared.clone();
+                let shared = socket.conn.shared.clone();
                 let (id, peer): (u64, Addr) = (socket.id(), socket.peer_addr().clone());
                 if let Err(e) = handler.take_over(socket).await {
-                    conn_events.telemetry.emit(|| {
-                        crate::telemetry::Event::new(EventKind::HandlerError, &conn_events.name)
+                    shared.telemetry.emit(|| {
+                        Event::new(EventKind::HandlerError, &shared.name)
                             .connection(id, &peer)
                             .error(&*e)
                     });
@@ -109,7 +94,7 @@ async fn drive<H: Handler>(mut handler: H, mut socket: Socket, mut action: Actio
 
         let wake = tokio::select! {
             biased;
-            _ = &mut stop, if !stop_seen => Wake::Stop,
+            _ = poll_fn(|cx| slot.poll_stopped(cx)), if !stop_seen => Wake::Stop,
             r = socket.readable() => Wake::Readable(r),
             _ = &mut timer => Wake::Timer,
         };
@@ -163,6 +148,26 @@ async fn drive<H: Handler>(mut handler: H, mut socket: Socket, mut action: Actio
     }
 }
 
+/// The connection's stream, after the TLS handshake when the listener serves TLS.
+async fn open(accepted: Accepted, conn: &Conn) -> Result<Stream, Error> {
+    match accepted {
+        Accepted::Unix(s) => Ok(Stream::Unix(s)),
+        Accepted::Tcp(tcp) => match &conn.shared.tls {
+            None => Ok(Stream::Tcp(tcp)),
+            // Boxed: a handshake's state is large, and would otherwise sit in every
+            // connection's task, TLS or not.
+            Some(tls) => Ok(Stream::Tls(Box::pin(handshake(conn, tls, tcp)).await?)),
+        },
+    }
+}
+
+/// Why the connection loop woke up.
+enum Wake {
+    Readable(io::Result<()>),
+    Stop,
+    Timer,
+}
+
 async fn read_failed<H: Handler>(handler: &mut H, socket: &mut Socket, e: io::Error) {
     socket.conn.emit(EventKind::RecvError, |ev| ev.error(&e));
     let err = Error::io(e);
@@ -171,5 +176,40 @@ async fn read_failed<H: Handler>(handler: &mut H, socket: &mut Socket, e: io::Er
         handler.handle_close(socket).await;
     } else {
         handler.handle_error(&err, socket).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::bind::Accepted;
+    use crate::connections::Slot;
+    use crate::echo::Echo;
+    use crate::options::ServerOptions;
+    use crate::shared::Shared;
+    use crate::socket::Conn;
+    use crate::telemetry::Telemetry;
+
+    /// An idle connection's memory is mostly its task's future: keep it small.
+    #[tokio::test]
+    async fn an_echo_connection_task_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let shared = Arc::new(Shared::new(
+            "t".into(),
+            ServerOptions::default(),
+            Arc::new(Telemetry::default()),
+            None,
+        ));
+        let permit = shared.limiter.clone().try_acquire_owned().unwrap();
+        let conn = Conn::new(shared.clone(), Arc::new(Slot::new(1, peer.into())), permit);
+        let task = super::run(Echo, Accepted::Tcp(tcp), conn);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("echo connection future: {size} bytes");
+        assert!(size <= 1024, "echo connection future is {size} bytes");
     }
 }

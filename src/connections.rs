@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -29,7 +30,11 @@ pub(crate) struct Slot {
     pub(crate) peer: Addr,
     pub(crate) started: Instant,
     stopping: AtomicBool,
+    /// Wakes waiters of [`stopped`](Slot::stopped) (a handler that took the socket over).
     notify: Notify,
+    /// Wakes the connection loop, which polls [`poll_stopped`](Slot::poll_stopped): a waker
+    /// slot instead of a pinned `Notified` keeps every connection's task 100 bytes smaller.
+    loop_waker: Mutex<Option<Waker>>,
 }
 
 impl Slot {
@@ -40,6 +45,7 @@ impl Slot {
             started: Instant::now(),
             stopping: AtomicBool::new(false),
             notify: Notify::new(),
+            loop_waker: Mutex::new(None),
         }
     }
 
@@ -56,6 +62,27 @@ impl Slot {
         }
     }
 
+    /// Ready once the server has asked this connection to stop; for the connection loop only
+    /// (one waker is kept).
+    pub(crate) fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_stopping() {
+            return Poll::Ready(());
+        }
+        {
+            let mut w = self.loop_waker.lock().unwrap_or_else(|p| p.into_inner());
+            match &*w {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        // Checked again after registering, so a stop between the two checks is not missed.
+        if self.is_stopping() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -63,6 +90,14 @@ impl Slot {
     fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.notify.notify_waiters();
+        let waker = self
+            .loop_waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 

@@ -407,22 +407,25 @@ impl Socket {
                 ));
             }
         };
-        let tls_stream = handshake(&self.conn, tls, tcp).await?;
-        self.stream = Stream::Tls(Box::new(tls_stream));
+        let tls_stream = Box::pin(handshake(&self.conn, tls, tcp)).await?;
+        self.stream = Stream::Tls(tls_stream);
         Ok(())
     }
 }
 
 /// Runs a TLS handshake within the listener's `handshake_timeout`, reporting its outcome.
+///
+/// The stream comes back boxed: a TLS session is over a kilobyte, and should not sit inline in
+/// the futures of connections that are not TLS.
 pub(crate) async fn handshake(
     conn: &Conn,
     tls: &TlsConfig,
     tcp: TcpStream,
-) -> Result<TlsStream<TcpStream>> {
+) -> Result<Box<TlsStream<TcpStream>>> {
     let started = Instant::now();
     let limit = conn.shared.opts.handshake_timeout;
     let result = match tokio::time::timeout(limit, tls.acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => Ok(Box::new(s)),
         Ok(Err(e)) => Err(Error::with_source(ErrorKind::Handshake, e)),
         Err(_) => Err(Error::with_source(
             ErrorKind::Timeout,
