@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::task::Poll;
 
 use tokio::time::{sleep_until, Instant};
 
@@ -33,6 +34,9 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
 
     let slot = socket.conn.slot.clone();
     let mut stop_seen = false;
+    // The task's waker never changes, so once registered for the stop signal, a poll only
+    // needs to read the flag.
+    let mut stop_registered = false;
     let read_buffer_size = socket.conn.shared.opts.read_buffer_size;
     let mut persistent = socket.conn.shared.opts.read_timeout;
     // The read timeout is kept lazily: a read only moves `deadline`, and the timer, armed for
@@ -94,7 +98,14 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
 
         let wake = tokio::select! {
             biased;
-            _ = poll_fn(|cx| slot.poll_stopped(cx)), if !stop_seen => Wake::Stop,
+            _ = poll_fn(|cx| {
+                if stop_registered {
+                    if slot.is_stopping() { Poll::Ready(()) } else { Poll::Pending }
+                } else {
+                    stop_registered = true;
+                    slot.poll_stopped(cx)
+                }
+            }), if !stop_seen => Wake::Stop,
             r = socket.readable() => Wake::Readable(r),
             _ = &mut timer => Wake::Timer,
         };

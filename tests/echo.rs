@@ -51,3 +51,18 @@ async fn echoes_over_a_unix_socket() {
     let report = within("stop", handle.stop(WAIT)).await;
     assert_eq!(report.forced, 0);
 }
+
+#[tokio::test]
+async fn the_default_address_serves_ipv4_and_ipv6() {
+    // Default ip is `::` with IPv6-only off: one socket for both families.
+    let handle = Server::new(Echo).port(0).start().unwrap();
+    let port = handle.local_addr().inet().unwrap().port();
+    for host in ["127.0.0.1", "[::1]"] {
+        let addr = format!("{host}:{port}");
+        let mut s = within("connect", tokio::net::TcpStream::connect(&addr))
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: {e}"));
+        assert_eq!(echo_roundtrip(&mut s, host.as_bytes()).await, host.as_bytes());
+    }
+    within("stop", handle.stop(WAIT)).await;
+}
