@@ -41,6 +41,9 @@ async fn main() -> atoll::Result<()> {
     println!("listening on {}", server.local_addr());
     tokio::signal::ctrl_c().await?;
     let report = server.shutdown().await;
-    println!("stopped: {} drained, {} forced", report.drained, report.forced);
+    println!(
+        "stopped: {} drained, {} forced",
+        report.drained, report.forced
+    );
     Ok(())
 }

@@ -63,8 +63,7 @@ async fn accept_loop<H: Handler>(
     s.telemetry
         .emit(|| Event::new(EventKind::AcceptorStart, &s.name).acceptor(index));
     let mut backoff = BACKOFF_MIN;
-    let full_wait =
-        s.opts.max_connections_retry_wait * s.opts.max_connections_retry_count.max(1);
+    let full_wait = s.opts.max_connections_retry_wait * s.opts.max_connections_retry_count.max(1);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => {
@@ -74,9 +73,8 @@ async fn accept_loop<H: Handler>(
             Err(e) => {
                 let kind = classify(&e);
                 if kind == EventKind::Econnaborted {
-                    s.telemetry.emit(|| {
-                        Event::new(kind, &s.name).acceptor(index).error(&e)
-                    });
+                    s.telemetry
+                        .emit(|| Event::new(kind, &s.name).acceptor(index).error(&e));
                     continue;
                 }
                 s.telemetry.emit(|| {

@@ -153,8 +153,7 @@ fn bind_unix(path: PathBuf, opts: &ServerOptions) -> Result<Listener> {
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         use std::os::unix::fs::FileTypeExt;
         // Only a socket file is ours to replace; never delete anything else.
-        if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(&path).is_err()
-        {
+        if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(&path).is_err() {
             std::fs::remove_file(&path).map_err(|e| Error::io(e).context(context()))?;
         }
     }
@@ -180,6 +179,8 @@ fn adopt(socket: Socket) -> Result<Listener> {
     } else if local.as_socket().is_some() {
         Ok(Listener::Tcp(TcpListener::from_std(socket.into())?))
     } else {
-        Err(not_listening("inherited descriptor is neither TCP nor Unix"))
+        Err(not_listening(
+            "inherited descriptor is neither TCP nor Unix",
+        ))
     }
 }

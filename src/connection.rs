@@ -68,7 +68,9 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
             }
             Action::Error(e) => {
                 let err = Error::with_source(ErrorKind::Handler, e);
-                socket.conn.emit(EventKind::HandlerError, |ev| ev.error(&err));
+                socket
+                    .conn
+                    .emit(EventKind::HandlerError, |ev| ev.error(&err));
                 handler.handle_error(&err, &mut socket).await;
                 return;
             }

@@ -185,7 +185,9 @@ mod tests {
         assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("ten").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("ten")
+            .unwrap_err()
+            .contains("not a duration"));
         assert!(parse_duration("5 years")
             .unwrap_err()
             .contains("unknown duration unit"));

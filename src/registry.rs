@@ -150,10 +150,9 @@ impl Registry {
 
     fn check_free(&self, inner: &Inner, name: &str) -> Result<()> {
         match inner.listeners.get(name) {
-            Some(e) if e.handle.phase() != Phase::Stopped => Err(Error::new(
-                ErrorKind::AlreadyRunning,
-            )
-            .context(format!("listener `{name}`"))),
+            Some(e) if e.handle.phase() != Phase::Stopped => {
+                Err(Error::new(ErrorKind::AlreadyRunning).context(format!("listener `{name}`")))
+            }
             _ => Ok(()),
         }
     }

@@ -135,7 +135,12 @@ impl<H: Handler> Server<H> {
         }
         let listeners = bind::listeners(self.bind, &self.options).map_err(|e| e.context(ctx))?;
         let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
-        let shared = Arc::new(Shared::new(self.name, self.options, self.telemetry, self.tls));
+        let shared = Arc::new(Shared::new(
+            self.name,
+            self.options,
+            self.telemetry,
+            self.tls,
+        ));
         let handler = Mutex::new(self.handler);
         let spawner: Spawner = Box::new(move |listener, shared, index| {
             let handler = handler.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -109,7 +109,9 @@ macro_rules! zero_copy {
         let mut pos = $offset.min($end);
         let start = pos;
         while pos < $end {
-            let want = usize::try_from($end - pos).unwrap_or(usize::MAX).min(1 << 30);
+            let want = usize::try_from($end - pos)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
             tokio::time::timeout($limit, s.writable())
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "sendfile timed out"))??;
@@ -341,7 +343,12 @@ impl Socket {
         }
     }
 
-    async fn sendfile_inner(&mut self, file: &File, offset: u64, len: Option<u64>) -> io::Result<u64> {
+    async fn sendfile_inner(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: Option<u64>,
+    ) -> io::Result<u64> {
         let size = file.metadata()?.len();
         let end = match len {
             Some(l) => offset.saturating_add(l).min(size),
@@ -487,7 +494,11 @@ fn try_write_now(r: io::Result<usize>) -> io::Result<usize> {
 
 /// Writes what is left (and flushes), failing if it takes longer than `limit`. The timer is
 /// only armed when there is something left to write.
-async fn write_rest<S: AsyncWrite + Unpin>(s: &mut S, rest: &[u8], limit: Duration) -> io::Result<()> {
+async fn write_rest<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    rest: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
     let write = async {
         if !rest.is_empty() {
             s.write_all(rest).await?;
@@ -501,7 +512,6 @@ async fn write_rest<S: AsyncWrite + Unpin>(s: &mut S, rest: &[u8], limit: Durati
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))
 }
-
 
 // ===== impl AsyncRead / AsyncWrite for Socket =====
 

@@ -105,11 +105,7 @@ impl ListenerSpec {
 pub(crate) fn unknown_kind(spec: &ListenerSpec, known: &[String]) -> Error {
     Error::with_source(
         ErrorKind::Config,
-        format!(
-            "unknown kind `{}` (known: {})",
-            spec.kind,
-            known.join(", ")
-        ),
+        format!("unknown kind `{}` (known: {})", spec.kind, known.join(", ")),
     )
     .context(format!("listener `{}`", spec.name))
 }
@@ -119,7 +115,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> std::result::Result<ListenerSpec, String> {
-        ListenerSpec::from_toml(&text.parse::<toml::Table>().unwrap(), Path::new("/etc/atoll"))
+        ListenerSpec::from_toml(
+            &text.parse::<toml::Table>().unwrap(),
+            Path::new("/etc/atoll"),
+        )
     }
 
     #[test]
@@ -128,7 +127,10 @@ mod tests {
             "name = \"e\"\nkind = \"echo\"\nport = 0\nip = \"127.0.0.1\"\n[tls]\ncert = \"c.pem\"\nkey = \"/k.pem\"",
         )
         .unwrap();
-        assert_eq!((s.name.as_str(), s.kind.as_str(), s.options.port), ("e", "echo", 0));
+        assert_eq!(
+            (s.name.as_str(), s.kind.as_str(), s.options.port),
+            ("e", "echo", 0)
+        );
         let tls = s.tls.unwrap();
         assert_eq!(tls.cert, Path::new("/etc/atoll/c.pem"));
         assert_eq!(tls.key, Path::new("/k.pem"));

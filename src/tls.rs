@@ -108,9 +108,7 @@ impl TlsOptions {
             Some(ca) => {
                 let mut roots = RootCertStore::empty();
                 for cert in read_certs(ca)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| cert_error(ca, e.to_string()))?;
+                    roots.add(cert).map_err(|e| cert_error(ca, e.to_string()))?;
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)

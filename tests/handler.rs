@@ -38,7 +38,10 @@ async fn a_panic_or_error_ends_only_its_own_connection() {
 
     let mut doomed = server.connect().await;
     doomed.write_all(b"panic").await.unwrap();
-    assert!(closed_by_server(&mut doomed).await, "panicking connection left open");
+    assert!(
+        closed_by_server(&mut doomed).await,
+        "panicking connection left open"
+    );
     server.events.wait_for(EventKind::HandlerPanic, 1).await;
 
     let mut failing = server.connect().await;
@@ -77,7 +80,9 @@ impl Handler for Patient {
 
     async fn handle_timeout(&mut self, socket: &mut Socket) -> Action {
         self.timeouts += 1;
-        let _ = socket.send(format!("timeout {}\n", self.timeouts).as_bytes()).await;
+        let _ = socket
+            .send(format!("timeout {}\n", self.timeouts).as_bytes())
+            .await;
         if self.timeouts >= 2 {
             Action::Close
         } else {
@@ -94,12 +99,16 @@ async fn read_timeout_calls_the_handler_and_sends_do_not_reset_it() {
     let c = server.connect().await;
     let mut lines = BufReader::new(c);
     let mut line = String::new();
-    within("first timeout", lines.read_line(&mut line)).await.unwrap();
+    within("first timeout", lines.read_line(&mut line))
+        .await
+        .unwrap();
     assert_eq!(line, "timeout 1\n");
     // The server's own send above did not restart the clock: the second timeout comes, then
     // the close.
     line.clear();
-    within("second timeout", lines.read_line(&mut line)).await.unwrap();
+    within("second timeout", lines.read_line(&mut line))
+        .await
+        .unwrap();
     assert_eq!(line, "timeout 2\n");
     assert!(closed_by_server(&mut lines).await);
     assert_eq!(server.events.count(EventKind::Timeout), 2);
@@ -165,7 +174,10 @@ async fn sendfile_recv_stats_and_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blob");
     let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::File::create(&path).unwrap().write_all(&blob).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&blob)
+        .unwrap();
     let server = TestServer::start(Server::new(Files { path }));
 
     let mut c = server.connect().await;
@@ -191,7 +203,9 @@ async fn sendfile_recv_stats_and_shutdown() {
 
     c.write_all(b"HALF").await.unwrap();
     let mut rest = String::new();
-    within("half close", c.read_to_string(&mut rest)).await.unwrap();
+    within("half close", c.read_to_string(&mut rest))
+        .await
+        .unwrap();
     assert_eq!(rest, "bye", "write side not shut down");
 }
 

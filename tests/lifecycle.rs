@@ -28,7 +28,10 @@ async fn suspend_refuses_new_connects_and_keeps_old_ones() {
 
     within("suspend", server.handle.suspend()).await.unwrap();
     assert_eq!(server.handle.phase(), Phase::Suspended);
-    assert!(refused(server.addr()).await, "a connect was accepted while suspended");
+    assert!(
+        refused(server.addr()).await,
+        "a connect was accepted while suspended"
+    );
     assert_eq!(echo_roundtrip(&mut old, b"during").await, b"during");
 
     within("resume", server.handle.resume()).await.unwrap();
@@ -36,7 +39,9 @@ async fn suspend_refuses_new_connects_and_keeps_old_ones() {
     assert_eq!(echo_roundtrip(&mut new, b"after").await, b"after");
     assert_eq!(echo_roundtrip(&mut old, b"still").await, b"still");
     let kinds = server.events.kinds();
-    assert!(kinds.contains(&EventKind::ListenerSuspend) && kinds.contains(&EventKind::ListenerResume));
+    assert!(
+        kinds.contains(&EventKind::ListenerSuspend) && kinds.contains(&EventKind::ListenerResume)
+    );
 }
 
 #[tokio::test]
@@ -56,7 +61,9 @@ async fn a_full_server_makes_the_next_client_wait_for_a_slot() {
     assert!(early.is_err(), "served beyond max_connections");
     // Once the first leaves, the waiting one gets the slot and its bytes are echoed.
     drop(first);
-    within("second served", second.read_exact(&mut buf)).await.unwrap();
+    within("second served", second.read_exact(&mut buf))
+        .await
+        .unwrap();
     assert_eq!(&buf, b"two");
 }
 
@@ -70,8 +77,14 @@ async fn a_client_waiting_past_the_retry_budget_is_closed() {
     let mut first = server.connect().await;
     assert_eq!(echo_roundtrip(&mut first, b"one").await, b"one");
     let mut second = server.connect().await;
-    assert!(closed_by_server(&mut second).await, "kept past the retry budget");
-    server.events.wait_for(EventKind::MaxConnectionsExceeded, 1).await;
+    assert!(
+        closed_by_server(&mut second).await,
+        "kept past the retry budget"
+    );
+    server
+        .events
+        .wait_for(EventKind::MaxConnectionsExceeded, 1)
+        .await;
     // The first keeps working.
     assert_eq!(echo_roundtrip(&mut first, b"fine").await, b"fine");
 }
@@ -125,14 +138,18 @@ async fn stop_refuses_new_connects_lets_work_finish_and_says_goodbye() {
     assert!(refused(addr).await, "accepted a connect while stopping");
     // The idle connection is told goodbye on a still-open socket, then closed.
     let mut text = String::new();
-    within("goodbye", idle.read_to_string(&mut text)).await.unwrap();
+    within("goodbye", idle.read_to_string(&mut text))
+        .await
+        .unwrap();
     assert_eq!(text, "GOODBYE");
     assert!(!stopping.is_finished(), "stop returned with work in flight");
 
     // The work in flight finishes and its answer arrives before the goodbye.
     release.notify_one();
     let mut text = String::new();
-    within("done", busy.read_to_string(&mut text)).await.unwrap();
+    within("done", busy.read_to_string(&mut text))
+        .await
+        .unwrap();
     assert_eq!(text, "doneGOODBYE");
     let report = within("stop", stopping).await.unwrap();
     assert_eq!((report.drained, report.forced), (2, 0));
@@ -158,12 +175,17 @@ async fn stop_forces_stragglers_at_the_timeout() {
     assert_eq!((report.drained, report.forced), (1, 1));
     assert!(closed_by_server(&mut busy).await);
     let mut text = String::new();
-    within("goodbye", idle.read_to_string(&mut text)).await.unwrap();
+    within("goodbye", idle.read_to_string(&mut text))
+        .await
+        .unwrap();
     assert_eq!(text, "GOODBYE");
     assert_eq!(server.events.count(EventKind::ConnectionForced), 1);
     assert_eq!(server.handle.connection_count(), 0);
     // A second stop returns the same report.
-    assert_eq!(within("stop again", server.handle.stop(Duration::ZERO)).await, report);
+    assert_eq!(
+        within("stop again", server.handle.stop(Duration::ZERO)).await,
+        report
+    );
 }
 
 #[tokio::test]
@@ -205,5 +227,8 @@ async fn address_in_use_is_a_typed_error_naming_the_listener() {
         .unwrap_err();
     assert!(err.is_address_in_use(), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("listener `dup`") && text.contains(&port.to_string()), "{text}");
+    assert!(
+        text.contains("listener `dup`") && text.contains(&port.to_string()),
+        "{text}"
+    );
 }

@@ -23,9 +23,12 @@ async fn list_uptime_and_stop_by_name() {
     let b = registry
         .start("echo", Server::new(Echo).name("beta").ip(LOCALHOST).port(0))
         .unwrap();
-    let mut client = within("connect", TcpStream::connect(a.local_addr().inet().unwrap()))
-        .await
-        .unwrap();
+    let mut client = within(
+        "connect",
+        TcpStream::connect(a.local_addr().inet().unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(echo_roundtrip(&mut client, b"reg").await, b"reg");
 
     let listed = registry.list();
@@ -38,21 +41,34 @@ async fn list_uptime_and_stop_by_name() {
 
     let before = registry.uptime("alpha").unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(registry.uptime("alpha").unwrap() > before, "uptime does not advance");
+    assert!(
+        registry.uptime("alpha").unwrap() > before,
+        "uptime does not advance"
+    );
 
     drop(client);
-    let report = within("stop", registry.stop("alpha", Some(WAIT))).await.unwrap();
+    let report = within("stop", registry.stop("alpha", Some(WAIT)))
+        .await
+        .unwrap();
     assert_eq!(report.forced, 0);
     assert_eq!(registry.list().len(), 1);
-    assert!(within("connect", TcpStream::connect(a.local_addr().inet().unwrap()))
-        .await
-        .is_err());
+    assert!(within(
+        "connect",
+        TcpStream::connect(a.local_addr().inet().unwrap())
+    )
+    .await
+    .is_err());
 
     // Not found is a typed error, for stop and uptime alike.
-    let err = within("stop", registry.stop("alpha", None)).await.unwrap_err();
+    let err = within("stop", registry.stop("alpha", None))
+        .await
+        .unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
     assert!(err.to_string().contains("listener `alpha`"));
-    assert_eq!(registry.uptime("nope").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        registry.uptime("nope").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 
     let stopped = within("stop all", registry.stop_all()).await;
     assert_eq!(stopped.len(), 1);

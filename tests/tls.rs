@@ -80,7 +80,10 @@ async fn stalled_handshake_is_closed_and_reported() {
     );
     // Connect and say nothing: the server must give up on the handshake and close.
     let mut silent = server.connect().await;
-    assert!(closed_by_server(&mut silent).await, "stalled handshake left open");
+    assert!(
+        closed_by_server(&mut silent).await,
+        "stalled handshake left open"
+    );
     server.events.wait_for(EventKind::HandshakeError, 1).await;
     let err = server
         .events
@@ -110,21 +113,28 @@ async fn sni_picks_the_certificate_by_name() {
     // Asking for `localhost` gets the SNI certificate, signed by the other CA: only a client
     // trusting that CA completes the handshake.
     let trusting_alt = alt.connector(None, &[]);
-    let mut s = within("sni", trusting_alt.connect(localhost(), server.connect().await))
-        .await
-        .expect("SNI certificate served");
+    let mut s = within(
+        "sni",
+        trusting_alt.connect(localhost(), server.connect().await),
+    )
+    .await
+    .expect("SNI certificate served");
     assert_eq!(echo_roundtrip(&mut s, b"sni").await, b"sni");
     let trusting_default = pki.connector(None, &[]);
-    assert!(
-        within("sni", trusting_default.connect(localhost(), server.connect().await))
-            .await
-            .is_err()
-    );
+    assert!(within(
+        "sni",
+        trusting_default.connect(localhost(), server.connect().await)
+    )
+    .await
+    .is_err());
     // Asking for an IP (no SNI) gets the default certificate.
     let ip = ServerName::try_from("127.0.0.1").unwrap();
-    let mut s = within("default", trusting_default.connect(ip, server.connect().await))
-        .await
-        .expect("default certificate served");
+    let mut s = within(
+        "default",
+        trusting_default.connect(ip, server.connect().await),
+    )
+    .await
+    .expect("default certificate served");
     assert_eq!(echo_roundtrip(&mut s, b"default").await, b"default");
 }
 
@@ -132,7 +142,9 @@ async fn sni_picks_the_certificate_by_name() {
 async fn bad_certificate_files_name_the_file() {
     let pki = Pki::new();
     let missing = pki.dir.path().join("nope.pem");
-    let err = TlsOptions::new(&missing, &pki.server_key).load().unwrap_err();
+    let err = TlsOptions::new(&missing, &pki.server_key)
+        .load()
+        .unwrap_err();
     assert_eq!(err.kind(), atoll::ErrorKind::Certificate);
     assert!(err.to_string().contains("nope.pem"), "{err}");
     // A key that does not belong to the certificate.
@@ -163,7 +175,11 @@ impl Handler for StartTls {
             self.secure = true;
             return Action::StartTls(self.tls.clone());
         }
-        let reply = if socket.is_secure() { data.to_vec() } else { b"PLAIN\n".to_vec() };
+        let reply = if socket.is_secure() {
+            data.to_vec()
+        } else {
+            b"PLAIN\n".to_vec()
+        };
         match socket.send(&reply).await {
             Ok(()) => Action::Continue,
             Err(e) => Action::Error(e.into()),
@@ -184,8 +200,14 @@ async fn starttls_upgrades_a_live_connection() {
     let mut go = [0u8; 3];
     within("GO", tcp.read_exact(&mut go)).await.unwrap();
     assert_eq!(&go, b"GO\n");
-    let mut s = within("upgrade", pki.connector(None, &[]).connect(localhost(), tcp))
-        .await
-        .expect("STARTTLS handshake");
-    assert_eq!(echo_roundtrip(&mut s, b"now secret\n").await, b"now secret\n");
+    let mut s = within(
+        "upgrade",
+        pki.connector(None, &[]).connect(localhost(), tcp),
+    )
+    .await
+    .expect("STARTTLS handshake");
+    assert_eq!(
+        echo_roundtrip(&mut s, b"now secret\n").await,
+        b"now secret\n"
+    );
 }
