@@ -232,3 +232,41 @@ async fn address_in_use_is_a_typed_error_naming_the_listener() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn starts_on_inherited_descriptors_of_either_family() {
+    use std::os::fd::OwnedFd;
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let handle = Server::new(Echo)
+        .bind(atoll::Bind::Fds(vec![OwnedFd::from(tcp)]))
+        .start()
+        .unwrap();
+    let mut c = within("connect", TcpStream::connect(addr)).await.unwrap();
+    assert_eq!(echo_roundtrip(&mut c, b"fd").await, b"fd");
+    drop(c);
+    within("stop", handle.stop(WAIT)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inherited.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let handle = Server::new(Echo)
+        .bind(atoll::Bind::Fds(vec![OwnedFd::from(unix)]))
+        .start()
+        .unwrap();
+    let mut c = within("connect", tokio::net::UnixStream::connect(&path))
+        .await
+        .unwrap();
+    assert_eq!(echo_roundtrip(&mut c, b"unix fd").await, b"unix fd");
+    drop(c);
+    within("stop", handle.stop(WAIT)).await;
+
+    // A descriptor that is not a socket is refused with a clear error, not a panic.
+    let file = std::fs::File::open("Cargo.toml").unwrap();
+    let err = Server::new(Echo)
+        .name("odd")
+        .bind(atoll::Bind::Fds(vec![OwnedFd::from(file)]))
+        .start()
+        .unwrap_err();
+    assert!(err.to_string().contains("listener `odd`"), "{err}");
+}
