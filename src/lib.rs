@@ -1,8 +1,79 @@
-//! atoll
+//! atoll runs supervised network listeners on tokio: a pool of acceptors per listening socket,
+//! one task per connection driving your [`Handler`]'s callbacks, TCP, TLS (rustls) and Unix
+//! sockets, connection limits, timeouts, telemetry, a registry of named listeners, and a
+//! graceful stop that drains connections and reports how they ended.
+//!
+//! It follows Elixir's ThousandIsland (the socket server) and Erlang's leptus (named
+//! listeners), the Rust way: handlers are plain types with async callbacks, options are
+//! serde-readable structs, errors are typed.
+//!
+//! ```no_run
+//! use atoll::{Action, Handler, Server, Socket};
+//!
+//! #[derive(Clone)]
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     async fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Action {
+//!         match socket.send(data).await {
+//!             Ok(()) => Action::Continue,
+//!             Err(e) => Action::Error(e.into()),
+//!         }
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> atoll::Result<()> {
+//!     let server = Server::new(Echo).name("echo").port(4000).start()?;
+//!     println!("listening on {}", server.local_addr());
+//!     tokio::signal::ctrl_c().await?;
+//!     let report = server.shutdown().await;
+//!     println!("{} drained, {} forced", report.drained, report.forced);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layout
+//!
+//! From the bottom up; each layer only uses the ones above it in this list.
+//!
+//! - [`error`](Error): the one-pointer [`Error`] with a matchable [`ErrorKind`].
+//! - `addr`: [`Addr`], an IP or Unix socket address.
+//! - `options`: [`ServerOptions`], every knob of a listener with its default, readable from TOML.
+//! - `tls`: [`TlsOptions`] (PEM files, client CA, ALPN, SNI) loaded into a [`TlsConfig`].
+//! - [`telemetry`]: the [`Event`](telemetry::Event)s, the hub subscribers attach to, and the
+//!   `tracing` and `metrics` subscribers.
+//! - `stats`: [`SocketStats`], a connection's byte and packet counts.
+//! - `bind`: getting listening sockets: TCP with options and `SO_REUSEPORT`, Unix, adopted
+//!   listeners and inherited descriptors ([`Bind`]).
+//! - `buffer`: the per-thread pool of read buffers, so idle connections hold none.
+//! - `connections`: the table of live connections ([`ConnectionInfo`]) and their stop signals.
+//! - `shared`: what a listener's acceptors and connections share.
+//! - `socket`: [`Socket`], what handlers talk through (recv, send, sendfile, shutdown, close,
+//!   addresses, peer certificate, ALPN, statistics; also `AsyncRead + AsyncWrite`).
+//! - `handler`: the [`Handler`] trait and the [`Action`] each callback answers with.
+//! - `connection`: one connection's task: handshake, then the callback loop.
+//! - `acceptor`: an acceptor task: accept, hold to `max_connections`, spawn; backs off on
+//!   errors such as EMFILE instead of dying or spinning.
+//! - `handle`: [`ServerHandle`]: addresses, connections, suspend, resume, stop.
+//! - `server`: [`Server`], the builder that binds and starts.
+//! - [`echo`]: the built-in `echo` handler.
+//! - `spec` and `registry`: [`ListenerSpec`] (a listener as data) and the [`Registry`] of
+//!   named listeners.
+//! - `config`: the `atoll` binary's config file ([`Config`]).
+//!
+//! # Defaults
+//!
+//! Every option's default is documented on its [`ServerOptions`] field: port 4000 on all
+//! interfaces, [`DEFAULT_NUM_ACCEPTORS`] acceptor per socket, 16,384 connections, 60 s read
+//! timeout, 5 s handshake timeout, 15 s shutdown timeout.
+#![forbid(unsafe_code)]
+
 mod acceptor;
 mod addr;
 mod bind;
 mod buffer;
+mod config;
 mod connection;
 mod connections;
 pub mod echo;
@@ -18,16 +89,23 @@ mod spec;
 mod stats;
 pub mod telemetry;
 mod tls;
+
 pub use addr::Addr;
 pub use bind::Bind;
+pub use config::{Config, ConfigError, LogEvents};
 pub use connections::ConnectionInfo;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handle::{Phase, ServerHandle, StopReport};
 pub use handler::{Action, Handler};
 pub use options::{parse_duration, ServerOptions, DEFAULT_NUM_ACCEPTORS};
+pub use registry::{Launcher, ListenerInfo, Registry};
 pub use server::Server;
 pub use socket::Socket;
+pub use spec::ListenerSpec;
 pub use stats::SocketStats;
 pub use tls::{SniCert, TlsConfig, TlsOptions};
-pub use registry::{Launcher, ListenerInfo, Registry};
-pub use spec::ListenerSpec;
+
+/// The README's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -111,6 +111,13 @@ impl<H: Handler> Server<H> {
         self
     }
 
+    /// Uses this telemetry hub (shared with other listeners, say). Default is a hub of the
+    /// server's own.
+    pub fn telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
     /// Attaches a telemetry subscriber before start, so it sees `listener.start` too.
     pub fn subscribe(self, subscriber: impl Subscriber) -> Self {
         self.telemetry.attach(subscriber);

@@ -2,6 +2,7 @@
 //! of a config file declares it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -9,6 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
 use crate::options::ServerOptions;
 use crate::server::Server;
+use crate::telemetry::Telemetry;
 use crate::tls::TlsOptions;
 
 /// Everything needed to start a listener of a registered kind.
@@ -24,6 +26,9 @@ pub struct ListenerSpec {
     pub tls: Option<TlsOptions>,
     /// A Unix socket path to listen on instead of TCP.
     pub unix: Option<PathBuf>,
+    /// The telemetry hub the listener will use: subscribers attached here before the start
+    /// see the listener's first events too.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl ListenerSpec {
@@ -35,6 +40,7 @@ impl ListenerSpec {
             options: ServerOptions::default(),
             tls: None,
             unix: None,
+            telemetry: Arc::default(),
         }
     }
 
@@ -80,6 +86,7 @@ impl ListenerSpec {
             options,
             tls,
             unix,
+            telemetry: Arc::default(),
         })
     }
 
@@ -88,7 +95,8 @@ impl ListenerSpec {
     pub fn server<H: Handler>(&self, handler: H) -> Result<Server<H>> {
         let mut server = Server::new(handler)
             .name(self.name.clone())
-            .options(self.options.clone());
+            .options(self.options.clone())
+            .telemetry(self.telemetry.clone());
         if let Some(path) = &self.unix {
             server = server.unix(path.clone());
         }

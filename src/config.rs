@@ -1,0 +1,518 @@
+//! The config file: `[[listener]]` tables read into [`ListenerSpec`]s, how their events are
+//! logged, and starting them all on a [`Registry`], with errors that name the file, the
+//! listener and the fault on one line.
+//!
+//! ```toml
+//! log_events = "errors"   # off, errors (the default), error, warn, info, debug, trace
+//!
+//! [[listener]]
+//! name = "echo"
+//! kind = "echo"
+//! ip = "127.0.0.1"
+//! port = 4000
+//! ```
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tracing::Level;
+
+use crate::error::{Error, ErrorKind};
+use crate::handle::ServerHandle;
+use crate::registry::Registry;
+use crate::spec::ListenerSpec;
+use crate::telemetry::{Event, Subscriber, SubscriptionId, Telemetry, TracingLogger};
+
+/// A config file, read and checked: every listener's spec, and how their events are logged.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, as given; errors name it.
+    pub path: PathBuf,
+    /// The listeners, in file order, with unique names.
+    pub listeners: Vec<ListenerSpec>,
+    /// How listener events are logged. Default is [`LogEvents::Errors`].
+    pub log_events: LogEvents,
+}
+
+/// How a listener's telemetry events are logged through `tracing` (the `log_events` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum LogEvents {
+    /// `"off"`: no event is logged.
+    Off,
+    /// `"errors"`: only failure events, at `WARN`. The default.
+    #[default]
+    Errors,
+    /// `"error"`, `"warn"`, `"info"`, `"debug"` or `"trace"`: every event at that level
+    /// (failures at `WARN` at least), as [`TracingLogger`] does.
+    All(Level),
+}
+
+const LOG_EVENTS_VALUES: &str = "`off`, `errors`, `error`, `warn`, `info`, `debug`, `trace`";
+
+impl TryFrom<String> for LogEvents {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Ok(match text.as_str() {
+            "off" => LogEvents::Off,
+            "errors" => LogEvents::Errors,
+            "error" => LogEvents::All(Level::ERROR),
+            "warn" => LogEvents::All(Level::WARN),
+            "info" => LogEvents::All(Level::INFO),
+            "debug" => LogEvents::All(Level::DEBUG),
+            "trace" => LogEvents::All(Level::TRACE),
+            _ => {
+                return Err(format!(
+                    "unknown `log_events` value `{text}`, expected one of {LOG_EVENTS_VALUES}"
+                ))
+            }
+        })
+    }
+}
+
+impl LogEvents {
+    /// Attaches the matching subscriber to `telemetry`; `None` when events are off.
+    pub fn attach(self, telemetry: &Telemetry) -> Option<SubscriptionId> {
+        match self {
+            LogEvents::Off => None,
+            LogEvents::Errors => {
+                Some(telemetry.attach(ErrorsOnly(TracingLogger::new(Level::WARN))))
+            }
+            LogEvents::All(level) => Some(telemetry.attach(TracingLogger::new(level))),
+        }
+    }
+}
+
+/// Passes failure events on to a logger and drops the rest.
+#[derive(Debug)]
+struct ErrorsOnly(TracingLogger);
+
+impl Subscriber for ErrorsOnly {
+    fn on_event(&self, event: &Event<'_>) {
+        if event.kind.is_error() {
+            self.0.on_event(event);
+        }
+    }
+}
+
+/// The top level of a config file; serde finds unknown keys and bad types, with their place.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    listener: Vec<toml::Table>,
+    #[serde(default)]
+    log_events: LogEvents,
+}
+
+// ===== impl Config =====
+
+impl Config {
+    /// Reads and checks the config file at `path`. Relative paths inside it (certificates,
+    /// Unix sockets) are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, Place::File, Fault::Read(e)))?;
+        Config::parse(&text, path)
+    }
+
+    /// Checks the text of a config file that lives at `path` (named in errors; its folder is
+    /// the base of relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid =
+            |place, message: String| ConfigError::new(path, place, Fault::Invalid(message));
+        let file: File = toml::from_str(text).map_err(|e| {
+            let place = match e.span() {
+                Some(span) => Place::Line(line_of(text, span.start)),
+                None => Place::File,
+            };
+            invalid(place, e.message().to_owned())
+        })?;
+        if file.listener.is_empty() {
+            return Err(invalid(Place::File, "no [[listener]] table".to_owned()));
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut listeners: Vec<ListenerSpec> = Vec::with_capacity(file.listener.len());
+        for (i, table) in file.listener.iter().enumerate() {
+            let place = Place::Listener {
+                name: match table.get("name") {
+                    Some(toml::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                },
+                index: i + 1,
+            };
+            let spec = match ListenerSpec::from_toml(table, base) {
+                Ok(spec) => spec,
+                Err(message) => return Err(invalid(place, message)),
+            };
+            if let Some(first) = listeners.iter().position(|l| l.name == spec.name) {
+                let message = format!("duplicate name: listener #{} has it too", first + 1);
+                return Err(invalid(place, message));
+            }
+            listeners.push(spec);
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            listeners,
+            log_events: file.log_events,
+        })
+    }
+
+    /// Starts every listener on `registry`, in file order, each logging its events as
+    /// `log_events` says. The handles come back in the same order. When one fails to start,
+    /// the ones already started are stopped at once and the error names the one at fault.
+    pub async fn start(&self, registry: &Registry) -> Result<Vec<ServerHandle>, ConfigError> {
+        let mut started = Vec::with_capacity(self.listeners.len());
+        for (i, spec) in self.listeners.iter().enumerate() {
+            // Attached before the start, so `listener.start` and `acceptor.start` are logged.
+            let logger = self.log_events.attach(&spec.telemetry);
+            match registry.start_spec(spec) {
+                Ok(handle) => started.push(handle),
+                Err(e) => {
+                    if let Some(id) = logger {
+                        spec.telemetry.detach(id);
+                    }
+                    for handle in started {
+                        let _ = registry.stop(handle.name(), Some(Duration::ZERO)).await;
+                    }
+                    let place = Place::Listener {
+                        name: Some(spec.name.clone()),
+                        index: i + 1,
+                    };
+                    return Err(ConfigError::new(&self.path, place, Fault::Start(e)));
+                }
+            }
+        }
+        Ok(started)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let before = text.get(..offset).unwrap_or(text);
+    before.matches('\n').count() + 1
+}
+
+// ===== impl ConfigError =====
+
+/// Why a config file could not be read, checked or started. Its `Display` is one line naming
+/// the file, then the line or the listener when known, then the fault:
+/// ``atoll.toml: listener `echo`: unknown field `prot`, ...``.
+pub struct ConfigError {
+    inner: Box<ErrorInner>,
+}
+
+struct ErrorInner {
+    file: PathBuf,
+    place: Place,
+    fault: Fault,
+}
+
+enum Place {
+    File,
+    Line(usize),
+    Listener { name: Option<String>, index: usize },
+}
+
+enum Fault {
+    Read(io::Error),
+    Invalid(String),
+    Start(Error),
+}
+
+impl ConfigError {
+    fn new(file: &Path, place: Place, fault: Fault) -> Self {
+        ConfigError {
+            inner: Box::new(ErrorInner {
+                file: file.to_owned(),
+                place,
+                fault,
+            }),
+        }
+    }
+
+    /// The config file at fault.
+    pub fn file(&self) -> &Path {
+        &self.inner.file
+    }
+
+    /// The line at fault, for a syntax error or a bad top-level value.
+    pub fn line(&self) -> Option<usize> {
+        match self.inner.place {
+            Place::Line(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The name of the listener at fault, when it has one.
+    pub fn listener(&self) -> Option<&str> {
+        match &self.inner.place {
+            Place::Listener { name, .. } => name.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The position (from 1) of the `[[listener]]` table at fault.
+    pub fn listener_index(&self) -> Option<usize> {
+        match self.inner.place {
+            Place::Listener { index, .. } => Some(index),
+            _ => None,
+        }
+    }
+
+    /// The class of failure: [`Io`](ErrorKind::Io) when the file cannot be read,
+    /// [`Config`](ErrorKind::Config) when its content is wrong, and the start error's kind
+    /// ([`AddressInUse`](ErrorKind::AddressInUse), [`Certificate`](ErrorKind::Certificate),
+    /// ...) when a listener cannot start.
+    pub fn kind(&self) -> ErrorKind {
+        match &self.inner.fault {
+            Fault::Read(_) => ErrorKind::Io,
+            Fault::Invalid(_) => ErrorKind::Config,
+            Fault::Start(e) => e.kind(),
+        }
+    }
+}
+
+/// Joins the lines of a message, so every error stays on one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for part in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        write!(f, "{}: ", inner.file.display())?;
+        let mut label = String::new();
+        match &inner.place {
+            Place::File => {}
+            Place::Line(n) => write!(f, "line {n}: ")?,
+            Place::Listener {
+                name: Some(name), ..
+            } => {
+                label = format!("listener `{name}`: ");
+                f.write_str(&label)?;
+            }
+            Place::Listener { name: None, index } => write!(f, "listener #{index}: ")?,
+        }
+        let fault = match &inner.fault {
+            Fault::Read(e) => format!("cannot read: {e}"),
+            Fault::Invalid(message) => message.clone(),
+            Fault::Start(e) => {
+                // Start errors may name the listener themselves; say it once.
+                let text = e.to_string();
+                match text.strip_prefix(&label) {
+                    Some(rest) if !label.is_empty() => rest.to_owned(),
+                    _ => text,
+                }
+            }
+        };
+        f.write_str(&one_line(&fault))
+    }
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigError")
+            .field("kind", &self.kind())
+            .field("message", &self.to_string())
+            .finish()
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.inner.fault {
+            Fault::Read(e) => Some(e),
+            Fault::Invalid(_) => None,
+            Fault::Start(e) => Some(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::ServerOptions;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("conf/atoll.toml"))
+    }
+
+    fn fails(text: &str) -> String {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "not one line: {e}");
+        e
+    }
+
+    const ECHO: &str = "[[listener]]\nname = \"echo\"\nkind = \"echo\"\nport = 0\n";
+
+    #[test]
+    fn reads_listeners_in_order_with_paths_from_the_file_folder() {
+        let c = parse(
+            "log_events = \"debug\"\n[[listener]]\nname = \"a\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = 0\n[listener.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\n[[listener]]\nname = \"b\"\nkind = \"echo\"\nunix = \"b.sock\"\n",
+        )
+        .unwrap();
+        let names: Vec<_> = c.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(c.log_events, LogEvents::All(Level::DEBUG));
+        let tls = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.cert, Path::new("conf/c.pem"));
+        assert_eq!(
+            c.listeners[1].unix.as_deref(),
+            Some(Path::new("conf/b.sock"))
+        );
+        assert_eq!(parse(ECHO).unwrap().log_events, LogEvents::Errors);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_listener() {
+        let e = fails("[[listener]]\nname = \"echo\"\nkind = \"echo\"\nprot = 1\n");
+        assert!(
+            e.starts_with("conf/atoll.toml: listener `echo`: unknown field `prot`, expected"),
+            "{e}"
+        );
+        let e = fails(&format!("{ECHO}[[listener]]\nkind = \"echo\"\n"));
+        assert_eq!(e, "conf/atoll.toml: listener #2: missing `name`");
+        let e = fails("[[listener]]\nname = \"p\"\nkind = \"echo\"\nport = 70000\n");
+        assert!(e.starts_with("conf/atoll.toml: listener `p`: "), "{e}");
+        assert!(e.contains("70000"), "{e}");
+        let e = fails("[[listener]]\nname = \"p\"\nkind = \"echo\"\nport = \"x\"\n");
+        assert!(e.contains("listener `p`") && e.contains("\"x\""), "{e}");
+        let e = fails(&format!("{ECHO}{ECHO}"));
+        assert_eq!(
+            e,
+            "conf/atoll.toml: listener `echo`: duplicate name: listener #1 has it too"
+        );
+    }
+
+    #[test]
+    fn top_level_errors_give_the_line() {
+        let e = fails(&format!("\nverbose = true\n{ECHO}"));
+        assert!(
+            e.starts_with("conf/atoll.toml: line 2: unknown field `verbose`"),
+            "{e}"
+        );
+        let err = parse(&format!("{ECHO}port = = 1\n")).unwrap_err();
+        assert_eq!(err.line(), Some(5));
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.to_string().starts_with("conf/atoll.toml: line 5: "),
+            "{err}"
+        );
+        let e = fails(&format!("log_events = \"loud\"\n{ECHO}"));
+        assert!(
+            e.starts_with("conf/atoll.toml: line 1: unknown `log_events` value `loud`"),
+            "{e}"
+        );
+        let e = fails("log_events = \"off\"\n");
+        assert_eq!(e, "conf/atoll.toml: no [[listener]] table");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.toml");
+        let err = Config::load(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+        let e = err.to_string();
+        assert!(
+            e.starts_with(&format!("{}: cannot read: ", path.display())),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_stops_the_listeners_already_started() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let text = format!(
+            "[[listener]]\nname = \"first\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = 0\n\
+             [[listener]]\nname = \"second\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = {port}\n"
+        );
+        let registry = Registry::new();
+        let err = parse(&text).unwrap().start(&registry).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AddressInUse);
+        assert_eq!(err.listener(), Some("second"));
+        let e = err.to_string();
+        let bind =
+            format!("conf/atoll.toml: listener `second`: cannot listen on 127.0.0.1:{port}: ");
+        assert!(e.starts_with(&bind) && e.contains("address in use"), "{e}");
+        assert!(registry.list().is_empty(), "{:?}", registry.list());
+
+        let c = parse("[[listener]]\nname = \"k\"\nkind = \"chat\"\nport = 0\n").unwrap();
+        let e = c.start(&registry).await.unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "conf/atoll.toml: listener `k`: invalid configuration: unknown kind `chat`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_certificate_is_named() {
+        let c = parse(
+            "[[listener]]\nname = \"t\"\nkind = \"echo\"\nport = 0\n[listener.tls]\ncert = \"none.pem\"\nkey = \"none-key.pem\"\n",
+        )
+        .unwrap();
+        let err = c.start(&Registry::new()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Certificate);
+        let e = err.to_string();
+        assert!(
+            e.starts_with("conf/atoll.toml: listener `t`: conf/none.pem: "),
+            "{e}"
+        );
+    }
+
+    /// The sample config at the repository root runs one echo listener, and its commented
+    /// lines (`#key = value`) name every option and still parse once uncommented.
+    #[test]
+    fn the_sample_config_shows_every_option() {
+        let sample = include_str!("../atoll.toml");
+        let c = Config::parse(sample, Path::new("atoll.toml")).unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        let echo = &c.listeners[0];
+        assert_eq!((echo.name.as_str(), echo.kind.as_str()), ("echo", "echo"));
+        assert_eq!(echo.options.ip.to_string(), "127.0.0.1");
+        assert_eq!(echo.options.port, 4000);
+
+        let uncommented: String = sample
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let full = Config::parse(&uncommented, Path::new("atoll.toml")).unwrap();
+        let spec = &full.listeners[0];
+        let tls = spec.tls.as_ref().expect("a commented tls table");
+        assert!(tls.cacert.is_some() && !tls.alpn.is_empty() && !tls.sni.is_empty());
+        assert!(spec.unix.is_some());
+
+        // serde lists every field of ServerOptions when it meets an unknown one.
+        let err = toml::from_str::<ServerOptions>("no_such_option = 1").unwrap_err();
+        let fields = err.message().split("expected one of ").nth(1).unwrap();
+        for field in fields.split(", ") {
+            let field = field.trim_matches('`');
+            assert!(
+                uncommented
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{field} = "))),
+                "atoll.toml does not show `{field}`"
+            );
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The `atoll` binary, run for real: config files written to a temporary folder, listeners
+//! reached over real sockets, signals sent to the process, and the one-line errors it prints.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{echo_roundtrip, within, Pki, WAIT};
+
+/// A running `atoll` process, killed on drop, its stdout lines and stderr collected.
+struct Atoll {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Atoll {
+    /// Runs `atoll ARGS` in `dir`.
+    fn run(dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("atoll runs");
+        let out = child.stdout.take().unwrap();
+        let (tx, stdout) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
+        Atoll {
+            child,
+            stdout,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Runs `atoll serve --config CONFIG`.
+    fn serve(config: &Path) -> Self {
+        Atoll::run(
+            Path::new("."),
+            &["serve", "--config", config.to_str().unwrap()],
+        )
+    }
+
+    /// Waits for `n` `listening` lines and returns each listener's name and address.
+    fn listening(&self, n: usize) -> Vec<(String, SocketAddr)> {
+        let deadline = Instant::now() + WAIT;
+        (0..n)
+            .map(|_| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let line = self
+                    .stdout
+                    .recv_timeout(left)
+                    .expect("a `listening` line within the wait");
+                parse_listening(&line)
+            })
+            .collect()
+    }
+
+    /// Waits for the process to exit.
+    fn exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for atoll") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "atoll did not exit within the wait"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the process wrote to stderr; call once it has exited.
+    fn stderr(&mut self) -> String {
+        self.stderr.take().unwrap().join().unwrap()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) to the process.
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("sh")
+            .args(["-c", "kill -s \"$0\" \"$1\""])
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("sh runs")
+            .success();
+        assert!(ok, "kill -s {signal} failed");
+    }
+}
+
+impl Drop for Atoll {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Checks `line` is exactly `listening name=NAME kind=echo addr=127.0.0.1:PORT`.
+fn parse_listening(line: &str) -> (String, SocketAddr) {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let [prefix, name, kind, addr] = fields[..] else {
+        panic!("not a `listening` line: {line:?}");
+    };
+    let name = name
+        .strip_prefix("name=")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let addr: SocketAddr = addr
+        .strip_prefix("addr=")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no addr=IP:PORT in {line:?}"));
+    assert_eq!((prefix, kind), ("listening", "kind=echo"), "{line:?}");
+    assert_eq!(addr.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST), "{line:?}");
+    assert_ne!(addr.port(), 0, "{line:?}");
+    assert_eq!(line, format!("listening name={name} kind=echo addr={addr}"));
+    (name.to_owned(), addr)
+}
+
+fn echo_listener(name: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"{name}\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = 0\nshutdown_timeout = \"1s\"\n"
+    )
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("atoll.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn echo_over_tcp(addr: SocketAddr, msg: &[u8]) {
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(msg).unwrap();
+    let mut back = vec![0; msg.len()];
+    s.read_exact(&mut back).expect("echo");
+    assert_eq!(back, msg);
+}
+
+// ===== serving =====
+
+#[test]
+fn serves_two_echo_listeners_then_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{}{}", echo_listener("one"), echo_listener("two")),
+    );
+    let mut atoll = Atoll::serve(&config);
+    let listening = atoll.listening(2);
+    let names: Vec<&str> = listening.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["one", "two"]);
+    assert_ne!(listening[0].1, listening[1].1);
+    for (name, addr) in &listening {
+        echo_over_tcp(*addr, name.as_bytes());
+    }
+    atoll.signal("TERM");
+    let status = atoll.exit();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status}; stderr: {}",
+        atoll.stderr()
+    );
+}
+
+#[test]
+fn exits_0_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut atoll = Atoll::serve(&write_config(dir.path(), &echo_listener("echo")));
+    let (_, addr) = atoll.listening(1).remove(0);
+    echo_over_tcp(addr, b"ping");
+    atoll.signal("INT");
+    assert_eq!(atoll.exit().code(), Some(0));
+}
+
+#[tokio::test]
+async fn serves_tls_with_certificate_files_named_relative_to_the_config() {
+    let pki = Pki::new();
+    let text = format!(
+        "{}[listener.tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\n",
+        echo_listener("tls")
+    );
+    let config = write_config(pki.dir.path(), &text);
+    let atoll = Atoll::serve(&config);
+    let (_, addr) = atoll.listening(1).remove(0);
+    let tcp = within("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = within("handshake", pki.connector(None, &[]).connect(name, tcp))
+        .await
+        .expect("handshake");
+    assert_eq!(echo_roundtrip(&mut tls, b"secret").await, b"secret");
+}
+
+#[test]
+fn reads_atoll_toml_from_the_current_folder_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &echo_listener("default"));
+    let mut atoll = Atoll::run(dir.path(), &["serve"]);
+    let (name, addr) = atoll.listening(1).remove(0);
+    assert_eq!(name, "default");
+    echo_over_tcp(addr, b"hello");
+    atoll.signal("TERM");
+    assert_eq!(atoll.exit().code(), Some(0));
+}
+
+// ===== failing =====
+
+/// Runs `atoll serve` on `config`, expects exit code 1 with one line on stderr naming the
+/// file, and returns that line.
+fn fails_with(config: &Path) -> String {
+    let mut atoll = Atoll::serve(config);
+    let status = atoll.exit();
+    let stderr = atoll.stderr();
+    assert_eq!(status.code(), Some(1), "{status}; stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+    let lower = stderr.to_lowercase();
+    assert!(
+        !lower.contains("panicked") && !lower.contains("backtrace"),
+        "{stderr}"
+    );
+    let line = stderr.trim_end().to_owned();
+    let file = format!("atoll: {}: ", config.display());
+    assert!(line.starts_with(&file), "does not name the file: {line}");
+    assert!(atoll.stdout.try_recv().is_err(), "a listener was announced");
+    line
+}
+
+fn fails_on(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    fails_with(&write_config(dir.path(), text))
+}
+
+#[test]
+fn an_unknown_key_is_named() {
+    let line = fails_on(&format!("{}prot = 4000\n", echo_listener("echo")));
+    assert!(
+        line.contains("listener `echo`: unknown field `prot`"),
+        "{line}"
+    );
+    let line = fails_on(&format!("verbose = true\n{}", echo_listener("echo")));
+    assert!(line.contains("line 1: unknown field `verbose`"), "{line}");
+}
+
+#[test]
+fn a_bad_port_is_named() {
+    let text = "[[listener]]\nname = \"echo\"\nkind = \"echo\"\nport = \"x\"\n";
+    let line = fails_on(text);
+    assert!(
+        line.contains("listener `echo`: ") && line.contains("\"x\""),
+        "{line}"
+    );
+    let line = fails_on(&text.replace("\"x\"", "70000"));
+    assert!(
+        line.contains("listener `echo`: ") && line.contains("70000"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_missing_certificate_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[listener.tls]\ncert = \"missing.pem\"\nkey = \"missing-key.pem\"\n",
+        echo_listener("tls")
+    );
+    let line = fails_with(&write_config(dir.path(), &text));
+    let missing = dir.path().join("missing.pem");
+    assert!(
+        line.contains(&format!("listener `tls`: {}: ", missing.display())),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_address_in_use_is_named_and_earlier_listeners_stop() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = format!(
+        "{}[[listener]]\nname = \"busy\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = {port}\n",
+        echo_listener("free")
+    );
+    let line = fails_on(&text);
+    assert!(line.contains("listener `busy`: "), "{line}");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert!(line.contains("address in use"), "{line}");
+}
+
+#[test]
+fn an_unknown_kind_is_named() {
+    let line = fails_on("[[listener]]\nname = \"chat\"\nkind = \"chat\"\nport = 0\n");
+    assert!(line.contains("listener `chat`: "), "{line}");
+    assert!(line.contains("unknown kind `chat`"), "{line}");
+}
+
+#[test]
+fn a_toml_syntax_error_gives_the_line() {
+    let line = fails_on(&format!("{}port = = 1\n", echo_listener("echo")));
+    assert!(line.contains(": line 7: "), "{line}");
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = fails_with(&dir.path().join("nope.toml"));
+    assert!(line.contains("cannot read"), "{line}");
+}
+
+#[test]
+fn a_usage_error_exits_2() {
+    let mut atoll = Atoll::run(Path::new("."), &["serve", "--no-such-flag"]);
+    assert_eq!(atoll.exit().code(), Some(2));
+    let mut atoll = Atoll::run(Path::new("."), &[]);
+    assert_eq!(atoll.exit().code(), Some(2));
+}
