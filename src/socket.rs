@@ -461,21 +461,36 @@ impl Socket {
     }
 
     /// Reads once into `buf`: `Ok(None)` when the readiness was spurious.
+    ///
+    /// Reads through `poll_read` rather than `try_read`: a read that does not fill the buffer
+    /// has drained the socket, and `poll_read` then forgets the readiness, saving the read
+    /// that would only have said "would block".
     pub(crate) async fn read_into(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let n = match &mut self.stream {
-            Stream::Tcp(s) => match s.try_read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                r => r?,
+            Stream::Tcp(s) => match read_ready(s, buf).await {
+                Some(r) => r?,
+                None => return Ok(None),
             },
-            Stream::Unix(s) => match s.try_read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                r => r?,
+            Stream::Unix(s) => match read_ready(s, buf).await {
+                Some(r) => r?,
+                None => return Ok(None),
             },
             Stream::Tls(s) => s.read(buf).await?,
             Stream::Closed => return Err(closed()),
         };
         self.count_recv(n);
         Ok(Some(n))
+    }
+}
+
+/// One read of what is there now; `None` when nothing is (the readiness was spurious).
+async fn read_ready<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    let mut rb = ReadBuf::new(buf);
+    let polled =
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *s).poll_read(cx, &mut rb))).await;
+    match polled {
+        Poll::Pending => None,
+        Poll::Ready(r) => Some(r.map(|()| rb.filled().len())),
     }
 }
 

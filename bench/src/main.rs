@@ -1,1 +1,54 @@
-fn main() {}
+//! atoll-bench: atoll's echo server against a plain tokio echo server, measured in the same run.
+//!
+//! ```text
+//! atoll-bench server --impl atoll|tokio --port P [--threads 1] [--acceptors N] [--listen-sockets N]
+//! atoll-bench load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used] ...
+//! atoll-bench report [--ratio atoll/tokio] [--only PREFIX] LABEL=FILE...
+//! ```
+//!
+//! `load` prints one `metric value` line per result; `report` puts such files side by side.
+//! `bench/run.sh` builds, pins server and load generator to separate cores, runs every
+//! scenario against each server and prints the tables.
+//!
+//! # Layout
+//! - `args`: the `--flag value` parser.
+//! - `server`: the two servers under test.
+//! - `load`: the load generator: runs the chosen scenarios and prints their metrics.
+//! - `echo`, `bulk`, `accept`, `idle`: one scenario each.
+//! - `window`: the warm-up / measure / stop phases of a timed scenario, and the server's CPU
+//!   time over the measured part.
+//! - `probe`: the server process's CPU time and resident memory, read from `/proc`.
+//! - `report`: the side-by-side tables with ratios.
+
+mod accept;
+mod args;
+mod bulk;
+mod echo;
+mod idle;
+mod load;
+mod probe;
+mod report;
+mod server;
+mod window;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: atoll-bench server|load|report [--flag value]... (see bench/README.md)";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let result = match command.as_str() {
+        "server" => server::main(args),
+        "load" => load::main(args),
+        "report" => report::main(args),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("atoll-bench {command}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Benchmarks atoll's echo server against a plain tokio echo server in the same run, then prints
+# the results side by side with atoll/tokio ratios, and accepts/s for 1, 2, 4 and 100 acceptors.
+#
+# The server runs pinned to core 0 and the load generator to core 1; every scenario's server
+# gets the same runtime (multi_thread, 1 worker). Rounds alternate atoll and tokio, so a drift of
+# the machine during the run shows up as a difference between rounds, not between servers.
+#
+#   bench/run.sh                      # about 3.5 minutes on 2 cores
+#   ROUNDS=1 DURATION=2 bench/run.sh  # a quick look
+#
+# Settings (environment): ROUNDS (3), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000),
+# ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0), LOAD_CPU (1), KEEP (keep the raw
+# metric files).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-1}
+DURATION=${DURATION:-5}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+ACCEPTORS=${ACCEPTORS:-1 2 4 100}
+ACCEPT_ROUNDS=${ACCEPT_ROUNDS:-2}
+PORT=${PORT:-7400}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+cd "$(dirname "$0")/.."
+# 10,000 idle connections need as many descriptors on each side.
+ulimit -n 20000
+
+cargo build --release -p atoll-bench
+BIN=${CARGO_TARGET_DIR:-target}/release/atoll-bench
+OUT=$(mktemp -d)
+SERVER_PID=
+
+stop_server() {
+    if [[ -n $SERVER_PID ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+cleanup() {
+    stop_server
+    if [[ -z ${KEEP:-} ]]; then rm -rf "$OUT"; else echo "raw metrics kept in $OUT" >&2; fi
+}
+trap cleanup EXIT
+
+# start_server ARGS...: starts a server and waits for its `ready`.
+start_server() {
+    taskset -c "$SERVER_CPU" "$BIN" server --port "$PORT" "$@" >"$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        grep -q '^ready' "$OUT/server.log" && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "server $* did not start:" >&2
+    cat "$OUT/server.log" >&2
+    exit 1
+}
+
+# load FILE SCENARIOS: runs the load generator against the running server, appending to FILE.
+load() {
+    taskset -c "$LOAD_CPU" "$BIN" load --port "$PORT" --pid "$SERVER_PID" --scenarios "$2" \
+        --warmup "$WARMUP" --duration "$DURATION" --idle-conns "$IDLE_CONNS" >>"$1"
+}
+
+# Other busy processes skew the figures: name them next to the figures. `ps` shows lifetime
+# averages, so look at CPU ticks over one second instead.
+busy_now() {
+    local before after
+    before=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '{print $1, $14+$15, $2}')
+    sleep 1
+    after=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '{print $1, $14+$15, $2}')
+    join <(sort <<<"$before") <(sort <<<"$after") |
+        awk '$4 - $2 > 20 { printf "%s%s (pid %s, %d%% of a core)", sep, $3, $1, $4 - $2; sep = ", " }'
+}
+busy_before=$(busy_now)
+[[ -z $busy_before ]] || echo "warning: busy before the run: $busy_before" >&2
+
+# CPU ticks used by the whole machine, and by this script's finished children (servers and load
+# generators); the difference is what other processes took during the run.
+machine_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+children_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
+machine_start=$(machine_ticks)
+children_start=$(children_ticks)
+started=$SECONDS
+
+runs=()
+for round in $(seq "$ROUNDS"); do
+    for impl in atoll tokio; do
+        file="$OUT/$impl-$round.txt"
+        # Memory is read on fresh servers, so earlier scenarios' heap does not hide the growth.
+        for scenarios in echo,bulk,accept idle idle-used; do
+            start_server --impl "$impl"
+            load "$file" "$scenarios"
+            stop_server
+        done
+        runs+=("$impl#$round=$file")
+    done
+done
+
+accept_runs=()
+for round in $(seq "$ACCEPT_ROUNDS"); do
+    for n in $ACCEPTORS; do
+        file="$OUT/acceptors-$n-$round.txt"
+        start_server --impl atoll --acceptors "$n"
+        load "$file" accept
+        stop_server
+        accept_runs+=("$n#$round=$file")
+    done
+done
+
+echo
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r)"
+tree=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -z $(git status --porcelain -- src 2>/dev/null) ]] || tree="$tree + uncommitted changes in src/"
+echo "atoll at $tree"
+echo "server on core $SERVER_CPU (tokio multi_thread, 1 worker), load generator on core $LOAD_CPU (1 thread)"
+echo "warm-up ${WARMUP}s, measured ${DURATION}s per rate scenario; $IDLE_CONNS idle connections"
+others=$(( ($(machine_ticks) - machine_start) - ($(children_ticks) - children_start) ))
+ticks=$(getconf CLK_TCK)
+echo "other processes used $((others / ticks)) s of CPU during the $((SECONDS - started)) s run"
+busy_after=$(busy_now)
+if [[ -n $busy_before$busy_after ]] || (( others > ticks * (SECONDS - started) / 10 )); then
+    echo "WARNING: other processes were busy, figures are noisy: ${busy_before:-none} (before), ${busy_after:-none} (after)"
+fi
+echo
+"$BIN" report --title "## atoll vs plain tokio echo (ratio of medians)" --ratio atoll/tokio "${runs[@]}"
+echo
+"$BIN" report --title "## atoll acceptors per listening socket (accept scenario, median of $ACCEPT_ROUNDS runs)" \
+    --only accept. --group true "${accept_runs[@]}"
