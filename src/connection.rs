@@ -3,13 +3,11 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::task::Poll;
-
-use tokio::time::{sleep_until, Instant};
 
 use crate::addr::Addr;
 use crate::bind::Accepted;
 use crate::buffer;
+use crate::connections::Signal;
 use crate::error::{Error, ErrorKind};
 use crate::handler::{Action, Handler};
 use crate::socket::{handshake, Conn, Socket, Stream};
@@ -18,7 +16,8 @@ use crate::telemetry::{Event, EventKind};
 /// Runs a freshly accepted connection to its end.
 ///
 /// One function on purpose: every `async fn` layer keeps its own copy of what it is given, and
-/// this future is what an idle connection costs.
+/// this future is what an idle connection costs. The read timeout is kept by the listener's
+/// sweeper ([`Timeouts`](crate::timeouts::Timeouts)), which wakes the loop through the slot.
 pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Conn) {
     let stream = match open(accepted, &conn).await {
         Ok(stream) => stream,
@@ -33,34 +32,21 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
     let mut action = handler.handle_connection(&mut socket).await;
 
     let slot = socket.conn.slot.clone();
+    let shared = socket.conn.shared.clone();
+    let timeouts = &shared.timeouts;
     let mut stop_seen = false;
-    // The task's waker never changes, so once registered for the stop signal, a poll only
-    // needs to read the flag.
-    let mut stop_registered = false;
-    let read_buffer_size = socket.conn.shared.opts.read_buffer_size;
-    let mut persistent = socket.conn.shared.opts.read_timeout;
-    // The read timeout is kept lazily: a read only moves `deadline`, and the timer, armed for
-    // `armed`, is re-armed when it fires early. So a busy connection touches the timer wheel
-    // once per timeout period, not once per read.
-    let mut deadline = Instant::now() + persistent;
-    let mut armed = deadline;
-    let timer = sleep_until(armed);
-    tokio::pin!(timer);
+    let mut registered = false;
+    let read_buffer_size = shared.opts.read_buffer_size;
+    let mut persistent = shared.opts.read_timeout;
+    timeouts.arm(&slot, persistent);
 
     loop {
-        let mut rearm = |new_deadline: Instant, timer: std::pin::Pin<&mut tokio::time::Sleep>| {
-            deadline = new_deadline;
-            if new_deadline < armed {
-                armed = new_deadline;
-                timer.reset(armed);
-            }
-        };
         match action {
             Action::Continue => {}
-            Action::ContinueWithTimeout(d) => rearm(Instant::now() + d, timer.as_mut()),
+            Action::ContinueWithTimeout(d) => timeouts.arm(&slot, d),
             Action::SetReadTimeout(d) => {
                 persistent = d;
-                rearm(Instant::now() + d, timer.as_mut());
+                timeouts.arm(&slot, d);
             }
             Action::Close => {
                 socket.close().await;
@@ -81,7 +67,6 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
                 }
             }
             Action::TakeOver => {
-                let shared = socket.conn.shared.clone();
                 let (id, peer): (u64, Addr) = (socket.id(), socket.peer_addr().clone());
                 if let Err(e) = handler.take_over(socket).await {
                     shared.telemetry.emit(|| {
@@ -100,16 +85,11 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
 
         let wake = tokio::select! {
             biased;
-            _ = poll_fn(|cx| {
-                if stop_registered {
-                    if slot.is_stopping() { Poll::Ready(()) } else { Poll::Pending }
-                } else {
-                    stop_registered = true;
-                    slot.poll_stopped(cx)
-                }
-            }), if !stop_seen => Wake::Stop,
+            signal = poll_fn(|cx| slot.poll_signal(cx, &mut registered, stop_seen)) => match signal {
+                Signal::Stop => Wake::Stop,
+                Signal::Expired => Wake::Timer,
+            },
             r = socket.readable() => Wake::Readable(r),
-            _ = &mut timer => Wake::Timer,
         };
 
         action = match wake {
@@ -117,19 +97,12 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
                 stop_seen = true;
                 handler.handle_shutdown(&mut socket).await
             }
+            // A read may have moved the deadline since the sweeper looked.
+            Wake::Timer if !timeouts.is_due(&slot) => Action::Continue,
             Wake::Timer => {
-                let now = Instant::now();
-                if now < deadline {
-                    armed = deadline;
-                    timer.as_mut().reset(armed);
-                    Action::Continue
-                } else {
-                    deadline = now + persistent;
-                    armed = deadline;
-                    timer.as_mut().reset(armed);
-                    socket.conn.emit(EventKind::Timeout, |e| e);
-                    handler.handle_timeout(&mut socket).await
-                }
+                timeouts.arm(&slot, persistent);
+                socket.conn.emit(EventKind::Timeout, |e| e);
+                handler.handle_timeout(&mut socket).await
             }
             Wake::Readable(Err(e)) => {
                 read_failed(&mut handler, &mut socket, e).await;
@@ -145,7 +118,7 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
                         return;
                     }
                     Ok(Some(n)) => {
-                        deadline = Instant::now() + persistent;
+                        timeouts.arm(&slot, persistent);
                         handler.handle_data(&buf[..n], &mut socket).await
                     }
                     Err(e) => {

@@ -2,7 +2,7 @@
 //! connection (a stop signal first, an abort when the shutdown timeout runs out).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -23,18 +23,31 @@ pub struct ConnectionInfo {
     pub age: Duration,
 }
 
-/// One connection's entry, shared between its task and the table.
+/// One connection's entry, shared between its task, the table and the timeout sweeper.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub(crate) id: u64,
     pub(crate) peer: Addr,
     pub(crate) started: Instant,
     stopping: AtomicBool,
+    /// When the read timeout runs out, as nanoseconds on the listener's
+    /// [`Timeouts`](crate::timeouts::Timeouts) clock.
+    pub(crate) deadline: AtomicU64,
+    /// Set by the sweeper when the deadline has passed; taken by the connection loop.
+    expired: AtomicBool,
     /// Wakes waiters of [`stopped`](Slot::stopped) (a handler that took the socket over).
     notify: Notify,
-    /// Wakes the connection loop, which polls [`poll_stopped`](Slot::poll_stopped): a waker
-    /// slot instead of a pinned `Notified` keeps every connection's task 100 bytes smaller.
+    /// The connection loop's waker, woken on a stop request and on an expired deadline. A
+    /// waker slot instead of a pinned `Notified` and a timer keeps every connection's task
+    /// over 200 bytes smaller.
     loop_waker: Mutex<Option<Waker>>,
+}
+
+/// What the server asked of a connection, as seen by [`Slot::poll_signal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    Stop,
+    Expired,
 }
 
 impl Slot {
@@ -44,6 +57,8 @@ impl Slot {
             peer,
             started: Instant::now(),
             stopping: AtomicBool::new(false),
+            deadline: AtomicU64::new(u64::MAX),
+            expired: AtomicBool::new(false),
             notify: Notify::new(),
             loop_waker: Mutex::new(None),
         }
@@ -55,29 +70,33 @@ impl Slot {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.stopping.load(Ordering::Acquire) {
+            if self.is_stopping() {
                 return;
             }
             notified.await;
         }
     }
 
-    /// Ready once the server has asked this connection to stop; for the connection loop only
-    /// (one waker is kept).
-    pub(crate) fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.is_stopping() {
-            return Poll::Ready(());
-        }
-        {
+    /// For the connection loop: a stop request (once `stop_seen` is false) or an expired
+    /// deadline. The waker is stored on the first call only (`registered`): a task's waker
+    /// does not change, so later polls are two atomic loads.
+    pub(crate) fn poll_signal(
+        &self,
+        cx: &mut Context<'_>,
+        registered: &mut bool,
+        stop_seen: bool,
+    ) -> Poll<Signal> {
+        if !*registered {
             let mut w = self.loop_waker.lock().unwrap_or_else(|p| p.into_inner());
-            match &*w {
-                Some(old) if old.will_wake(cx.waker()) => {}
-                _ => *w = Some(cx.waker().clone()),
-            }
+            *w = Some(cx.waker().clone());
+            *registered = true;
         }
-        // Checked again after registering, so a stop between the two checks is not missed.
-        if self.is_stopping() {
-            Poll::Ready(())
+        // Read after the waker is in place, so a signal raised in between still wakes us.
+        if !stop_seen && self.is_stopping() {
+            Poll::Ready(Signal::Stop)
+        } else if self.expired.load(Ordering::Acquire) && self.expired.swap(false, Ordering::AcqRel)
+        {
+            Poll::Ready(Signal::Expired)
         } else {
             Poll::Pending
         }
@@ -87,16 +106,22 @@ impl Slot {
         self.stopping.load(Ordering::Acquire)
     }
 
+    fn wake_loop(&self) {
+        if let Some(w) = &*self.loop_waker.lock().unwrap_or_else(|p| p.into_inner()) {
+            w.wake_by_ref();
+        }
+    }
+
     fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.notify.notify_waiters();
-        let waker = self
-            .loop_waker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(w) = waker {
-            w.wake();
+        self.wake_loop();
+    }
+
+    /// Marks the deadline as passed and wakes the connection, once.
+    pub(crate) fn expire(&self) {
+        if !self.expired.swap(true, Ordering::AcqRel) {
+            self.wake_loop();
         }
     }
 }
@@ -170,6 +195,13 @@ impl Table {
                 *id
             })
             .collect()
+    }
+
+    /// Runs `f` on every live connection, with the table locked.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Slot)) {
+        for (slot, _) in self.lock().values() {
+            f(slot);
+        }
     }
 
     /// Waits until the table is empty.

@@ -45,6 +45,8 @@ pub enum Phase {
 struct Lifecycle {
     listeners: Vec<Arc<Listener>>,
     acceptors: Vec<JoinHandle<()>>,
+    /// The read-timeout sweeper; runs until every connection has ended.
+    sweeper: Option<JoinHandle<()>>,
     report: Option<StopReport>,
 }
 
@@ -93,6 +95,7 @@ impl ServerHandle {
             lifecycle: Mutex::new(Lifecycle {
                 listeners,
                 acceptors: Vec::new(),
+                sweeper: None,
                 report: None,
             }),
             phase: watch::Sender::new(Phase::Running),
@@ -105,6 +108,10 @@ impl ServerHandle {
                 .try_lock()
                 .expect("a new server's lifecycle has no other user");
             handle.emit(EventKind::ListenerStart, None);
+            let shared = handle.inner.shared.clone();
+            life.sweeper = Some(tokio::spawn(async move {
+                shared.timeouts.sweep(&shared.table).await
+            }));
             handle.spawn_acceptors(&mut life);
         }
         Ok(handle)
@@ -261,6 +268,9 @@ impl ServerHandle {
                 ids.len()
             }
         };
+        if let Some(sweeper) = life.sweeper.take() {
+            sweeper.abort();
+        }
         let report = StopReport {
             drained: asked.saturating_sub(forced),
             forced,

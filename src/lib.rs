@@ -48,6 +48,7 @@
 //!   listeners and inherited descriptors ([`Bind`]).
 //! - `buffer`: the per-thread pool of read buffers, so idle connections hold none.
 //! - `connections`: the table of live connections ([`ConnectionInfo`]) and their stop signals.
+//! - `timeouts`: read timeouts for every connection, kept by one sweeper task per listener.
 //! - `shared`: what a listener's acceptors and connections share.
 //! - `socket`: [`Socket`], what handlers talk through (recv, send, sendfile, shutdown, close,
 //!   addresses, peer certificate, ALPN, statistics; also `AsyncRead + AsyncWrite`).
@@ -88,6 +89,7 @@ mod socket;
 mod spec;
 mod stats;
 pub mod telemetry;
+mod timeouts;
 mod tls;
 
 pub use addr::Addr;

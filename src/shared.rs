@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use crate::connections::Table;
 use crate::options::ServerOptions;
 use crate::telemetry::Telemetry;
+use crate::timeouts::Timeouts;
 use crate::tls::TlsConfig;
 
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub(crate) struct Shared {
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) table: Table,
+    /// The read timeouts of every connection.
+    pub(crate) timeouts: Timeouts,
     /// One permit per connection allowed by `max_connections`.
     pub(crate) limiter: Arc<Semaphore>,
     next_id: AtomicU64,
@@ -37,6 +40,7 @@ impl Shared {
             telemetry,
             tls,
             table: Table::default(),
+            timeouts: Timeouts::default(),
             limiter,
             next_id: AtomicU64::new(1),
         }

@@ -75,10 +75,9 @@ impl Drop for Conn {
             let why = io::Error::other("the connection handler panicked");
             self.emit(EventKind::HandlerPanic, |e| e.error(&why));
         }
-        let lifetime = self.slot.started.elapsed();
-        let stats = self.stats;
+        let (started, stats) = (self.slot.started, self.stats);
         self.emit(EventKind::ConnectionStop, |e| {
-            e.duration(lifetime).stats(stats)
+            e.duration(started.elapsed()).stats(stats)
         });
         self.shared.table.remove(self.slot.id);
     }
