@@ -47,7 +47,8 @@ async fn client_certificate_required_and_verified() {
 
     // Talks to the server and reads all it says: an error when the handshake is refused
     // (TLS 1.3 clients learn it on their first read).
-    let talk = |connector: tokio_rustls::TlsConnector| async {
+    let server = &server;
+    let talk = |connector: tokio_rustls::TlsConnector| async move {
         let mut s = connector
             .connect(localhost(), server.connect().await)
             .await?;
