@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::task::Poll;
 
 use crate::addr::Addr;
 use crate::bind::Accepted;
@@ -83,14 +84,15 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
             return;
         }
 
-        let wake = tokio::select! {
-            biased;
-            signal = poll_fn(|cx| slot.poll_signal(cx, &mut registered, stop_seen)) => match signal {
-                Signal::Stop => Wake::Stop,
-                Signal::Expired => Wake::Timer,
+        // A stop request or an expired deadline first, then bytes to read.
+        let wake = poll_fn(
+            |cx| match slot.poll_signal(cx, &mut registered, stop_seen) {
+                Poll::Ready(Signal::Stop) => Poll::Ready(Wake::Stop),
+                Poll::Ready(Signal::Expired) => Poll::Ready(Wake::Timer),
+                Poll::Pending => socket.poll_readable(cx).map(Wake::Readable),
             },
-            r = socket.readable() => Wake::Readable(r),
-        };
+        )
+        .await;
 
         action = match wake {
             Wake::Stop => {

@@ -297,15 +297,9 @@ impl Socket {
     pub async fn send(&mut self, data: &[u8]) -> Result<()> {
         let limit = self.conn.shared.opts.send_timeout;
         let result = match &mut self.stream {
-            Stream::Tcp(s) => {
-                let n = try_write_now(s.try_write(data))?;
-                write_rest(s, &data[n..], limit).await
-            }
-            Stream::Unix(s) => {
-                let n = try_write_now(s.try_write(data))?;
-                write_rest(s, &data[n..], limit).await
-            }
-            Stream::Tls(s) => write_rest(&mut **s, data, limit).await,
+            Stream::Tcp(s) => write_bounded(s, data, limit).await,
+            Stream::Unix(s) => write_bounded(s, data, limit).await,
+            Stream::Tls(s) => write_bounded(&mut **s, data, limit).await,
             Stream::Closed => Err(closed()),
         };
         match result {
@@ -367,7 +361,7 @@ impl Socket {
                     if n == 0 {
                         break;
                     }
-                    write_rest(&mut **s, &chunk[..n], limit).await?;
+                    write_bounded(&mut **s, &chunk[..n], limit).await?;
                     pos += n as u64;
                 }
                 Ok(pos - offset.min(end))
@@ -448,14 +442,16 @@ pub(crate) async fn handshake(
 // ===== impl Socket: the connection loop's reads =====
 
 impl Socket {
-    /// Waits until a read may make progress, without holding a buffer.
-    pub(crate) async fn readable(&self) -> io::Result<()> {
+    /// Ready when a read may make progress, without holding a buffer. Uses the stream's own
+    /// waker slot rather than a readiness future, which would add 150 bytes to every
+    /// connection's task.
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.stream {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
             // rustls may hold decrypted bytes already; the read itself does the waiting.
-            Stream::Tls(_) => Ok(()),
-            Stream::Closed => Err(closed()),
+            Stream::Tls(_) => Poll::Ready(Ok(())),
+            Stream::Closed => Poll::Ready(Err(closed())),
         }
     }
 
@@ -497,32 +493,25 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "socket is closed")
 }
 
-/// How much a first, timer-free write attempt took.
-fn try_write_now(r: io::Result<usize>) -> io::Result<usize> {
-    match r {
-        Ok(n) => Ok(n),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes what is left (and flushes), failing if it takes longer than `limit`. The timer is
-/// only armed when there is something left to write.
-async fn write_rest<S: AsyncWrite + Unpin>(
+/// Writes all of `data` and flushes, failing if that takes longer than `limit`.
+///
+/// Most writes complete on the first try, so that try runs without a timer; only a write that
+/// has to wait for the peer gets one, boxed, so the timer's state does not sit in every
+/// connection's task (it would add some 200 bytes to each).
+async fn write_bounded<S: AsyncWrite + Unpin>(
     s: &mut S,
-    rest: &[u8],
+    data: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
     let write = async {
-        if !rest.is_empty() {
-            s.write_all(rest).await?;
-        }
+        s.write_all(data).await?;
         s.flush().await
     };
-    if rest.is_empty() {
-        return write.await;
+    tokio::pin!(write);
+    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return r;
     }
-    tokio::time::timeout(limit, write)
+    Box::pin(tokio::time::timeout(limit, write))
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")))
 }
