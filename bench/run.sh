@@ -9,7 +9,7 @@
 #   bench/run.sh                      # about 3.5 minutes on 2 cores
 #   ROUNDS=1 DURATION=2 bench/run.sh  # a quick look
 #
-# Settings (environment): ROUNDS (3), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000),
+# Settings (environment): ROUNDS (3), MEM_ROUNDS (3: rounds that also measure memory), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000),
 # ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0), LOAD_CPU (1), KEEP (keep the raw
 # metric files).
 set -euo pipefail
@@ -20,6 +20,7 @@ DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ACCEPTORS=${ACCEPTORS:-1 2 4 100}
 ACCEPT_ROUNDS=${ACCEPT_ROUNDS:-2}
+MEM_ROUNDS=${MEM_ROUNDS:-3}
 PORT=${PORT:-7400}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -91,8 +92,11 @@ runs=()
 for round in $(seq "$ROUNDS"); do
     for impl in atoll tokio; do
         file="$OUT/$impl-$round.txt"
-        # Memory is read on fresh servers, so earlier scenarios' heap does not hide the growth.
-        for scenarios in echo,bulk,accept idle idle-used; do
+        # Memory is read on fresh servers, so earlier scenarios' heap does not hide the growth;
+        # it does not vary, so only the first MEM_ROUNDS rounds measure it.
+        sets="echo,bulk,accept"
+        (( round > MEM_ROUNDS )) || sets="$sets idle idle-used"
+        for scenarios in $sets; do
             start_server --impl "$impl"
             load "$file" "$scenarios"
             stop_server
@@ -127,7 +131,7 @@ if [[ -n $busy_before$busy_after ]] || (( others > ticks * (SECONDS - started) /
     echo "WARNING: other processes were busy, figures are noisy: ${busy_before:-none} (before), ${busy_after:-none} (after)"
 fi
 echo
-"$BIN" report --title "## atoll vs plain tokio echo (ratio of medians)" --ratio atoll/tokio "${runs[@]}"
+"$BIN" report --title "## atoll vs plain tokio echo" --ratio atoll/tokio "${runs[@]}"
 echo
 "$BIN" report --title "## atoll acceptors per listening socket (accept scenario, median of $ACCEPT_ROUNDS runs)" \
     --only accept. --group true "${accept_runs[@]}"
