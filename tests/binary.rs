@@ -3,118 +3,26 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::process::Atoll;
 use common::{echo_roundtrip, within, Pki, WAIT};
 
-/// A running `atoll` process, killed on drop, its stdout lines and stderr collected.
-struct Atoll {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Atoll {
-    /// Runs `atoll ARGS` in `dir`.
-    fn run(dir: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
-            .args(args)
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("atoll runs");
-        let out = child.stdout.take().unwrap();
-        let (tx, stdout) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Atoll {
-            child,
-            stdout,
-            stderr: Some(stderr),
-        }
-    }
-
-    /// Runs `atoll serve --config CONFIG`.
-    fn serve(config: &Path) -> Self {
-        Atoll::run(
-            Path::new("."),
-            &["serve", "--config", config.to_str().unwrap()],
-        )
-    }
-
-    /// Waits for `n` `listening` lines and returns each listener's name and address.
-    fn listening(&self, n: usize) -> Vec<(String, SocketAddr)> {
-        let deadline = Instant::now() + WAIT;
-        (0..n)
-            .map(|_| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let line = self
-                    .stdout
-                    .recv_timeout(left)
-                    .expect("a `listening` line within the wait");
-                parse_listening(&line)
-            })
-            .collect()
-    }
-
-    /// Waits for the process to exit.
-    fn exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for atoll") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "atoll did not exit within the wait"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Everything the process wrote to stderr; call once it has exited.
-    fn stderr(&mut self) -> String {
-        self.stderr.take().unwrap().join().unwrap()
-    }
-
-    /// Sends `signal` (`TERM`, `INT`) to the process.
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("sh")
-            .args(["-c", "kill -s \"$0\" \"$1\""])
-            .arg(signal)
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("sh runs")
-            .success();
-        assert!(ok, "kill -s {signal} failed");
-    }
-}
-
-impl Drop for Atoll {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits for `n` `listening` lines and returns each listener's name and address.
+fn listening(atoll: &Atoll, n: usize) -> Vec<(String, SocketAddr)> {
+    let deadline = Instant::now() + WAIT;
+    (0..n)
+        .map(|_| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = atoll
+                .line(left)
+                .expect("a `listening` line within the wait");
+            parse_listening(&line)
+        })
+        .collect()
 }
 
 /// Checks `line` is exactly `listening name=NAME kind=echo addr=127.0.0.1:PORT`.
@@ -168,7 +76,7 @@ fn serves_two_echo_listeners_then_exits_0_on_sigterm() {
         &format!("{}{}", echo_listener("one"), echo_listener("two")),
     );
     let mut atoll = Atoll::serve(&config);
-    let listening = atoll.listening(2);
+    let listening = listening(&atoll, 2);
     let names: Vec<&str> = listening.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["one", "two"]);
     assert_ne!(listening[0].1, listening[1].1);
@@ -189,7 +97,7 @@ fn serves_two_echo_listeners_then_exits_0_on_sigterm() {
 fn exits_0_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let mut atoll = Atoll::serve(&write_config(dir.path(), &echo_listener("echo")));
-    let (_, addr) = atoll.listening(1).remove(0);
+    let (_, addr) = listening(&atoll, 1).remove(0);
     echo_over_tcp(addr, b"ping");
     atoll.signal("INT");
     assert_eq!(atoll.exit().code(), Some(0));
@@ -204,7 +112,7 @@ async fn serves_tls_with_certificate_files_named_relative_to_the_config() {
     );
     let config = write_config(pki.dir.path(), &text);
     let atoll = Atoll::serve(&config);
-    let (_, addr) = atoll.listening(1).remove(0);
+    let (_, addr) = listening(&atoll, 1).remove(0);
     let tcp = within("connect", tokio::net::TcpStream::connect(addr))
         .await
         .expect("connect");
@@ -220,7 +128,7 @@ fn reads_atoll_toml_from_the_current_folder_by_default() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &echo_listener("default"));
     let mut atoll = Atoll::run(dir.path(), &["serve"]);
-    let (name, addr) = atoll.listening(1).remove(0);
+    let (name, addr) = listening(&atoll, 1).remove(0);
     assert_eq!(name, "default");
     echo_over_tcp(addr, b"hello");
     atoll.signal("TERM");
@@ -245,7 +153,10 @@ fn fails_with(config: &Path) -> String {
     let line = stderr.trim_end().to_owned();
     let file = format!("atoll: {}: ", config.display());
     assert!(line.starts_with(&file), "does not name the file: {line}");
-    assert!(atoll.stdout.try_recv().is_err(), "a listener was announced");
+    assert!(
+        atoll.line(Duration::ZERO).is_none(),
+        "a listener was announced"
+    );
     line
 }
 

@@ -287,12 +287,19 @@ mod tests {
         let columns = [run("atoll", 50.0), run("tokio", 100.0)];
         let latency = &ROWS[1];
         assert_eq!(
-            ratio_cell(&columns, latency, "atoll", "tokio"),
+            ratio_cell(&columns, latency, "atoll", "tokio", median),
             "0.50 (atoll better)"
         );
         assert_eq!(
-            ratio_cell(&columns, latency, "tokio", "atoll"),
+            ratio_cell(&columns, latency, "tokio", "atoll", median),
             "2.00 (tokio worse)"
         );
+    }
+
+    #[test]
+    fn the_best_run_is_the_highest_rate_or_the_lowest_cost() {
+        assert_eq!(best(vec![3.0, 9.0, 4.0], true), Some(9.0));
+        assert_eq!(best(vec![3.0, 9.0, 4.0], false), Some(3.0));
+        assert_eq!(best(vec![], true), None);
     }
 }

@@ -13,6 +13,8 @@ use atoll::{Handler, Server, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod process;
+
 /// Every wait in a test is bounded by this, so a hang fails fast.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,155 @@
+//! The `atoll` binary as a child process: killed on drop, its stdout read line by line, its
+//! stderr collected as it comes, signals sent with `kill`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::WAIT;
+
+pub struct Atoll {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+impl Atoll {
+    /// Runs `atoll ARGS` in `dir`.
+    pub fn run(dir: &Path, args: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_atoll"));
+        command.args(args).current_dir(dir);
+        Atoll::spawn(command)
+    }
+
+    /// Runs `atoll serve --config CONFIG`.
+    pub fn serve(config: &Path) -> Self {
+        Atoll::run(
+            Path::new("."),
+            &["serve", "--config", config.to_str().unwrap()],
+        )
+    }
+
+    /// Runs `atoll serve --config CONFIG` under `ulimit -n LIMIT`. `exec` keeps the pid: the
+    /// child is the server itself, not a shell.
+    pub fn serve_with_fd_limit(config: &Path, limit: u32) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {limit} && exec \"$0\" serve --config \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_atoll"))
+            .arg(config);
+        Atoll::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("atoll runs");
+        let out = child.stdout.take().unwrap();
+        let (tx, stdout) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().unwrap();
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Atoll {
+            child,
+            stdout,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line on stdout, waiting up to `wait`.
+    pub fn line(&self, wait: Duration) -> Option<String> {
+        self.stdout.recv_timeout(wait).ok()
+    }
+
+    /// What the process wrote to stderr so far (all of it, once [`exit`](Self::exit) returned).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `text`.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "stderr never mentioned {text}: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait for atoll").is_none()
+    }
+
+    /// Waits for the process to exit, and for its stderr to be read to the end.
+    pub fn exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for atoll") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "atoll did not exit within the wait"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().unwrap();
+        }
+        status
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("sh")
+            .args(["-c", "kill -s \"$0\" \"$1\""])
+            .arg(signal)
+            .arg(self.pid().to_string())
+            .status()
+            .expect("sh runs")
+            .success();
+        assert!(ok, "kill -s {signal} failed");
+    }
+}
+
+impl Drop for Atoll {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
