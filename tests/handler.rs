@@ -259,3 +259,94 @@ async fn a_handler_can_take_the_socket_over() {
     assert_eq!(line, "stopping\n");
     assert_eq!((report.drained, report.forced), (1, 0));
 }
+
+/// Records which callbacks ran. `short` asks for a one-shot 100 ms timeout, `long` sets a
+/// persistent 150 ms one, `bye` closes from the handler.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn note(&self, what: impl Into<String>) {
+        self.seen.lock().unwrap().push(what.into());
+    }
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Handler for Recorder {
+    async fn handle_data(&mut self, data: &[u8], socket: &mut Socket) -> Action {
+        self.note(String::from_utf8_lossy(data));
+        match data {
+            b"short" => Action::ContinueWithTimeout(Duration::from_millis(100)),
+            b"long" => Action::SetReadTimeout(Duration::from_millis(150)),
+            b"bye" => {
+                socket.close().await;
+                Action::Continue
+            }
+            _ => Action::Continue,
+        }
+    }
+    async fn handle_timeout(&mut self, _socket: &mut Socket) -> Action {
+        self.note("timeout");
+        Action::Continue
+    }
+    async fn handle_close(&mut self, _socket: &mut Socket) {
+        self.note("close");
+    }
+    async fn handle_error(&mut self, error: &atoll::Error, _socket: &mut Socket) {
+        self.note(format!("error: {:?}", error.kind()));
+    }
+}
+
+#[tokio::test]
+async fn handlers_choose_one_shot_and_persistent_timeouts() {
+    let recorder = Recorder::default();
+    let server = TestServer::start(Server::new(recorder.clone()));
+    let mut c = server.connect().await;
+    // The default read timeout is 60 s: only the handler's own timeouts can fire here.
+    c.write_all(b"short").await.unwrap();
+    server.events.wait_for(EventKind::Timeout, 1).await;
+    // One-shot: back to 60 s after it fired, so no second timeout comes soon.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.events.count(EventKind::Timeout), 1);
+    // Persistent: fires again and again.
+    c.write_all(b"long").await.unwrap();
+    server.events.wait_for(EventKind::Timeout, 3).await;
+    assert_eq!(&recorder.seen()[..3], ["short", "timeout", "long"]);
+    // The peer closing runs the close callback.
+    drop(c);
+    server.events.wait_for(EventKind::ConnectionStop, 1).await;
+    assert_eq!(recorder.seen().last().map(String::as_str), Some("close"));
+}
+
+#[tokio::test]
+async fn a_handler_that_closes_gets_no_close_callback() {
+    let recorder = Recorder::default();
+    let server = TestServer::start(Server::new(recorder.clone()));
+    let mut c = server.connect().await;
+    c.write_all(b"bye").await.unwrap();
+    assert!(closed_by_server(&mut c).await);
+    server.events.wait_for(EventKind::ConnectionStop, 1).await;
+    assert_eq!(recorder.seen(), ["bye"]);
+}
+
+#[tokio::test]
+async fn a_failed_handshake_reaches_the_error_callback() {
+    let pki = Pki::new();
+    let tls = atoll::TlsOptions::new(&pki.server_cert, &pki.server_key)
+        .load()
+        .unwrap();
+    let recorder = Recorder::default();
+    let server = TestServer::start(Server::new(recorder.clone()).tls(tls));
+    // Not TLS at all: the handshake fails on the first bytes, and the server closes after
+    // its alert.
+    let mut c = server.connect().await;
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = within("close", c.read_to_end(&mut rest)).await;
+    server.events.wait_for(EventKind::ConnectionStop, 1).await;
+    assert_eq!(recorder.seen(), ["error: Handshake"]);
+}
