@@ -1,8 +1,7 @@
 //! The table of live connections: what `connections()` lists, and how `stop` reaches every
 //! connection (a stop signal first, an abort when the shutdown timeout runs out).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -27,6 +26,8 @@ pub struct ConnectionInfo {
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub(crate) id: u64,
+    /// Where the table keeps this connection.
+    key: AtomicUsize,
     pub(crate) peer: Addr,
     pub(crate) started: Instant,
     stopping: AtomicBool,
@@ -54,6 +55,7 @@ impl Slot {
     pub(crate) fn new(id: u64, peer: Addr) -> Self {
         Slot {
             id,
+            key: AtomicUsize::new(usize::MAX),
             peer,
             started: Instant::now(),
             stopping: AtomicBool::new(false),
@@ -126,8 +128,44 @@ impl Slot {
     }
 }
 
-/// Live connections by id, with the handle that aborts each one's task.
-type Live = HashMap<u64, (Arc<Slot>, AbortHandle)>;
+/// Live connections, with the handle that aborts each one's task: a slab, so adding and
+/// removing one is an index, with no hashing, on every accept and close.
+#[derive(Debug, Default)]
+struct Live {
+    entries: Vec<Option<(Arc<Slot>, AbortHandle)>>,
+    /// Indexes of empty entries, reused first.
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Live {
+    fn insert(&mut self, entry: (Arc<Slot>, AbortHandle)) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(key) => {
+                self.entries[key] = Some(entry);
+                key
+            }
+            None => {
+                self.entries.push(Some(entry));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            if entry.take().is_some() {
+                self.len -= 1;
+                self.free.push(key);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Arc<Slot>, AbortHandle)> {
+        self.entries.iter().flatten()
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Table {
@@ -146,27 +184,28 @@ impl Table {
     /// its entry before it is there.
     pub(crate) fn insert_with(&self, slot: Arc<Slot>, spawn: impl FnOnce() -> AbortHandle) {
         let mut live = self.lock();
-        let id = slot.id;
         let abort = spawn();
-        live.insert(id, (slot, abort));
+        let key_slot = slot.clone();
+        let key = live.insert((slot, abort));
+        key_slot.key.store(key, Ordering::Relaxed);
     }
 
-    pub(crate) fn remove(&self, id: u64) {
+    pub(crate) fn remove(&self, slot: &Slot) {
         let mut live = self.lock();
-        live.remove(&id);
-        if live.is_empty() {
+        live.remove(slot.key.load(Ordering::Relaxed));
+        if live.len == 0 {
             self.emptied.notify_waiters();
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len
     }
 
     pub(crate) fn list(&self) -> Vec<ConnectionInfo> {
         let mut out: Vec<_> = self
             .lock()
-            .values()
+            .iter()
             .map(|(s, _)| ConnectionInfo {
                 id: s.id,
                 peer: s.peer.clone(),
@@ -180,26 +219,26 @@ impl Table {
     /// Asks every connection to stop; returns how many there were.
     pub(crate) fn stop_all(&self) -> usize {
         let live = self.lock();
-        for (slot, _) in live.values() {
+        for (slot, _) in live.iter() {
             slot.stop();
         }
-        live.len()
+        live.len
     }
 
     /// Aborts every connection still open; returns their ids.
     pub(crate) fn abort_all(&self) -> Vec<u64> {
         let live = self.lock();
         live.iter()
-            .map(|(id, (_, abort))| {
+            .map(|(slot, abort)| {
                 abort.abort();
-                *id
+                slot.id
             })
             .collect()
     }
 
     /// Runs `f` on every live connection, with the table locked.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Slot)) {
-        for (slot, _) in self.lock().values() {
+        for (slot, _) in self.lock().iter() {
             f(slot);
         }
     }
@@ -210,7 +249,7 @@ impl Table {
             let notified = self.emptied.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.lock().is_empty() {
+            if self.lock().len == 0 {
                 return;
             }
             notified.await;

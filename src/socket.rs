@@ -79,7 +79,7 @@ impl Drop for Conn {
         self.emit(EventKind::ConnectionStop, |e| {
             e.duration(started.elapsed()).stats(stats)
         });
-        self.shared.table.remove(self.slot.id);
+        self.shared.table.remove(&self.slot);
     }
 }
 
