@@ -85,10 +85,7 @@ async fn stalled_handshake_is_closed_and_reported() {
     server.events.wait_for(EventKind::HandshakeError, 1).await;
     let err = server
         .events
-        .all()
-        .into_iter()
-        .find(|e| e.kind == EventKind::HandshakeError)
-        .and_then(|e| e.error)
+        .first_error(EventKind::HandshakeError)
         .unwrap();
     assert!(err.contains("not finished within"), "{err}");
     // The listener goes on.

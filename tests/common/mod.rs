@@ -111,6 +111,14 @@ impl Events {
         self.0.lock().unwrap().clone()
     }
 
+    /// The error text of the first event of `kind`.
+    pub fn first_error(&self, kind: EventKind) -> Option<String> {
+        self.all()
+            .into_iter()
+            .find(|e| e.kind == kind)
+            .and_then(|e| e.error)
+    }
+
     /// Waits until at least `n` events of `kind` were seen.
     pub async fn wait_for(&self, kind: EventKind, n: usize) {
         within(&format!("{n} x {kind}"), async {
