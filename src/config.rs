@@ -376,11 +376,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_the_listener() {
-        let e = fails("[[listener]]\nname = \"echo\"\nkind = \"echo\"\nprot = 1\n");
-        assert!(
-            e.starts_with("conf/atoll.toml: listener `echo`: unknown field `prot`, expected"),
-            "{e}"
-        );
         let e = fails(&format!("{ECHO}[[listener]]\nkind = \"echo\"\n"));
         assert_eq!(e, "conf/atoll.toml: listener #2: missing `name`");
         let e = fails("[[listener]]\nname = \"p\"\nkind = \"echo\"\nport = 70000\n");
@@ -460,6 +455,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_the_kind_does_not_know_is_named_at_start() {
+        let c =
+            parse("[[listener]]\nname = \"echo\"\nkind = \"echo\"\nport = 0\nprot = 1\n").unwrap();
+        let e = c.start(&Registry::new()).await.unwrap_err().to_string();
+        assert!(
+            e.starts_with("conf/atoll.toml: listener `echo`: ")
+                && e.contains("unknown field `prot`"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_missing_certificate_is_named() {
         let c = parse(
             "[[listener]]\nname = \"t\"\nkind = \"echo\"\nport = 0\n[listener.tls]\ncert = \"none.pem\"\nkey = \"none-key.pem\"\n",
@@ -480,7 +487,8 @@ mod tests {
     fn the_sample_config_shows_every_option() {
         let sample = include_str!("../atoll.toml");
         let c = Config::parse(sample, Path::new("atoll.toml")).unwrap();
-        assert_eq!(c.listeners.len(), 1);
+        let kinds: Vec<_> = c.listeners.iter().map(|l| l.kind.as_str()).collect();
+        assert_eq!(kinds, ["echo", "http"]);
         let echo = &c.listeners[0];
         assert_eq!((echo.name.as_str(), echo.kind.as_str()), ("echo", "echo"));
         assert_eq!(echo.options.ip.to_string(), "127.0.0.1");
@@ -497,6 +505,13 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         let full = Config::parse(&uncommented, Path::new("atoll.toml")).unwrap();
+        let kinds: Vec<_> = full.listeners.iter().map(|l| l.kind.as_str()).collect();
+        assert_eq!(kinds, ["echo", "http", "https"]);
+        let web = &full.listeners[1];
+        let http_keys: Vec<&str> = web.params.keys().map(String::as_str).collect();
+        for key in crate::http::HttpOptions::field_names() {
+            assert!(http_keys.contains(key), "atoll.toml does not show `{key}`");
+        }
         let spec = &full.listeners[0];
         let tls = spec.tls.as_ref().expect("a commented tls table");
         assert!(tls.cacert.is_some() && !tls.alpn.is_empty() && !tls.sni.is_empty());

@@ -1,6 +1,7 @@
 //! A running server's handle: addresses, live connections, suspend and resume, and the
 //! graceful stop that drains connections and reports how they ended.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ use crate::telemetry::{Event, EventKind, Telemetry};
 /// Starts one acceptor task on a listening socket.
 pub(crate) type Spawner =
     Box<dyn Fn(Arc<Listener>, Arc<Shared>, usize) -> JoinHandle<()> + Send + Sync>;
+
+/// A value a protocol layer keeps with a server (see [`Server::extension`](crate::Server::extension)).
+pub(crate) type Extension = Arc<dyn Any + Send + Sync>;
 
 /// How a [`stop`](ServerHandle::stop) went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,6 +59,7 @@ struct Inner {
     addrs: Vec<Addr>,
     started: Instant,
     spawner: Spawner,
+    extension: Option<Extension>,
     lifecycle: Mutex<Lifecycle>,
     phase: watch::Sender<Phase>,
 }
@@ -82,6 +87,7 @@ impl ServerHandle {
         shared: Arc<Shared>,
         listeners: Vec<Arc<Listener>>,
         spawner: Spawner,
+        extension: Option<Extension>,
     ) -> Result<Self> {
         let addrs = listeners
             .iter()
@@ -92,6 +98,7 @@ impl ServerHandle {
             addrs,
             started: Instant::now(),
             spawner,
+            extension,
             lifecycle: Mutex::new(Lifecycle {
                 listeners,
                 acceptors: Vec::new(),
@@ -148,6 +155,11 @@ impl ServerHandle {
             // Aborted on purpose; the error says only that.
             let _ = task.await;
         }
+    }
+
+    /// The value attached with [`Server::extension`](crate::Server::extension), if it is a `T`.
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.inner.extension.clone()?.downcast().ok()
     }
 
     /// The listener's name.

@@ -81,6 +81,7 @@ pub mod echo;
 mod error;
 mod handle;
 mod handler;
+pub mod http;
 mod options;
 mod registry;
 mod server;

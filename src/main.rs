@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use atoll::http::Catalogue;
 use atoll::{Config, LogEvents, Registry};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
@@ -55,6 +56,7 @@ fn serve(path: &Path) -> Result<(), String> {
         let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
 
         let registry = Registry::new();
+        atoll::http::install(&registry, Catalogue::builtin(&registry));
         let handles = config.start(&registry).await.map_err(|e| e.to_string())?;
         let mut announce = String::new();
         for (spec, handle) in config.listeners.iter().zip(&handles) {

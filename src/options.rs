@@ -137,7 +137,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{text}`: {e}"))
 }
 
-mod duration {
+pub(crate) mod duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
@@ -157,7 +157,7 @@ mod duration {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Raw::deserialize(d)?.into_duration()
     }
 }
@@ -206,5 +206,73 @@ mod tests {
         assert_eq!(opts.backlog, 1024);
         let err = toml::from_str::<ServerOptions>("prot = 1").unwrap_err();
         assert!(err.to_string().contains("unknown field `prot`"), "{err}");
+    }
+}
+
+/// The keys of a [`ServerOptions`] table, as serde knows them. A listener table's other keys
+/// belong to its kind (an HTTP listener's `static_dir`, say).
+pub(crate) fn field_names() -> &'static [&'static str] {
+    fields_of::<ServerOptions>()
+}
+
+/// The field names serde's derive gives a struct, read by asking it to deserialize.
+pub(crate) fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    let mut probe = FieldProbe(&[]);
+    let _ = T::deserialize(&mut probe);
+    probe.0
+}
+
+/// A deserializer that only records the field list a derived struct asks for, so the list is
+/// never written out by hand.
+struct FieldProbe(&'static [&'static str]);
+
+#[derive(Debug)]
+struct Probed;
+
+impl std::fmt::Display for Probed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("probed")
+    }
+}
+
+impl std::error::Error for Probed {}
+
+impl serde::de::Error for Probed {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Probed
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for &mut FieldProbe {
+    type Error = Probed;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        Err(Probed)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Probed> {
+        self.0 = fields;
+        Err(Probed)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    #[test]
+    fn knows_the_option_keys() {
+        let f = super::field_names();
+        assert!(f.contains(&"port") && f.contains(&"read_timeout"), "{f:?}");
+        assert!(!f.contains(&"static_dir"));
     }
 }

@@ -91,7 +91,10 @@ impl Registry {
         let registry = Registry {
             inner: Arc::new(Mutex::new(Inner::default())),
         };
-        registry.add_kind("echo", |spec| spec.server(Echo)?.start());
+        registry.add_kind("echo", |spec| {
+            spec.expect_no_params()?;
+            spec.server(Echo)?.start()
+        });
         registry
     }
 

@@ -1,5 +1,6 @@
 //! Building and starting a server: a handler, its options, where to listen, TLS, telemetry.
 
+use std::any::Any;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::acceptor;
 use crate::bind::{self, Bind, Listener};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::{ServerHandle, Spawner};
+use crate::handle::{Extension, ServerHandle, Spawner};
 use crate::handler::Handler;
 use crate::options::ServerOptions;
 use crate::shared::Shared;
@@ -36,6 +37,7 @@ pub struct Server<H> {
     bind: Bind,
     tls: Option<TlsConfig>,
     telemetry: Arc<Telemetry>,
+    extension: Option<Extension>,
 }
 
 impl<H: Handler> Server<H> {
@@ -48,6 +50,7 @@ impl<H: Handler> Server<H> {
             bind: Bind::Tcp,
             tls: None,
             telemetry: Arc::new(Telemetry::default()),
+            extension: None,
         }
     }
 
@@ -118,6 +121,14 @@ impl<H: Handler> Server<H> {
         self
     }
 
+    /// Attaches a value to the server's handle, for the protocol layer that built the handler
+    /// to find again by type ([`ServerHandle::extension`]): an HTTP listener keeps its routes
+    /// there, so they can be swapped while it runs. Default is none.
+    pub fn extension(mut self, value: Arc<dyn Any + Send + Sync>) -> Self {
+        self.extension = Some(value);
+        self
+    }
+
     /// Attaches a telemetry subscriber before start, so it sees `listener.start` too.
     pub fn subscribe(self, subscriber: impl Subscriber) -> Self {
         self.telemetry.attach(subscriber);
@@ -153,6 +164,6 @@ impl<H: Handler> Server<H> {
             let handler = handler.lock().unwrap_or_else(|p| p.into_inner()).clone();
             acceptor::spawn(handler, listener, shared, index)
         });
-        ServerHandle::launch(shared, listeners, spawner)
+        ServerHandle::launch(shared, listeners, spawner, self.extension)
     }
 }

@@ -1,6 +1,7 @@
 //! A listener described as data: name, kind, options and TLS files, as a `[[listener]]` table
 //! of a config file declares it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +27,16 @@ pub struct ListenerSpec {
     pub tls: Option<TlsOptions>,
     /// A Unix socket path to listen on instead of TCP.
     pub unix: Option<PathBuf>,
+    /// The keys of the listener table that are not server options: settings of the kind,
+    /// which its launcher reads (and rejects when unknown). Default is empty.
+    pub params: toml::Table,
+    /// The folder relative paths in `params` start from: the config file's. Default is the
+    /// working directory (empty).
+    pub base: PathBuf,
+    /// The server options the listener table set, so a kind can tell a default from a
+    /// choice (an HTTP listener's default port is 8080); `None` for a spec built in code,
+    /// whose options are taken as they are.
+    pub set_options: Option<BTreeSet<String>>,
     /// The telemetry hub the listener will use: subscribers attached here before the start
     /// see the listener's first events too.
     pub telemetry: Arc<Telemetry>,
@@ -40,12 +51,16 @@ impl ListenerSpec {
             options: ServerOptions::default(),
             tls: None,
             unix: None,
+            params: toml::Table::new(),
+            base: PathBuf::new(),
+            set_options: None,
             telemetry: Arc::default(),
         }
     }
 
     /// Reads a spec from one `[[listener]]` table. `name` and `kind` are required; `tls` and
-    /// `unix` are optional; every other key is a [`ServerOptions`] field. Relative file paths
+    /// `unix` are optional; a [`ServerOptions`] field goes to `options`, any other key to
+    /// `params`, for the kind to read. Relative file paths
     /// are taken from `base` (the config file's folder). Errors name the field at fault.
     pub fn from_toml(table: &toml::Table, base: &Path) -> std::result::Result<Self, String> {
         let mut rest = table.clone();
@@ -77,6 +92,17 @@ impl ListenerSpec {
             Some(toml::Value::String(p)) => Some(base.join(p)),
             Some(other) => return Err(format!("`unix` must be a path, not {other}")),
         };
+        let fields = crate::options::field_names();
+        let kind_keys: Vec<String> = rest
+            .keys()
+            .filter(|k| !fields.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let params: toml::Table = kind_keys
+            .into_iter()
+            .filter_map(|k| rest.remove(&k).map(|v| (k, v)))
+            .collect();
+        let set_options = Some(rest.keys().cloned().collect());
         let options = ServerOptions::deserialize(toml::Value::Table(rest))
             .map_err(|e| e.message().to_owned())?;
         options.validate()?;
@@ -86,8 +112,23 @@ impl ListenerSpec {
             options,
             tls,
             unix,
+            params,
+            base: base.to_owned(),
+            set_options,
             telemetry: Arc::default(),
         })
+    }
+
+    /// Fails, naming the first key, when the spec has `params`: for kinds that take none.
+    pub fn expect_no_params(&self) -> Result<()> {
+        match self.params.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(Error::with_source(
+                ErrorKind::Config,
+                format!("unknown field `{key}` for kind `{}`", self.kind),
+            )
+            .context(format!("listener `{}`", self.name))),
+        }
     }
 
     /// A server for this spec, running `handler`: name, options, Unix path and TLS (files read
@@ -149,7 +190,8 @@ mod tests {
         assert_eq!(parse("kind = \"echo\"").unwrap_err(), "missing `name`");
         let e = parse("name = \"e\"\nkind = \"echo\"\nport = 70000").unwrap_err();
         assert!(e.contains("70000") || e.contains("u16"), "{e}");
-        let e = parse("name = \"e\"\nkind = \"echo\"\nprot = 1").unwrap_err();
+        let s = parse("name = \"e\"\nkind = \"echo\"\nprot = 1").unwrap();
+        let e = s.expect_no_params().unwrap_err().to_string();
         assert!(e.contains("unknown field `prot`"), "{e}");
         let e = parse("name = \"e\"\nkind = \"echo\"\nnum_acceptors = 0").unwrap_err();
         assert!(e.contains("num_acceptors"), "{e}");

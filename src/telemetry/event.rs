@@ -64,6 +64,9 @@ pub enum EventKind {
     HandlerPanic,
     /// The connection was closed by `stop` when the shutdown timeout ran out.
     ConnectionForced,
+    /// An HTTP request was answered; `method`, `path` and `status` say which and how, and
+    /// `duration` how long the response head took.
+    HttpRequest,
 }
 
 impl EventKind {
@@ -78,6 +81,7 @@ impl EventKind {
             AcceptorStart => "acceptor.start",
             AcceptorStop => "acceptor.stop",
             Econnaborted => "acceptor.econnaborted",
+            HttpRequest => "http.request",
             AcceptError => "acceptor.accept_error",
             Emfile => "acceptor.emfile",
             MaxConnectionsExceeded => "acceptor.max_connections_exceeded",
@@ -147,6 +151,12 @@ pub struct Event<'a> {
     pub stats: Option<SocketStats>,
     /// The error, for failure events.
     pub error: Option<&'a (dyn std::error::Error + 'static)>,
+    /// The request method, for HTTP events.
+    pub method: Option<&'a str>,
+    /// The request path, for HTTP events.
+    pub path: Option<&'a str>,
+    /// The response status, for HTTP events.
+    pub status: Option<u16>,
 }
 
 impl<'a> Event<'a> {
@@ -162,6 +172,9 @@ impl<'a> Event<'a> {
             bytes: None,
             stats: None,
             error: None,
+            method: None,
+            path: None,
+            status: None,
         }
     }
 
@@ -193,6 +206,13 @@ impl<'a> Event<'a> {
 
     pub(crate) fn error(mut self, e: &'a (dyn std::error::Error + 'static)) -> Self {
         self.error = Some(e);
+        self
+    }
+
+    pub(crate) fn request(mut self, method: &'a str, path: &'a str, status: u16) -> Self {
+        self.method = Some(method);
+        self.path = Some(path);
+        self.status = Some(status);
         self
     }
 }

@@ -48,6 +48,9 @@ impl fmt::Display for Line<'_, '_> {
         if let Some(p) = e.peer {
             write!(f, " peer={p}")?;
         }
+        if let (Some(m), Some(p), Some(s)) = (e.method, e.path, e.status) {
+            write!(f, " method={m} path={p} status={s}")?;
+        }
         if let Some(d) = e.duration {
             write!(f, " duration={d:?}")?;
         }

@@ -4,7 +4,8 @@ use super::{Event, EventKind, Subscriber};
 
 /// Records events as `metrics`: a counter `atoll_events_total{listener, event}` for every event,
 /// histograms `atoll_connection_duration_seconds` and `atoll_handshake_duration_seconds`, and
-/// counters `atoll_received_bytes_total` / `atoll_sent_bytes_total` fed at connection stop.
+/// counters `atoll_received_bytes_total` / `atoll_sent_bytes_total` fed at connection stop,
+/// and the histogram `atoll_http_request_duration_seconds{listener, status}` for HTTP requests.
 ///
 /// Install any `metrics` recorder (a Prometheus exporter, say) to collect them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,6 +41,13 @@ impl Subscriber for MetricsRecorder {
             EventKind::Handshake => {
                 if let Some(d) = e.duration {
                     metrics::histogram!("atoll_handshake_duration_seconds", "listener" => listener)
+                        .record(d.as_secs_f64());
+                }
+            }
+            EventKind::HttpRequest => {
+                if let Some(d) = e.duration {
+                    let status = e.status.map_or_else(String::new, |s| s.to_string());
+                    metrics::histogram!("atoll_http_request_duration_seconds", "listener" => listener, "status" => status)
                         .record(d.as_secs_f64());
                 }
             }

@@ -1,0 +1,228 @@
+//! What one HTTP connection is doing, for its timeouts: requests in flight, when a request head
+//! began to arrive, when the last answer went out. Written by the service and the socket
+//! wrapper, read by the connection's timer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::options::HttpOptions;
+
+/// One connection's activity. Times are milliseconds since `base`.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    base: Instant,
+    in_flight: AtomicU32,
+    /// 1 + when the first byte of a request head not yet handed to the service arrived;
+    /// 0 when no head is pending.
+    head_since: AtomicU64,
+    /// When the last request was answered (or the connection opened).
+    last_done: AtomicU64,
+    /// Writes so far, so a long response body counts as activity.
+    writes: AtomicU64,
+}
+
+/// What the timer found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Check again at this instant.
+    Wait(Instant),
+    /// No request for `idle_timeout`: close gracefully.
+    Idle,
+    /// A request head took longer than `header_read_timeout`: close now.
+    HeadTimeout,
+}
+
+/// The timer's own memory between checks.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    seen_writes: u64,
+    quiet_since: u64,
+}
+
+impl Activity {
+    /// A connection that just opened: the wait for its first request head starts now.
+    pub(crate) fn new() -> Activity {
+        Activity {
+            base: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            head_since: AtomicU64::new(1),
+            last_done: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms)
+    }
+
+    /// A request reached the service: its head is complete.
+    pub(crate) fn begin(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.head_since.store(0, Relaxed);
+    }
+
+    /// A request was answered.
+    pub(crate) fn end(&self) {
+        self.last_done.store(self.now(), Relaxed);
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// When the pending request head must be complete, if one is pending.
+    pub(crate) fn head_deadline(&self, opts: &HttpOptions) -> Option<Instant> {
+        match self.head_since.load(Relaxed) {
+            0 => None,
+            since => Some(self.at(since - 1) + opts.header_read_timeout),
+        }
+    }
+
+    /// Bytes arrived. Between requests, they start the header read timeout.
+    fn read(&self) {
+        if self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0 {
+            self.head_since.store(self.now() + 1, Relaxed);
+        }
+    }
+
+    /// Decides, when the timer fires, whether the connection has timed out.
+    pub(crate) fn check(&self, opts: &HttpOptions, watch: &mut Watch) -> Verdict {
+        let now = self.now();
+        let header_ms = opts.header_read_timeout.as_millis() as u64;
+        let idle_ms = opts.idle_timeout.as_millis() as u64;
+        let head = self.head_since.load(Relaxed);
+        let mut next = now + idle_ms.min(header_ms);
+        if head != 0 {
+            let due = head - 1 + header_ms;
+            if now >= due {
+                return Verdict::HeadTimeout;
+            }
+            next = next.min(due);
+        }
+        let writes = self.writes.load(Relaxed);
+        if writes != watch.seen_writes {
+            watch.seen_writes = writes;
+            watch.quiet_since = now;
+        }
+        if self.in_flight.load(Relaxed) == 0 {
+            let due = self.last_done.load(Relaxed).max(watch.quiet_since) + idle_ms;
+            if now >= due && head == 0 {
+                return Verdict::Idle;
+            }
+            next = next.min(due.max(now + 1));
+        }
+        Verdict::Wait(self.at(next))
+    }
+}
+
+/// The connection's socket, noting reads and writes in its [`Activity`].
+#[derive(Debug)]
+pub(crate) struct Watched<S> {
+    pub(crate) inner: S,
+    pub(crate) activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.read();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(_)) = polled {
+            this.activity.writes.fetch_add(1, Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(_)) = polled {
+            this.activity.writes.fetch_add(1, Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(header_ms: u64, idle_ms: u64) -> HttpOptions {
+        HttpOptions {
+            header_read_timeout: Duration::from_millis(header_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+            ..HttpOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_silent_new_connection_hits_the_header_timeout() {
+        let a = Activity::new();
+        let o = opts(0, 1000);
+        assert_eq!(a.check(&o, &mut Watch::default()), Verdict::HeadTimeout);
+    }
+
+    #[test]
+    fn an_answered_connection_goes_idle_not_head_timeout() {
+        let a = Activity::new();
+        a.begin();
+        a.end();
+        let o = opts(0, 0);
+        assert_eq!(a.check(&o, &mut Watch::default()), Verdict::Idle);
+        a.read();
+        assert_eq!(a.check(&o, &mut Watch::default()), Verdict::HeadTimeout);
+    }
+
+    #[test]
+    fn a_request_in_flight_is_never_idle() {
+        let a = Activity::new();
+        a.begin();
+        let o = opts(0, 0);
+        assert!(matches!(
+            a.check(&o, &mut Watch::default()),
+            Verdict::Wait(_)
+        ));
+    }
+}

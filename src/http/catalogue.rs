@@ -1,0 +1,290 @@
+//! The resource catalogue: resource types under the names a config file uses, and the `http`
+//! and `https` listener kinds that build their handlers from it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::builtin::{Health, Listeners};
+use super::dispatch::Endpoint;
+use super::handlers::Handlers;
+use super::listener::HttpListener;
+use super::options::{HttpOptions, DEFAULT_HTTP_PORT};
+use super::statics::StaticFiles;
+use super::statics_endpoint::StaticEndpoint;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::ServerHandle;
+use crate::registry::Registry;
+use crate::spec::ListenerSpec;
+
+type Factory = Arc<dyn Fn(&Params) -> std::result::Result<Arc<dyn Endpoint>, String> + Send + Sync>;
+
+/// The settings a config gives one resource: every key of its entry but `name`.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The keys.
+    pub table: toml::Table,
+    /// The config file's folder: relative paths start there.
+    pub base: PathBuf,
+}
+
+impl Params {
+    /// The settings as a serde type; use `#[serde(deny_unknown_fields)]` so a typo is named.
+    pub fn parse<T: DeserializeOwned>(&self) -> std::result::Result<T, String> {
+        T::deserialize(toml::Value::Table(self.table.clone())).map_err(|e| e.message().to_owned())
+    }
+
+    /// A path setting, taken from the config file's folder when relative.
+    pub fn path(&self, key: &str) -> std::result::Result<Option<PathBuf>, String> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(p)) => Ok(Some(self.base.join(p))),
+            Some(other) => Err(format!("`{key}` must be a path, not {other}")),
+        }
+    }
+}
+
+/// Resource types by name, for `[[listener.handlers]]` tables to use.
+///
+/// ```toml
+/// [[listener]]
+/// name = "web"
+/// kind = "http"
+/// port = 8080
+///
+/// [[listener.handlers]]
+/// host = "_"                      # default
+/// resources = ["health", "listeners", { name = "static", dir = "site" }]
+/// ```
+#[derive(Clone, Default)]
+pub struct Catalogue {
+    entries: BTreeMap<String, Factory>,
+}
+
+impl fmt::Debug for Catalogue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.entries.keys()).finish()
+    }
+}
+
+impl Catalogue {
+    /// An empty catalogue.
+    pub fn new() -> Catalogue {
+        Catalogue::default()
+    }
+
+    /// The resources the binary ships: `health` (settings `path`, default `/health`, and
+    /// `version`), `listeners` (the running listeners of `registry`, setting `prefix`,
+    /// default `/listeners`) and `static` (the files of `dir` under `prefix`, default `/`).
+    pub fn builtin(registry: &Registry) -> Catalogue {
+        let mut c = Catalogue::new();
+        c.add("health", |p| {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct S {
+                path: Option<String>,
+                version: Option<String>,
+            }
+            let s: S = p.parse()?;
+            let d = Health::default();
+            Ok(match (s.path, s.version) {
+                (None, None) => d,
+                (path, version) => Health::new(
+                    path.unwrap_or_else(|| "/health".to_owned()),
+                    version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+                ),
+            })
+        });
+        let registry = registry.clone();
+        c.add("listeners", move |p| {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct S {
+                prefix: Option<String>,
+            }
+            let s: S = p.parse()?;
+            let l = Listeners::new(registry.clone());
+            Ok(match s.prefix {
+                Some(prefix) => l.at(prefix),
+                None => l,
+            })
+        });
+        c.entries.insert(
+            "static".to_owned(),
+            Arc::new(|p: &Params| {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct S {
+                    #[allow(dead_code)] // read through `Params::path`
+                    dir: String,
+                    prefix: Option<String>,
+                }
+                let s: S = p.parse()?;
+                let dir = p.path("dir")?.unwrap_or_default();
+                let files = StaticFiles::new(&dir)
+                    .map_err(|e| format!("`dir` `{}`: {e}", dir.display()))?;
+                let prefix = s.prefix.as_deref().unwrap_or("/");
+                Ok(Arc::new(StaticEndpoint::new(prefix, files)) as Arc<dyn Endpoint>)
+            }),
+        );
+        c
+    }
+
+    /// Registers a resource type under `name`; `make` builds one from its config entry's
+    /// settings, or says what is wrong with them.
+    pub fn add<R, F>(&mut self, name: impl Into<String>, make: F) -> &mut Catalogue
+    where
+        R: super::Resource,
+        F: Fn(&Params) -> std::result::Result<R, String> + Send + Sync + 'static,
+    {
+        self.entries.insert(
+            name.into(),
+            Arc::new(move |p: &Params| make(p).map(|r| Arc::new(r) as Arc<dyn Endpoint>)),
+        );
+        self
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Builds the handlers a listener table's `handlers` array declares.
+    pub fn handlers(
+        &self,
+        value: Option<&toml::Value>,
+        base: &Path,
+    ) -> std::result::Result<Handlers, String> {
+        let mut handlers = Handlers::new();
+        let Some(value) = value else {
+            return Ok(handlers);
+        };
+        let list = value
+            .as_array()
+            .ok_or("`handlers` must be an array of tables ([[listener.handlers]])")?;
+        for (i, entry) in list.iter().enumerate() {
+            let at = |why: String| format!("handlers #{}: {why}", i + 1);
+            let table = entry
+                .as_table()
+                .ok_or_else(|| at("must be a table".to_owned()))?;
+            for key in table.keys() {
+                if key != "host" && key != "resources" {
+                    return Err(at(format!(
+                        "unknown field `{key}`, expected `host` or `resources`"
+                    )));
+                }
+            }
+            let host = match table.get("host") {
+                None => "_",
+                Some(toml::Value::String(h)) => h,
+                Some(other) => return Err(at(format!("`host` must be a string, not {other}"))),
+            };
+            handlers = handlers.host(host);
+            let resources = match table.get("resources") {
+                None => return Err(at("missing `resources`".to_owned())),
+                Some(toml::Value::Array(r)) => r,
+                Some(other) => {
+                    return Err(at(format!("`resources` must be an array, not {other}")))
+                }
+            };
+            for r in resources {
+                let (name, params) = match r {
+                    toml::Value::String(name) => (name.clone(), toml::Table::new()),
+                    toml::Value::Table(t) => {
+                        let mut t = t.clone();
+                        match t.remove("name") {
+                            Some(toml::Value::String(name)) => (name, t),
+                            _ => return Err(at("a resource table needs `name`".to_owned())),
+                        }
+                    }
+                    other => {
+                        return Err(at(format!("a resource is a name or a table, not {other}")))
+                    }
+                };
+                let make = self.entries.get(&name).ok_or_else(|| {
+                    at(format!(
+                        "unknown resource `{name}` (known: {})",
+                        self.names().join(", ")
+                    ))
+                })?;
+                let params = Params {
+                    table: params,
+                    base: base.to_owned(),
+                };
+                let endpoint = make(&params).map_err(|why| at(format!("`{name}`: {why}")))?;
+                handlers = handlers.endpoint(endpoint);
+            }
+        }
+        Ok(handlers)
+    }
+}
+
+/// Teaches `registry` the `http` and `https` listener kinds, with resources from `catalogue`.
+///
+/// A listener table of these kinds takes the socket server's options, [`HttpOptions`] keys,
+/// and `[[listener.handlers]]` tables. Without `ip` and `port` it listens on
+/// `127.0.0.1:8080`. `https` needs a `[listener.tls]` table; its ALPN defaults to `h2` and
+/// `http/1.1` (only `http/1.1` when `http2 = false`).
+pub fn install(registry: &Registry, catalogue: Catalogue) {
+    let c = Arc::new(catalogue);
+    let plain = c.clone();
+    registry.add_kind("http", move |spec| launch(spec, &plain, false));
+    registry.add_kind("https", move |spec| launch(spec, &c, true));
+}
+
+fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<ServerHandle> {
+    let bad = |why: String| {
+        Error::with_source(ErrorKind::Config, why).context(format!("listener `{}`", spec.name))
+    };
+    let mut params = spec.params.clone();
+    let handlers_value = params.remove("handlers");
+    let mut http = HttpOptions::deserialize(toml::Value::Table(params))
+        .map_err(|e| bad(e.message().to_owned()))?;
+    http.static_dir = http.static_dir.map(|d| spec.base.join(d));
+    let handlers = catalogue
+        .handlers(handlers_value.as_ref(), &spec.base)
+        .map_err(bad)?;
+    let mut options = spec.options.clone();
+    if let Some(set) = &spec.set_options {
+        if !set.contains("port") {
+            options.port = DEFAULT_HTTP_PORT;
+        }
+        if !set.contains("ip") {
+            options.ip = std::net::Ipv4Addr::LOCALHOST.into();
+        }
+    }
+    let mut listener = HttpListener::new(handlers)
+        .name(spec.name.clone())
+        .options(options)
+        .telemetry(spec.telemetry.clone());
+    match (&spec.tls, https) {
+        (Some(tls), true) => {
+            let mut tls = tls.clone();
+            if tls.alpn.is_empty() {
+                if http.http2 {
+                    tls.alpn.push("h2".to_owned());
+                }
+                tls.alpn.push("http/1.1".to_owned());
+            }
+            let config = tls
+                .load()
+                .map_err(|e| e.context(format!("listener `{}`", spec.name)))?;
+            listener = listener.tls(config);
+        }
+        (None, true) => return Err(bad("kind `https` needs a [listener.tls] table".to_owned())),
+        (Some(_), false) => {
+            return Err(bad(
+                "kind `http` takes no [listener.tls] table; use kind `https`".to_owned(),
+            ))
+        }
+        (None, false) => {}
+    }
+    if let Some(path) = &spec.unix {
+        listener = listener.bind(crate::bind::Bind::Unix(path.clone()));
+    }
+    listener.http_options(http).start()
+}

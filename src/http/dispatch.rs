@@ -1,0 +1,227 @@
+//! Running one request through a resource: hooks, the method check with its exact `Allow`,
+//! HEAD and OPTIONS, CORS, and a 500 when the resource panics.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::body::Body;
+use super::host::HostPattern;
+use super::path::Bindings;
+use super::reply::Reply;
+use super::request::Request;
+use super::resource::Resource;
+
+/// A boxed response future.
+pub(crate) type Responding = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// A resource with its type erased, as the router holds it.
+pub(crate) trait Endpoint: Send + Sync + 'static {
+    /// Answers one request.
+    fn call(self: Arc<Self>, req: Request) -> Responding;
+    /// The full path patterns: each route with the prefix in front.
+    fn patterns(&self) -> Vec<String>;
+}
+
+impl<R: Resource> Endpoint for R {
+    fn call(self: Arc<Self>, req: Request) -> Responding {
+        Box::pin(async move {
+            let caught = CatchUnwind {
+                inner: run(self, req),
+            }
+            .await;
+            caught.unwrap_or_else(|| {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            })
+        })
+    }
+
+    fn patterns(&self) -> Vec<String> {
+        let prefix = self.prefix().trim_end_matches('/');
+        self.routes()
+            .into_iter()
+            .map(|route| {
+                if route == "_" || prefix.is_empty() {
+                    route
+                } else if route == "/" {
+                    prefix.to_owned()
+                } else {
+                    format!("{prefix}{route}")
+                }
+            })
+            .collect()
+    }
+}
+
+async fn run<R: Resource>(resource: Arc<R>, mut req: Request) -> Response<Body> {
+    let accept = req.parts.headers.get(header::ACCEPT).cloned();
+    let origin = allowed_origin(&*resource, &req);
+    let (reply, head) = respond(&*resource, &mut req, origin.as_ref()).await;
+    let status = reply.status;
+    let mut response = reply.into_response(accept.as_ref());
+    if let Some(origin) = origin {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if head {
+        // hyper sends no body for HEAD but keeps Content-Length; drop the bytes early.
+        let len = http_body::Body::size_hint(response.body()).exact();
+        *response.body_mut() = Body::empty();
+        if let Some(len) = len {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    resource.terminate(&req, status);
+    response
+}
+
+/// The reply, and whether it answers a HEAD.
+async fn respond<R: Resource>(
+    resource: &R,
+    req: &mut Request,
+    origin: Option<&HeaderValue>,
+) -> (Reply, bool) {
+    if let Err(reply) = resource.init(req).await {
+        return (reply, false);
+    }
+    let method = req.parts.method.clone();
+    let methods = resource.methods();
+    if method == Method::OPTIONS {
+        return (options(methods, req, origin), false);
+    }
+    let head = method == Method::HEAD;
+    let wanted = if head { &Method::GET } else { &method };
+    if !methods.contains(wanted) {
+        let reply = Reply::new(StatusCode::METHOD_NOT_ALLOWED);
+        return (with_allow(reply, methods), false);
+    }
+    if let Err(denied) = resource.is_authenticated(req).await {
+        let mut reply = denied
+            .body
+            .unwrap_or_else(|| Reply::new(StatusCode::UNAUTHORIZED))
+            .with_status(StatusCode::UNAUTHORIZED);
+        match HeaderValue::try_from(denied.challenge) {
+            Ok(v) => {
+                reply.headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+            Err(_) => tracing::warn!(target: "atoll::http", "invalid WWW-Authenticate dropped"),
+        }
+        return (reply, head);
+    }
+    if !resource.has_permission(req).await {
+        return (Reply::new(StatusCode::FORBIDDEN), head);
+    }
+    let reply = match method {
+        Method::GET | Method::HEAD => resource.get(req).await,
+        Method::PUT => resource.put(req).await,
+        Method::POST => resource.post(req).await,
+        Method::DELETE => resource.delete(req).await,
+        Method::PATCH => resource.patch(req).await,
+        _ => with_allow(Reply::new(StatusCode::METHOD_NOT_ALLOWED), methods),
+    };
+    (reply, head)
+}
+
+/// OPTIONS: the Allow list, and for a CORS preflight from an allowed origin, what it may send.
+fn options(methods: &[Method], req: &Request, origin: Option<&HeaderValue>) -> Reply {
+    let mut reply = with_allow(Reply::new(StatusCode::NO_CONTENT), methods);
+    let preflight = req
+        .parts
+        .headers
+        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight && origin.is_some() {
+        let allow = reply.headers[header::ALLOW].clone();
+        let h = &mut reply.headers;
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow);
+        if let Some(asked) = req
+            .parts
+            .headers
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        }
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    reply
+}
+
+/// `Allow`: the resource's verbs in its order, HEAD after GET, OPTIONS last.
+fn with_allow(mut reply: Reply, methods: &[Method]) -> Reply {
+    let mut allow = String::new();
+    for m in methods {
+        if !allow.is_empty() {
+            allow.push_str(", ");
+        }
+        allow.push_str(m.as_str());
+        if *m == Method::GET && !methods.contains(&Method::HEAD) {
+            allow.push_str(", HEAD");
+        }
+    }
+    if !methods.contains(&Method::OPTIONS) {
+        if !allow.is_empty() {
+            allow.push_str(", ");
+        }
+        allow.push_str("OPTIONS");
+    }
+    if let Ok(v) = HeaderValue::try_from(allow) {
+        reply.headers.insert(header::ALLOW, v);
+    }
+    reply
+}
+
+/// The request's `Origin`, when the resource's `cross_domains` allows it.
+fn allowed_origin<R: Resource>(resource: &R, req: &Request) -> Option<HeaderValue> {
+    let origin = req.parts.headers.get(header::ORIGIN)?;
+    let text = origin.to_str().ok()?;
+    let host = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let allowed = resource.cross_domains(req);
+    let hit = allowed.iter().any(|pattern| {
+        if pattern.contains("://") {
+            pattern.eq_ignore_ascii_case(text)
+        } else {
+            HostPattern::parse(pattern)
+                .map(|p| p.matches(host, &mut Bindings::default()))
+                .unwrap_or(false)
+        }
+    });
+    hit.then(|| origin.clone())
+}
+
+pin_project_lite::pin_project! {
+    /// Resolves to `None` when the inner future panics, so one bad request is a 500, not a
+    /// dead connection.
+    struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Some(v)),
+            Err(_) => Poll::Ready(None),
+        }
+    }
+}

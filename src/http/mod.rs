@@ -1,0 +1,77 @@
+//! HTTP and HTTPS listeners, leptus's way on hyper: named listeners serving host-matched REST
+//! resources, static files and mounted `tower` services, whose routes can be swapped while
+//! they run.
+//!
+//! An HTTP listener is a socket server listener whose handler takes every connection over and
+//! runs hyper on it (HTTP/1.1, and HTTP/2 through ALPN or prior knowledge), so acceptors,
+//! connection limits, TLS, telemetry, the registry and the graceful stop are the same as for
+//! any listener.
+//!
+//! ```no_run
+//! # async fn run() -> atoll::Result<()> {
+//! use atoll::http::{Data, Handlers, HttpListener, Reply, Request, Resource};
+//! use http::Method;
+//!
+//! struct Greeting;
+//!
+//! impl Resource for Greeting {
+//!     fn routes(&self) -> Vec<String> { vec!["/hello/:name".into()] }
+//!     fn methods(&self) -> &[Method] { &[Method::GET] }
+//!     async fn get(&self, req: &mut Request) -> Reply {
+//!         Data(format!("hello, {}", req.binding("name").unwrap_or("you"))).into()
+//!     }
+//! }
+//!
+//! let web = HttpListener::new(Handlers::new().host("_").resource(Greeting))
+//!     .name("web")
+//!     .start()?; // 127.0.0.1:8080
+//! # web.shutdown().await; Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - `host`, `path`: host and path patterns (cowboy's syntax) and their matching.
+//! - `request`, `reply`, `body`: what a resource reads and answers, and the response body.
+//! - `resource`: the [`Resource`] trait; `dispatch` runs one through its hooks.
+//! - `statics`, `mime`, `statics_endpoint`: [`StaticFiles`], and a directory as a route.
+//! - `handlers`, `router`: [`Handlers`] (hosts and their resources) compiled to routes.
+//! - `options`: [`HttpOptions`], each with its default.
+//! - `activity`, `service`, `conn`: one connection: its timeouts, the per-request service,
+//!   hyper driven on the socket.
+//! - `listener`: [`HttpListener`], the builder, and the routes kept for upgrades.
+//! - `upgrade`: [`upgrade_all`], [`upgrade`], [`upgrade_listener`]: swap routes live.
+//! - `builtin`, `catalogue`: the shipped resources, and the [`Catalogue`] the `http` and
+//!   `https` config kinds build handlers from ([`install`]).
+
+mod activity;
+mod body;
+mod builtin;
+mod catalogue;
+mod conn;
+mod dispatch;
+mod handlers;
+mod host;
+mod listener;
+mod mime;
+mod options;
+mod path;
+mod reply;
+mod request;
+mod resource;
+mod router;
+mod service;
+mod statics;
+mod statics_endpoint;
+mod upgrade;
+
+pub use body::Body;
+pub use builtin::{Health, Listeners};
+pub use catalogue::{install, Catalogue, Params};
+pub use handlers::Handlers;
+pub use listener::HttpListener;
+pub use options::{HttpOptions, DEFAULT_HTTP_PORT};
+pub use reply::{Data, Reply, MSGPACK};
+pub use request::Request;
+pub use resource::{Resource, Unauthorized};
+pub use statics::{FileBody, StaticFiles};
+pub use upgrade::{upgrade, upgrade_all, upgrade_handle, upgrade_listener};

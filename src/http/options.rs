@@ -1,0 +1,70 @@
+//! [`HttpOptions`]: what an HTTP listener adds to the socket server's options, each with its
+//! default, readable from a `[[listener]]` table.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// An HTTP listener's own settings. The socket server's ([`ServerOptions`](crate::ServerOptions))
+/// apply too: acceptors, limits, TLS, shutdown timeout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpOptions {
+    /// How long a client has to send a request's line and headers, counted from its first
+    /// byte (and from the connect, for the first request). A client that is slower is
+    /// disconnected: this is what stops slowloris. Default is 10 s.
+    #[serde(with = "crate::options::duration")]
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request before it is closed.
+    /// Default is 60 s.
+    #[serde(with = "crate::options::duration")]
+    pub idle_timeout: Duration,
+    /// The most bytes a request's line and headers may take; more is answered 431.
+    /// Default is 32 KiB (at least 8 KiB is used).
+    pub max_header_size: usize,
+    /// The most bytes a request body may have; more is answered 413. Default is 8 MiB.
+    pub max_body_size: usize,
+    /// Whether HTTP/2 is served: through ALPN `h2` over TLS, and with prior knowledge (h2c) on
+    /// plain ports. Default is `true`.
+    pub http2: bool,
+    /// A directory whose files are served on every host for the paths no route takes
+    /// (index.html for `/`). Absolute, or relative to the config file's folder (the app's
+    /// priv dir). Default is none.
+    pub static_dir: Option<PathBuf>,
+}
+
+/// The default HTTP port.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_size: 32 * 1024,
+            max_body_size: 8 * 1024 * 1024,
+            http2: true,
+            static_dir: None,
+        }
+    }
+}
+
+impl HttpOptions {
+    /// The keys an HTTP listener table may set besides the server options.
+    pub fn field_names() -> &'static [&'static str] {
+        crate::options::fields_of::<HttpOptions>()
+    }
+
+    /// Checks the values; the error names the one at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.header_read_timeout.is_zero() {
+            return Err("`header_read_timeout` must be more than 0".to_owned());
+        }
+        if self.idle_timeout.is_zero() {
+            return Err("`idle_timeout` must be more than 0".to_owned());
+        }
+        Ok(())
+    }
+}

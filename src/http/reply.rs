@@ -1,0 +1,321 @@
+//! What a resource answers: a status, headers and a body that is text, bytes, or a serde value
+//! sent as JSON or MessagePack, whichever the client accepts.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
+use serde::Serialize;
+
+use super::body::Body;
+
+/// MessagePack's media type, as atoll sends it.
+pub const MSGPACK: &str = "application/msgpack";
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+const OCTETS: &str = "application/octet-stream";
+
+/// A resource's answer: status, headers, body.
+///
+/// Build one from what you have: a `&str` or `String` (text, 200), `Vec<u8>` or `Bytes`
+/// (bytes, 200), a [`StatusCode`] (no body), [`Data`] (a serde value), or a tuple of status and
+/// body, or status, headers and body, as leptus's callbacks return:
+///
+/// ```
+/// use atoll::http::{Data, Reply};
+/// use http::{HeaderMap, StatusCode};
+///
+/// let a: Reply = "hello".into();
+/// let b: Reply = (StatusCode::CREATED, Data(vec![1, 2, 3])).into();
+/// let c: Reply = (StatusCode::OK, HeaderMap::new(), "text").into();
+/// let d = Reply::new(StatusCode::NOT_FOUND).header("x-why", "no such item");
+/// # let _ = (a, b, c, d);
+/// ```
+pub struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Content,
+}
+
+/// A body not yet encoded.
+pub(crate) enum Content {
+    Empty,
+    Bytes(Bytes, &'static str),
+    Data(Box<dyn Encode>),
+}
+
+/// A serde value that can be written as JSON or MessagePack once the client's `Accept` is
+/// known.
+pub(crate) trait Encode: Send {
+    fn json(&self) -> Result<Vec<u8>, String>;
+    fn msgpack(&self) -> Result<Vec<u8>, String>;
+}
+
+struct Value<T>(T);
+
+impl<T: Serialize + Send> Encode for Value<T> {
+    fn json(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(&self.0).map_err(|e| e.to_string())
+    }
+
+    fn msgpack(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec_named(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// A serde-serializable body: sent as JSON, or as MessagePack when the request's `Accept`
+/// prefers `application/msgpack` (also `application/x-msgpack`, `application/vnd.msgpack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Data<T>(pub T);
+
+impl Reply {
+    /// A reply with this status and no body.
+    pub fn new(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: Content::Empty,
+        }
+    }
+
+    /// 200 with a `text/plain` body.
+    pub fn text(text: impl Into<String>) -> Reply {
+        Reply::bytes_as(Bytes::from(text.into()), TEXT)
+    }
+
+    /// 200 with an `application/octet-stream` body.
+    pub fn bytes(bytes: impl Into<Bytes>) -> Reply {
+        Reply::bytes_as(bytes.into(), OCTETS)
+    }
+
+    fn bytes_as(bytes: Bytes, content_type: &'static str) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Content::Bytes(bytes, content_type),
+        }
+    }
+
+    /// 200 with a serde value, as JSON or MessagePack (see [`Data`]).
+    pub fn data<T: Serialize + Send + 'static>(value: T) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Content::Data(Box::new(Value(value))),
+        }
+    }
+
+    /// Sets the status.
+    pub fn with_status(mut self, status: StatusCode) -> Reply {
+        self.status = status;
+        self
+    }
+
+    /// Adds a header. A name or value that is not valid HTTP is dropped, with a debug log:
+    /// use [`headers_mut`](Reply::headers_mut) to handle that yourself.
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(n), Ok(v)) => {
+                self.headers.append(n, v);
+            }
+            _ => tracing::debug!(target: "atoll::http", name, "invalid header dropped"),
+        }
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The headers, to change.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
+    /// Encodes the body for a client whose `Accept` header is `accept`: JSON unless it asks
+    /// for MessagePack. A value that fails to encode is a 500.
+    pub(crate) fn into_response(self, accept: Option<&HeaderValue>) -> Response<Body> {
+        let Reply {
+            status,
+            mut headers,
+            body,
+        } = self;
+        let (body, content_type) = match body {
+            Content::Empty => (Body::empty(), None),
+            Content::Bytes(b, t) => (Body::full(b), Some(t)),
+            Content::Data(value) => {
+                let (encoded, t) = match msgpack_wanted(accept) {
+                    Some(t) => (value.msgpack(), t),
+                    None => (value.json(), JSON),
+                };
+                match encoded {
+                    Ok(bytes) => (Body::full(bytes), Some(t)),
+                    Err(e) => {
+                        tracing::warn!(target: "atoll::http", error = %e, "reply failed to encode");
+                        let mut r = Response::new(Body::empty());
+                        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        return r;
+                    }
+                }
+            }
+        };
+        if let Some(t) = content_type {
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(t));
+            }
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// The MessagePack media type to answer with, when `Accept` ranks one above JSON.
+fn msgpack_wanted(accept: Option<&HeaderValue>) -> Option<&'static str> {
+    let accept = accept?.to_str().ok()?;
+    let mut best: Option<(f32, Option<&'static str>)> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let kind = if media.eq_ignore_ascii_case(MSGPACK)
+            || media.eq_ignore_ascii_case("application/x-msgpack")
+            || media.eq_ignore_ascii_case("application/vnd.msgpack")
+        {
+            Some(MSGPACK)
+        } else if media.eq_ignore_ascii_case(JSON) || media == "*/*" || media == "application/*" {
+            None
+        } else {
+            continue;
+        };
+        // Ties go to the earlier entry.
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, kind));
+        }
+    }
+    best.and_then(|(_, kind)| kind)
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let body = match &self.body {
+            Content::Empty => "empty",
+            Content::Bytes(..) => "bytes",
+            Content::Data(_) => "data",
+        };
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &body)
+            .finish()
+    }
+}
+
+impl From<StatusCode> for Reply {
+    fn from(status: StatusCode) -> Reply {
+        Reply::new(status)
+    }
+}
+
+impl From<&'static str> for Reply {
+    fn from(text: &'static str) -> Reply {
+        Reply::bytes_as(Bytes::from_static(text.as_bytes()), TEXT)
+    }
+}
+
+impl From<String> for Reply {
+    fn from(text: String) -> Reply {
+        Reply::text(text)
+    }
+}
+
+impl From<Vec<u8>> for Reply {
+    fn from(bytes: Vec<u8>) -> Reply {
+        Reply::bytes(bytes)
+    }
+}
+
+impl From<Bytes> for Reply {
+    fn from(bytes: Bytes) -> Reply {
+        Reply::bytes(bytes)
+    }
+}
+
+impl<T: Serialize + Send + 'static> From<Data<T>> for Reply {
+    fn from(Data(value): Data<T>) -> Reply {
+        Reply::data(value)
+    }
+}
+
+impl<B: Into<Reply>> From<(StatusCode, B)> for Reply {
+    fn from((status, body): (StatusCode, B)) -> Reply {
+        body.into().with_status(status)
+    }
+}
+
+impl<B: Into<Reply>> From<(StatusCode, HeaderMap, B)> for Reply {
+    fn from((status, headers, body): (StatusCode, HeaderMap, B)) -> Reply {
+        let mut reply = body.into().with_status(status);
+        for (name, value) in headers {
+            if let Some(name) = name {
+                reply.headers.append(name, value);
+            }
+        }
+        reply
+    }
+}
+
+impl<T: Into<Reply>, E: Into<Reply>> From<Result<T, E>> for Reply {
+    fn from(result: Result<T, E>) -> Reply {
+        match result {
+            Ok(r) => r.into(),
+            Err(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> Option<&'static str> {
+        msgpack_wanted(Some(&HeaderValue::from_str(v).unwrap()))
+    }
+
+    #[test]
+    fn msgpack_only_when_asked_for_first() {
+        assert_eq!(accept("application/msgpack"), Some(MSGPACK));
+        assert_eq!(
+            accept("application/x-msgpack, application/json"),
+            Some(MSGPACK)
+        );
+        assert_eq!(accept("application/json, application/msgpack"), None);
+        assert_eq!(
+            accept("application/json;q=0.5, application/msgpack"),
+            Some(MSGPACK)
+        );
+        assert_eq!(accept("application/msgpack;q=0"), None);
+        assert_eq!(accept("*/*"), None);
+        assert_eq!(msgpack_wanted(None), None);
+    }
+
+    #[test]
+    fn data_is_encoded_by_accept() {
+        let json = Reply::data(vec![1, 2]).into_response(None);
+        assert_eq!(json.headers()[CONTENT_TYPE], JSON);
+        let mp = Reply::data(vec![1, 2])
+            .into_response(Some(&HeaderValue::from_static("application/msgpack")));
+        assert_eq!(mp.headers()[CONTENT_TYPE], MSGPACK);
+    }
+}

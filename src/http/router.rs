@@ -1,0 +1,104 @@
+//! The compiled routes of one listener: host patterns in order, each with a path router, built
+//! from [`Handlers`] and swapped whole on an upgrade.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::dispatch::Endpoint;
+use super::handlers::{Handlers, Mounted};
+use super::host::HostPattern;
+use super::path::{Bindings, PathRouter};
+use super::statics::StaticFiles;
+use super::statics_endpoint::StaticEndpoint;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Routes, ready to match requests.
+pub(crate) struct Router {
+    hosts: Vec<HostRoutes>,
+}
+
+struct HostRoutes {
+    pattern: HostPattern,
+    paths: PathRouter<Arc<dyn Endpoint>>,
+    service: Option<Mounted>,
+}
+
+/// Where a request goes.
+pub(crate) enum Found<'r, 'p> {
+    /// A resource (or static directory), with what its patterns bound and the wildcard rest.
+    Endpoint(&'r Arc<dyn Endpoint>, Bindings, &'p str),
+    /// The host's mounted service.
+    Service(&'r Mounted),
+    /// No host or no route matched.
+    Nothing,
+}
+
+impl Router {
+    /// Gathers the routes of every resource in `handlers` (calling their `routes` and `prefix`
+    /// now). `static_dir`, when given, serves every host's paths no route takes. Errors name
+    /// the host and the pattern at fault: a bad pattern, or one route twice.
+    pub(crate) fn build(handlers: &Handlers, static_dir: Option<&StaticFiles>) -> Result<Router> {
+        let fallback: Option<Arc<dyn Endpoint>> =
+            static_dir.map(|f| Arc::new(StaticEndpoint::new("/", f.clone())) as _);
+        let mut hosts = Vec::with_capacity(handlers.hosts.len().max(1));
+        let mut declared = handlers.hosts.clone();
+        if declared.is_empty() && fallback.is_some() {
+            declared = Handlers::new().host("_").hosts;
+        }
+        for host in &declared {
+            let bad = |why: String| {
+                Error::with_source(ErrorKind::Config, why)
+                    .context(format!("host `{}`", host.pattern))
+            };
+            let pattern = HostPattern::parse(&host.pattern).map_err(bad)?;
+            let mut paths = PathRouter::new();
+            for endpoint in &host.endpoints {
+                for p in endpoint.patterns() {
+                    paths.insert(&p, endpoint.clone()).map_err(bad)?;
+                }
+            }
+            if let Some(fallback) = &fallback {
+                // Taken already when a resource claims `/[...]`: the resource wins.
+                let _ = paths.insert("/[...]", fallback.clone());
+            }
+            hosts.push(HostRoutes {
+                pattern,
+                paths,
+                service: host.service.clone(),
+            });
+        }
+        Ok(Router { hosts })
+    }
+
+    /// Finds the route for `host` (the request's, port and all) and `path` (raw).
+    pub(crate) fn find<'r, 'p>(&'r self, host: &str, path: &'p str) -> Found<'r, 'p> {
+        let mut bindings = Bindings::default();
+        for h in &self.hosts {
+            if !h.pattern.matches(host, &mut bindings) {
+                continue;
+            }
+            if let Some((endpoint, rest)) = h.paths.find(path, &mut bindings) {
+                return Found::Endpoint(endpoint, bindings, rest);
+            }
+            return match &h.service {
+                Some(s) => Found::Service(s),
+                None => Found::Nothing,
+            };
+        }
+        Found::Nothing
+    }
+
+    /// Every host with its path patterns, for diagnostics.
+    pub(crate) fn describe(&self) -> Vec<(String, Vec<String>)> {
+        self.hosts
+            .iter()
+            .map(|h| (h.pattern.as_str().to_owned(), h.paths.patterns()))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.describe()).finish()
+    }
+}

@@ -1,0 +1,1885 @@
+//! Serving the files under one directory: path safety, validators, conditional and range
+//! requests, and precompressed variants. [`StaticFiles`] documents the behaviour; the
+//! response body type is [`FileBody`].
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use super::mime;
+
+/// Regions up to this size are read into memory in one go; larger ones stream in chunks of
+/// this size. 64 KiB keeps a connection's memory bounded while making few trips to the
+/// blocking pool.
+const CHUNK: usize = 64 * 1024;
+
+/// The file a directory is served as.
+const INDEX: &str = "index.html";
+
+/// The longest path segment accepted. Common file systems cap names at 255 bytes; a longer
+/// one cannot exist, and refusing it early keeps the OS's "name too long" error from
+/// surfacing as a `500`.
+const MAX_SEGMENT: usize = 255;
+
+/// The longest full path (root included) accepted, for the same reason as [`MAX_SEGMENT`]:
+/// Linux's `PATH_MAX` is 4096, and this leaves room for `/index.html` and a `.br` suffix.
+const MAX_PATH: usize = 4000;
+
+/// Seconds since the epoch of 10000-01-01: `httpdate` cannot write a date from then on (it
+/// panics), nor one before 1970, so such modification times are simply not sent.
+const HTTP_DATE_END: u64 = 253_402_300_800;
+
+/// What is percent-encoded when the raw path is echoed in a `Location` header: only what a
+/// header value cannot hold (controls, and non-ASCII, which `utf8_percent_encode` always
+/// encodes). The path came from a request line, so this is a guard, not a transformation.
+const LOCATION: &AsciiSet = &CONTROLS.add(b' ');
+
+// ===== StaticFiles =====
+
+/// Serves the files under one directory.
+///
+/// Cheap to clone (the root is shared). [`StaticFiles::serve`] answers one request in this
+/// order:
+///
+/// 1. Only `GET` and `HEAD` are served; anything else is `405` with `Allow: GET, HEAD`.
+/// 2. The raw path is percent-decoded exactly once and checked segment by segment: a `..`
+///    segment, a backslash, a NUL byte, invalid UTF-8, or a segment that the platform would read
+///    as more than a plain name (a Windows drive prefix, say) is `404` before the file system is
+///    touched. `%252e` decodes to the literal name `%2e`, which is fine.
+/// 3. The path is joined to the root and canonicalized; a result outside the canonical root
+///    (a symbolic link pointing out, file or directory) is `404`, exactly as if it did not exist,
+///    so nothing about the outside is revealed. Links that stay inside the root are followed.
+/// 4. A directory serves its `index.html`. Asked for without a trailing slash, it is first
+///    redirected (`301`) to the same path with one, so that relative links in the page resolve
+///    inside the directory. There are no listings: a directory without `index.html` is `404`.
+///    A regular file asked for *with* a trailing slash is `404`, for the same reason the other
+///    way round. Anything that is neither a regular file nor a directory (a FIFO, a device) is
+///    `404` and is never opened.
+/// 5. A precompressed sibling (`page.html.br`, `page.html.gz`) is chosen from `Accept-Encoding`.
+/// 6. Preconditions (`If-Match`, `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since`)
+///    give `412` or `304`, then `Range` and `If-Range` give `206` or `416`.
+///
+/// Details of the last two steps:
+///
+/// - Variants: `br` and `gzip` (or `x-gzip`) are tried in order of their weight in
+///   `Accept-Encoding`, Brotli first on a tie; `q=0` refuses a coding and `*` stands for
+///   the codings not named. A variant must be a regular file under the root (a link pointing
+///   out is ignored); it keeps the original's `Content-Type`, gets `Content-Encoding`, and an
+///   `ETag` of its own (the coding appended). Without `Accept-Encoding` the original is sent.
+///   `Vary: Accept-Encoding` is sent for every file. A file asked for by name, such as
+///   `x.gz`, is sent as stored, with its own type (`application/gzip`).
+/// - Ranges: one `bytes` range (`a-b`, `a-`, `-n`) gives `206` with `Content-Range`; one
+///   entirely past the end gives `416` with `Content-Range: bytes */len`. Several ranges give
+///   the whole file with `200` (allowed by RFC 9110, and spares a multipart body), and a
+///   malformed header is ignored. A GET request with a Range header is always served from the
+///   original, never from a variant, so offsets mean the same thing on every request. Range is
+///   ignored on HEAD, for which the RFC defines no range handling. `Accept-Ranges: bytes` is
+///   always sent.
+/// - Validators: `Last-Modified` is the modification time; `ETag` is the length and the
+///   modification time in nanoseconds, in hex (`"1a2b-17f3c0e8d4a1b2c0"`). `If-None-Match`
+///   uses weak comparison, `If-Match` and `If-Range` strong; dates compare to the second.
+///   A `304` carries `ETag`, `Last-Modified` and `Vary`, and no body.
+/// - Bodies: a region of up to 64 KiB is read into memory at once, a larger one is streamed
+///   in 64 KiB chunks; `Content-Length` is always set.
+///
+/// Choices worth knowing:
+///
+/// - Hidden files (names starting with `.`) are served like any other: what is under the root is
+///   public. Keep `.git` and friends out of it.
+/// - `Cache-Control` is not set: how long a file may be cached is the application's call (add
+///   it around this service); the validators make revalidation cheap either way. `Date` is left
+///   to the HTTP connection (hyper adds it).
+/// - Errors map to `404` (not found, not a directory, refused path), `403` (permission denied)
+///   and `500` (any other I/O error). Error responses have an empty body.
+/// - The file system under the root is trusted not to be rearranged by an attacker *during* a
+///   request: the check is made on the canonical path, which is then opened.
+#[derive(Debug, Clone)]
+pub struct StaticFiles {
+    /// The canonical root, resolved once in [`StaticFiles::new`]. Every file served has a
+    /// canonical path under it; that comparison is what keeps symbolic links from leading out.
+    root: Arc<Path>,
+}
+
+impl StaticFiles {
+    /// Serves the directory `root`.
+    ///
+    /// The root must exist and be a directory; it is canonicalized once here (a blocking
+    /// call, meant for start-up), so later renames of the path given do not move what is
+    /// served, and a root reached through a symbolic link works.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error from resolving the path, or one of kind
+    /// [`NotADirectory`](io::ErrorKind::NotADirectory) when it is something else; either way
+    /// the message names the path.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<StaticFiles> {
+        let given = root.as_ref();
+        let named = |e: io::Error| {
+            io::Error::new(e.kind(), format!("static root {}: {e}", given.display()))
+        };
+        let root = fs::canonicalize(given).map_err(named)?;
+        if !fs::metadata(&root).map_err(named)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("static root {} is not a directory", given.display()),
+            ));
+        }
+        Ok(StaticFiles { root: root.into() })
+    }
+
+    /// The canonical root directory, as resolved by [`StaticFiles::new`].
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Answers one request.
+    ///
+    /// `path` is the raw request path relative to the mount point: percent-encoded as
+    /// received, without the query string, with or without a leading `/`; `""` and `"/"` are
+    /// the root. A directory redirect's `Location` is this raw path plus `/` (with leading
+    /// slashes collapsed to one, so it can never name another host, and `./` in front of a
+    /// relative path whose first segment holds `:`, so it cannot read as a scheme). That is
+    /// only right when `path` is the path the client sees, so a service mounted under a prefix
+    /// should pass the full path or rewrite `Location`.
+    ///
+    /// Never panics, whatever the path and headers; failures are status codes.
+    pub async fn serve(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Response<FileBody> {
+        let head = match *method {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return method_not_allowed(),
+        };
+        let Some(request) = RequestPath::parse(path) else {
+            return empty(StatusCode::NOT_FOUND);
+        };
+        if self.root.as_os_str().len() + request.relative.as_os_str().len() >= MAX_PATH {
+            return empty(StatusCode::NOT_FOUND);
+        }
+        // Range is only defined for GET (RFC 9110 §14.2); a HEAD request with one gets the
+        // headers of the full response.
+        let range = if head {
+            None
+        } else {
+            headers.get(header::RANGE)
+        };
+        // A range is a range of one representation. Rather than cut ranges out of a
+        // compressed variant (whose offsets mean nothing to a client that resumes a download
+        // of the original), a request with a Range header is served from the original.
+        let encodings = if range.is_some() {
+            Encodings::NONE
+        } else {
+            Encodings::accepted(headers)
+        };
+
+        // Resolving, choosing a variant, opening and reading metadata are all blocking calls;
+        // one trip to the blocking pool does them all.
+        let root = Arc::clone(&self.root);
+        let opened =
+            match tokio::task::spawn_blocking(move || open(&root, &request, encodings)).await {
+                Ok(Ok(Found::File(opened))) => opened,
+                Ok(Ok(Found::Directory)) => return redirect(path),
+                Ok(Ok(Found::Nothing)) => return empty(StatusCode::NOT_FOUND),
+                Ok(Err(e)) => return empty(status_for(&e)),
+                Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
+            };
+
+        let validators = Validators::of(&opened);
+        match validators.evaluate(headers) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => return validators.not_modified(),
+            Precondition::Failed => return empty(StatusCode::PRECONDITION_FAILED),
+        }
+
+        let len = opened.len;
+        let span = match range {
+            Some(value) if validators.if_range_allows(headers) => parse_range(value, len),
+            _ => Span::Whole,
+        };
+        let (status, start, count) = match span {
+            Span::Whole => (StatusCode::OK, 0, len),
+            Span::Part { first, last } => (StatusCode::PARTIAL_CONTENT, first, last - first + 1),
+            Span::Unsatisfiable => return range_not_satisfiable(len),
+        };
+
+        let body = if head || count == 0 {
+            FileBody::empty()
+        } else {
+            let file = opened.file;
+            match tokio::task::spawn_blocking(move || read_region(file, start, count)).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(e)) => return empty(status_for(&e)),
+                Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
+            }
+        };
+
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(opened.content_type),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(encoding) = opened.encoding {
+            h.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(encoding.token()),
+            );
+        }
+        if status == StatusCode::PARTIAL_CONTENT {
+            let end = start + count - 1;
+            set(
+                h,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{len}"),
+            );
+        }
+        validators.write(h);
+        response
+    }
+}
+
+// ===== request path =====
+
+/// A request path that passed the safety checks, before it meets the file system.
+#[derive(Debug)]
+struct RequestPath {
+    /// The decoded segments joined: relative, made of plain names only (no `..`, no `.`, no
+    /// root or prefix), so joining it to the root cannot leave the root lexically.
+    relative: PathBuf,
+    /// Whether the raw path ends in `/`, i.e. asks for a directory.
+    trailing_slash: bool,
+}
+
+impl RequestPath {
+    /// Decodes and checks a raw path; `None` when it must be refused.
+    fn parse(raw: &str) -> Option<RequestPath> {
+        // Decoding once, then checking, is what makes `%2e%2e` and `..%2f` as dangerous as
+        // `..` and `../` (they are caught), and `%252e` a harmless literal `%2e`.
+        let decoded = percent_decode_str(raw).decode_utf8().ok()?;
+        // A backslash is a separator on Windows and has no business in a URL path elsewhere;
+        // NUL cannot be in a file name and would truncate the path in C APIs.
+        if decoded.contains(['\\', '\0']) {
+            return None;
+        }
+        let mut relative = PathBuf::new();
+        for segment in decoded.split('/') {
+            match segment {
+                "" | "." => continue,
+                ".." => return None,
+                _ if segment.len() > MAX_SEGMENT => return None,
+                _ => {}
+            }
+            // Whatever else the platform reads as special (a `C:` prefix on Windows) would
+            // make `join` replace the root instead of descending from it.
+            let mut parts = Path::new(segment).components();
+            match (parts.next(), parts.next()) {
+                (Some(Component::Normal(_)), None) => relative.push(segment),
+                _ => return None,
+            }
+        }
+        Some(RequestPath {
+            relative,
+            trailing_slash: raw.ends_with('/'),
+        })
+    }
+
+    /// Whether the path names the root itself, which is never redirected.
+    fn is_root(&self) -> bool {
+        self.relative.as_os_str().is_empty()
+    }
+}
+
+// ===== opening =====
+
+/// What a request path led to on disk.
+#[derive(Debug)]
+enum Found {
+    /// A regular file, open.
+    File(Opened),
+    /// A directory asked for without a trailing slash: redirect.
+    Directory,
+    /// Nothing that may be served: outside the root, not a regular file, a directory without
+    /// an index.
+    Nothing,
+}
+
+/// The file chosen for a request, opened, with what the response needs to know about it.
+#[derive(Debug)]
+struct Opened {
+    /// The open file: the original or a precompressed variant.
+    file: fs::File,
+    /// Its length, from the open file (so it matches what will be read).
+    len: u64,
+    /// Its modification time, when the platform has one.
+    modified: Option<SystemTime>,
+    /// The original's content type, also for a variant.
+    content_type: &'static str,
+    /// The variant's content coding; `None` for the original.
+    encoding: Option<Encoding>,
+}
+
+/// Finds and opens the file for `request` (blocking).
+fn open(root: &Path, request: &RequestPath, encodings: Encodings) -> io::Result<Found> {
+    let Some((path, meta)) = resolve(root, &root.join(&request.relative))? else {
+        return Ok(Found::Nothing);
+    };
+    let path = if meta.is_dir() {
+        if !request.trailing_slash && !request.is_root() {
+            return Ok(Found::Directory);
+        }
+        // index.html may itself be a link, so it goes through the same check.
+        match resolve(root, &path.join(INDEX))? {
+            Some((index, meta)) if meta.is_file() => index,
+            _ => return Ok(Found::Nothing),
+        }
+    } else if meta.is_file() && !request.trailing_slash {
+        path
+    } else {
+        return Ok(Found::Nothing);
+    };
+    let content_type = mime::content_type(&path);
+
+    for encoding in encodings.iter() {
+        if let Some((file, meta)) = open_variant(root, &path, encoding) {
+            return Ok(Found::File(Opened {
+                file,
+                len: meta.len(),
+                modified: meta.modified().ok(),
+                content_type,
+                encoding: Some(encoding),
+            }));
+        }
+    }
+    let file = fs::File::open(&path)?;
+    let meta = file.metadata()?;
+    // Checked again on the open file: what was checked by name may have been swapped.
+    if !meta.is_file() {
+        return Ok(Found::Nothing);
+    }
+    Ok(Found::File(Opened {
+        file,
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        content_type,
+        encoding: None,
+    }))
+}
+
+/// Canonicalizes `candidate` and reads its metadata; `None` when it lies outside `root`.
+fn resolve(root: &Path, candidate: &Path) -> io::Result<Option<(PathBuf, fs::Metadata)>> {
+    let canonical = fs::canonicalize(candidate)?;
+    // Component-wise, so `/srv/www-private` is not "under" `/srv/www`.
+    if !canonical.starts_with(root) {
+        return Ok(None);
+    }
+    let meta = fs::metadata(&canonical)?;
+    Ok(Some((canonical, meta)))
+}
+
+/// Opens `path` plus the encoding's suffix if it is a regular file under the root. Any
+/// failure means "no variant": the original is served instead, so a stray unreadable `.br`
+/// file costs compression, not availability.
+fn open_variant(root: &Path, path: &Path, encoding: Encoding) -> Option<(fs::File, fs::Metadata)> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(encoding.suffix());
+    let (variant, meta) = resolve(root, Path::new(&name)).ok()??;
+    if !meta.is_file() {
+        return None;
+    }
+    let file = fs::File::open(variant).ok()?;
+    let meta = file.metadata().ok()?;
+    meta.is_file().then_some((file, meta))
+}
+
+/// Positions `file` at `start` and makes the body for `count` bytes from there (blocking):
+/// read at once when small, streamed otherwise.
+fn read_region(mut file: fs::File, start: u64, count: u64) -> io::Result<FileBody> {
+    file.seek(SeekFrom::Start(start))?;
+    match usize::try_from(count) {
+        Ok(small) if small <= CHUNK => {
+            let mut buf = vec![0; small];
+            // A file that shrank since its length was read fails here rather than sending
+            // fewer bytes than Content-Length promised.
+            file.read_exact(&mut buf)?;
+            Ok(FileBody::bytes(buf))
+        }
+        _ => Ok(FileBody::stream(tokio::fs::File::from_std(file), count)),
+    }
+}
+
+/// The status for an I/O error met while resolving or reading.
+fn status_for(error: &io::Error) -> StatusCode {
+    match error.kind() {
+        // InvalidInput: a path the OS refuses outright is as good as absent.
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidInput => {
+            StatusCode::NOT_FOUND
+        }
+        io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+// ===== content codings =====
+
+/// A content coding a precompressed variant may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// Brotli, in `name.br`.
+    Brotli,
+    /// Gzip, in `name.gz`.
+    Gzip,
+}
+
+impl Encoding {
+    /// The coding's name in `Content-Encoding`, and the tag appended to a variant's `ETag`.
+    fn token(self) -> &'static str {
+        match self {
+            Encoding::Brotli => "br",
+            Encoding::Gzip => "gzip",
+        }
+    }
+
+    /// What is appended to the original's file name to find the variant.
+    fn suffix(self) -> &'static str {
+        match self {
+            Encoding::Brotli => ".br",
+            Encoding::Gzip => ".gz",
+        }
+    }
+}
+
+/// The variants to try, best first. A fixed pair, so choosing allocates nothing.
+#[derive(Debug, Clone, Copy)]
+struct Encodings([Option<Encoding>; 2]);
+
+impl Encodings {
+    /// Try no variant.
+    const NONE: Encodings = Encodings([None, None]);
+
+    /// The codings `Accept-Encoding` accepts (q > 0), by falling q, Brotli first on a tie
+    /// since it compresses better.
+    ///
+    /// `*` stands for a coding not named. Without the header no variant is sent: RFC 9110
+    /// would allow any coding, but a client that sends nothing (curl, a script) almost always
+    /// wants the bytes as stored. `identity;q=0` is not honoured with a `406`: the original
+    /// is sent.
+    fn accepted(headers: &HeaderMap) -> Encodings {
+        let (mut br, mut gzip, mut any) = (None::<u16>, None::<u16>, None::<u16>);
+        let values = headers.get_all(header::ACCEPT_ENCODING);
+        for element in values
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            let mut parts = element.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let mut q = Some(1000);
+            for param in parts {
+                if let Some((name, value)) = param.split_once('=') {
+                    if name.trim().eq_ignore_ascii_case("q") {
+                        q = parse_qvalue(value.trim());
+                    }
+                }
+            }
+            // An element with an unreadable weight is ignored, as if it were absent.
+            let Some(q) = q else { continue };
+            let slot = if coding.eq_ignore_ascii_case("br") {
+                &mut br
+            } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                &mut gzip
+            } else if coding == "*" {
+                &mut any
+            } else {
+                continue;
+            };
+            *slot = Some(slot.map_or(q, |old| old.max(q)));
+        }
+        let br = br.or(any).unwrap_or(0);
+        let gzip = gzip.or(any).unwrap_or(0);
+        let pick = |q: u16, e: Encoding| (q > 0).then_some(e);
+        if gzip > br {
+            Encodings([pick(gzip, Encoding::Gzip), pick(br, Encoding::Brotli)])
+        } else {
+            Encodings([pick(br, Encoding::Brotli), pick(gzip, Encoding::Gzip)])
+        }
+    }
+
+    /// The codings to try, in order.
+    fn iter(self) -> impl Iterator<Item = Encoding> {
+        self.0.into_iter().flatten()
+    }
+}
+
+/// Reads a weight (`0`, `0.5`, `1.000`) in thousandths; `None` when it is not one.
+fn parse_qvalue(value: &str) -> Option<u16> {
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut thousandths: u16 = 0;
+    for (i, digit) in fraction.bytes().enumerate() {
+        thousandths += u16::from(digit - b'0') * [100, 10, 1][i];
+    }
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+// ===== validators and preconditions =====
+
+/// The validators of the file being served, and the precondition logic that uses them.
+#[derive(Debug)]
+struct Validators {
+    /// The quoted entity tag: length and modification time (nanoseconds) in hex, plus the
+    /// coding for a variant, e.g. `"1a2b-17f3c0e8d4a1b2c0"` or `"9f1-17f3c0e8d4a1b2c0-br"`.
+    /// Strong in practice: a change that keeps both the size and the nanosecond mtime is
+    /// vanishingly rare, and a variant never shares the original's tag.
+    etag: String,
+    /// The modification time in whole seconds since the epoch, when there is one.
+    modified: Option<u64>,
+    /// `Last-Modified`, when the time can be written as an HTTP date.
+    last_modified: Option<HeaderValue>,
+}
+
+/// What the preconditions decided.
+#[derive(Debug, PartialEq, Eq)]
+enum Precondition {
+    /// Serve the file.
+    Proceed,
+    /// `304 Not Modified`.
+    NotModified,
+    /// `412 Precondition Failed`.
+    Failed,
+}
+
+impl Validators {
+    /// The validators of an opened file.
+    fn of(opened: &Opened) -> Validators {
+        let since_epoch = opened
+            .modified
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        // A time before the epoch (or none) still gives a usable tag from the length.
+        let nanos = since_epoch.map_or(0, |d| d.as_nanos());
+        let etag = match opened.encoding {
+            Some(encoding) => format!("\"{:x}-{nanos:x}-{}\"", opened.len, encoding.token()),
+            None => format!("\"{:x}-{nanos:x}\"", opened.len),
+        };
+        let modified = since_epoch.map(|d| d.as_secs());
+        let last_modified = match (modified, opened.modified) {
+            (Some(secs), Some(time)) if secs < HTTP_DATE_END => {
+                HeaderValue::try_from(httpdate::fmt_http_date(time)).ok()
+            }
+            _ => None,
+        };
+        Validators {
+            etag,
+            modified,
+            last_modified,
+        }
+    }
+
+    /// Evaluates the preconditions in the order of RFC 9110 §13.2.2 (for GET and HEAD).
+    fn evaluate(&self, headers: &HeaderMap) -> Precondition {
+        if headers.contains_key(header::IF_MATCH) {
+            if !self.matches_any(headers, header::IF_MATCH, true) {
+                return Precondition::Failed;
+            }
+        } else if let (Some(since), Some(modified)) = (
+            header_date(headers, header::IF_UNMODIFIED_SINCE),
+            self.modified,
+        ) {
+            if modified > since {
+                return Precondition::Failed;
+            }
+        }
+        if headers.contains_key(header::IF_NONE_MATCH) {
+            if self.matches_any(headers, header::IF_NONE_MATCH, false) {
+                return Precondition::NotModified;
+            }
+        } else if let (Some(since), Some(modified)) = (
+            header_date(headers, header::IF_MODIFIED_SINCE),
+            self.modified,
+        ) {
+            if modified <= since {
+                return Precondition::NotModified;
+            }
+        }
+        Precondition::Proceed
+    }
+
+    /// Whether any entity tag listed in the `name` headers (or `*`) matches ours, by strong
+    /// or weak comparison. A list that cannot be read matches nothing from where it breaks.
+    fn matches_any(&self, headers: &HeaderMap, name: HeaderName, strong: bool) -> bool {
+        let ours = self.opaque();
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|list| {
+                if list.trim() == "*" {
+                    return true;
+                }
+                let mut rest = list;
+                loop {
+                    rest = rest.trim_start_matches([' ', '\t', ',']);
+                    if rest.is_empty() {
+                        return false;
+                    }
+                    let (weak, tag) = match rest.strip_prefix("W/") {
+                        Some(tag) => (true, tag),
+                        None => (false, rest),
+                    };
+                    // An opaque tag may hold commas, so the list is read tag by tag, not split.
+                    let Some((opaque, after)) =
+                        tag.strip_prefix('"').and_then(|t| t.split_once('"'))
+                    else {
+                        return false;
+                    };
+                    // Ours is strong, so strong comparison only fails on the other side's `W/`.
+                    if opaque == ours && !(strong && weak) {
+                        return true;
+                    }
+                    rest = after;
+                }
+            })
+    }
+
+    /// Whether a Range header may be honoured given `If-Range` (RFC 9110 §13.1.5): yes
+    /// without one; with one, only if it is our (strong) tag or exactly our modification
+    /// second. Otherwise the full file is sent.
+    fn if_range_allows(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(header::IF_RANGE) else {
+            return true;
+        };
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        let value = value.trim();
+        if value.starts_with('"') {
+            value == self.etag
+        } else if value.starts_with("W/") {
+            false
+        } else {
+            match (httpdate::parse_http_date(value), self.modified) {
+                (Ok(date), Some(modified)) => seconds(date) == Some(modified),
+                _ => false,
+            }
+        }
+    }
+
+    /// The tag without its quotes.
+    fn opaque(&self) -> &str {
+        self.etag.trim_matches('"')
+    }
+
+    /// Adds `ETag`, `Last-Modified` and `Vary` to a response for this file.
+    fn write(&self, headers: &mut HeaderMap) {
+        set(headers, header::ETAG, &self.etag);
+        if let Some(last_modified) = &self.last_modified {
+            headers.insert(header::LAST_MODIFIED, last_modified.clone());
+        }
+        // Sent for every file, whether or not it has a variant: finding out would cost two
+        // more look-ups per request, and an unneeded Vary only makes caches a bit stricter.
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+
+    /// `304 Not Modified`, with the validators and no body (nor Content-Length, which would
+    /// have to be the full response's).
+    fn not_modified(&self) -> Response<FileBody> {
+        let mut response = Response::new(FileBody::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        self.write(response.headers_mut());
+        response
+    }
+}
+
+/// The date in the `name` header, in seconds since the epoch; `None` when absent or not a
+/// valid HTTP date (then the header is ignored, as RFC 9110 asks).
+fn header_date(headers: &HeaderMap, name: HeaderName) -> Option<u64> {
+    let value = headers.get(name)?.to_str().ok()?;
+    seconds(httpdate::parse_http_date(value).ok()?)
+}
+
+/// Whole seconds since the epoch; HTTP dates have no finer precision.
+fn seconds(time: SystemTime) -> Option<u64> {
+    time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+// ===== ranges =====
+
+/// The part of the file a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Span {
+    /// All of it: no Range, an unreadable one, or several ranges.
+    Whole,
+    /// Bytes `first..=last`, both within the file.
+    Part {
+        /// First byte offset.
+        first: u64,
+        /// Last byte offset, inclusive.
+        last: u64,
+    },
+    /// A valid range that lies entirely past the end: `416`.
+    Unsatisfiable,
+}
+
+/// Reads a Range header against a file of `len` bytes (RFC 9110 §14.1.2).
+///
+/// Only single `bytes` ranges are honoured. Several ranges get the whole file (a `200`,
+/// which the RFC allows), sparing a multipart body that few clients need. A header in
+/// another unit, or that is not well formed, is ignored, as the RFC asks.
+fn parse_range(value: &HeaderValue, len: u64) -> Span {
+    let Some((unit, set)) = value.to_str().ok().and_then(|v| v.split_once('=')) else {
+        return Span::Whole;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return Span::Whole;
+    }
+    // Empty list elements (`a, , b`) are allowed by the list syntax and mean nothing.
+    let mut specs = set.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let (Some(spec), None) = (specs.next(), specs.next()) else {
+        return Span::Whole;
+    };
+    let Some((first, last)) = spec.split_once('-') else {
+        return Span::Whole;
+    };
+    match (first, last) {
+        ("", suffix) => match parse_digits(suffix) {
+            Some(0) => Span::Unsatisfiable,
+            Some(_) if len == 0 => Span::Unsatisfiable,
+            Some(n) => Span::Part {
+                first: len - n.min(len),
+                last: len - 1,
+            },
+            None => Span::Whole,
+        },
+        (first, "") => match parse_digits(first) {
+            Some(first) if first >= len => Span::Unsatisfiable,
+            Some(first) => Span::Part {
+                first,
+                last: len - 1,
+            },
+            None => Span::Whole,
+        },
+        (first, last) => match (parse_digits(first), parse_digits(last)) {
+            (Some(first), Some(last)) if last < first => Span::Whole,
+            (Some(first), _) if first >= len => Span::Unsatisfiable,
+            (Some(first), Some(last)) => Span::Part {
+                first,
+                last: last.min(len - 1),
+            },
+            _ => Span::Whole,
+        },
+    }
+}
+
+/// Reads one or more ASCII digits, saturating: a position too large for `u64` is still past
+/// any end, which is what it means.
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
+}
+
+// ===== responses =====
+
+/// An empty response with `status`.
+fn empty(status: StatusCode) -> Response<FileBody> {
+    let mut response = Response::new(FileBody::empty());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+    response
+}
+
+/// `405` naming the methods served.
+fn method_not_allowed() -> Response<FileBody> {
+    let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+/// `416` with the file's length, so the client can ask again.
+fn range_not_satisfiable(len: u64) -> Response<FileBody> {
+    let mut response = empty(StatusCode::RANGE_NOT_SATISFIABLE);
+    let h = response.headers_mut();
+    set(h, header::CONTENT_RANGE, &format!("bytes */{len}"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response
+}
+
+/// `301` to the raw path plus `/`.
+fn redirect(raw: &str) -> Response<FileBody> {
+    // Collapsing leading slashes keeps `//host/dir` from redirecting to another host; a
+    // relative path whose first segment holds `:` would read as a URI scheme, so it gets
+    // `./` in front.
+    let location = match raw.trim_start_matches('/') {
+        trimmed if trimmed.len() != raw.len() => format!("/{trimmed}/"),
+        _ if raw.split('/').next().is_some_and(|s| s.contains(':')) => format!("./{raw}/"),
+        _ => format!("{raw}/"),
+    };
+    let mut response = empty(StatusCode::MOVED_PERMANENTLY);
+    let location = utf8_percent_encode(&location, LOCATION).to_string();
+    set(response.headers_mut(), header::LOCATION, &location);
+    response
+}
+
+/// Inserts a header built from text this module produced; text a header cannot hold would be
+/// a bug here, and leaving the header out beats failing the response.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+// ===== FileBody =====
+
+/// A response body: nothing, bytes in memory, or a file region streamed in chunks.
+///
+/// Its [`size_hint`](Body::size_hint) is always exact, so the connection can send
+/// `Content-Length`. A streamed region is read in 64 KiB chunks from a file already positioned
+/// at its start, and stops exactly at its end; a file that turns out shorter than announced
+/// ends the body with an [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) error rather than
+/// with fewer bytes than promised.
+pub struct FileBody {
+    /// What is left to send.
+    kind: Kind,
+}
+
+/// The three shapes of [`FileBody`].
+enum Kind {
+    /// Nothing (left) to send.
+    Empty,
+    /// One non-empty buffer, sent as a single frame.
+    Bytes(Bytes),
+    /// A file region.
+    Stream(FileStream),
+}
+
+/// A file region being read chunk by chunk.
+struct FileStream {
+    /// The file, positioned at the next byte to send.
+    file: tokio::fs::File,
+    /// Bytes left to send; the body ends when this reaches zero.
+    remaining: u64,
+    /// The buffer of a read in progress, kept across `Pending` so the next poll reuses it.
+    buf: Option<BytesMut>,
+}
+
+impl FileBody {
+    /// A body with nothing in it.
+    #[must_use]
+    pub fn empty() -> Self {
+        FileBody { kind: Kind::Empty }
+    }
+
+    /// A body of bytes already in memory, sent as one frame.
+    #[must_use]
+    pub fn bytes(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        if b.is_empty() {
+            FileBody::empty()
+        } else {
+            FileBody {
+                kind: Kind::Bytes(b),
+            }
+        }
+    }
+
+    /// A body of the next `len` bytes of `file`.
+    fn stream(file: tokio::fs::File, len: u64) -> Self {
+        if len == 0 {
+            return FileBody::empty();
+        }
+        FileBody {
+            kind: Kind::Stream(FileStream {
+                file,
+                remaining: len,
+                buf: None,
+            }),
+        }
+    }
+
+    /// Bytes left to send.
+    fn remaining(&self) -> u64 {
+        match &self.kind {
+            Kind::Empty => 0,
+            Kind::Bytes(b) => b.len() as u64,
+            Kind::Stream(s) => s.remaining,
+        }
+    }
+}
+
+impl fmt::Debug for FileBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Empty => "empty",
+            Kind::Bytes(_) => "bytes",
+            Kind::Stream(_) => "stream",
+        };
+        f.debug_struct("FileBody")
+            .field("kind", &kind)
+            .field("remaining", &self.remaining())
+            .finish()
+    }
+}
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Bytes(_) => match std::mem::replace(&mut this.kind, Kind::Empty) {
+                Kind::Bytes(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                _ => Poll::Ready(None),
+            },
+            Kind::Stream(stream) => {
+                let polled = stream.poll_chunk(cx);
+                if stream.remaining == 0 {
+                    // Drops the file as soon as the last byte (or an error) is out.
+                    this.kind = Kind::Empty;
+                }
+                polled.map(|chunk| Some(chunk.map(Frame::data)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining())
+    }
+}
+
+impl FileStream {
+    /// Reads the next chunk, at most [`CHUNK`] bytes and never past the region's end. Called
+    /// only while `remaining > 0`; on error `remaining` drops to zero, ending the body.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let want = usize::try_from(self.remaining).map_or(CHUNK, |r| r.min(CHUNK));
+        // Zeroed rather than uninitialized: filling unset memory would need `unsafe`, and
+        // zeroing 64 KiB is small next to reading it from disk.
+        let buf = self.buf.get_or_insert_with(|| BytesMut::zeroed(want));
+        let mut read = ReadBuf::new(&mut buf[..]);
+        match Pin::new(&mut self.file).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                self.remaining = 0;
+                self.buf = None;
+                Poll::Ready(Err(e))
+            }
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                let Some(mut chunk) = self.buf.take() else {
+                    return Poll::Ready(Err(io::Error::other("file body lost its buffer")));
+                };
+                if n == 0 {
+                    self.remaining = 0;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file ended before the length announced",
+                    )));
+                }
+                chunk.truncate(n);
+                self.remaining -= n as u64;
+                Poll::Ready(Ok(chunk.freeze()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+
+    /// The outside file no request may ever get.
+    const SECRET: &[u8] = b"TOP SECRET, outside the root";
+
+    /// A tree: `tmp/secret` and `tmp/outside/` beside `tmp/root/`, which is served.
+    struct Fixture {
+        /// Keeps the tree alive.
+        _dir: tempfile::TempDir,
+        /// The server over `tmp/root`.
+        files: StaticFiles,
+        /// `tmp/root`.
+        root: PathBuf,
+    }
+
+    /// 300 KiB of a pattern that does not repeat on chunk boundaries.
+    fn big() -> Vec<u8> {
+        (0..300 * 1024u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path();
+        fs::write(top.join("secret"), SECRET).unwrap();
+        fs::create_dir(top.join("outside")).unwrap();
+        fs::write(top.join("outside/inner.txt"), SECRET).unwrap();
+        fs::write(top.join("outside/index.html"), SECRET).unwrap();
+
+        let root = top.join("root");
+        let w = |name: &str, data: &[u8]| {
+            let path = root.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, data).unwrap();
+        };
+        w("index.html", b"<h1>home</h1>");
+        w("hello.txt", b"hello world");
+        w("style.css", b"body{}");
+        w("app.js", b"1");
+        w("data.json", b"{}");
+        w("image.png", b"\x89PNG");
+        w("file.xyz", b"?");
+        w("Makefile", b"all:");
+        w(".hidden", b"dot");
+        w("%2e", b"literal percent name");
+        w("sub/index.html", b"sub index");
+        w("sub/page.txt", b"sub page");
+        w("etc/passwd", b"fake passwd under root");
+        w("page.html", b"<p>plain</p>");
+        w("page.html.br", b"BROTLI BYTES");
+        w("page.html.gz", b"GZIP BYTES");
+        w("only-gz.css", b"css plain");
+        w("only-gz.css.gz", b"css gzip");
+        w("archive.gz", b"\x1f\x8b raw gzip");
+        w("leak.txt", b"leak plain");
+        w("big.bin", &big());
+        fs::create_dir(root.join("empty")).unwrap();
+        std::os::unix::fs::symlink(top.join("secret"), root.join("link-out")).unwrap();
+        std::os::unix::fs::symlink(top.join("outside"), root.join("dir-out")).unwrap();
+        std::os::unix::fs::symlink(top.join("secret"), root.join("leak.txt.br")).unwrap();
+        std::os::unix::fs::symlink(root.join("hello.txt"), root.join("link-in")).unwrap();
+        fs::create_dir(root.join("sub2")).unwrap();
+        std::os::unix::fs::symlink(top.join("secret"), root.join("sub2/index.html")).unwrap();
+
+        let files = StaticFiles::new(&root).unwrap();
+        Fixture {
+            _dir: dir,
+            files,
+            root,
+        }
+    }
+
+    /// One answered request, body collected.
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers.get(name).map(|v| v.to_str().unwrap())
+        }
+    }
+
+    async fn ask(
+        files: &StaticFiles,
+        method: Method,
+        path: &str,
+        pairs: &[(&str, &str)],
+    ) -> Answer {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let work = async {
+            let response = files.serve(&method, path, &headers).await;
+            let (parts, body) = response.into_parts();
+            let hint = body.size_hint().exact();
+            let body = body.collect().await.unwrap().to_bytes();
+            assert_eq!(hint, Some(body.len() as u64), "size hint for {path}");
+            Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .expect("serve hung")
+    }
+
+    async fn get(files: &StaticFiles, path: &str) -> Answer {
+        ask(files, Method::GET, path, &[]).await
+    }
+
+    #[tokio::test]
+    async fn new_requires_an_existing_directory() {
+        let f = fixture();
+        assert_eq!(f.files.root(), fs::canonicalize(&f.root).unwrap());
+        let missing = StaticFiles::new(f.root.join("nope")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert!(missing.to_string().contains("nope"), "{missing}");
+        let file = StaticFiles::new(f.root.join("hello.txt")).unwrap_err();
+        assert_eq!(file.kind(), io::ErrorKind::NotADirectory);
+        assert!(file.to_string().contains("hello.txt"), "{file}");
+    }
+
+    #[tokio::test]
+    async fn content_types_follow_extensions() {
+        let f = fixture();
+        for (path, ty) in [
+            ("hello.txt", "text/plain; charset=utf-8"),
+            ("style.css", "text/css; charset=utf-8"),
+            ("app.js", "text/javascript; charset=utf-8"),
+            ("data.json", "application/json"),
+            ("image.png", "image/png"),
+            ("file.xyz", "application/octet-stream"),
+            ("Makefile", "application/octet-stream"),
+            ("archive.gz", "application/gzip"),
+        ] {
+            let a = get(&f.files, path).await;
+            assert_eq!(a.status, StatusCode::OK, "{path}");
+            assert_eq!(a.header("content-type"), Some(ty), "{path}");
+        }
+        let a = get(&f.files, "/hello.txt").await;
+        assert_eq!(&a.body[..], b"hello world");
+        assert_eq!(a.header("content-length"), Some("11"));
+        assert_eq!(a.header("accept-ranges"), Some("bytes"));
+        assert_eq!(a.header("vary"), Some("accept-encoding"));
+        assert_eq!(a.header("content-encoding"), None);
+        assert_eq!(a.header("cache-control"), None);
+    }
+
+    #[tokio::test]
+    async fn directories_serve_their_index() {
+        let f = fixture();
+        for path in ["", "/", "./", "%2e/"] {
+            let a = get(&f.files, path).await;
+            assert_eq!(a.status, StatusCode::OK, "{path:?}");
+            assert_eq!(&a.body[..], b"<h1>home</h1>", "{path:?}");
+            assert_eq!(a.header("content-type"), Some("text/html; charset=utf-8"));
+        }
+        for path in ["sub/", "/sub/", "sub//"] {
+            let a = get(&f.files, path).await;
+            assert_eq!(a.status, StatusCode::OK, "{path:?}");
+            assert_eq!(&a.body[..], b"sub index", "{path:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn directories_without_slash_redirect() {
+        let f = fixture();
+        for (path, location) in [
+            ("sub", "sub/"),
+            ("/sub", "/sub/"),
+            ("//sub", "/sub/"),
+            ("empty", "empty/"),
+        ] {
+            let a = get(&f.files, path).await;
+            assert_eq!(a.status, StatusCode::MOVED_PERMANENTLY, "{path}");
+            assert_eq!(a.header("location"), Some(location), "{path}");
+            assert!(a.body.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn redirect_location_cannot_leave_the_site() {
+        assert_eq!(
+            redirect("///evil.example").headers()["location"],
+            "/evil.example/"
+        );
+        assert_eq!(
+            redirect("javascript:x").headers()["location"],
+            "./javascript:x/"
+        );
+        assert_eq!(redirect("a b").headers()["location"], "a%20b/");
+    }
+
+    #[tokio::test]
+    async fn missing_things_are_not_found() {
+        let f = fixture();
+        for path in [
+            "nope.txt",
+            "sub/nope",
+            "empty/",
+            "hello.txt/",
+            "hello.txt/x",
+            "nope/",
+        ] {
+            let a = get(&f.files, path).await;
+            assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
+            assert!(a.body.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn hidden_files_links_inside_and_literal_percent_names_are_served() {
+        let f = fixture();
+        assert_eq!(&get(&f.files, ".hidden").await.body[..], b"dot");
+        assert_eq!(&get(&f.files, "link-in").await.body[..], b"hello world");
+        // Decoded once: %252e is the name "%2e", not "." nor "..".
+        assert_eq!(
+            &get(&f.files, "%252e").await.body[..],
+            b"literal percent name"
+        );
+        // Invalid escapes stay literal and simply name nothing.
+        assert_eq!(get(&f.files, "%zz").await.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn traversal_attempts_are_not_found() {
+        let f = fixture();
+        for path in [
+            "../secret",
+            "/../secret",
+            "..",
+            "../",
+            "..%2fsecret",
+            "..%2Fsecret",
+            "%2e%2e/secret",
+            "%2e%2e%2fsecret",
+            "%2E%2E%2Fsecret",
+            ".%2e/secret",
+            "sub/../../secret",
+            "sub/%2e%2e/%2e%2e/secret",
+            "sub/..",
+            "..\\secret",
+            "..%5csecret",
+            "%5c..%5csecret",
+            "sub\\..\\..\\secret",
+            "%00",
+            "a%00b",
+            "hello.txt%00.png",
+            "%c0%ae%c0%ae/secret",
+            "%ff",
+            "link-out",
+            "dir-out",
+            "dir-out/",
+            "dir-out/inner.txt",
+            "sub2/",
+        ] {
+            let a = get(&f.files, path).await;
+            assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
+            assert_ne!(&a.body[..], SECRET, "{path}");
+            assert_eq!(a.header("location"), None, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn absolute_paths_after_decoding_stay_under_the_root() {
+        let f = fixture();
+        for path in [
+            "%2fetc%2fpasswd",
+            "/etc/passwd",
+            "//etc/passwd",
+            "%2F%2Fetc/passwd",
+        ] {
+            let a = get(&f.files, path).await;
+            assert_eq!(a.status, StatusCode::OK, "{path}");
+            assert_eq!(&a.body[..], b"fake passwd under root", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_input_panics_or_escapes() {
+        let f = fixture();
+        let alphabet = [
+            "%", ".", "/", "\\", "2", "e", "f", "0", "5c", "%2e", "%2f", "secret",
+        ];
+        let mut paths = vec![String::new()];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for p in &paths {
+                for a in alphabet {
+                    next.push(format!("{p}{a}"));
+                }
+            }
+            paths.extend(next);
+            paths.dedup();
+        }
+        let junk = [
+            ("range", "bytes=-"),
+            ("if-none-match", "\"\"\","),
+            ("accept-encoding", ";q="),
+        ];
+        for path in &paths {
+            for p in [path.clone(), format!("../{path}"), format!("sub/{path}")] {
+                let a = ask(&f.files, Method::GET, &p, &junk).await;
+                assert_ne!(&a.body[..], SECRET, "{p}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn fifos_and_other_special_files_are_never_opened() {
+        let f = fixture();
+        let made = std::process::Command::new("mkfifo")
+            .arg(f.root.join("pipe"))
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo here; nothing to test
+        }
+        // Opening a FIFO for reading would block until a writer comes; the timeout in `ask`
+        // turns that into a failure.
+        assert_eq!(get(&f.files, "pipe").await.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn unreadable_files_are_forbidden() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = fixture();
+        let path = f.root.join("locked.txt");
+        fs::write(&path, b"locked").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();
+        if fs::read(&path).is_ok() {
+            return; // running as root: permissions are not enforced
+        }
+        assert_eq!(
+            get(&f.files, "locked.txt").await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[tokio::test]
+    async fn validators_are_sent() {
+        let f = fixture();
+        let a = get(&f.files, "hello.txt").await;
+        let etag = a.header("etag").unwrap();
+        let meta = fs::metadata(f.root.join("hello.txt")).unwrap();
+        let nanos = meta
+            .modified()
+            .unwrap()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        assert_eq!(etag, format!("\"b-{nanos:x}\""));
+        let lm = httpdate::parse_http_date(a.header("last-modified").unwrap()).unwrap();
+        assert_eq!(seconds(lm), seconds(meta.modified().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn odd_modification_times_do_not_panic() {
+        let f = fixture();
+        let day = Duration::from_secs(86_400);
+        let far = UNIX_EPOCH + Duration::from_secs(HTTP_DATE_END) + day;
+        for (name, time) in [("old.txt", UNIX_EPOCH - day), ("far.txt", far)] {
+            let path = f.root.join(name);
+            fs::write(&path, b"x").unwrap();
+            let file = fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(time).unwrap();
+            // ext4 clamps far-future times (to 2446), so check what was actually stored.
+            let stored = fs::metadata(&path).unwrap().modified().unwrap();
+            if seconds(stored).is_some_and(|s| s < HTTP_DATE_END) {
+                continue;
+            }
+            let a = ask(
+                &f.files,
+                Method::GET,
+                name,
+                &[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")],
+            )
+            .await;
+            assert_eq!(a.status, StatusCode::OK, "{name}");
+            assert_eq!(a.header("last-modified"), None, "{name}");
+            assert!(a.header("etag").is_some(), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn if_none_match_gives_not_modified() {
+        let f = fixture();
+        let etag = get(&f.files, "hello.txt")
+            .await
+            .header("etag")
+            .unwrap()
+            .to_owned();
+        let weak = format!("W/{etag}");
+        let listed = format!("\"other\", \"a,b\" , {etag}");
+        for value in [etag.as_str(), &weak, &listed, "*"] {
+            for method in [Method::GET, Method::HEAD] {
+                let a = ask(&f.files, method, "hello.txt", &[("if-none-match", value)]).await;
+                assert_eq!(a.status, StatusCode::NOT_MODIFIED, "{value}");
+                assert_eq!(a.header("etag"), Some(etag.as_str()));
+                assert!(a.header("last-modified").is_some());
+                assert_eq!(a.header("content-length"), None);
+                assert!(a.body.is_empty());
+            }
+        }
+        for value in ["\"other\"", "garbage", "\"unterminated"] {
+            let a = ask(
+                &f.files,
+                Method::GET,
+                "hello.txt",
+                &[("if-none-match", value)],
+            )
+            .await;
+            assert_eq!(a.status, StatusCode::OK, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn if_modified_since_gives_not_modified() {
+        let f = fixture();
+        let lm = get(&f.files, "hello.txt")
+            .await
+            .header("last-modified")
+            .unwrap()
+            .to_owned();
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "hello.txt",
+            &[("if-modified-since", &lm)],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_MODIFIED);
+        assert!(a.body.is_empty());
+        let old = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "hello.txt",
+            &[("if-modified-since", old)],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "hello.txt",
+            &[("if-modified-since", "yesterday")],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+        // If-None-Match wins: a non-matching tag means modified, whatever the date says.
+        let both = [
+            ("if-modified-since", lm.as_str()),
+            ("if-none-match", "\"other\""),
+        ];
+        assert_eq!(
+            ask(&f.files, Method::GET, "hello.txt", &both).await.status,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_if_match_or_if_unmodified_since_is_412() {
+        let f = fixture();
+        let etag = get(&f.files, "hello.txt")
+            .await
+            .header("etag")
+            .unwrap()
+            .to_owned();
+        let weak = format!("W/{etag}");
+        for value in ["\"other\"", weak.as_str()] {
+            let a = ask(&f.files, Method::GET, "hello.txt", &[("if-match", value)]).await;
+            assert_eq!(a.status, StatusCode::PRECONDITION_FAILED, "{value}");
+        }
+        for value in [etag.as_str(), "*"] {
+            let a = ask(&f.files, Method::GET, "hello.txt", &[("if-match", value)]).await;
+            assert_eq!(a.status, StatusCode::OK, "{value}");
+        }
+        let old = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "hello.txt",
+            &[("if-unmodified-since", old)],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::PRECONDITION_FAILED);
+        let lm = get(&f.files, "hello.txt")
+            .await
+            .header("last-modified")
+            .unwrap()
+            .to_owned();
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "hello.txt",
+            &[("if-unmodified-since", &lm)],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn single_ranges_are_served() {
+        let f = fixture();
+        for (range, body, content_range) in [
+            ("bytes=0-4", &b"hello"[..], "bytes 0-4/11"),
+            ("bytes=6-", b"world", "bytes 6-10/11"),
+            ("bytes=-5", b"world", "bytes 6-10/11"),
+            ("bytes=-100", b"hello world", "bytes 0-10/11"),
+            ("bytes=3-100", b"lo world", "bytes 3-10/11"),
+            ("bytes=10-10", b"d", "bytes 10-10/11"),
+            ("BYTES = 0-0", b"h", "bytes 0-0/11"),
+            ("bytes=0-1, ", b"he", "bytes 0-1/11"),
+            (
+                "bytes=0-99999999999999999999999",
+                b"hello world",
+                "bytes 0-10/11",
+            ),
+        ] {
+            let a = ask(&f.files, Method::GET, "hello.txt", &[("range", range)]).await;
+            assert_eq!(a.status, StatusCode::PARTIAL_CONTENT, "{range}");
+            assert_eq!(&a.body[..], body, "{range}");
+            assert_eq!(a.header("content-range"), Some(content_range), "{range}");
+            assert_eq!(
+                a.header("content-length"),
+                Some(body.len().to_string().as_str())
+            );
+            assert_eq!(a.header("accept-ranges"), Some("bytes"));
+        }
+    }
+
+    #[tokio::test]
+    async fn unsatisfiable_ranges_are_416() {
+        let f = fixture();
+        for range in [
+            "bytes=11-",
+            "bytes=20-30",
+            "bytes=-0",
+            "bytes=99999999999999999999999-",
+        ] {
+            let a = ask(&f.files, Method::GET, "hello.txt", &[("range", range)]).await;
+            assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+            assert_eq!(a.header("content-range"), Some("bytes */11"), "{range}");
+            assert!(a.body.is_empty());
+        }
+        fs::write(f.root.join("zero.txt"), b"").unwrap();
+        let a = ask(&f.files, Method::GET, "zero.txt", &[("range", "bytes=-1")]).await;
+        assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(a.header("content-range"), Some("bytes */0"));
+    }
+
+    #[tokio::test]
+    async fn multiple_or_malformed_ranges_give_the_whole_file() {
+        let f = fixture();
+        for range in [
+            "bytes=0-1,3-4",
+            "bytes=abc",
+            "bytes=5-2",
+            "items=0-1",
+            "bytes",
+            "bytes=",
+            "bytes=-",
+            "bytes=1-2-3",
+            "bytes=+1-2",
+        ] {
+            let a = ask(&f.files, Method::GET, "hello.txt", &[("range", range)]).await;
+            assert_eq!(a.status, StatusCode::OK, "{range}");
+            assert_eq!(&a.body[..], b"hello world", "{range}");
+            assert_eq!(a.header("content-range"), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn if_range_keeps_or_drops_the_range() {
+        let f = fixture();
+        let first = get(&f.files, "hello.txt").await;
+        let etag = first.header("etag").unwrap().to_owned();
+        let lm = first.header("last-modified").unwrap().to_owned();
+        let weak = format!("W/{etag}");
+        for (if_range, status) in [
+            (etag.as_str(), StatusCode::PARTIAL_CONTENT),
+            (lm.as_str(), StatusCode::PARTIAL_CONTENT),
+            ("\"other\"", StatusCode::OK),
+            (weak.as_str(), StatusCode::OK),
+            ("Sun, 06 Nov 1994 08:49:37 GMT", StatusCode::OK),
+            ("nonsense", StatusCode::OK),
+        ] {
+            let headers = [("range", "bytes=0-4"), ("if-range", if_range)];
+            let a = ask(&f.files, Method::GET, "hello.txt", &headers).await;
+            assert_eq!(a.status, status, "{if_range}");
+        }
+    }
+
+    #[tokio::test]
+    async fn head_has_the_headers_and_no_body() {
+        let f = fixture();
+        let g = get(&f.files, "hello.txt").await;
+        let h = ask(&f.files, Method::HEAD, "hello.txt", &[]).await;
+        assert_eq!(h.status, StatusCode::OK);
+        assert!(h.body.is_empty());
+        assert_eq!(h.headers, g.headers);
+        assert_eq!(h.header("content-length"), Some("11"));
+        // Range is defined for GET only.
+        let h = ask(
+            &f.files,
+            Method::HEAD,
+            "hello.txt",
+            &[("range", "bytes=0-1")],
+        )
+        .await;
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.header("content-length"), Some("11"));
+        let big = ask(&f.files, Method::HEAD, "big.bin", &[]).await;
+        assert_eq!(big.header("content-length"), Some("307200"));
+        assert!(big.body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_405() {
+        let f = fixture();
+        for method in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::PATCH,
+        ] {
+            let a = ask(&f.files, method.clone(), "hello.txt", &[]).await;
+            assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(a.header("allow"), Some("GET, HEAD"));
+            assert!(a.body.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn precompressed_variants_follow_accept_encoding() {
+        let f = fixture();
+        let plain = get(&f.files, "page.html").await;
+        for (accept, body, encoding) in [
+            ("br, gzip", &b"BROTLI BYTES"[..], Some("br")),
+            ("gzip, deflate, br", b"BROTLI BYTES", Some("br")),
+            ("*", b"BROTLI BYTES", Some("br")),
+            ("gzip", b"GZIP BYTES", Some("gzip")),
+            ("x-gzip", b"GZIP BYTES", Some("gzip")),
+            ("br;q=0, gzip", b"GZIP BYTES", Some("gzip")),
+            ("gzip;q=1.0, br;q=0.5", b"GZIP BYTES", Some("gzip")),
+            ("*;q=0.5, br;q=0", b"GZIP BYTES", Some("gzip")),
+            ("br;q=0, gzip;q=0", b"<p>plain</p>", None),
+            ("br;q=0.000, gzip;Q=0", b"<p>plain</p>", None),
+            ("deflate", b"<p>plain</p>", None),
+            ("br;q=2", b"<p>plain</p>", None),
+            ("identity", b"<p>plain</p>", None),
+        ] {
+            let a = ask(
+                &f.files,
+                Method::GET,
+                "page.html",
+                &[("accept-encoding", accept)],
+            )
+            .await;
+            assert_eq!(a.status, StatusCode::OK, "{accept}");
+            assert_eq!(&a.body[..], body, "{accept}");
+            assert_eq!(a.header("content-encoding"), encoding, "{accept}");
+            assert_eq!(
+                a.header("content-type"),
+                Some("text/html; charset=utf-8"),
+                "{accept}"
+            );
+            assert_eq!(a.header("vary"), Some("accept-encoding"), "{accept}");
+            let etag = a.header("etag").unwrap();
+            match encoding {
+                Some(e) => {
+                    assert_ne!(Some(etag), plain.header("etag"));
+                    assert!(etag.ends_with(&format!("-{e}\"")), "{etag}");
+                }
+                None => assert_eq!(Some(etag), plain.header("etag")),
+            }
+        }
+        // No header: the bytes as stored.
+        assert_eq!(&plain.body[..], b"<p>plain</p>");
+        // A variant's tag revalidates the variant.
+        let br = ask(
+            &f.files,
+            Method::GET,
+            "page.html",
+            &[("accept-encoding", "br")],
+        )
+        .await;
+        let etag = br.header("etag").unwrap();
+        let again = [("accept-encoding", "br"), ("if-none-match", etag)];
+        let a = ask(&f.files, Method::GET, "page.html", &again).await;
+        assert_eq!(a.status, StatusCode::NOT_MODIFIED);
+        // Index files get variants too, found under the index's own name.
+        fs::write(f.root.join("sub/index.html.gz"), b"sub gz").unwrap();
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "sub/",
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(&a.body[..], b"sub gz");
+    }
+
+    #[tokio::test]
+    async fn variant_choice_falls_back_when_missing_or_outside() {
+        let f = fixture();
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "only-gz.css",
+            &[("accept-encoding", "br, gzip")],
+        )
+        .await;
+        assert_eq!(&a.body[..], b"css gzip");
+        assert_eq!(a.header("content-encoding"), Some("gzip"));
+        assert_eq!(a.header("content-type"), Some("text/css; charset=utf-8"));
+        // leak.txt.br is a link to the secret: never used.
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "leak.txt",
+            &[("accept-encoding", "br")],
+        )
+        .await;
+        assert_eq!(&a.body[..], b"leak plain");
+        assert_eq!(a.header("content-encoding"), None);
+        // Asked for by name, a .gz file is just a gzip file.
+        let a = ask(
+            &f.files,
+            Method::GET,
+            "archive.gz",
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(a.header("content-type"), Some("application/gzip"));
+        assert_eq!(a.header("content-encoding"), None);
+    }
+
+    #[tokio::test]
+    async fn ranges_skip_variants() {
+        let f = fixture();
+        let headers = [("accept-encoding", "br, gzip"), ("range", "bytes=3-4")];
+        let a = ask(&f.files, Method::GET, "page.html", &headers).await;
+        assert_eq!(a.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(&a.body[..], b"pl");
+        assert_eq!(a.header("content-encoding"), None);
+        assert_eq!(a.header("vary"), Some("accept-encoding"));
+    }
+
+    #[tokio::test]
+    async fn large_files_stream_in_chunks() {
+        let f = fixture();
+        let data = big();
+        let a = get(&f.files, "big.bin").await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.header("content-length"), Some("307200"));
+        assert_eq!(&a.body[..], &data[..]);
+
+        // Straddles the 64 KiB boundaries of both the file and the reads.
+        for (first, last) in [
+            (65_000u64, 200_000u64),
+            (65_535, 65_536),
+            (0, 65_536),
+            (1, 307_199),
+        ] {
+            let range = format!("bytes={first}-{last}");
+            let a = ask(&f.files, Method::GET, "big.bin", &[("range", &range)]).await;
+            assert_eq!(a.status, StatusCode::PARTIAL_CONTENT, "{range}");
+            assert_eq!(
+                &a.body[..],
+                &data[first as usize..=last as usize],
+                "{range}"
+            );
+            let expected = format!("bytes {first}-{last}/307200");
+            assert_eq!(a.header("content-range"), Some(expected.as_str()));
+        }
+
+        // Frame by frame: no frame above a chunk, the hint counts down, the end is exact.
+        let headers = HeaderMap::new();
+        let response = f.files.serve(&Method::GET, "big.bin", &headers).await;
+        let mut body = response.into_body();
+        let mut seen = 0u64;
+        let mut frames = 0;
+        while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .unwrap()
+        {
+            let chunk = frame.unwrap().into_data().unwrap();
+            assert!(chunk.len() <= CHUNK);
+            seen += chunk.len() as u64;
+            frames += 1;
+            assert_eq!(body.size_hint().exact(), Some(307_200 - seen));
+        }
+        assert!(body.is_end_stream());
+        assert_eq!(seen, 307_200);
+        assert!(frames >= 5, "{frames} frames");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrinks_ends_the_body_with_an_error() {
+        let f = fixture();
+        let path = f.root.join("shrinks.bin");
+        fs::write(&path, big()).unwrap();
+        let headers = HeaderMap::new();
+        let response = f.files.serve(&Method::GET, "shrinks.bin", &headers).await;
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+            .await
+            .unwrap();
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn file_body_shapes() {
+        let empty = FileBody::empty();
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), Some(0));
+        assert!(FileBody::bytes(Vec::new()).is_end_stream());
+        let bytes = FileBody::bytes("abc");
+        assert!(!bytes.is_end_stream());
+        assert_eq!(bytes.size_hint().exact(), Some(3));
+        assert_eq!(
+            format!("{bytes:?}"),
+            "FileBody { kind: \"bytes\", remaining: 3 }"
+        );
+    }
+
+    #[test]
+    fn qvalues() {
+        for (text, q) in [
+            ("1", Some(1000)),
+            ("1.000", Some(1000)),
+            ("0", Some(0)),
+            ("0.5", Some(500)),
+        ] {
+            assert_eq!(parse_qvalue(text), q, "{text}");
+        }
+        for text in ["", "2", "1.5", "0.0001", "-0", ".5", "0.x", "NaN", "1.001"] {
+            assert_eq!(parse_qvalue(text), None, "{text}");
+        }
+    }
+}
