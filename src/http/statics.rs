@@ -41,10 +41,11 @@ const MAX_PATH: usize = 4000;
 /// panics), nor one before 1970, so such modification times are simply not sent.
 const HTTP_DATE_END: u64 = 253_402_300_800;
 
-/// What is percent-encoded when the raw path is echoed in a `Location` header: only what a
+/// What is percent-encoded when part of the raw path is echoed in a `Location` header: what a
 /// header value cannot hold (controls, and non-ASCII, which `utf8_percent_encode` always
-/// encodes). The path came from a request line, so this is a guard, not a transformation.
-const LOCATION: &AsciiSet = &CONTROLS.add(b' ');
+/// encodes), and what would end a path in a URI. The path came from a request line, already
+/// encoded, so this is a guard, not a transformation.
+const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'?').add(b'#');
 
 // ===== StaticFiles =====
 
@@ -149,11 +150,12 @@ impl StaticFiles {
     ///
     /// `path` is the raw request path relative to the mount point: percent-encoded as
     /// received, without the query string, with or without a leading `/`; `""` and `"/"` are
-    /// the root. A directory redirect's `Location` is this raw path plus `/` (with leading
-    /// slashes collapsed to one, so it can never name another host, and `./` in front of a
-    /// relative path whose first segment holds `:`, so it cannot read as a scheme). That is
-    /// only right when `path` is the path the client sees, so a service mounted under a prefix
-    /// should pass the full path or rewrite `Location`.
+    /// the root.
+    ///
+    /// A directory redirect's `Location` is relative: the last segment of `path` plus `/`
+    /// (`docs/api` → `api/`). Resolved against the URL the client asked for, that is the same
+    /// URL with a trailing slash, whatever prefix the service is mounted under, and it can
+    /// never name another host.
     ///
     /// Never panics, whatever the path and headers; failures are status codes.
     pub async fn serve(
@@ -836,15 +838,17 @@ fn range_not_satisfiable(len: u64) -> Response<FileBody> {
     response
 }
 
-/// `301` to the raw path plus `/`.
+/// `301` to the same URL with a trailing slash, as a relative reference.
 fn redirect(raw: &str) -> Response<FileBody> {
-    // Collapsing leading slashes keeps `//host/dir` from redirecting to another host; a
-    // relative path whose first segment holds `:` would read as a URI scheme, so it gets
-    // `./` in front.
-    let location = match raw.trim_start_matches('/') {
-        trimmed if trimmed.len() != raw.len() => format!("/{trimmed}/"),
-        _ if raw.split('/').next().is_some_and(|s| s.contains(':')) => format!("./{raw}/"),
-        _ => format!("{raw}/"),
+    // The raw path plus `/` would be wrong twice over: `path` is relative to the mount point,
+    // so it lacks the prefix, and a path starting `//` would name another host. The last
+    // segment alone resolves against the request URL to exactly that URL plus `/`.
+    let last = raw.rsplit('/').next().unwrap_or(raw);
+    // A first segment holding `:` would read as a URI scheme (`javascript:x/`).
+    let location = if last.contains(':') {
+        format!("./{last}/")
+    } else {
+        format!("{last}/")
     };
     let mut response = empty(StatusCode::MOVED_PERMANENTLY);
     let location = utf8_percent_encode(&location, LOCATION).to_string();
@@ -1073,6 +1077,7 @@ mod tests {
         w("%2e", b"literal percent name");
         w("sub/index.html", b"sub index");
         w("sub/page.txt", b"sub page");
+        w("sub/deeper/index.html", b"deeper index");
         w("etc/passwd", b"fake passwd under root");
         w("page.html", b"<p>plain</p>");
         w("page.html.br", b"BROTLI BYTES");
@@ -1197,6 +1202,10 @@ mod tests {
             assert_eq!(a.status, StatusCode::OK, "{path:?}");
             assert_eq!(&a.body[..], b"sub index", "{path:?}");
         }
+        assert_eq!(
+            &get(&f.files, "sub/deeper/").await.body[..],
+            b"deeper index"
+        );
     }
 
     #[tokio::test]
@@ -1204,8 +1213,11 @@ mod tests {
         let f = fixture();
         for (path, location) in [
             ("sub", "sub/"),
-            ("/sub", "/sub/"),
-            ("//sub", "/sub/"),
+            ("/sub", "sub/"),
+            ("//sub", "sub/"),
+            ("sub/deeper", "deeper/"),
+            ("/sub/deeper", "deeper/"),
+            ("sub/.", "./"),
             ("empty", "empty/"),
         ] {
             let a = get(&f.files, path).await;
@@ -1217,15 +1229,16 @@ mod tests {
 
     #[tokio::test]
     async fn redirect_location_cannot_leave_the_site() {
-        assert_eq!(
-            redirect("///evil.example").headers()["location"],
-            "/evil.example/"
-        );
-        assert_eq!(
-            redirect("javascript:x").headers()["location"],
-            "./javascript:x/"
-        );
-        assert_eq!(redirect("a b").headers()["location"], "a%20b/");
+        for (raw, location) in [
+            ("///evil.example", "evil.example/"),
+            ("//evil.example/x", "x/"),
+            ("javascript:x", "./javascript:x/"),
+            ("a/b:c", "./b:c/"),
+            ("a b", "a%20b/"),
+            ("a?b#c", "a%3Fb%23c/"),
+        ] {
+            assert_eq!(redirect(raw).headers()["location"], location, "{raw}");
+        }
     }
 
     #[tokio::test]

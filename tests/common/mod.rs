@@ -13,6 +13,7 @@ use atoll::{Handler, Server, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod http;
 pub mod process;
 
 /// Every wait in a test is bounded by this, so a hang fails fast.
