@@ -3,9 +3,9 @@
 //! sockets, connection limits, timeouts, telemetry, a registry of named listeners, and a
 //! graceful stop that drains connections and reports how they ended.
 //!
-//! It follows Elixir's ThousandIsland (the socket server) and Erlang's leptus (named
-//! listeners), the Rust way: handlers are plain types with async callbacks, options are
-//! serde-readable structs, errors are typed.
+//! It follows Elixir's ThousandIsland (the socket server) and Erlang's leptus (named HTTP
+//! listeners with host-matched REST resources, see [`http`]), the Rust way: handlers are plain
+//! types with async callbacks, options are serde-readable structs, errors are typed.
 //!
 //! ```no_run
 //! use atoll::{Action, Handler, Server, Socket};
@@ -61,6 +61,10 @@
 //! - [`echo`]: the built-in `echo` handler.
 //! - `spec` and `registry`: [`ListenerSpec`] (a listener as data) and the [`Registry`] of
 //!   named listeners.
+//! - [`http`]: HTTP and HTTPS listeners on hyper, leptus's way: host-matched REST
+//!   [`Resource`](http::Resource)s, static files, mounted `tower` services, live route
+//!   upgrades, and the `http`/`https` kinds of the config file. It uses the socket server
+//!   through [`Action::TakeOver`] and the registry; nothing below it knows HTTP.
 //! - `config`: the `atoll` binary's config file ([`Config`]).
 //!
 //! # Defaults
