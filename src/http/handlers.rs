@@ -16,8 +16,14 @@ use super::statics::StaticFiles;
 use super::statics_endpoint::StaticEndpoint;
 use crate::error::BoxError;
 
+/// The request body a mounted service reads: hyper's, cut off at the listener's
+/// `max_body_size` (reading past it fails with `http_body_util::LengthLimitError`, which axum
+/// answers with 413).
+pub type RequestBody = http_body_util::Limited<Incoming>;
+
 /// A `tower::Service` mounted on a host, with request and response types fixed.
-pub(crate) type Mounted = BoxCloneSyncService<http::Request<Incoming>, Response<Body>, BoxError>;
+pub(crate) type Mounted =
+    BoxCloneSyncService<http::Request<RequestBody>, Response<Body>, BoxError>;
 
 /// What a listener serves, by host: `Handlers::new().host("_").resource(a).resource(b)`.
 ///
@@ -111,10 +117,11 @@ impl Handlers {
     }
 
     /// Mounts a `tower::Service` (an axum `Router`, say) on the current host: it answers every
-    /// request no resource route of this host matches. Its errors become 500 answers.
+    /// request no resource route of this host matches. Its errors become 500 answers. The body
+    /// it reads is limited to `max_body_size` ([`RequestBody`]).
     pub fn service<S, B>(mut self, service: S) -> Handlers
     where
-        S: tower::Service<http::Request<Incoming>, Response = Response<B>>
+        S: tower::Service<http::Request<RequestBody>, Response = Response<B>>
             + Clone
             + Send
             + Sync

@@ -67,7 +67,7 @@ mod upgrade;
 pub use body::Body;
 pub use builtin::{Health, Listeners};
 pub use catalogue::{install, Catalogue, Params};
-pub use handlers::Handlers;
+pub use handlers::{Handlers, RequestBody};
 pub use listener::HttpListener;
 pub use options::{HttpOptions, DEFAULT_HTTP_PORT};
 pub use reply::{Data, Reply, MSGPACK};

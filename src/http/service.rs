@@ -101,6 +101,7 @@ impl HttpService {
                 if declared_length(req.headers()).is_some_and(|n| n > max) {
                     return ready(status(StatusCode::PAYLOAD_TOO_LARGE));
                 }
+                let req = req.map(|body| Limited::new(body, max as usize));
                 Box::pin(async move {
                     service.oneshot(req).await.unwrap_or_else(|e| {
                         tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
