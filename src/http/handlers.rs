@@ -22,8 +22,7 @@ use crate::error::BoxError;
 pub type RequestBody = http_body_util::Limited<Incoming>;
 
 /// A `tower::Service` mounted on a host, with request and response types fixed.
-pub(crate) type Mounted =
-    BoxCloneSyncService<http::Request<RequestBody>, Response<Body>, BoxError>;
+pub(crate) type Mounted = BoxCloneSyncService<http::Request<RequestBody>, Response<Body>, BoxError>;
 
 /// What a listener serves, by host: `Handlers::new().host("_").resource(a).resource(b)`.
 ///
