@@ -37,9 +37,9 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
     });
     let mut conn = pin!(http.builder.serve_connection(io, service));
     let opts = &http.options;
-    let first = activity
-        .head_deadline(opts)
-        .unwrap_or_else(|| std::time::Instant::now() + opts.header_read_timeout);
+    // The first check comes at the sooner of the two timeouts; each check then sets the next
+    // from what it sees (the end of the last request, a head that began).
+    let first = std::time::Instant::now() + opts.header_read_timeout.min(opts.idle_timeout);
     let mut timer = pin!(tokio::time::sleep_until(Instant::from_std(first)));
     let mut armed_head = None;
     let mut watch = Watch::default();

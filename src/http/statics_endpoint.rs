@@ -25,9 +25,15 @@ impl StaticEndpoint {
 impl Endpoint for StaticEndpoint {
     fn call(self: Arc<Self>, req: Request) -> Responding {
         Box::pin(async move {
+            // The route's remainder drops a trailing slash, which tells a directory asked for
+            // properly (`/sub/`, served its index) from one to redirect (`/sub`).
+            let mut path = req.path_info;
+            if !path.is_empty() && req.parts.uri.path().ends_with('/') {
+                path.push('/');
+            }
             let response = self
                 .files
-                .serve(&req.parts.method, &req.path_info, &req.parts.headers)
+                .serve(&req.parts.method, &path, &req.parts.headers)
                 .await;
             response.map(Body::from)
         })
