@@ -10,7 +10,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 
-use super::statics::FileBody;
+use super::file_body::FileBody;
 use crate::error::BoxError;
 
 /// A response body. The common cases (empty, in memory, a file) are not boxed, so a plain

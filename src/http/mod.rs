@@ -34,6 +34,9 @@
 //! - `request`, `reply`, `body`: what a resource reads and answers, and the response body.
 //! - `resource`: the [`Resource`] trait; `dispatch` runs one through its hooks.
 //! - `statics`, `mime`, `statics_endpoint`: [`StaticFiles`], and a directory as a route.
+//! - `encoding`, `conditional`: what a static file request negotiates: the precompressed
+//!   variant, and the validators, preconditions and byte range.
+//! - `file_body`: [`FileBody`], a file's response body, streamed in chunks.
 //! - `handlers`, `router`: [`Handlers`] (hosts and their resources) compiled to routes.
 //! - `options`: [`HttpOptions`], each with its default.
 //! - `activity`, `service`, `conn`: one connection: its timeouts, the per-request service,
@@ -47,8 +50,11 @@ mod activity;
 mod body;
 mod builtin;
 mod catalogue;
+mod conditional;
 mod conn;
 mod dispatch;
+mod encoding;
+mod file_body;
 mod handlers;
 mod host;
 mod listener;
@@ -67,11 +73,12 @@ mod upgrade;
 pub use body::Body;
 pub use builtin::{Health, Listeners};
 pub use catalogue::{install, Catalogue, Params};
+pub use file_body::FileBody;
 pub use handlers::{Handlers, RequestBody};
 pub use listener::HttpListener;
 pub use options::{HttpOptions, DEFAULT_HTTP_PORT};
 pub use reply::{Data, Reply, MSGPACK};
 pub use request::Request;
 pub use resource::{Resource, Unauthorized};
-pub use statics::{FileBody, StaticFiles};
+pub use statics::StaticFiles;
 pub use upgrade::{upgrade, upgrade_all, upgrade_handle, upgrade_listener};

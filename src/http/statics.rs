@@ -1,29 +1,22 @@
-//! Serving the files under one directory: path safety, validators, conditional and range
-//! requests, and precompressed variants. [`StaticFiles`] documents the behaviour; the
-//! response body type is [`FileBody`].
+//! Serving the files under one directory: path safety, finding and opening the file, and the
+//! responses. [`StaticFiles`] documents the behaviour; the content codings it negotiates are in
+//! `encoding`, validators, preconditions and ranges in `conditional`, and the response body
+//! type is [`FileBody`].
 
-use std::fmt;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
-use tokio::io::{AsyncRead, ReadBuf};
 
+use super::conditional::{parse_range, Precondition, Span, Validators};
+use super::encoding::{Encoding, Encodings};
+use super::file_body::{FileBody, CHUNK};
 use super::mime;
-
-/// Regions up to this size are read into memory in one go; larger ones stream in chunks of
-/// this size. 64 KiB keeps a connection's memory bounded while making few trips to the
-/// blocking pool.
-const CHUNK: usize = 64 * 1024;
 
 /// The file a directory is served as.
 const INDEX: &str = "index.html";
@@ -36,10 +29,6 @@ const MAX_SEGMENT: usize = 255;
 /// The longest full path (root included) accepted, for the same reason as [`MAX_SEGMENT`]:
 /// Linux's `PATH_MAX` is 4096, and this leaves room for `/index.html` and a `.br` suffix.
 const MAX_PATH: usize = 4000;
-
-/// Seconds since the epoch of 10000-01-01: `httpdate` cannot write a date from then on (it
-/// panics), nor one before 1970, so such modification times are simply not sent.
-const HTTP_DATE_END: u64 = 253_402_300_800;
 
 /// What is percent-encoded when part of the raw path is echoed in a `Location` header: what a
 /// header value cannot hold (controls, and non-ASCII, which `utf8_percent_encode` always
@@ -203,7 +192,7 @@ impl StaticFiles {
                 Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
             };
 
-        let validators = Validators::of(&opened);
+        let validators = Validators::of(opened.len, opened.modified, opened.encoding);
         match validators.evaluate(headers) {
             Precondition::Proceed => {}
             Precondition::NotModified => return validators.not_modified(),
@@ -441,373 +430,6 @@ fn status_for(error: &io::Error) -> StatusCode {
     }
 }
 
-// ===== content codings =====
-
-/// A content coding a precompressed variant may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    /// Brotli, in `name.br`.
-    Brotli,
-    /// Gzip, in `name.gz`.
-    Gzip,
-}
-
-impl Encoding {
-    /// The coding's name in `Content-Encoding`, and the tag appended to a variant's `ETag`.
-    fn token(self) -> &'static str {
-        match self {
-            Encoding::Brotli => "br",
-            Encoding::Gzip => "gzip",
-        }
-    }
-
-    /// What is appended to the original's file name to find the variant.
-    fn suffix(self) -> &'static str {
-        match self {
-            Encoding::Brotli => ".br",
-            Encoding::Gzip => ".gz",
-        }
-    }
-}
-
-/// The variants to try, best first. A fixed pair, so choosing allocates nothing.
-#[derive(Debug, Clone, Copy)]
-struct Encodings([Option<Encoding>; 2]);
-
-impl Encodings {
-    /// Try no variant.
-    const NONE: Encodings = Encodings([None, None]);
-
-    /// The codings `Accept-Encoding` accepts (q > 0), by falling q, Brotli first on a tie
-    /// since it compresses better.
-    ///
-    /// `*` stands for a coding not named. Without the header no variant is sent: RFC 9110
-    /// would allow any coding, but a client that sends nothing (curl, a script) almost always
-    /// wants the bytes as stored. `identity;q=0` is not honoured with a `406`: the original
-    /// is sent.
-    fn accepted(headers: &HeaderMap) -> Encodings {
-        let (mut br, mut gzip, mut any) = (None::<u16>, None::<u16>, None::<u16>);
-        let values = headers.get_all(header::ACCEPT_ENCODING);
-        for element in values
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-        {
-            let mut parts = element.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let mut q = Some(1000);
-            for param in parts {
-                if let Some((name, value)) = param.split_once('=') {
-                    if name.trim().eq_ignore_ascii_case("q") {
-                        q = parse_qvalue(value.trim());
-                    }
-                }
-            }
-            // An element with an unreadable weight is ignored, as if it were absent.
-            let Some(q) = q else { continue };
-            let slot = if coding.eq_ignore_ascii_case("br") {
-                &mut br
-            } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                &mut gzip
-            } else if coding == "*" {
-                &mut any
-            } else {
-                continue;
-            };
-            *slot = Some(slot.map_or(q, |old| old.max(q)));
-        }
-        let br = br.or(any).unwrap_or(0);
-        let gzip = gzip.or(any).unwrap_or(0);
-        let pick = |q: u16, e: Encoding| (q > 0).then_some(e);
-        if gzip > br {
-            Encodings([pick(gzip, Encoding::Gzip), pick(br, Encoding::Brotli)])
-        } else {
-            Encodings([pick(br, Encoding::Brotli), pick(gzip, Encoding::Gzip)])
-        }
-    }
-
-    /// The codings to try, in order.
-    fn iter(self) -> impl Iterator<Item = Encoding> {
-        self.0.into_iter().flatten()
-    }
-}
-
-/// Reads a weight (`0`, `0.5`, `1.000`) in thousandths; `None` when it is not one.
-fn parse_qvalue(value: &str) -> Option<u16> {
-    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
-    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut thousandths: u16 = 0;
-    for (i, digit) in fraction.bytes().enumerate() {
-        thousandths += u16::from(digit - b'0') * [100, 10, 1][i];
-    }
-    match whole {
-        "0" => Some(thousandths),
-        "1" if thousandths == 0 => Some(1000),
-        _ => None,
-    }
-}
-
-// ===== validators and preconditions =====
-
-/// The validators of the file being served, and the precondition logic that uses them.
-#[derive(Debug)]
-struct Validators {
-    /// The quoted entity tag: length and modification time (nanoseconds) in hex, plus the
-    /// coding for a variant, e.g. `"1a2b-17f3c0e8d4a1b2c0"` or `"9f1-17f3c0e8d4a1b2c0-br"`.
-    /// Strong in practice: a change that keeps both the size and the nanosecond mtime is
-    /// vanishingly rare, and a variant never shares the original's tag.
-    etag: String,
-    /// The modification time in whole seconds since the epoch, when there is one.
-    modified: Option<u64>,
-    /// `Last-Modified`, when the time can be written as an HTTP date.
-    last_modified: Option<HeaderValue>,
-}
-
-/// What the preconditions decided.
-#[derive(Debug, PartialEq, Eq)]
-enum Precondition {
-    /// Serve the file.
-    Proceed,
-    /// `304 Not Modified`.
-    NotModified,
-    /// `412 Precondition Failed`.
-    Failed,
-}
-
-impl Validators {
-    /// The validators of an opened file.
-    fn of(opened: &Opened) -> Validators {
-        let since_epoch = opened
-            .modified
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
-        // A time before the epoch (or none) still gives a usable tag from the length.
-        let nanos = since_epoch.map_or(0, |d| d.as_nanos());
-        let etag = match opened.encoding {
-            Some(encoding) => format!("\"{:x}-{nanos:x}-{}\"", opened.len, encoding.token()),
-            None => format!("\"{:x}-{nanos:x}\"", opened.len),
-        };
-        let modified = since_epoch.map(|d| d.as_secs());
-        let last_modified = match (modified, opened.modified) {
-            (Some(secs), Some(time)) if secs < HTTP_DATE_END => {
-                HeaderValue::try_from(httpdate::fmt_http_date(time)).ok()
-            }
-            _ => None,
-        };
-        Validators {
-            etag,
-            modified,
-            last_modified,
-        }
-    }
-
-    /// Evaluates the preconditions in the order of RFC 9110 §13.2.2 (for GET and HEAD).
-    fn evaluate(&self, headers: &HeaderMap) -> Precondition {
-        if headers.contains_key(header::IF_MATCH) {
-            if !self.matches_any(headers, header::IF_MATCH, true) {
-                return Precondition::Failed;
-            }
-        } else if let (Some(since), Some(modified)) = (
-            header_date(headers, header::IF_UNMODIFIED_SINCE),
-            self.modified,
-        ) {
-            if modified > since {
-                return Precondition::Failed;
-            }
-        }
-        if headers.contains_key(header::IF_NONE_MATCH) {
-            if self.matches_any(headers, header::IF_NONE_MATCH, false) {
-                return Precondition::NotModified;
-            }
-        } else if let (Some(since), Some(modified)) = (
-            header_date(headers, header::IF_MODIFIED_SINCE),
-            self.modified,
-        ) {
-            if modified <= since {
-                return Precondition::NotModified;
-            }
-        }
-        Precondition::Proceed
-    }
-
-    /// Whether any entity tag listed in the `name` headers (or `*`) matches ours, by strong
-    /// or weak comparison. A list that cannot be read matches nothing from where it breaks.
-    fn matches_any(&self, headers: &HeaderMap, name: HeaderName, strong: bool) -> bool {
-        let ours = self.opaque();
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|list| {
-                if list.trim() == "*" {
-                    return true;
-                }
-                let mut rest = list;
-                loop {
-                    rest = rest.trim_start_matches([' ', '\t', ',']);
-                    if rest.is_empty() {
-                        return false;
-                    }
-                    let (weak, tag) = match rest.strip_prefix("W/") {
-                        Some(tag) => (true, tag),
-                        None => (false, rest),
-                    };
-                    // An opaque tag may hold commas, so the list is read tag by tag, not split.
-                    let Some((opaque, after)) =
-                        tag.strip_prefix('"').and_then(|t| t.split_once('"'))
-                    else {
-                        return false;
-                    };
-                    // Ours is strong, so strong comparison only fails on the other side's `W/`.
-                    if opaque == ours && !(strong && weak) {
-                        return true;
-                    }
-                    rest = after;
-                }
-            })
-    }
-
-    /// Whether a Range header may be honoured given `If-Range` (RFC 9110 §13.1.5): yes
-    /// without one; with one, only if it is our (strong) tag or exactly our modification
-    /// second. Otherwise the full file is sent.
-    fn if_range_allows(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get(header::IF_RANGE) else {
-            return true;
-        };
-        let Ok(value) = value.to_str() else {
-            return false;
-        };
-        let value = value.trim();
-        if value.starts_with('"') {
-            value == self.etag
-        } else if value.starts_with("W/") {
-            false
-        } else {
-            match (httpdate::parse_http_date(value), self.modified) {
-                (Ok(date), Some(modified)) => seconds(date) == Some(modified),
-                _ => false,
-            }
-        }
-    }
-
-    /// The tag without its quotes.
-    fn opaque(&self) -> &str {
-        self.etag.trim_matches('"')
-    }
-
-    /// Adds `ETag`, `Last-Modified` and `Vary` to a response for this file.
-    fn write(&self, headers: &mut HeaderMap) {
-        set(headers, header::ETAG, &self.etag);
-        if let Some(last_modified) = &self.last_modified {
-            headers.insert(header::LAST_MODIFIED, last_modified.clone());
-        }
-        // Sent for every file, whether or not it has a variant: finding out would cost two
-        // more look-ups per request, and an unneeded Vary only makes caches a bit stricter.
-        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    }
-
-    /// `304 Not Modified`, with the validators and no body (nor Content-Length, which would
-    /// have to be the full response's).
-    fn not_modified(&self) -> Response<FileBody> {
-        let mut response = Response::new(FileBody::empty());
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-        self.write(response.headers_mut());
-        response
-    }
-}
-
-/// The date in the `name` header, in seconds since the epoch; `None` when absent or not a
-/// valid HTTP date (then the header is ignored, as RFC 9110 asks).
-fn header_date(headers: &HeaderMap, name: HeaderName) -> Option<u64> {
-    let value = headers.get(name)?.to_str().ok()?;
-    seconds(httpdate::parse_http_date(value).ok()?)
-}
-
-/// Whole seconds since the epoch; HTTP dates have no finer precision.
-fn seconds(time: SystemTime) -> Option<u64> {
-    time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
-}
-
-// ===== ranges =====
-
-/// The part of the file a request asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Span {
-    /// All of it: no Range, an unreadable one, or several ranges.
-    Whole,
-    /// Bytes `first..=last`, both within the file.
-    Part {
-        /// First byte offset.
-        first: u64,
-        /// Last byte offset, inclusive.
-        last: u64,
-    },
-    /// A valid range that lies entirely past the end: `416`.
-    Unsatisfiable,
-}
-
-/// Reads a Range header against a file of `len` bytes (RFC 9110 §14.1.2).
-///
-/// Only single `bytes` ranges are honoured. Several ranges get the whole file (a `200`,
-/// which the RFC allows), sparing a multipart body that few clients need. A header in
-/// another unit, or that is not well formed, is ignored, as the RFC asks.
-fn parse_range(value: &HeaderValue, len: u64) -> Span {
-    let Some((unit, set)) = value.to_str().ok().and_then(|v| v.split_once('=')) else {
-        return Span::Whole;
-    };
-    if !unit.trim().eq_ignore_ascii_case("bytes") {
-        return Span::Whole;
-    }
-    // Empty list elements (`a, , b`) are allowed by the list syntax and mean nothing.
-    let mut specs = set.split(',').map(str::trim).filter(|s| !s.is_empty());
-    let (Some(spec), None) = (specs.next(), specs.next()) else {
-        return Span::Whole;
-    };
-    let Some((first, last)) = spec.split_once('-') else {
-        return Span::Whole;
-    };
-    match (first, last) {
-        ("", suffix) => match parse_digits(suffix) {
-            Some(0) => Span::Unsatisfiable,
-            Some(_) if len == 0 => Span::Unsatisfiable,
-            Some(n) => Span::Part {
-                first: len - n.min(len),
-                last: len - 1,
-            },
-            None => Span::Whole,
-        },
-        (first, "") => match parse_digits(first) {
-            Some(first) if first >= len => Span::Unsatisfiable,
-            Some(first) => Span::Part {
-                first,
-                last: len - 1,
-            },
-            None => Span::Whole,
-        },
-        (first, last) => match (parse_digits(first), parse_digits(last)) {
-            (Some(first), Some(last)) if last < first => Span::Whole,
-            (Some(first), _) if first >= len => Span::Unsatisfiable,
-            (Some(first), Some(last)) => Span::Part {
-                first,
-                last: last.min(len - 1),
-            },
-            _ => Span::Whole,
-        },
-    }
-}
-
-/// Reads one or more ASCII digits, saturating: a position too large for `u64` is still past
-/// any end, which is what it means.
-fn parse_digits(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(s.bytes().fold(0u64, |n, b| {
-        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
-    }))
-}
-
 // ===== responses =====
 
 /// An empty response with `status`.
@@ -864,174 +486,14 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-// ===== FileBody =====
-
-/// A response body: nothing, bytes in memory, or a file region streamed in chunks.
-///
-/// Its [`size_hint`](Body::size_hint) is always exact, so the connection can send
-/// `Content-Length`. A streamed region is read in 64 KiB chunks from a file already positioned
-/// at its start, and stops exactly at its end; a file that turns out shorter than announced
-/// ends the body with an [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) error rather than
-/// with fewer bytes than promised.
-pub struct FileBody {
-    /// What is left to send.
-    kind: Kind,
-}
-
-/// The three shapes of [`FileBody`].
-enum Kind {
-    /// Nothing (left) to send.
-    Empty,
-    /// One non-empty buffer, sent as a single frame.
-    Bytes(Bytes),
-    /// A file region.
-    Stream(FileStream),
-}
-
-/// A file region being read chunk by chunk.
-struct FileStream {
-    /// The file, positioned at the next byte to send.
-    file: tokio::fs::File,
-    /// Bytes left to send; the body ends when this reaches zero.
-    remaining: u64,
-    /// The buffer of a read in progress, kept across `Pending` so the next poll reuses it.
-    buf: Option<BytesMut>,
-}
-
-impl FileBody {
-    /// A body with nothing in it.
-    #[must_use]
-    pub fn empty() -> Self {
-        FileBody { kind: Kind::Empty }
-    }
-
-    /// A body of bytes already in memory, sent as one frame.
-    #[must_use]
-    pub fn bytes(b: impl Into<Bytes>) -> Self {
-        let b = b.into();
-        if b.is_empty() {
-            FileBody::empty()
-        } else {
-            FileBody {
-                kind: Kind::Bytes(b),
-            }
-        }
-    }
-
-    /// A body of the next `len` bytes of `file`.
-    fn stream(file: tokio::fs::File, len: u64) -> Self {
-        if len == 0 {
-            return FileBody::empty();
-        }
-        FileBody {
-            kind: Kind::Stream(FileStream {
-                file,
-                remaining: len,
-                buf: None,
-            }),
-        }
-    }
-
-    /// Bytes left to send.
-    fn remaining(&self) -> u64 {
-        match &self.kind {
-            Kind::Empty => 0,
-            Kind::Bytes(b) => b.len() as u64,
-            Kind::Stream(s) => s.remaining,
-        }
-    }
-}
-
-impl fmt::Debug for FileBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            Kind::Empty => "empty",
-            Kind::Bytes(_) => "bytes",
-            Kind::Stream(_) => "stream",
-        };
-        f.debug_struct("FileBody")
-            .field("kind", &kind)
-            .field("remaining", &self.remaining())
-            .finish()
-    }
-}
-
-impl Body for FileBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = self.get_mut();
-        match &mut this.kind {
-            Kind::Empty => Poll::Ready(None),
-            Kind::Bytes(_) => match std::mem::replace(&mut this.kind, Kind::Empty) {
-                Kind::Bytes(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                _ => Poll::Ready(None),
-            },
-            Kind::Stream(stream) => {
-                let polled = stream.poll_chunk(cx);
-                if stream.remaining == 0 {
-                    // Drops the file as soon as the last byte (or an error) is out.
-                    this.kind = Kind::Empty;
-                }
-                polled.map(|chunk| Some(chunk.map(Frame::data)))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining() == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining())
-    }
-}
-
-impl FileStream {
-    /// Reads the next chunk, at most [`CHUNK`] bytes and never past the region's end. Called
-    /// only while `remaining > 0`; on error `remaining` drops to zero, ending the body.
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
-        let want = usize::try_from(self.remaining).map_or(CHUNK, |r| r.min(CHUNK));
-        // Zeroed rather than uninitialized: filling unset memory would need `unsafe`, and
-        // zeroing 64 KiB is small next to reading it from disk.
-        let buf = self.buf.get_or_insert_with(|| BytesMut::zeroed(want));
-        let mut read = ReadBuf::new(&mut buf[..]);
-        match Pin::new(&mut self.file).poll_read(cx, &mut read) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => {
-                self.remaining = 0;
-                self.buf = None;
-                Poll::Ready(Err(e))
-            }
-            Poll::Ready(Ok(())) => {
-                let n = read.filled().len();
-                let Some(mut chunk) = self.buf.take() else {
-                    return Poll::Ready(Err(io::Error::other("file body lost its buffer")));
-                };
-                if n == 0 {
-                    self.remaining = 0;
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file ended before the length announced",
-                    )));
-                }
-                chunk.truncate(n);
-                self.remaining -= n as u64;
-                Poll::Ready(Ok(chunk.freeze()))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::conditional::{seconds, HTTP_DATE_END};
+    use bytes::Bytes;
+    use http_body::Body;
     use http_body_util::BodyExt;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     /// The outside file no request may ever get.
     const SECRET: &[u8] = b"TOP SECRET, outside the root";
@@ -1864,35 +1326,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
-    }
-
-    #[test]
-    fn file_body_shapes() {
-        let empty = FileBody::empty();
-        assert!(empty.is_end_stream());
-        assert_eq!(empty.size_hint().exact(), Some(0));
-        assert!(FileBody::bytes(Vec::new()).is_end_stream());
-        let bytes = FileBody::bytes("abc");
-        assert!(!bytes.is_end_stream());
-        assert_eq!(bytes.size_hint().exact(), Some(3));
-        assert_eq!(
-            format!("{bytes:?}"),
-            "FileBody { kind: \"bytes\", remaining: 3 }"
-        );
-    }
-
-    #[test]
-    fn qvalues() {
-        for (text, q) in [
-            ("1", Some(1000)),
-            ("1.000", Some(1000)),
-            ("0", Some(0)),
-            ("0.5", Some(500)),
-        ] {
-            assert_eq!(parse_qvalue(text), q, "{text}");
-        }
-        for text in ["", "2", "1.5", "0.0001", "-0", ".5", "0.x", "NaN", "1.001"] {
-            assert_eq!(parse_qvalue(text), None, "{text}");
-        }
     }
 }
