@@ -42,7 +42,7 @@
 //! - `activity`, `service`, `conn`: one connection: its timeouts, the per-request service,
 //!   hyper driven on the socket.
 //! - `listener`: [`HttpListener`], the builder, and the routes kept for upgrades.
-//! - `upgrade`: [`upgrade_all`], [`upgrade`], [`upgrade_listener`]: swap routes live.
+//! - `upgrade`: [`upgrade_all`], [`upgrade()`], [`upgrade_listener`]: swap routes live.
 //! - `builtin`, `catalogue`: the shipped resources, and the [`Catalogue`] the `http` and
 //!   `https` config kinds build handlers from ([`install`]).
 
