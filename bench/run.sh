@@ -1,29 +1,48 @@
 #!/usr/bin/env bash
 # Benchmarks atoll's echo server against a plain tokio echo server in the same run, then prints
-# the results side by side with atoll/tokio ratios, and accepts/s for 1, 2, 4 and 100 acceptors.
+# the results side by side with atoll/tokio ratios, and accepts/s for 1, 2, 4 and 100 acceptors;
+# then atoll's HTTP listener against bare hyper and axum, with atoll/hyper and atoll/axum ratios.
 #
 # The server runs pinned to core 0 and the load generator to core 1; every scenario's server
-# gets the same runtime (multi_thread, 1 worker). Rounds alternate atoll and tokio, so a drift of
-# the machine during the run shows up as a difference between rounds, not between servers.
+# gets the same runtime (multi_thread, 1 worker). Rounds alternate the servers (atoll, tokio,
+# atoll...; atoll, hyper, axum, atoll...), so a drift of the machine during the run shows up as a
+# difference between rounds, not between servers.
 #
-#   bench/run.sh                      # about 3.5 minutes on 2 cores
+#   bench/run.sh                      # about 4.5 minutes on 2 cores
 #   ROUNDS=1 DURATION=2 bench/run.sh  # a quick look
+#   SCENARIOS=http bench/run.sh       # HTTP only
 #
-# Settings (environment): ROUNDS (3), MEM_ROUNDS (3: rounds that also measure memory), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000),
-# ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0), LOAD_CPU (1), KEEP (keep the raw
-# metric files).
+# Settings (environment): SCENARIOS (what to run, among echo bulk accept idle idle-used acceptors
+# http, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
+# also measure memory), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000), HTTP_CONNS (64),
+# ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0), LOAD_CPU (1), KEEP
+# (keep the raw metric files).
 set -euo pipefail
 
+SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http}
+SCENARIOS=${SCENARIOS//,/ }
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-1}
 DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+HTTP_CONNS=${HTTP_CONNS:-64}
 ACCEPTORS=${ACCEPTORS:-1 2 4 100}
 ACCEPT_ROUNDS=${ACCEPT_ROUNDS:-2}
 MEM_ROUNDS=${MEM_ROUNDS:-3}
 PORT=${PORT:-7400}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+
+for s in $SCENARIOS; do
+    case $s in
+    echo | bulk | accept | idle | idle-used | acceptors | http) ;;
+    *)
+        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http)" >&2
+        exit 1
+        ;;
+    esac
+done
+wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 cd "$(dirname "$0")/.."
 # 10,000 idle connections need as many descriptors on each side.
@@ -64,7 +83,7 @@ start_server() {
 # load FILE SCENARIOS: runs the load generator against the running server, appending to FILE.
 load() {
     taskset -c "$LOAD_CPU" "$BIN" load --port "$PORT" --pid "$SERVER_PID" --scenarios "$2" \
-        --warmup "$WARMUP" --duration "$DURATION" --idle-conns "$IDLE_CONNS" >>"$1"
+        --warmup "$WARMUP" --duration "$DURATION" --idle-conns "$IDLE_CONNS" --http-conns "$HTTP_CONNS" >>"$1"
 }
 
 # Other busy processes skew the figures: name them next to the figures. `ps` shows lifetime
@@ -88,33 +107,55 @@ machine_start=$(machine_ticks)
 children_start=$(children_ticks)
 started=$SECONDS
 
+# Echo: the rate scenarios run on one server, the memory ones on fresh servers each.
+rate=
+for s in echo bulk accept; do wants "$s" && rate=${rate:+$rate,}$s; done
+memory=
+for s in idle idle-used; do wants "$s" && memory="$memory $s"; done
 runs=()
-for round in $(seq "$ROUNDS"); do
-    for impl in atoll tokio; do
-        file="$OUT/$impl-$round.txt"
-        # Memory is read on fresh servers, so earlier scenarios' heap does not hide the growth;
-        # it does not vary, so only the first MEM_ROUNDS rounds measure it.
-        sets="echo,bulk,accept"
-        (( round > MEM_ROUNDS )) || sets="$sets idle idle-used"
-        for scenarios in $sets; do
-            start_server --impl "$impl"
-            load "$file" "$scenarios"
-            stop_server
+if [[ -n $rate$memory ]]; then
+    for round in $(seq "$ROUNDS"); do
+        for impl in atoll tokio; do
+            file="$OUT/$impl-$round.txt"
+            # Memory is read on fresh servers, so earlier scenarios' heap does not hide the
+            # growth; it does not vary, so only the first MEM_ROUNDS rounds measure it.
+            sets=$rate
+            (( round > MEM_ROUNDS )) || sets="$sets$memory"
+            for scenarios in $sets; do
+                start_server --impl "$impl"
+                load "$file" "$scenarios"
+                stop_server
+            done
+            [[ ! -e $file ]] || runs+=("$impl#$round=$file")
         done
-        runs+=("$impl#$round=$file")
     done
-done
+fi
 
 accept_runs=()
-for round in $(seq "$ACCEPT_ROUNDS"); do
-    for n in $ACCEPTORS; do
-        file="$OUT/acceptors-$n-$round.txt"
-        start_server --impl atoll --acceptors "$n"
-        load "$file" accept
-        stop_server
-        accept_runs+=("$n#$round=$file")
+if wants acceptors; then
+    for round in $(seq "$ACCEPT_ROUNDS"); do
+        for n in $ACCEPTORS; do
+            file="$OUT/acceptors-$n-$round.txt"
+            start_server --impl atoll --acceptors "$n"
+            load "$file" accept
+            stop_server
+            accept_runs+=("$n#$round=$file")
+        done
     done
-done
+fi
+
+http_runs=()
+if wants http; then
+    for round in $(seq "$ROUNDS"); do
+        for impl in atoll hyper axum; do
+            file="$OUT/http-$impl-$round.txt"
+            start_server --protocol http --impl "$impl"
+            load "$file" http
+            stop_server
+            http_runs+=("$impl#$round=$file")
+        done
+    done
+fi
 
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r)"
@@ -122,7 +163,7 @@ tree=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -z $(git status --porcelain -- src 2>/dev/null) ]] || tree="$tree + uncommitted changes in src/"
 echo "atoll at $tree"
 echo "server on core $SERVER_CPU (tokio multi_thread, 1 worker), load generator on core $LOAD_CPU (1 thread)"
-echo "warm-up ${WARMUP}s, measured ${DURATION}s per rate scenario; $IDLE_CONNS idle connections"
+echo "warm-up ${WARMUP}s, measured ${DURATION}s per rate scenario; $IDLE_CONNS idle connections; $HTTP_CONNS HTTP connections"
 others=$(( ($(machine_ticks) - machine_start) - ($(children_ticks) - children_start) ))
 ticks=$(getconf CLK_TCK)
 echo "other processes used $((others / ticks)) s of CPU during the $((SECONDS - started)) s run"
@@ -130,8 +171,17 @@ busy_after=$(busy_now)
 if [[ -n $busy_before$busy_after ]] || (( others > ticks * (SECONDS - started) / 10 )); then
     echo "WARNING: other processes were busy, figures are noisy: ${busy_before:-none} (before), ${busy_after:-none} (after)"
 fi
-echo
-"$BIN" report --title "## atoll vs plain tokio echo" --ratio atoll/tokio "${runs[@]}"
-echo
-"$BIN" report --title "## atoll acceptors per listening socket (accept scenario, median of $ACCEPT_ROUNDS runs)" \
-    --only accept. --group true "${accept_runs[@]}"
+if (( ${#runs[@]} )); then
+    echo
+    "$BIN" report --title "## atoll vs plain tokio echo" --ratio atoll/tokio "${runs[@]}"
+fi
+if (( ${#accept_runs[@]} )); then
+    echo
+    "$BIN" report --title "## atoll acceptors per listening socket (accept scenario, median of $ACCEPT_ROUNDS runs)" \
+        --only accept. --group true "${accept_runs[@]}"
+fi
+if (( ${#http_runs[@]} )); then
+    echo
+    "$BIN" report --title "## atoll vs bare hyper and axum: HTTP/1.1 GET /, keep-alive" \
+        --ratio atoll/hyper,atoll/axum --only http. "${http_runs[@]}"
+fi

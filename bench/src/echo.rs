@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use crate::latency::percentile_us;
 use crate::load::{connect, Metrics};
 use crate::probe::Probe;
 use crate::window::{self, Timing, Window};
@@ -73,27 +74,4 @@ async fn ping(mut stream: TcpStream, window: Arc<Window>) -> io::Result<Vec<Dura
         }
     }
     Ok(latencies)
-}
-
-/// The `q` quantile (nearest rank) of sorted latencies, in microseconds.
-fn percentile_us(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1e6
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        let sorted: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
-        assert_eq!(percentile_us(&sorted, 0.50), 50.0);
-        assert_eq!(percentile_us(&sorted, 0.99), 99.0);
-        assert_eq!(percentile_us(&sorted[..1], 0.99), 1.0);
-        assert!(percentile_us(&[], 0.5).is_nan());
-    }
 }

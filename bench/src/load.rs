@@ -11,15 +11,16 @@ use tokio::net::TcpStream;
 use crate::args::Flags;
 use crate::probe::Probe;
 use crate::window::Timing;
-use crate::{accept, bulk, echo, idle};
+use crate::{accept, bulk, echo, http_load, idle};
 
 /// A scenario's results: metric name (`scenario.what_unit`) and value.
 pub(crate) type Metrics = Vec<(&'static str, f64)>;
 
-const SCENARIOS: &[&str] = &["echo", "bulk", "accept", "idle", "idle-used"];
+const SCENARIOS: &[&str] = &["echo", "bulk", "accept", "idle", "idle-used", "http"];
 
-/// `load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used] [--warmup 1]
-/// [--duration 5] [--echo-conns 50] [--bulk-conns 4] [--accept-loops 8] [--idle-conns 10000]`
+/// `load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http] [--warmup 1]
+/// [--duration 5] [--echo-conns 50] [--bulk-conns 4] [--accept-loops 8] [--idle-conns 10000]
+/// [--http-conns 64]`
 pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     let flags = Flags::parse(
         args,
@@ -33,6 +34,7 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
             "bulk-conns",
             "accept-loops",
             "idle-conns",
+            "http-conns",
         ],
     )?;
     let port: u16 = flags.required("port")?;
@@ -46,6 +48,7 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     let bulk_conns: usize = flags.get("bulk-conns", 4)?;
     let accept_loops: usize = flags.get("accept-loops", 8)?;
     let idle_conns: usize = flags.get("idle-conns", 10_000)?;
+    let http_conns: usize = flags.get("http-conns", 64)?;
     let scenarios: Vec<&str> = scenarios.split(',').map(str::trim).collect();
     if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(s)) {
         return Err(format!(
@@ -68,6 +71,7 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
                 "bulk" => bulk::run(addr, bulk_conns, timing, &probe).await,
                 "accept" => accept::run(addr, accept_loops, timing, &probe).await,
                 "idle" => idle::run(addr, idle_conns, false, &probe).await,
+                "http" => http_load::run(addr, http_conns, timing, &probe).await,
                 _ => idle::run(addr, idle_conns, true, &probe).await,
             }
             .map_err(|e| format!("scenario `{scenario}`: {e}"))?;

@@ -1,9 +1,11 @@
-//! atoll-bench: atoll's echo server against a plain tokio echo server, measured in the same run.
+//! atoll-bench: atoll's echo server against a plain tokio echo server, and atoll's HTTP listener
+//! against bare hyper and axum, measured in the same run.
 //!
 //! ```text
 //! atoll-bench server --impl atoll|tokio --port P [--threads 1] [--acceptors N] [--listen-sockets N]
-//! atoll-bench load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used] ...
-//! atoll-bench report [--ratio atoll/tokio] [--only PREFIX] LABEL=FILE...
+//! atoll-bench server --protocol http --impl atoll|hyper|axum --port P [--threads 1]
+//! atoll-bench load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http] ...
+//! atoll-bench report [--ratio atoll/tokio[,A/B...]] [--only PREFIX] LABEL=FILE...
 //! ```
 //!
 //! `load` prints one `metric value` line per result; `report` puts such files side by side.
@@ -12,9 +14,11 @@
 //!
 //! # Layout
 //! - `args`: the `--flag value` parser.
-//! - `server`: the two servers under test.
+//! - `server`: the two echo servers under test, and the `server` command.
+//! - `http_server`: the three HTTP servers under test: atoll, bare hyper, axum.
 //! - `load`: the load generator: runs the chosen scenarios and prints their metrics.
-//! - `echo`, `bulk`, `accept`, `idle`: one scenario each.
+//! - `echo`, `bulk`, `accept`, `idle`, `http_load`: one scenario each.
+//! - `latency`: percentiles of per-request latencies.
 //! - `window`: the warm-up / measure / stop phases of a timed scenario, and the server's CPU
 //!   time over the measured part.
 //! - `probe`: the server process's CPU time and resident memory, read from `/proc`.
@@ -24,7 +28,10 @@ mod accept;
 mod args;
 mod bulk;
 mod echo;
+mod http_load;
+mod http_server;
 mod idle;
+mod latency;
 mod load;
 mod probe;
 mod report;

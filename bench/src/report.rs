@@ -1,6 +1,6 @@
 //! Side-by-side tables of `load` results, as Markdown: one column per run (or per label, with
 //! `--group`), and with `--ratio A/B` the ratio of the median of the runs labelled A to the
-//! median of those labelled B. A run's label is what comes before `#` in `LABEL#N=FILE`.
+//! median of those labelled B (`--ratio A/B,A/C` for several pairs). A run's label is what comes before `#` in `LABEL#N=FILE`.
 //!
 //! Medians, not means: a run disturbed by another process on the machine is an outlier, and
 //! should not move the ratio.
@@ -53,6 +53,20 @@ const ROWS: &[Row] = &[
         "idle after one echo: server KiB/conn",
         false,
     ),
+    row("http.requests_per_s", "http: requests/s", true),
+    row("http.p50_us", "http: p50 latency (µs)", false),
+    row("http.p99_us", "http: p99 latency (µs)", false),
+    row(
+        "http.server_cpu_us_per_op",
+        "http: server CPU µs/request",
+        false,
+    ),
+    row(
+        "http.response_bytes",
+        "http: response bytes (head + body)",
+        false,
+    ),
+    row("http.errors", "http: bad responses", false),
 ];
 
 /// Within this relative difference a ratio reads as a tie: runs of the same server differ by
@@ -77,20 +91,22 @@ impl Column {
     }
 }
 
-/// `report [--title T] [--ratio A/B] [--only PREFIX] [--group true] LABEL#N=FILE...`
+/// `report [--title T] [--ratio A/B[,A/C...]] [--only PREFIX] [--group true] LABEL#N=FILE...`
 pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     let flags = Flags::parse(args, &["title", "ratio", "only", "group"])?;
     let only: String = flags.get("only", String::new())?;
     let grouped: bool = flags.get("group", false)?;
-    let ratio: Option<(String, String)> = match flags.get("ratio", String::new())?.as_str() {
-        "" => None,
-        text => {
+    let ratios: String = flags.get("ratio", String::new())?;
+    let ratios = ratios
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(|text| {
             let (a, b) = text
                 .split_once('/')
                 .ok_or_else(|| format!("`--ratio {text}`: expected LABEL/LABEL"))?;
-            Some((a.to_owned(), b.to_owned()))
-        }
-    };
+            Ok((a.to_owned(), b.to_owned()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let mut columns: Vec<Column> = Vec::new();
     for word in flags.words() {
         let (title, path) = word
@@ -118,7 +134,7 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     if !title.is_empty() {
         println!("{title}\n");
     }
-    print!("{}", table(&columns, &only, ratio.as_ref()));
+    print!("{}", table(&columns, &only, &ratios));
     Ok(())
 }
 
@@ -140,10 +156,10 @@ fn read_metrics(path: &str) -> Result<HashMap<String, f64>, String> {
     Ok(metrics)
 }
 
-fn table(columns: &[Column], only: &str, ratio: Option<&(String, String)>) -> String {
+fn table(columns: &[Column], only: &str, ratios: &[(String, String)]) -> String {
     let mut header = vec!["metric".to_owned()];
     header.extend(columns.iter().map(|c| c.title.clone()));
-    if let Some((a, b)) = ratio {
+    for (a, b) in ratios {
         header.push(format!("{a}/{b} (medians)"));
         header.push(format!("{a}/{b} (best runs)"));
     }
@@ -155,7 +171,7 @@ fn table(columns: &[Column], only: &str, ratio: Option<&(String, String)>) -> St
         }
         let mut line = vec![row.label.to_owned()];
         line.extend(values.iter().map(|v| v.map_or("-".to_owned(), number)));
-        if let Some((a, b)) = ratio {
+        for (a, b) in ratios {
             line.push(ratio_cell(columns, row, a, b, median));
             let best = |values: Vec<f64>| best(values, row.higher_is_better);
             line.push(ratio_cell(columns, row, a, b, best));

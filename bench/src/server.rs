@@ -1,10 +1,14 @@
-//! The two servers under test, both on 127.0.0.1 and both on a tokio runtime of the same size:
+//! The servers under test, all on 127.0.0.1 and all on a tokio runtime of the same size.
+//!
+//! Echo (`--protocol echo`, the default):
 //!
 //! - `atoll`: atoll's [`Echo`] handler.
 //! - `tokio`: the plain peer, as tokio's own echo example writes it: an accept loop, one task
 //!   per connection with its own 8 KiB buffer, `write_all` back.
 //!
-//! Both listen with the options atoll sets by default (`SO_REUSEADDR`, `TCP_NODELAY` on the
+//! HTTP (`--protocol http`): `atoll`, `hyper` and `axum`, see [`crate::http_server`].
+//!
+//! All listen with the options atoll sets by default (`SO_REUSEADDR`, `TCP_NODELAY` on the
 //! listening socket, which accepted sockets inherit, backlog 1024), so only the server code
 //! differs.
 
@@ -18,19 +22,29 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::args::Flags;
+use crate::http_server;
 
 /// The peer's read buffer, allocated per connection as in tokio's echo example.
 const PEER_BUFFER: usize = 8192;
 /// The listen backlog, atoll's default.
 const BACKLOG: u32 = 1024;
 
-/// `server --impl atoll|tokio --port P [--threads 1] [--acceptors N] [--listen-sockets N]`:
-/// prints `ready` once listening and serves until killed.
+/// `server [--protocol echo|http] --impl atoll|tokio|hyper|axum --port P [--threads 1]
+/// [--acceptors N] [--listen-sockets N]`: prints `ready` once listening and serves until
+/// killed. `--acceptors` and `--listen-sockets` apply to echo only.
 pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     let flags = Flags::parse(
         args,
-        &["impl", "port", "threads", "acceptors", "listen-sockets"],
+        &[
+            "protocol",
+            "impl",
+            "port",
+            "threads",
+            "acceptors",
+            "listen-sockets",
+        ],
     )?;
+    let protocol: String = flags.get("protocol", "echo".to_owned())?;
     let implementation: String = flags.required("impl")?;
     let port: u16 = flags.required("port")?;
     let threads: usize = flags.get("threads", 1)?;
@@ -44,45 +58,49 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        // Held to the end; atoll documents that dropping it leaves the server running anyway.
-        let _atoll = match implementation.as_str() {
-            "atoll" => Some(
-                atoll::Server::new(Echo)
-                    .name("bench")
-                    .ip(addr.ip())
-                    .port(port)
-                    .configure(|o| {
-                        o.num_acceptors = acceptors;
-                        o.num_listen_sockets = sockets;
-                    })
-                    .start()
-                    .map_err(|e| e.to_string())?,
-            ),
-            "tokio" => {
-                start_peer(addr, acceptors, sockets)
-                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                None
-            }
-            other => return Err(format!("unknown --impl `{other}` (atoll or tokio)")),
-        };
-        println!("ready");
-        std::future::pending::<Result<(), String>>().await
-    })
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    match protocol.as_str() {
+        "echo" => runtime.block_on(serve_echo(&implementation, addr, acceptors, sockets)),
+        "http" => runtime.block_on(http_server::serve(&implementation, addr)),
+        other => Err(format!("unknown --protocol `{other}` (echo or http)")),
+    }
+}
+
+async fn serve_echo(
+    implementation: &str,
+    addr: SocketAddr,
+    acceptors: usize,
+    sockets: usize,
+) -> Result<(), String> {
+    // Held to the end; atoll documents that dropping it leaves the server running anyway.
+    let _atoll = match implementation {
+        "atoll" => Some(
+            atoll::Server::new(Echo)
+                .name("bench")
+                .ip(addr.ip())
+                .port(addr.port())
+                .configure(|o| {
+                    o.num_acceptors = acceptors;
+                    o.num_listen_sockets = sockets;
+                })
+                .start()
+                .map_err(|e| e.to_string())?,
+        ),
+        "tokio" => {
+            start_peer(addr, acceptors, sockets)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            None
+        }
+        other => return Err(format!("unknown --impl `{other}` (atoll or tokio)")),
+    };
+    println!("ready");
+    std::future::pending::<Result<(), String>>().await
 }
 
 /// Binds the plain peer's listening sockets and spawns `acceptors` accept loops on each.
 fn start_peer(mut addr: SocketAddr, acceptors: usize, sockets: usize) -> io::Result<()> {
     for _ in 0..sockets {
-        let socket = TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        if sockets > 1 {
-            socket.set_reuseport(true)?;
-        }
-        socket.set_nodelay(true)?;
-        socket.bind(addr)?;
-        let listener = Arc::new(socket.listen(BACKLOG)?);
+        let listener = Arc::new(listen(addr, sockets > 1)?);
         // Later sockets share the port the first one got, even when port 0 was asked.
         addr = listener.local_addr()?;
         for _ in 0..acceptors {
@@ -90,6 +108,18 @@ fn start_peer(mut addr: SocketAddr, acceptors: usize, sockets: usize) -> io::Res
         }
     }
     Ok(())
+}
+
+/// A listening socket with atoll's default options; `SO_REUSEPORT` too when `shared`.
+pub(crate) fn listen(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 async fn accept_loop(listener: Arc<TcpListener>) {
