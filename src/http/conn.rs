@@ -3,11 +3,13 @@
 //! close when the listener stops.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::activity::{Activity, Verdict, Watch, Watched};
@@ -17,9 +19,77 @@ use crate::connections::Signal;
 use crate::error::BoxError;
 use crate::socket::Socket;
 
+type Io = TokioIo<Watched<Socket>>;
+
+/// What an HTTP/2 client with prior knowledge sends first.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pin_project_lite::pin_project! {
+    /// hyper's connection for the protocol the client speaks.
+    #[project = ConnProj]
+    enum Conn {
+        H1 { #[pin] conn: http1::Connection<Io, HttpService> },
+        H2 { #[pin] conn: http2::Connection<Io, HttpService, TokioExecutor> },
+    }
+}
+
+impl Conn {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ConnProj::H1 { conn } => conn.graceful_shutdown(),
+            ConnProj::H2 { conn } => conn.graceful_shutdown(),
+        }
+    }
+}
+
+impl Future for Conn {
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        match self.project() {
+            ConnProj::H1 { conn } => conn.poll(cx),
+            ConnProj::H2 { conn } => conn.poll(cx),
+        }
+    }
+}
+
+/// Whether the client speaks HTTP/2: ALPN `h2` over TLS; the preface, peeked at without
+/// reading it, on plain TCP. Unix sockets speak HTTP/1.1.
+async fn speaks_h2(socket: &Socket) -> std::io::Result<bool> {
+    if socket.is_secure() {
+        return Ok(socket.alpn_protocol() == Some(b"h2"));
+    }
+    let Some(tcp) = socket.tcp_stream() else {
+        return Ok(false);
+    };
+    let mut seen = [0u8; PREFACE.len()];
+    loop {
+        let n = tcp.peek(&mut seen).await?;
+        if n == 0 || seen[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface so far (clients send it whole; this is the rare split segment).
+        // The header read timeout around this call bounds the wait.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Serves HTTP on `socket` until the client leaves, a timeout closes it, or the listener stops
 /// (in-flight requests finish, idle keep-alive connections close at once).
 pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), BoxError> {
+    let opts = &http.options;
+    let h2 = if opts.http2 {
+        match tokio::time::timeout(opts.header_read_timeout, speaks_h2(&socket)).await {
+            Ok(Ok(h2)) => h2,
+            // Silent past the header read timeout, or gone: nothing to serve.
+            Err(_) | Ok(Err(_)) => return Ok(()),
+        }
+    } else {
+        false
+    };
     let activity = Arc::new(Activity::new());
     let service = HttpService {
         http: http.clone(),
@@ -35,8 +105,15 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
         inner: socket,
         activity: activity.clone(),
     });
-    let mut conn = pin!(http.builder.serve_connection(io, service));
-    let opts = &http.options;
+    let mut conn = pin!(if h2 {
+        Conn::H2 {
+            conn: http.h2.serve_connection(io, service),
+        }
+    } else {
+        Conn::H1 {
+            conn: http.h1.serve_connection(io, service),
+        }
+    });
     // The first check comes at the sooner of the two timeouts; each check then sets the next
     // from what it sees (the end of the last request, a head that began).
     let first = std::time::Instant::now() + opts.header_read_timeout.min(opts.idle_timeout);

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 
 use super::handlers::Handlers;
 use super::options::{HttpOptions, DEFAULT_HTTP_PORT};
@@ -29,7 +29,8 @@ pub(crate) struct HttpShared {
     /// The current routes; an upgrade stores new ones.
     pub(crate) routes: ArcSwap<Router>,
     pub(crate) options: HttpOptions,
-    pub(crate) builder: auto::Builder<TokioExecutor>,
+    pub(crate) h1: http1::Builder,
+    pub(crate) h2: http2::Builder<TokioExecutor>,
 }
 
 /// The socket server handler of an HTTP listener: it takes every connection over.
@@ -240,7 +241,8 @@ impl HttpListener {
             .map_err(|e| e.context(ctx.clone()))?;
         let http = Arc::new(HttpShared {
             routes: ArcSwap::from_pointee(router),
-            builder: builder(&self.http),
+            h1: http1_builder(&self.http),
+            h2: http2_builder(&self.http),
             options: self.http,
         });
         let control = Arc::new(HttpControl {
@@ -261,21 +263,21 @@ impl HttpListener {
     }
 }
 
-/// hyper's connection builder for these options.
-fn builder(opts: &HttpOptions) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    // Our own timer enforces the header read timeout (hyper's would also cut idle
-    // keep-alive connections at the same mark).
-    b.http1()
-        .timer(TokioTimer::new())
+/// hyper's HTTP/1.1 connection builder for these options.
+fn http1_builder(opts: &HttpOptions) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    // Our own timer enforces the header read timeout (hyper's would also cut idle keep-alive
+    // connections at the same mark).
+    b.timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(opts.max_header_size.max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+/// hyper's HTTP/2 connection builder for these options.
+fn http2_builder(opts: &HttpOptions) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(opts.max_header_size).unwrap_or(u32::MAX));
-    if opts.http2 {
-        b
-    } else {
-        b.http1_only()
-    }
+    b
 }
