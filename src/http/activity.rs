@@ -21,8 +21,9 @@ pub(crate) struct Activity {
     /// 1 + when the first byte of a request head not yet handed to the service arrived;
     /// 0 when no head is pending.
     head_since: AtomicU64,
-    /// When the last request was answered (or the connection opened).
-    last_done: AtomicU64,
+    /// Requests answered so far: the timer notes when this changes, so answering a request
+    /// reads no clock.
+    done: AtomicU64,
     /// Writes so far, so a long response body counts as activity.
     writes: AtomicU64,
 }
@@ -42,6 +43,7 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
     seen_writes: u64,
+    seen_done: u64,
     quiet_since: u64,
 }
 
@@ -52,7 +54,7 @@ impl Activity {
             base: Instant::now(),
             in_flight: AtomicU32::new(0),
             head_since: AtomicU64::new(1),
-            last_done: AtomicU64::new(0),
+            done: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         }
     }
@@ -73,7 +75,7 @@ impl Activity {
 
     /// A request was answered.
     pub(crate) fn end(&self) {
-        self.last_done.store(self.now(), Relaxed);
+        self.done.fetch_add(1, Relaxed);
         self.in_flight.fetch_sub(1, Relaxed);
     }
 
@@ -106,13 +108,15 @@ impl Activity {
             }
             next = next.min(due);
         }
-        let writes = self.writes.load(Relaxed);
-        if writes != watch.seen_writes {
-            watch.seen_writes = writes;
+        // Answers and writes since the last check count as activity at this check: the idle
+        // timeout runs from then, so it may end up to one check interval late.
+        let (writes, done) = (self.writes.load(Relaxed), self.done.load(Relaxed));
+        if writes != watch.seen_writes || done != watch.seen_done {
+            (watch.seen_writes, watch.seen_done) = (writes, done);
             watch.quiet_since = now;
         }
         if self.in_flight.load(Relaxed) == 0 {
-            let due = self.last_done.load(Relaxed).max(watch.quiet_since) + idle_ms;
+            let due = watch.quiet_since + idle_ms;
             if now >= due && head == 0 {
                 return Verdict::Idle;
             }

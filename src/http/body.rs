@@ -19,7 +19,8 @@ pub struct Body(Kind);
 
 enum Kind {
     Full(Option<Bytes>),
-    File(FileBody),
+    // Boxed: a file body is large, and keeping it inline would make every response bigger.
+    File(Box<FileBody>),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
@@ -47,7 +48,7 @@ impl Body {
 
 impl From<FileBody> for Body {
     fn from(body: FileBody) -> Body {
-        Body(Kind::File(body))
+        Body(Kind::File(Box::new(body)))
     }
 }
 
@@ -77,7 +78,7 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::File(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::File(b) => Pin::new(&mut **b).poll_frame(cx).map_err(Into::into),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }

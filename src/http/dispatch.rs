@@ -30,16 +30,8 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
 
 impl<R: Resource> Endpoint for R {
     fn call(self: Arc<Self>, req: Request) -> Responding {
-        Box::pin(async move {
-            let caught = CatchUnwind {
-                inner: run(self, req),
-            }
-            .await;
-            caught.unwrap_or_else(|| {
-                let mut r = Response::new(Body::empty());
-                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                r
-            })
+        Box::pin(Guarded {
+            inner: run(self, req),
         })
     }
 
@@ -61,11 +53,10 @@ impl<R: Resource> Endpoint for R {
 }
 
 async fn run<R: Resource>(resource: Arc<R>, mut req: Request) -> Response<Body> {
-    let accept = req.parts.headers.get(header::ACCEPT).cloned();
     let origin = allowed_origin(&*resource, &req);
     let (reply, head) = respond(&*resource, &mut req, origin.as_ref()).await;
     let status = reply.status;
-    let mut response = reply.into_response(accept.as_ref());
+    let mut response = reply.into_response(&req.parts.headers);
     if let Some(origin) = origin {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -205,23 +196,26 @@ fn allowed_origin<R: Resource>(resource: &R, req: &Request) -> Option<HeaderValu
 }
 
 pin_project_lite::pin_project! {
-    /// Resolves to `None` when the inner future panics, so one bad request is a 500, not a
-    /// dead connection.
-    struct CatchUnwind<F> {
+    /// A resource's response, or a 500 when the resource panics: one bad request is a 500,
+    /// not a dead connection.
+    struct Guarded<F> {
         #[pin]
         inner: F,
     }
 }
 
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Option<F::Output>;
+impl<F: Future<Output = Response<Body>>> Future for Guarded<F> {
+    type Output = Response<Body>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
         let inner = self.project().inner;
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Some(v)),
-            Err(_) => Poll::Ready(None),
+            Ok(polled) => polled,
+            Err(_) => {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                Poll::Ready(r)
+            }
         }
     }
 }

@@ -18,7 +18,8 @@ pub struct HttpOptions {
     #[serde(with = "crate::options::duration")]
     pub header_read_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request before it is closed.
-    /// Default is 60 s.
+    /// It is checked every `header_read_timeout` (or `idle_timeout`, if shorter), so a
+    /// connection may stay up to that much longer. Default is 60 s.
     #[serde(with = "crate::options::duration")]
     pub idle_timeout: Duration,
     /// The most bytes a request's line and headers may take; more is answered 431.

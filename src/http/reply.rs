@@ -12,9 +12,10 @@ use super::body::Body;
 
 /// MessagePack's media type, as atoll sends it.
 pub const MSGPACK: &str = "application/msgpack";
-const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
-const OCTETS: &str = "application/octet-stream";
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const MSGPACK_VALUE: HeaderValue = HeaderValue::from_static(MSGPACK);
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const OCTETS: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
 /// A resource's answer: status, headers, body.
 ///
@@ -41,7 +42,7 @@ pub struct Reply {
 /// A body not yet encoded.
 pub(crate) enum Content {
     Empty,
-    Bytes(Bytes, &'static str),
+    Bytes(Bytes, HeaderValue),
     Data(Box<dyn Encode>),
 }
 
@@ -89,7 +90,7 @@ impl Reply {
         Reply::bytes_as(bytes.into(), OCTETS)
     }
 
-    fn bytes_as(bytes: Bytes, content_type: &'static str) -> Reply {
+    fn bytes_as(bytes: Bytes, content_type: HeaderValue) -> Reply {
         Reply {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
@@ -139,9 +140,9 @@ impl Reply {
         &mut self.headers
     }
 
-    /// Encodes the body for a client whose `Accept` header is `accept`: JSON unless it asks
-    /// for MessagePack. A value that fails to encode is a 500.
-    pub(crate) fn into_response(self, accept: Option<&HeaderValue>) -> Response<Body> {
+    /// Encodes the body for a client that sent `request_headers`: JSON unless its `Accept`
+    /// asks for MessagePack. A value that fails to encode is a 500.
+    pub(crate) fn into_response(self, request_headers: &HeaderMap) -> Response<Body> {
         let Reply {
             status,
             mut headers,
@@ -151,8 +152,8 @@ impl Reply {
             Content::Empty => (Body::empty(), None),
             Content::Bytes(b, t) => (Body::full(b), Some(t)),
             Content::Data(value) => {
-                let (encoded, t) = match msgpack_wanted(accept) {
-                    Some(t) => (value.msgpack(), t),
+                let (encoded, t) = match msgpack_wanted(request_headers.get(http::header::ACCEPT)) {
+                    Some(_) => (value.msgpack(), MSGPACK_VALUE),
                     None => (value.json(), JSON),
                 };
                 match encoded {
@@ -168,7 +169,7 @@ impl Reply {
         };
         if let Some(t) = content_type {
             if !headers.contains_key(CONTENT_TYPE) {
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static(t));
+                headers.insert(CONTENT_TYPE, t);
             }
         }
         let mut response = Response::new(body);
@@ -194,7 +195,10 @@ fn msgpack_wanted(accept: Option<&HeaderValue>) -> Option<&'static str> {
             || media.eq_ignore_ascii_case("application/vnd.msgpack")
         {
             Some(MSGPACK)
-        } else if media.eq_ignore_ascii_case(JSON) || media == "*/*" || media == "application/*" {
+        } else if media.eq_ignore_ascii_case("application/json")
+            || media == "*/*"
+            || media == "application/*"
+        {
             None
         } else {
             continue;
@@ -312,10 +316,11 @@ mod tests {
 
     #[test]
     fn data_is_encoded_by_accept() {
-        let json = Reply::data(vec![1, 2]).into_response(None);
+        let json = Reply::data(vec![1, 2]).into_response(&HeaderMap::new());
         assert_eq!(json.headers()[CONTENT_TYPE], JSON);
-        let mp = Reply::data(vec![1, 2])
-            .into_response(Some(&HeaderValue::from_static("application/msgpack")));
+        let mut asks = HeaderMap::new();
+        asks.insert(http::header::ACCEPT, MSGPACK_VALUE);
+        let mp = Reply::data(vec![1, 2]).into_response(&asks);
         assert_eq!(mp.headers()[CONTENT_TYPE], MSGPACK);
     }
 }
