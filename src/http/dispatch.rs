@@ -30,8 +30,11 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
 
 impl<R: Resource> Endpoint for R {
     fn call(self: Arc<Self>, req: Request) -> Responding {
+        // Owned by the block and only borrowed below: an async fn taking them by value would
+        // copy them again into its own state on the first poll.
+        let mut req = req;
         Box::pin(Guarded {
-            inner: run(self, req),
+            inner: async move { run(&*self, &mut req).await },
         })
     }
 
@@ -52,9 +55,9 @@ impl<R: Resource> Endpoint for R {
     }
 }
 
-async fn run<R: Resource>(resource: Arc<R>, mut req: Request) -> Response<Body> {
-    let origin = allowed_origin(&*resource, &req);
-    let (reply, head) = respond(&*resource, &mut req, origin.as_ref()).await;
+async fn run<R: Resource>(resource: &R, req: &mut Request) -> Response<Body> {
+    let origin = allowed_origin(resource, req);
+    let (reply, head) = respond(resource, req, origin.as_ref()).await;
     let status = reply.status;
     let mut response = reply.into_response(&req.parts.headers);
     if let Some(origin) = origin {
@@ -72,7 +75,7 @@ async fn run<R: Resource>(resource: Arc<R>, mut req: Request) -> Response<Body> 
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
     }
-    resource.terminate(&req, status);
+    resource.terminate(req, status);
     response
 }
 
