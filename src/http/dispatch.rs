@@ -106,7 +106,7 @@ async fn respond<R: Resource>(
             .with_status(StatusCode::UNAUTHORIZED);
         match HeaderValue::try_from(denied.challenge) {
             Ok(v) => {
-                reply.headers.insert(header::WWW_AUTHENTICATE, v);
+                reply.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
             Err(_) => tracing::warn!(target: "atoll::http", "invalid WWW-Authenticate dropped"),
         }
@@ -134,9 +134,11 @@ fn options(methods: &[Method], req: &Request, origin: Option<&HeaderValue>) -> R
         .headers
         .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight && origin.is_some() {
-        let allow = reply.headers[header::ALLOW].clone();
-        let h = &mut reply.headers;
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow);
+        let allow = reply.headers().get(header::ALLOW).cloned();
+        let h = reply.headers_mut();
+        if let Some(allow) = allow {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow);
+        }
         if let Some(asked) = req
             .parts
             .headers
@@ -175,7 +177,7 @@ fn with_allow(mut reply: Reply, methods: &[Method]) -> Reply {
         allow.push_str("OPTIONS");
     }
     if let Ok(v) = HeaderValue::try_from(allow) {
-        reply.headers.insert(header::ALLOW, v);
+        reply.headers_mut().insert(header::ALLOW, v);
     }
     reply
 }

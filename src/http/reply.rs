@@ -35,15 +35,24 @@ const OCTETS: HeaderValue = HeaderValue::from_static("application/octet-stream")
 /// ```
 pub struct Reply {
     pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
+    /// Boxed and made on first use: most replies add none, and a small `Reply` is cheap to
+    /// move through the resource's state machines.
+    headers: Option<Box<HeaderMap>>,
     pub(crate) body: Content,
 }
 
 /// A body not yet encoded.
 pub(crate) enum Content {
     Empty,
-    Bytes(Bytes, HeaderValue),
+    Bytes(Bytes, Plain),
     Data(Box<dyn Encode>),
+}
+
+/// The content type of a bytes body.
+#[derive(Clone, Copy)]
+pub(crate) enum Plain {
+    Text,
+    Octets,
 }
 
 /// A serde value that can be written as JSON or MessagePack once the client's `Accept` is
@@ -75,25 +84,25 @@ impl Reply {
     pub fn new(status: StatusCode) -> Reply {
         Reply {
             status,
-            headers: HeaderMap::new(),
+            headers: None,
             body: Content::Empty,
         }
     }
 
     /// 200 with a `text/plain` body.
     pub fn text(text: impl Into<String>) -> Reply {
-        Reply::bytes_as(Bytes::from(text.into()), TEXT)
+        Reply::bytes_as(Bytes::from(text.into()), Plain::Text)
     }
 
     /// 200 with an `application/octet-stream` body.
     pub fn bytes(bytes: impl Into<Bytes>) -> Reply {
-        Reply::bytes_as(bytes.into(), OCTETS)
+        Reply::bytes_as(bytes.into(), Plain::Octets)
     }
 
-    fn bytes_as(bytes: Bytes, content_type: HeaderValue) -> Reply {
+    fn bytes_as(bytes: Bytes, content_type: Plain) -> Reply {
         Reply {
             status: StatusCode::OK,
-            headers: HeaderMap::new(),
+            headers: None,
             body: Content::Bytes(bytes, content_type),
         }
     }
@@ -102,7 +111,7 @@ impl Reply {
     pub fn data<T: Serialize + Send + 'static>(value: T) -> Reply {
         Reply {
             status: StatusCode::OK,
-            headers: HeaderMap::new(),
+            headers: None,
             body: Content::Data(Box::new(Value(value))),
         }
     }
@@ -118,7 +127,7 @@ impl Reply {
     pub fn header(mut self, name: &str, value: &str) -> Reply {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             (Ok(n), Ok(v)) => {
-                self.headers.append(n, v);
+                self.headers_mut().append(n, v);
             }
             _ => tracing::debug!(target: "atoll::http", name, "invalid header dropped"),
         }
@@ -132,12 +141,16 @@ impl Reply {
 
     /// The headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        static NONE: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        match &self.headers {
+            Some(h) => h,
+            None => NONE.get_or_init(HeaderMap::new),
+        }
     }
 
     /// The headers, to change.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.headers
+        self.headers.get_or_insert_with(Box::default)
     }
 
     /// Encodes the body for a client that sent `request_headers`: JSON unless its `Accept`
@@ -145,12 +158,14 @@ impl Reply {
     pub(crate) fn into_response(self, request_headers: &HeaderMap) -> Response<Body> {
         let Reply {
             status,
-            mut headers,
+            headers,
             body,
         } = self;
+        let mut headers = headers.map(|h| *h).unwrap_or_default();
         let (body, content_type) = match body {
             Content::Empty => (Body::empty(), None),
-            Content::Bytes(b, t) => (Body::full(b), Some(t)),
+            Content::Bytes(b, Plain::Text) => (Body::full(b), Some(TEXT)),
+            Content::Bytes(b, Plain::Octets) => (Body::full(b), Some(OCTETS)),
             Content::Data(value) => {
                 let (encoded, t) = match msgpack_wanted(request_headers.get(http::header::ACCEPT)) {
                     Some(_) => (value.msgpack(), MSGPACK_VALUE),
@@ -220,7 +235,7 @@ impl fmt::Debug for Reply {
         };
         f.debug_struct("Reply")
             .field("status", &self.status)
-            .field("headers", &self.headers)
+            .field("headers", self.headers())
             .field("body", &body)
             .finish()
     }
@@ -234,7 +249,7 @@ impl From<StatusCode> for Reply {
 
 impl From<&'static str> for Reply {
     fn from(text: &'static str) -> Reply {
-        Reply::bytes_as(Bytes::from_static(text.as_bytes()), TEXT)
+        Reply::bytes_as(Bytes::from_static(text.as_bytes()), Plain::Text)
     }
 }
 
@@ -273,7 +288,7 @@ impl<B: Into<Reply>> From<(StatusCode, HeaderMap, B)> for Reply {
         let mut reply = body.into().with_status(status);
         for (name, value) in headers {
             if let Some(name) = name {
-                reply.headers.append(name, value);
+                reply.headers_mut().append(name, value);
             }
         }
         reply
