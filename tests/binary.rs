@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::process::Atoll;
 use common::{echo_roundtrip, within, Pki, WAIT};
@@ -139,30 +139,9 @@ fn reads_atoll_toml_from_the_current_folder_by_default() {
 
 /// Runs `atoll serve` on `config`, expects exit code 1 with one line on stderr naming the
 /// file, and returns that line.
-fn fails_with(config: &Path) -> String {
-    let mut atoll = Atoll::serve(config);
-    let status = atoll.exit();
-    let stderr = atoll.stderr();
-    assert_eq!(status.code(), Some(1), "{status}; stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
-    let lower = stderr.to_lowercase();
-    assert!(
-        !lower.contains("panicked") && !lower.contains("backtrace"),
-        "{stderr}"
-    );
-    let line = stderr.trim_end().to_owned();
-    let file = format!("atoll: {}: ", config.display());
-    assert!(line.starts_with(&file), "does not name the file: {line}");
-    assert!(
-        atoll.line(Duration::ZERO).is_none(),
-        "a listener was announced"
-    );
-    line
-}
-
 fn fails_on(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    fails_with(&write_config(dir.path(), text))
+    Atoll::fails_with(&write_config(dir.path(), text))
 }
 
 #[test]
@@ -198,7 +177,7 @@ fn a_missing_certificate_file_is_named() {
         "{}[listener.tls]\ncert = \"missing.pem\"\nkey = \"missing-key.pem\"\n",
         echo_listener("tls")
     );
-    let line = fails_with(&write_config(dir.path(), &text));
+    let line = Atoll::fails_with(&write_config(dir.path(), &text));
     let missing = dir.path().join("missing.pem");
     assert!(
         line.contains(&format!("listener `tls`: {}: ", missing.display())),
@@ -236,7 +215,7 @@ fn a_toml_syntax_error_gives_the_line() {
 #[test]
 fn a_missing_config_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let line = fails_with(&dir.path().join("nope.toml"));
+    let line = Atoll::fails_with(&dir.path().join("nope.toml"));
     assert!(line.contains("cannot read"), "{line}");
 }
 

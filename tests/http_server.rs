@@ -1096,22 +1096,7 @@ async fn binary_serves_an_http_listener_from_its_config() {
 fn fails_on(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("site")).unwrap();
-    let config = write_config(dir.path(), text);
-    let mut atoll = Atoll::serve(&config);
-    let status = atoll.exit();
-    let stderr = atoll.stderr();
-    assert_eq!(status.code(), Some(1), "{status}; stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
-    let lower = stderr.to_lowercase();
-    assert!(!lower.contains("panicked"), "{stderr}");
-    let line = stderr.trim_end().to_owned();
-    let file = format!("atoll: {}: ", config.display());
-    assert!(line.starts_with(&file), "does not name the file: {line}");
-    assert!(
-        atoll.line(Duration::ZERO).is_none(),
-        "a listener was announced"
-    );
-    line
+    Atoll::fails_with(&write_config(dir.path(), text))
 }
 
 #[test]

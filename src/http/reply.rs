@@ -167,9 +167,10 @@ impl Reply {
             Content::Bytes(b, Plain::Text) => (Body::full(b), Some(TEXT)),
             Content::Bytes(b, Plain::Octets) => (Body::full(b), Some(OCTETS)),
             Content::Data(value) => {
-                let (encoded, t) = match msgpack_wanted(request_headers.get(http::header::ACCEPT)) {
-                    Some(_) => (value.msgpack(), MSGPACK_VALUE),
-                    None => (value.json(), JSON),
+                let (encoded, t) = if msgpack_wanted(request_headers.get(http::header::ACCEPT)) {
+                    (value.msgpack(), MSGPACK_VALUE)
+                } else {
+                    (value.json(), JSON)
                 };
                 match encoded {
                     Ok(bytes) => (Body::full(bytes), Some(t)),
@@ -194,10 +195,12 @@ impl Reply {
     }
 }
 
-/// The MessagePack media type to answer with, when `Accept` ranks one above JSON.
-fn msgpack_wanted(accept: Option<&HeaderValue>) -> Option<&'static str> {
-    let accept = accept?.to_str().ok()?;
-    let mut best: Option<(f32, Option<&'static str>)> = None;
+/// Whether `Accept` ranks a MessagePack type above JSON.
+fn msgpack_wanted(accept: Option<&HeaderValue>) -> bool {
+    let Some(accept) = accept.and_then(|a| a.to_str().ok()) else {
+        return false;
+    };
+    let mut best: Option<(f32, bool)> = None;
     for item in accept.split(',') {
         let mut parts = item.split(';');
         let media = parts.next().unwrap_or("").trim();
@@ -205,25 +208,25 @@ fn msgpack_wanted(accept: Option<&HeaderValue>) -> Option<&'static str> {
             .filter_map(|p| p.trim().strip_prefix("q="))
             .find_map(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
-        let kind = if media.eq_ignore_ascii_case(MSGPACK)
+        let msgpack = if media.eq_ignore_ascii_case(MSGPACK)
             || media.eq_ignore_ascii_case("application/x-msgpack")
             || media.eq_ignore_ascii_case("application/vnd.msgpack")
         {
-            Some(MSGPACK)
+            true
         } else if media.eq_ignore_ascii_case("application/json")
             || media == "*/*"
             || media == "application/*"
         {
-            None
+            false
         } else {
             continue;
         };
         // Ties go to the earlier entry.
         if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
-            best = Some((q, kind));
+            best = Some((q, msgpack));
         }
     }
-    best.and_then(|(_, kind)| kind)
+    best.is_some_and(|(_, msgpack)| msgpack)
 }
 
 impl fmt::Debug for Reply {
@@ -308,25 +311,19 @@ impl<T: Into<Reply>, E: Into<Reply>> From<Result<T, E>> for Reply {
 mod tests {
     use super::*;
 
-    fn accept(v: &str) -> Option<&'static str> {
+    fn accept(v: &str) -> bool {
         msgpack_wanted(Some(&HeaderValue::from_str(v).unwrap()))
     }
 
     #[test]
     fn msgpack_only_when_asked_for_first() {
-        assert_eq!(accept("application/msgpack"), Some(MSGPACK));
-        assert_eq!(
-            accept("application/x-msgpack, application/json"),
-            Some(MSGPACK)
-        );
-        assert_eq!(accept("application/json, application/msgpack"), None);
-        assert_eq!(
-            accept("application/json;q=0.5, application/msgpack"),
-            Some(MSGPACK)
-        );
-        assert_eq!(accept("application/msgpack;q=0"), None);
-        assert_eq!(accept("*/*"), None);
-        assert_eq!(msgpack_wanted(None), None);
+        assert!(accept("application/msgpack"));
+        assert!(accept("application/x-msgpack, application/json"));
+        assert!(!accept("application/json, application/msgpack"));
+        assert!(accept("application/json;q=0.5, application/msgpack"));
+        assert!(!accept("application/msgpack;q=0"));
+        assert!(!accept("*/*"));
+        assert!(!msgpack_wanted(None));
     }
 
     #[test]

@@ -18,6 +18,29 @@ pub struct Atoll {
 }
 
 impl Atoll {
+    /// Runs `atoll serve --config config`, which must fail: exit code 1, one line on stderr
+    /// that names the file and no panic, and no listener announced. Returns that line.
+    pub fn fails_with(config: &Path) -> String {
+        let mut atoll = Atoll::serve(config);
+        let status = atoll.exit();
+        let stderr = atoll.stderr();
+        assert_eq!(status.code(), Some(1), "{status}; stderr: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+        let lower = stderr.to_lowercase();
+        assert!(
+            !lower.contains("panicked") && !lower.contains("backtrace"),
+            "{stderr}"
+        );
+        let line = stderr.trim_end().to_owned();
+        let file = format!("atoll: {}: ", config.display());
+        assert!(line.starts_with(&file), "does not name the file: {line}");
+        assert!(
+            atoll.line(Duration::ZERO).is_none(),
+            "a listener was announced"
+        );
+        line
+    }
+
     /// Runs `atoll ARGS` in `dir`.
     pub fn run(dir: &Path, args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_atoll"));
