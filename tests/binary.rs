@@ -6,43 +6,22 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::Instant;
 
 use common::process::Atoll;
 use common::{echo_roundtrip, within, Pki, WAIT};
 
-/// Waits for `n` `listening` lines and returns each listener's name and address.
+/// Waits for `n` `listening` lines of echo listeners on 127.0.0.1; returns each one's name and
+/// address.
 fn listening(atoll: &Atoll, n: usize) -> Vec<(String, SocketAddr)> {
-    let deadline = Instant::now() + WAIT;
-    (0..n)
-        .map(|_| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = atoll
-                .line(left)
-                .expect("a `listening` line within the wait");
-            parse_listening(&line)
+    atoll
+        .listening(n)
+        .into_iter()
+        .map(|(name, kind, addr)| {
+            assert_eq!(kind, "echo", "{name}");
+            assert_eq!(addr.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST), "{name}");
+            (name, addr)
         })
         .collect()
-}
-
-/// Checks `line` is exactly `listening name=NAME kind=echo addr=127.0.0.1:PORT`.
-fn parse_listening(line: &str) -> (String, SocketAddr) {
-    let fields: Vec<&str> = line.split(' ').collect();
-    let [prefix, name, kind, addr] = fields[..] else {
-        panic!("not a `listening` line: {line:?}");
-    };
-    let name = name
-        .strip_prefix("name=")
-        .unwrap_or_else(|| panic!("{line:?}"));
-    let addr: SocketAddr = addr
-        .strip_prefix("addr=")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no addr=IP:PORT in {line:?}"));
-    assert_eq!((prefix, kind), ("listening", "kind=echo"), "{line:?}");
-    assert_eq!(addr.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST), "{line:?}");
-    assert_ne!(addr.port(), 0, "{line:?}");
-    assert_eq!(line, format!("listening name={name} kind=echo addr={addr}"));
-    (name.to_owned(), addr)
 }
 
 fn echo_listener(name: &str) -> String {

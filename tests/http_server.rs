@@ -20,7 +20,7 @@ use atoll::{ErrorKind, Registry, Server, TlsOptions};
 use bytes::Bytes;
 use common::http::{curl, raw, req, req2, Client, HttpTest, Resp};
 use common::process::Atoll;
-use common::{within, Pki, LOCALHOST, WAIT};
+use common::{within, Pki, LOCALHOST};
 use http::Method;
 use http_body_util::Full;
 use rustls::pki_types::ServerName;
@@ -1021,31 +1021,6 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-/// Waits for `n` `listening` lines; returns each listener's name, kind and address.
-fn listening(atoll: &Atoll, n: usize) -> Vec<(String, String, SocketAddr)> {
-    let deadline = Instant::now() + WAIT;
-    (0..n)
-        .map(|_| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = atoll
-                .line(left)
-                .unwrap_or_else(|| panic!("no `listening` line; stderr: {}", atoll.stderr()));
-            let fields: Vec<&str> = line.split(' ').collect();
-            let ["listening", name, kind, addr] = fields[..] else {
-                panic!("not a `listening` line: {line:?}");
-            };
-            let field = |f: &str, key: &str| {
-                f.strip_prefix(key)
-                    .unwrap_or_else(|| panic!("{line:?}"))
-                    .to_owned()
-            };
-            let addr: SocketAddr = field(addr, "addr=").parse().expect("addr=IP:PORT");
-            assert_ne!(addr.port(), 0, "{line:?}");
-            (field(name, "name="), field(kind, "kind="), addr)
-        })
-        .collect()
-}
-
 const WEB: &str = "[[listener]]\nname = \"web\"\nkind = \"http\"\nip = \"127.0.0.1\"\nport = 0\nshutdown_timeout = \"1s\"\n";
 const RESOURCES: &str = "[[listener.handlers]]\nresources = [\"health\", \"listeners\", { name = \"static\", dir = \"site\" }]\n";
 
@@ -1056,7 +1031,7 @@ async fn binary_serves_an_http_listener_from_its_config() {
     std::fs::write(dir.path().join("site/index.html"), INDEX).unwrap();
     let config = write_config(dir.path(), &format!("{WEB}\n{RESOURCES}"));
     let mut atoll = Atoll::serve(&config);
-    let (name, kind, addr) = listening(&atoll, 1).remove(0);
+    let (name, kind, addr) = atoll.listening(1).remove(0);
     assert_eq!((name.as_str(), kind.as_str()), ("web", "http"));
     assert_eq!(addr.ip(), LOCALHOST);
 
@@ -1156,7 +1131,7 @@ async fn binary_serves_the_site_with_the_shipped_config() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut atoll = Atoll::serve(&write_config(dir.path(), &text));
-    let all = listening(&atoll, 2);
+    let all = atoll.listening(2);
     let (_, _, addr) = all
         .iter()
         .find(|(name, kind, _)| name == "web" && kind == "http")

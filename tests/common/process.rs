@@ -2,6 +2,7 @@
 //! stderr collected as it comes, signals sent with `kill`.
 
 use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -18,6 +19,32 @@ pub struct Atoll {
 }
 
 impl Atoll {
+    /// Waits for `n` `listening name=NAME kind=KIND addr=IP:PORT` lines (all within one
+    /// [`WAIT`]) and returns each listener's name, kind and address.
+    pub fn listening(&self, n: usize) -> Vec<(String, String, SocketAddr)> {
+        let deadline = Instant::now() + WAIT;
+        (0..n)
+            .map(|_| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let line = self
+                    .line(left)
+                    .unwrap_or_else(|| panic!("no `listening` line; stderr: {}", self.stderr()));
+                let fields: Vec<&str> = line.split(' ').collect();
+                let ["listening", name, kind, addr] = fields[..] else {
+                    panic!("not a `listening` line: {line:?}");
+                };
+                let field = |f: &str, key: &str| {
+                    f.strip_prefix(key)
+                        .unwrap_or_else(|| panic!("{line:?}"))
+                        .to_owned()
+                };
+                let addr: SocketAddr = field(addr, "addr=").parse().expect("addr=IP:PORT");
+                assert_ne!(addr.port(), 0, "{line:?}");
+                (field(name, "name="), field(kind, "kind="), addr)
+            })
+            .collect()
+    }
+
     /// Runs `atoll serve --config config`, which must fail: exit code 1, one line on stderr
     /// that names the file and no panic, and no listener announced. Returns that line.
     pub fn fails_with(config: &Path) -> String {
