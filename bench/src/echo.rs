@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::latency::percentile_us;
-use crate::load::{connect, Metrics};
+use crate::load::{connect_all, Metrics};
 use crate::probe::Probe;
 use crate::window::{self, Timing, Window};
 
@@ -26,10 +26,7 @@ pub(crate) async fn run(
     probe: &Probe,
 ) -> io::Result<Metrics> {
     let window = Arc::new(Window::default());
-    let mut streams = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        streams.push(connect(addr).await?);
-    }
+    let streams = connect_all(addr, conns).await?;
     let mut tasks = JoinSet::new();
     for stream in streams {
         tasks.spawn(ping(stream, window.clone()));

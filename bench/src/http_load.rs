@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::http_server::{BODY, CONTENT};
 use crate::latency::percentile_us;
-use crate::load::{connect, Metrics};
+use crate::load::{connect, connect_all, Metrics};
 use crate::probe::Probe;
 use crate::window::{self, Timing, Window};
 
@@ -46,10 +46,7 @@ pub(crate) async fn run(
 ) -> io::Result<Metrics> {
     let response_bytes = check(addr).await?;
     let window = Arc::new(Window::default());
-    let mut streams = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        streams.push(connect(addr).await?);
-    }
+    let streams = connect_all(addr, conns).await?;
     let mut tasks = JoinSet::new();
     for stream in streams {
         tasks.spawn(client(addr, stream, window.clone()));

@@ -89,3 +89,12 @@ pub(crate) async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     stream.set_nodelay(true)?;
     Ok(stream)
 }
+
+/// `n` client connections, all open before any load starts, so the server sees them all.
+pub(crate) async fn connect_all(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpStream>> {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        streams.push(connect(addr).await?);
+    }
+    Ok(streams)
+}
