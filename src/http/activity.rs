@@ -13,13 +13,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::options::HttpOptions;
 
+/// `head_since` when a head began but no time is noted yet.
+const UNSTAMPED: u64 = u64::MAX;
+
 /// One connection's activity. Times are milliseconds since `base`.
 #[derive(Debug)]
 pub(crate) struct Activity {
     base: Instant,
     in_flight: AtomicU32,
     /// 1 + when the first byte of a request head not yet handed to the service arrived;
-    /// 0 when no head is pending.
+    /// 0 when no head is pending; [`UNSTAMPED`] when bytes arrived and the connection's
+    /// timer has not yet looked. The reader reads no clock: most heads arrive whole and reach
+    /// the service in the same poll, so the timer only stamps the few that do not.
     head_since: AtomicU64,
     /// Requests answered so far: the timer notes when this changes, so answering a request
     /// reads no clock.
@@ -79,19 +84,42 @@ impl Activity {
         self.in_flight.fetch_sub(1, Relaxed);
     }
 
-    /// When the pending request head must be complete, if one is pending.
+    /// When the pending request head must be complete, if one is pending. A head that began
+    /// since the last look is stamped now.
     pub(crate) fn head_deadline(&self, opts: &HttpOptions) -> Option<Instant> {
-        match self.head_since.load(Relaxed) {
-            0 => None,
-            since => Some(self.at(since - 1) + opts.header_read_timeout),
+        let since = match self.head_since.load(Relaxed) {
+            0 => return None,
+            UNSTAMPED => self.stamp(),
+            since => since,
+        };
+        Some(self.at(since - 1) + opts.header_read_timeout)
+    }
+
+    /// Notes now as the start of the pending head, unless the service took it meanwhile.
+    fn stamp(&self) -> u64 {
+        let now = self.now() + 1;
+        match self
+            .head_since
+            .compare_exchange(UNSTAMPED, now, Relaxed, Relaxed)
+        {
+            Ok(_) => now,
+            // Taken by the service (0), or stamped by another look.
+            Err(seen) => seen,
         }
     }
 
     /// Bytes arrived. Between requests, they start the header read timeout.
     fn read(&self) {
         if self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0 {
-            self.head_since.store(self.now() + 1, Relaxed);
+            self.head_since.store(UNSTAMPED, Relaxed);
         }
+    }
+
+    /// A write went out. Only the socket wrapper writes this counter, so a load and a store
+    /// do (no read-modify-write).
+    fn wrote(&self) {
+        self.writes
+            .store(self.writes.load(Relaxed).wrapping_add(1), Relaxed);
     }
 
     /// Decides, when the timer fires, whether the connection has timed out.
@@ -99,7 +127,10 @@ impl Activity {
         let now = self.now();
         let header_ms = opts.header_read_timeout.as_millis() as u64;
         let idle_ms = opts.idle_timeout.as_millis() as u64;
-        let head = self.head_since.load(Relaxed);
+        let head = match self.head_since.load(Relaxed) {
+            UNSTAMPED => self.stamp(),
+            head => head,
+        };
         let mut next = now + idle_ms.min(header_ms);
         if head != 0 {
             let due = head - 1 + header_ms;
@@ -158,7 +189,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(_)) = polled {
-            this.activity.writes.fetch_add(1, Relaxed);
+            this.activity.wrote();
         }
         polled
     }
@@ -171,7 +202,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(_)) = polled {
-            this.activity.writes.fetch_add(1, Relaxed);
+            this.activity.wrote();
         }
         polled
     }

@@ -42,12 +42,15 @@ impl hyper::service::Service<http::Request<Incoming>> for HttpService {
 
     fn call(&self, req: http::Request<Incoming>) -> Answer {
         self.activity.begin();
-        let report = self.server.telemetry.is_active().then(|| Report {
-            started: Instant::now(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            server: self.server.clone(),
-            slot: self.slot.clone(),
+        // Boxed: it is needed only while someone listens, and keeps `Answer` small to move.
+        let report = self.server.telemetry.is_active().then(|| {
+            Box::new(Report {
+                started: Instant::now(),
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                server: self.server.clone(),
+                slot: self.slot.clone(),
+            })
         });
         Answer {
             inner: self.route(req),
@@ -167,7 +170,7 @@ struct Report {
 pub(crate) struct Answer {
     inner: Responding,
     activity: Arc<Activity>,
-    report: Option<Report>,
+    report: Option<Box<Report>>,
 }
 
 impl Future for Answer {
