@@ -481,14 +481,15 @@ mod tests {
         );
     }
 
-    /// The sample config at the repository root runs one echo listener, and its commented
+    /// The sample config at the repository root runs an echo, an HTTP and an RPC listener,
+    /// and its commented
     /// lines (`#key = value`) name every option and still parse once uncommented.
     #[test]
     fn the_sample_config_shows_every_option() {
         let sample = include_str!("../atoll.toml");
         let c = Config::parse(sample, Path::new("atoll.toml")).unwrap();
         let kinds: Vec<_> = c.listeners.iter().map(|l| l.kind.as_str()).collect();
-        assert_eq!(kinds, ["echo", "http"]);
+        assert_eq!(kinds, ["echo", "http", "rpc"]);
         let echo = &c.listeners[0];
         assert_eq!((echo.name.as_str(), echo.kind.as_str()), ("echo", "echo"));
         assert_eq!(echo.options.ip.to_string(), "127.0.0.1");
@@ -506,11 +507,15 @@ mod tests {
             .collect();
         let full = Config::parse(&uncommented, Path::new("atoll.toml")).unwrap();
         let kinds: Vec<_> = full.listeners.iter().map(|l| l.kind.as_str()).collect();
-        assert_eq!(kinds, ["echo", "http", "https"]);
+        assert_eq!(kinds, ["echo", "http", "https", "rpc"]);
         let web = &full.listeners[1];
         let http_keys: Vec<&str> = web.params.keys().map(String::as_str).collect();
         for key in crate::http::HttpOptions::field_names() {
             assert!(http_keys.contains(key), "atoll.toml does not show `{key}`");
+        }
+        let kv = &full.listeners[3];
+        for key in crate::rpc::RpcOptions::field_names() {
+            assert!(kv.params.contains_key(*key), "atoll.toml does not show `{key}`");
         }
         let spec = &full.listeners[0];
         let tls = spec.tls.as_ref().expect("a commented tls table");

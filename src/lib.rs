@@ -65,6 +65,10 @@
 //!   [`Resource`](http::Resource)s, static files, mounted `tower` services, live route
 //!   upgrades, and the `http`/`https` kinds of the config file. It uses the socket server
 //!   through [`Action::TakeOver`] and the registry; nothing below it knows HTTP.
+//! - [`rpc`]: RPC daemons and clients, erps's way: a [`Service`](rpc::Service) instance per
+//!   connection, calls, casts and pushes of serde types over a documented framing, mutual
+//!   TLS, and the `rpc` kind of the config file. Like HTTP, it uses the socket server through
+//!   [`Action::TakeOver`]; HTTP and RPC never import each other.
 //! - `config`: the `atoll` binary's config file ([`Config`]).
 //!
 //! # Defaults
@@ -88,6 +92,7 @@ mod handler;
 pub mod http;
 mod options;
 mod registry;
+pub mod rpc;
 mod server;
 mod shared;
 mod socket;

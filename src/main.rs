@@ -1,11 +1,14 @@
 //! The `atoll` command: `atoll serve [--config FILE]` runs the listeners a config file declares
-//! until SIGINT or SIGTERM, then stops them gracefully.
+//! until SIGINT or SIGTERM, then stops them gracefully; `atoll rpc ADDR METHOD [ARGS]` calls the
+//! built-in key-value RPC service and prints the reply as JSON.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use atoll::http::Catalogue;
+use atoll::rpc::kv::{Kv, KvRequest};
+use atoll::rpc::{Client, ClientTls};
 use atoll::{Config, LogEvents, Registry};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
@@ -26,19 +29,105 @@ enum Command {
         #[arg(short, long, value_name = "FILE", default_value = "atoll.toml")]
         config: PathBuf,
     },
+    /// Calls the built-in key-value RPC service (kind `rpc`) and prints the reply as JSON.
+    ///
+    /// Methods: `get KEY`, `put KEY VALUE` (VALUE as JSON when it reads as JSON, else a
+    /// string), `delete KEY`, `list`.
+    Rpc {
+        /// The daemon's address, `HOST:PORT`.
+        addr: String,
+        /// The method: get, put, delete or list.
+        method: String,
+        /// The method's arguments.
+        args: Vec<String>,
+        /// Speak TLS, verifying the daemon against the CA certificates in this PEM file.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// With --ca: present this client certificate (PEM), for daemons that require one.
+        #[arg(long, value_name = "FILE", requires_all = ["ca", "key"])]
+        cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires_all = ["ca", "cert"])]
+        key: Option<PathBuf>,
+        /// With --ca: the name the daemon's certificate must carry. Default is ADDR's host.
+        #[arg(long, value_name = "NAME", requires = "ca")]
+        server_name: Option<String>,
+        /// How long to wait for the reply, connecting included (`5s`, `500ms`).
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = atoll::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
-    let Cli {
-        command: Command::Serve { config },
-    } = Cli::parse();
-    match serve(&config) {
+    let result = match Cli::parse().command {
+        Command::Serve { config } => serve(&config),
+        Command::Rpc {
+            addr,
+            method,
+            args,
+            ca,
+            cert,
+            key,
+            server_name,
+            timeout,
+        } => {
+            let tls = ca.map(|ca| {
+                let mut tls = ClientTls::new(ca);
+                if let (Some(cert), Some(key)) = (cert, key) {
+                    tls = tls.client_cert(cert, key);
+                }
+                if let Some(name) = server_name {
+                    tls = tls.server_name(name);
+                }
+                tls
+            });
+            rpc(addr, &method, &args, tls, timeout)
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("atoll: {message}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// One call to the key-value service; prints the reply as one line of JSON.
+fn rpc(
+    addr: String,
+    method: &str,
+    args: &[String],
+    tls: Option<ClientTls>,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let request = KvRequest::from_args(method, args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let reply = runtime.block_on(async {
+        let mut builder = Client::<Kv>::builder(addr.clone())
+            .connect_timeout(timeout)
+            .call_timeout(timeout)
+            .reconnect(false);
+        if let Some(tls) = tls {
+            builder = builder.tls(tls);
+        }
+        let client = builder
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let reply = client
+            .call(&request)
+            .await
+            .map_err(|e| format!("{method} on {addr} failed: {e}"));
+        client.close().await;
+        reply
+    })?;
+    let json = serde_json::to_string(&reply).map_err(|e| format!("cannot print the reply: {e}"))?;
+    println!("{json}");
+    Ok(())
 }
 
 fn serve(path: &Path) -> Result<(), String> {
@@ -57,6 +146,7 @@ fn serve(path: &Path) -> Result<(), String> {
 
         let registry = Registry::new();
         atoll::http::install(&registry, Catalogue::builtin(&registry));
+        atoll::rpc::install(&registry);
         let handles = config.start(&registry).await.map_err(|e| e.to_string())?;
         let mut announce = String::new();
         for (spec, handle) in config.listeners.iter().zip(&handles) {

@@ -1122,7 +1122,7 @@ async fn binary_serves_the_site_with_the_shipped_config() {
         .map(|line| line + "\n")
         .collect();
     assert_eq!(
-        ports, 2,
+        ports, 3,
         "the shipped config's listeners changed:\n{shipped}"
     );
     assert!(
@@ -1131,7 +1131,7 @@ async fn binary_serves_the_site_with_the_shipped_config() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut atoll = Atoll::serve(&write_config(dir.path(), &text));
-    let all = atoll.listening(2);
+    let all = atoll.listening(3);
     let (_, _, addr) = all
         .iter()
         .find(|(name, kind, _)| name == "web" && kind == "http")

@@ -67,6 +67,13 @@ pub enum EventKind {
     /// An HTTP request was answered; `method`, `path` and `status` say which and how, and
     /// `duration` how long the response head took.
     HttpRequest,
+    /// An RPC call was answered; `duration` is the time from its frame to its reply, and
+    /// `code` the error code when it failed (see `rpc::wire::codes`).
+    RpcCall,
+    /// An RPC server instance failed: it returned an error or panicked, its client sent bytes
+    /// that are not the protocol, or a hello was refused. `code` says which, `error` why;
+    /// only that connection ends.
+    RpcFailure,
 }
 
 impl EventKind {
@@ -82,6 +89,8 @@ impl EventKind {
             AcceptorStop => "acceptor.stop",
             Econnaborted => "acceptor.econnaborted",
             HttpRequest => "http.request",
+            RpcCall => "rpc.call",
+            RpcFailure => "rpc.failure",
             AcceptError => "acceptor.accept_error",
             Emfile => "acceptor.emfile",
             MaxConnectionsExceeded => "acceptor.max_connections_exceeded",
@@ -119,6 +128,7 @@ impl EventKind {
                 | HandlerError
                 | HandlerPanic
                 | ConnectionForced
+                | RpcFailure
         )
     }
 }
@@ -157,6 +167,8 @@ pub struct Event<'a> {
     pub path: Option<&'a str>,
     /// The response status, for HTTP events.
     pub status: Option<u16>,
+    /// The error code, for RPC events that report a failure.
+    pub code: Option<&'a str>,
 }
 
 impl<'a> Event<'a> {
@@ -175,6 +187,7 @@ impl<'a> Event<'a> {
             method: None,
             path: None,
             status: None,
+            code: None,
         }
     }
 
@@ -206,6 +219,11 @@ impl<'a> Event<'a> {
 
     pub(crate) fn error(mut self, e: &'a (dyn std::error::Error + 'static)) -> Self {
         self.error = Some(e);
+        self
+    }
+
+    pub(crate) fn code(mut self, code: &'a str) -> Self {
+        self.code = Some(code);
         self
     }
 

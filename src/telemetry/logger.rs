@@ -51,6 +51,9 @@ impl fmt::Display for Line<'_, '_> {
         if let (Some(m), Some(p), Some(s)) = (e.method, e.path, e.status) {
             write!(f, " method={m} path={p} status={s}")?;
         }
+        if let Some(code) = e.code {
+            write!(f, " code=\"{code}\"")?;
+        }
         if let Some(d) = e.duration {
             write!(f, " duration={d:?}")?;
         }

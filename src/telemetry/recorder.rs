@@ -51,6 +51,13 @@ impl Subscriber for MetricsRecorder {
                         .record(d.as_secs_f64());
                 }
             }
+            EventKind::RpcCall => {
+                if let Some(d) = e.duration {
+                    let outcome = e.code.unwrap_or("ok").to_owned();
+                    metrics::histogram!("atoll_rpc_call_duration_seconds", "listener" => listener, "outcome" => outcome)
+                        .record(d.as_secs_f64());
+                }
+            }
             _ => {}
         }
     }

@@ -1,0 +1,601 @@
+//! The client's connection task: it owns the socket, writes the frames callers queue, matches
+//! replies to calls by id, hands pushes to the callback, sends keepalives, and reconnects.
+//!
+//! One task per [`Client`](super::Client). Callers encode their frames themselves and hand
+//! them over an mpsc channel; the task writes everything queued in one write and answers each
+//! call through its oneshot. While it is disconnected the task keeps reading the channel, so a
+//! call never waits for a reconnection: it fails at once with
+//! [`RpcError::Disconnected`].
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::client_tls::{dial, tls_error, Io, Tls};
+use super::protocol::Identity;
+use super::wire::{self, codes, Decoder, ErrorBody, Frame, Hello, Kind};
+use super::{Protocol, RpcError};
+
+/// What a caller hands to the connection task.
+pub(super) enum Command {
+    /// A call frame, encoded; the task answers through `reply` with the reply's payload.
+    Call {
+        id: u64,
+        frame: Bytes,
+        reply: oneshot::Sender<Result<Bytes, RpcError>>,
+    },
+    /// A cast frame, encoded.
+    Cast(Bytes),
+    /// The call with this id timed out: forget it.
+    Cancel(u64),
+    /// [`Client::close`](super::Client::close): end the task, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// What the clients and their task share.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// Whether the task has a connection whose hello succeeded.
+    pub(super) connected: AtomicBool,
+    /// Whether [`Client::close`](super::Client::close) was called.
+    pub(super) closed: AtomicBool,
+    /// The version in the server's last hello.
+    pub(super) server_version: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn set_connected(&self, hello: &Hello) {
+        if let Ok(mut v) = self.server_version.lock() {
+            *v = Some(hello.version.clone());
+        }
+        self.connected.store(true, Ordering::Release);
+    }
+}
+
+/// A callback of the user's.
+pub(super) type Callback<T> = Arc<dyn Fn(T) + Send + Sync>;
+
+// ===== impl Connector =====
+
+/// Makes connections: dial, TLS handshake, hello exchange, all within the connect timeout.
+pub(super) struct Connector {
+    pub(super) addr: String,
+    pub(super) tls: Option<Tls>,
+    pub(super) identity: Identity,
+    pub(super) connect_timeout: Duration,
+    pub(super) max_frame_size: usize,
+}
+
+/// A connection whose hello exchange succeeded.
+pub(super) struct Conn {
+    io: Io,
+    /// Bytes read after the server's hello (pushes may follow it in the same segment).
+    rbuf: BytesMut,
+    pub(super) hello: Hello,
+}
+
+impl Connector {
+    /// Connects and exchanges hellos.
+    pub(super) async fn connect(&self) -> Result<Conn, RpcError> {
+        match tokio::time::timeout(self.connect_timeout, self.attempt()).await {
+            Ok(result) => result,
+            Err(_) => Err(RpcError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{}: no connection and hello within {:?}",
+                    self.addr, self.connect_timeout
+                ),
+            ))),
+        }
+    }
+
+    async fn attempt(&self) -> Result<Conn, RpcError> {
+        let mut io = dial(&self.addr, self.tls.as_ref()).await?;
+        let mut out = BytesMut::new();
+        wire::encode(
+            Kind::Hello,
+            0,
+            &self.identity.hello(),
+            self.max_frame_size,
+            &mut out,
+        )
+        .map_err(|e| RpcError::Encode(e.to_string()))?;
+        let tls = io.is_tls();
+        let during_hello = |e: io::Error| hello_io_error(e, tls);
+        io.write_all(&out).await.map_err(during_hello)?;
+        io.flush().await.map_err(during_hello)?;
+        let decoder = Decoder::new(self.max_frame_size);
+        let mut rbuf = BytesMut::with_capacity(8 * 1024);
+        let frame = loop {
+            if let Some(frame) = decoder.decode(&mut rbuf)? {
+                break frame;
+            }
+            let n = io.read_buf(&mut rbuf).await.map_err(during_hello)?;
+            if n == 0 {
+                return Err(hello_io_error(
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection before its hello",
+                    ),
+                    tls,
+                ));
+            }
+        };
+        let hello = match frame.kind {
+            Kind::Hello => wire::decode::<Hello>(&frame.payload)
+                .map_err(|e| RpcError::Protocol(format!("the server's hello: {e}")))?,
+            Kind::Error => {
+                let body = wire::decode::<ErrorBody>(&frame.payload)
+                    .map_err(|e| RpcError::Protocol(format!("the server's error frame: {e}")))?;
+                return Err(refusal(body));
+            }
+            other => {
+                return Err(RpcError::Protocol(format!(
+                    "expected the server's hello, got a {} frame",
+                    other.name()
+                )))
+            }
+        };
+        self.identity.check(&hello).map_err(refusal)?;
+        Ok(Conn { io, rbuf, hello })
+    }
+}
+
+/// The typed error of a refused hello (the server's refusal, or ours of its hello).
+fn refusal(body: ErrorBody) -> RpcError {
+    match body.code.as_str() {
+        codes::WRONG_IDENTIFIER => RpcError::WrongIdentifier(body.message),
+        codes::INCOMPATIBLE_VERSION => RpcError::IncompatibleVersion(body.message),
+        _ => RpcError::Remote {
+            code: body.code,
+            message: body.message,
+        },
+    }
+}
+
+/// An I/O failure before the server's hello arrived. Over TLS it is most likely the server
+/// refusing the client's certificate (with TLS 1.3 the client learns it only now).
+fn hello_io_error(e: io::Error, tls: bool) -> RpcError {
+    if let Some(t) = tls_error(&e) {
+        return t;
+    }
+    if tls {
+        return RpcError::Tls(format!(
+            "the server closed the connection after the handshake, before its hello \
+             (client certificate refused?): {e}"
+        ));
+    }
+    RpcError::Connect(e)
+}
+
+// ===== impl Task =====
+
+/// The connection task's settings.
+pub(super) struct Settings<P: Protocol> {
+    pub(super) keepalive: Duration,
+    pub(super) reconnect: bool,
+    pub(super) backoff: (Duration, Duration),
+    pub(super) max_frame_size: usize,
+    pub(super) on_push: Option<Callback<P::Push>>,
+    pub(super) on_connect: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// The connection task.
+pub(super) struct Task<P: Protocol> {
+    rx: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
+    connector: Connector,
+    settings: Settings<P>,
+    /// The calls in flight on the current connection, by id.
+    pending: HashMap<u64, oneshot::Sender<Result<Bytes, RpcError>>>,
+    _protocol: PhantomData<fn() -> P>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// Closed by the user, or every client is gone: the task ends.
+    Closed,
+    /// Lost; the reason is logged.
+    Dropped(String),
+}
+
+impl<P: Protocol> Task<P> {
+    pub(super) fn new(
+        rx: mpsc::UnboundedReceiver<Command>,
+        shared: Arc<Shared>,
+        connector: Connector,
+        settings: Settings<P>,
+    ) -> Self {
+        Task {
+            rx,
+            shared,
+            connector,
+            settings,
+            pending: HashMap::new(),
+            _protocol: PhantomData,
+        }
+    }
+
+    /// Runs `conn`, and the connections after it, until the client is closed or dropped (or,
+    /// without reconnection, until the connection is lost).
+    pub(super) async fn run(mut self, conn: Conn) {
+        let mut conn = conn;
+        loop {
+            match self.serve(conn).await {
+                Ended::Closed => {
+                    self.shared.connected.store(false, Ordering::Release);
+                    self.fail_pending(|| RpcError::Closed);
+                    return;
+                }
+                Ended::Dropped(why) => {
+                    // Flag first, so a caller told `Disconnected` that calls again is told so
+                    // at once too.
+                    self.shared.connected.store(false, Ordering::Release);
+                    self.fail_pending(|| RpcError::Disconnected);
+                    tracing::warn!(addr = %self.connector.addr, "rpc client disconnected: {why}");
+                }
+            }
+            if !self.settings.reconnect {
+                return;
+            }
+            match self.reconnect().await {
+                Some(next) => conn = next,
+                None => return,
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, error: impl Fn() -> RpcError) {
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(error()));
+        }
+    }
+
+    /// Handles a command while there is no connection. `false`: end the task.
+    fn refuse(command: Option<Command>) -> bool {
+        match command {
+            None => false,
+            Some(Command::Close(done)) => {
+                let _ = done.send(());
+                false
+            }
+            Some(Command::Call { reply, .. }) => {
+                let _ = reply.send(Err(RpcError::Disconnected));
+                true
+            }
+            Some(Command::Cast(_)) | Some(Command::Cancel(_)) => true,
+        }
+    }
+
+    /// Reconnects with exponential backoff, refusing calls meanwhile. `None`: the client was
+    /// closed or dropped.
+    async fn reconnect(&mut self) -> Option<Conn> {
+        let (initial, max) = self.settings.backoff;
+        let mut delay = initial;
+        loop {
+            let wait = tokio::time::sleep(jitter(delay));
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    command = self.rx.recv() => if !Self::refuse(command) { return None },
+                    () = &mut wait => break,
+                }
+            }
+            let attempt = self.connector.connect();
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    command = self.rx.recv() => if !Self::refuse(command) { return None },
+                    result = &mut attempt => break result,
+                }
+            };
+            match result {
+                Ok(conn) => {
+                    tracing::info!(addr = %self.connector.addr, "rpc client reconnected");
+                    self.shared.set_connected(&conn.hello);
+                    if let Some(on_connect) = &self.settings.on_connect {
+                        on_connect();
+                    }
+                    return Some(conn);
+                }
+                Err(e) => {
+                    tracing::debug!(addr = %self.connector.addr, "rpc client reconnect failed: {e}");
+                    delay = (delay * 2).min(max);
+                }
+            }
+        }
+    }
+
+    /// Runs one connection until it is lost or the client is closed.
+    async fn serve(&mut self, conn: Conn) -> Ended {
+        let Conn { io, mut rbuf, .. } = conn;
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let decoder = Decoder::new(self.settings.max_frame_size);
+        let mut wbuf = BytesMut::with_capacity(8 * 1024);
+        let keepalive = self.settings.keepalive;
+        let mut last_sent = Instant::now();
+        let mut last_received = Instant::now();
+        // A keepalive sent because the server has been silent for `keepalive`; cleared by any
+        // frame from it.
+        let mut probed = false;
+        let mut need_flush = false;
+        let timer = tokio::time::sleep_until(last_sent + keepalive);
+        tokio::pin!(timer);
+
+        if let Err(why) = self.frames(&decoder, &mut rbuf, &mut wbuf) {
+            return self.goodbye(&mut wr, wbuf, why).await;
+        }
+        loop {
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(8 * 1024);
+            }
+            tokio::select! {
+                command = self.rx.recv() => {
+                    let mut command = command;
+                    loop {
+                        match command {
+                            None => return self.finish(&mut wr, wbuf, None).await,
+                            Some(Command::Close(done)) => {
+                                return self.finish(&mut wr, wbuf, Some(done)).await
+                            }
+                            Some(other) => self.take(other, &mut wbuf),
+                        }
+                        command = match self.rx.try_recv() {
+                            Ok(c) => Some(c),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        };
+                    }
+                }
+                read = rd.read_buf(&mut rbuf) => {
+                    match read {
+                        Ok(0) => return Ended::Dropped("the server closed the connection".into()),
+                        Ok(_) => {
+                            last_received = Instant::now();
+                            probed = false;
+                            if let Err(why) = self.frames(&decoder, &mut rbuf, &mut wbuf) {
+                                return self.goodbye(&mut wr, wbuf, why).await;
+                            }
+                        }
+                        Err(e) => return Ended::Dropped(format!("read failed: {e}")),
+                    }
+                }
+                // One branch for both, as both need the writer.
+                written = write_or_flush(&mut wr, &wbuf), if !wbuf.is_empty() || need_flush => {
+                    match written {
+                        Ok(Some(0)) => {
+                            return Ended::Dropped("the connection is closed for writing".into())
+                        }
+                        Ok(Some(n)) => {
+                            wbuf.advance(n);
+                            last_sent = Instant::now();
+                            need_flush = wbuf.is_empty();
+                        }
+                        Ok(None) => need_flush = false,
+                        Err(e) => return Ended::Dropped(format!("write failed: {e}")),
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= last_received + 2 * keepalive {
+                        return Ended::Dropped(format!(
+                            "nothing received from the server for {:?}",
+                            2 * keepalive
+                        ));
+                    }
+                    let idle = now >= last_sent + keepalive;
+                    let silent = now >= last_received + keepalive && !probed;
+                    if (idle || silent) && wbuf.is_empty() {
+                        wire::encode_raw(Kind::Keepalive, 0, &[], &mut wbuf);
+                        probed |= silent;
+                        last_sent = now;
+                    }
+                    let mut next = (last_sent + keepalive).min(last_received + 2 * keepalive);
+                    if !probed {
+                        next = next.min(last_received + keepalive);
+                    }
+                    // A deadline already past means a write is stuck (the keepalive waits
+                    // behind it): look again a little later rather than spin.
+                    if next <= now {
+                        next = now + (keepalive / 10).max(Duration::from_millis(1));
+                    }
+                    timer.as_mut().reset(next);
+                }
+            }
+        }
+    }
+
+    /// Queues a caller's frame.
+    fn take(&mut self, command: Command, wbuf: &mut BytesMut) {
+        match command {
+            Command::Call { id, frame, reply } => {
+                if reply.is_closed() {
+                    return;
+                }
+                wbuf.extend_from_slice(&frame);
+                self.pending.insert(id, reply);
+            }
+            Command::Cast(frame) => wbuf.extend_from_slice(&frame),
+            Command::Cancel(id) => {
+                self.pending.remove(&id);
+            }
+            Command::Close(_) => {}
+        }
+    }
+
+    /// Handles every whole frame in `rbuf`. `Err`: the connection must end, for this reason.
+    fn frames(
+        &mut self,
+        decoder: &Decoder,
+        rbuf: &mut BytesMut,
+        wbuf: &mut BytesMut,
+    ) -> Result<(), Goodbye> {
+        loop {
+            match decoder.decode(rbuf) {
+                Ok(Some(frame)) => self.frame(frame)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    // Tell the server why, as it would tell us.
+                    let body = ErrorBody::new(e.code(), e.to_string());
+                    let _ = wire::encode(Kind::Error, 0, &body, usize::MAX, wbuf);
+                    return Err(Goodbye::Protocol(e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, frame: Frame) -> Result<(), Goodbye> {
+        match frame.kind {
+            Kind::Reply => {
+                if let Some(reply) = self.pending.remove(&frame.id) {
+                    let _ = reply.send(Ok(frame.payload));
+                }
+            }
+            Kind::Error => {
+                let body = wire::decode::<ErrorBody>(&frame.payload).unwrap_or_else(|e| {
+                    ErrorBody::new(codes::BAD_FRAME, format!("undecodable error frame: {e}"))
+                });
+                if frame.id == 0 {
+                    return Err(Goodbye::Server(body));
+                }
+                if let Some(reply) = self.pending.remove(&frame.id) {
+                    let _ = reply.send(Err(RpcError::Remote {
+                        code: body.code,
+                        message: body.message,
+                    }));
+                }
+            }
+            Kind::Push => {
+                if let Some(on_push) = &self.settings.on_push {
+                    match wire::decode::<P::Push>(&frame.payload) {
+                        Ok(msg) => on_push(msg),
+                        Err(e) => tracing::warn!(
+                            addr = %self.connector.addr,
+                            "rpc client skipped a push it cannot decode: {e}"
+                        ),
+                    }
+                }
+            }
+            Kind::Keepalive => {}
+            Kind::Hello | Kind::Call | Kind::Cast => {
+                return Err(Goodbye::Protocol(format!(
+                    "bad frame: a {} frame from the server",
+                    frame.kind.name()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a connection the server broke or ended: writes what is queued (an error frame
+    /// telling why, for a protocol fault), briefly, and reports why.
+    async fn goodbye<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        mut wbuf: BytesMut,
+        why: Goodbye,
+    ) -> Ended {
+        let reason = match why {
+            Goodbye::Protocol(m) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    wr.write_all_buf(&mut wbuf).await?;
+                    wr.shutdown().await
+                })
+                .await;
+                format!("protocol error: {m}")
+            }
+            Goodbye::Server(body) => {
+                format!(
+                    "the server ended the connection: {}: {}",
+                    body.code, body.message
+                )
+            }
+        };
+        Ended::Dropped(reason)
+    }
+
+    /// Ends the task: writes what is queued (casts sent before `close`), briefly, then closes.
+    async fn finish<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        mut wbuf: BytesMut,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Ended {
+        self.shared.connected.store(false, Ordering::Release);
+        self.fail_pending(|| RpcError::Closed);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            wr.write_all_buf(&mut wbuf).await?;
+            wr.shutdown().await
+        })
+        .await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+        Ended::Closed
+    }
+}
+
+/// Writes some of `wbuf` (`Some(bytes written)`), or flushes when it is empty (`None`): a TLS
+/// stream may hold back what it could not write at once until flushed.
+async fn write_or_flush<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    wbuf: &[u8],
+) -> io::Result<Option<usize>> {
+    if wbuf.is_empty() {
+        wr.flush().await.map(|()| None)
+    } else {
+        wr.write(wbuf).await.map(Some)
+    }
+}
+
+/// Why a connection must end, found while reading frames.
+enum Goodbye {
+    /// The server broke the protocol.
+    Protocol(String),
+    /// The server sent an error frame with id 0: it is closing the connection.
+    Server(ErrorBody),
+}
+
+/// `delay` plus up to 10% more, so clients cut off together do not all come back at once.
+fn jitter(delay: Duration) -> Duration {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    delay + delay.mul_f64((random % 1000) as f64 / 10_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_adds_at_most_a_tenth() {
+        let d = Duration::from_millis(100);
+        for _ in 0..100 {
+            let j = jitter(d);
+            assert!(j >= d && j <= d + d / 10, "{j:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_typed() {
+        let e = refusal(ErrorBody::new(
+            codes::WRONG_IDENTIFIER,
+            "expected `a`, got `b`",
+        ));
+        assert!(matches!(e, RpcError::WrongIdentifier(m) if m.contains("expected `a`")));
+        let e = refusal(ErrorBody::new(codes::INCOMPATIBLE_VERSION, "2.0.0"));
+        assert!(matches!(e, RpcError::IncompatibleVersion(_)));
+        let e = refusal(ErrorBody::new(codes::SERVER_ERROR, "no"));
+        assert_eq!(e.remote_code(), Some(codes::SERVER_ERROR));
+    }
+}

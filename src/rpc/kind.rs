@@ -1,0 +1,87 @@
+//! The `rpc` kind of the config file: a daemon running the built-in key-value service.
+
+use serde::Deserialize;
+
+use super::daemon::Daemon;
+use super::kv::{KvService, KvStore};
+use super::options::{RpcOptions, DEFAULT_RPC_PORT};
+use crate::bind::Bind;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::ServerHandle;
+use crate::registry::Registry;
+use crate::spec::ListenerSpec;
+
+/// The services the `rpc` kind can run, by the name its `service` key takes.
+const SERVICES: &[&str] = &["kv"];
+
+/// Teaches `registry` the `rpc` listener kind: the built-in key-value service
+/// ([`KvService`]) on a daemon.
+///
+/// A listener table of this kind takes the socket server's options, [`RpcOptions`] keys,
+/// `service = "kv"` (the default, and the only one built in) and `plain = true` for plain
+/// TCP. Without `plain` it needs a `[listener.tls]` table: RPC is TLS by default, and with a
+/// `cacert` in it, clients must present a certificate that CA signed. Without `ip` and
+/// `port` it listens on 127.0.0.1 on any free port, which `atoll serve` prints.
+pub fn install(registry: &Registry) {
+    registry.add_kind("rpc", launch);
+}
+
+fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
+    let bad = |why: String| {
+        Error::with_source(ErrorKind::Config, why).context(format!("listener `{}`", spec.name))
+    };
+    let mut params = spec.params.clone();
+    match params.remove("service") {
+        None => {}
+        Some(toml::Value::String(s)) if SERVICES.contains(&s.as_str()) => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "unknown service {other} (known: {})",
+                SERVICES.join(", ")
+            )))
+        }
+    }
+    let plain = match params.remove("plain") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(other) => return Err(bad(format!("`plain` must be true or false, not {other}"))),
+    };
+    let rpc = RpcOptions::deserialize(toml::Value::Table(params))
+        .map_err(|e| bad(e.message().to_owned()))?;
+    let mut options = spec.options.clone();
+    if let Some(set) = &spec.set_options {
+        if !set.contains("port") {
+            options.port = DEFAULT_RPC_PORT;
+        }
+        if !set.contains("ip") {
+            options.ip = std::net::Ipv4Addr::LOCALHOST.into();
+        }
+    }
+    let mut daemon = Daemon::<KvService>::new(KvStore::new())
+        .name(spec.name.clone())
+        .options(options)
+        .rpc_options(rpc)
+        .telemetry(spec.telemetry.clone());
+    daemon = match (&spec.tls, plain) {
+        (Some(tls), false) => daemon.tls(
+            tls.load()
+                .map_err(|e| e.context(format!("listener `{}`", spec.name)))?,
+        ),
+        (None, true) => daemon.plain(),
+        (Some(_), true) => {
+            return Err(bad(
+                "`plain = true` and a [listener.tls] table: choose one".to_owned()
+            ))
+        }
+        (None, false) => {
+            return Err(bad(
+                "kind `rpc` needs a [listener.tls] table, or `plain = true` for plain TCP"
+                    .to_owned(),
+            ))
+        }
+    };
+    if let Some(path) = &spec.unix {
+        daemon = daemon.bind(Bind::Unix(path.clone()));
+    }
+    Ok(daemon.start()?.server().clone())
+}

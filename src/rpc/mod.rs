@@ -1,0 +1,52 @@
+//! RPC daemons and clients, erps's way: a [`Daemon`] gives every inbound connection its own
+//! instance of your [`Service`], seeded with common initial data; a [`Client`] calls it over
+//! TCP or mutual TLS. Messages are your own serde types, framed as described in
+//! [`wire`] and `docs/rpc-wire.md`, with MessagePack payloads.
+//!
+//! # Layout
+//!
+//! From the bottom up; each part only uses the ones above it.
+//!
+//! - [`wire`]: the frame format, its decoder (checks before it allocates, never panics) and
+//!   the `hello` and `error` payloads.
+//! - `protocol`: [`Protocol`] (the types, identifier and version a service and its clients
+//!   share) and [`Versions`], the check of a peer's hello.
+//! - `options`: [`RpcOptions`], the daemon's settings with their defaults.
+//! - `service`: the [`Service`] trait, one instance per connection, and its [`Ctx`]: push,
+//!   deferred replies, disconnect.
+//! - `supervisor`: [`Supervisor`], the table of live server instances.
+//! - `serve`: one connection on the daemon side: hello, then frames in, replies out.
+//! - `daemon`: [`Daemon`], the builder that starts a listener of the socket server whose
+//!   connections are taken over by `serve`, and its [`DaemonHandle`].
+//! - `client`: [`Client`], with call timeouts, casts, pushes, keepalives and reconnection.
+//! - `kv`: the built-in key-value demo service and the `rpc` kind of the config file.
+//!
+//! It uses the socket server through [`Action::TakeOver`](crate::Action::TakeOver) and the
+//! registry; nothing below it knows RPC, and it knows nothing of HTTP.
+
+mod options;
+mod protocol;
+pub mod wire;
+// ===== service side =====
+mod daemon;
+mod serve;
+mod service;
+mod supervisor;
+pub use daemon::{Daemon, DaemonHandle};
+pub use service::{Ctx, Deferred, Pusher, Reply, Service};
+pub use supervisor::{Exit, InstanceInfo, Supervisor};
+// ===== client side =====
+mod client;
+mod client_conn;
+mod client_tls;
+mod error;
+pub use client::{Client, ClientBuilder};
+pub use client_tls::ClientTls;
+pub use error::RpcError;
+// ===== demo service and config kind =====
+mod kind;
+pub mod kv;
+pub use kind::install;
+
+pub use options::{RpcOptions, DEFAULT_RPC_PORT};
+pub use protocol::{Protocol, Versions};

@@ -1,0 +1,60 @@
+//! [`RpcOptions`]: what an RPC daemon adds to the socket server's options, each with its
+//! default, readable from a `[[listener]]` table of kind `rpc`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::wire::DEFAULT_MAX_FRAME_SIZE;
+
+/// An RPC daemon's own settings. The socket server's ([`ServerOptions`](crate::ServerOptions))
+/// apply too: acceptors, connection limits, TLS, shutdown timeout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RpcOptions {
+    /// The service identifier clients must name in their hello. Default is the
+    /// [`Protocol`](super::Protocol)'s `IDENTIFIER`.
+    pub identifier: Option<String>,
+    /// The version the daemon names in its hello, `MAJOR.MINOR.PATCH`. Default is the
+    /// protocol's `VERSION`.
+    pub version: Option<String>,
+    /// The client versions accepted, as a semver requirement (`^1.2`, `>=1, <3`). Default is
+    /// the versions with the same major number as `version` (same minor for `0.x`).
+    pub accept: Option<String>,
+    /// The largest frame payload accepted, in bytes; a larger one closes the connection
+    /// before anything is allocated for it. Replies and pushes over it are not sent (the call
+    /// gets an error). Default is 8 MiB.
+    pub max_frame_size: usize,
+    /// How long a frame may take to arrive once its first byte has; the hello, counted from
+    /// the connect, too. A slower peer is disconnected. Default is 10 s.
+    #[serde(with = "crate::options::duration")]
+    pub frame_timeout: Duration,
+    /// How long a connection may stay silent (no frame, not even a keepalive) before the
+    /// daemon closes it. Clients send keepalives more often than this. Default is 120 s.
+    #[serde(with = "crate::options::duration")]
+    pub idle_timeout: Duration,
+}
+
+/// The default RPC port: 0, any free port, read back from the daemon.
+pub const DEFAULT_RPC_PORT: u16 = 0;
+
+impl Default for RpcOptions {
+    fn default() -> Self {
+        RpcOptions {
+            identifier: None,
+            version: None,
+            accept: None,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            frame_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RpcOptions {
+    /// The keys an RPC listener table may set besides the server options.
+    pub fn field_names() -> &'static [&'static str] {
+        crate::options::fields_of::<RpcOptions>()
+    }
+}

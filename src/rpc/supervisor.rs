@@ -1,0 +1,255 @@
+//! [`Supervisor`]: the table of live server instances, which one or several daemons share;
+//! list them, count them, end one, and hear how each one ended.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::service::Outgoing;
+use crate::addr::Addr;
+
+/// A live server instance, as [`Supervisor::instances`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// The name of the daemon's listener.
+    pub listener: String,
+    /// The connection's id, unique within its listener.
+    pub id: u64,
+    /// The client's address.
+    pub peer: Addr,
+    /// When the instance was made (its client's hello accepted).
+    pub started: SystemTime,
+}
+
+/// How an instance ended, as [`Supervisor::on_exit`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The client closed the connection between two frames, or the instance asked to
+    /// disconnect ([`Ctx::disconnect`](super::Ctx::disconnect)).
+    Normal,
+    /// The connection was lost: a socket error, the client silent past the idle timeout, or
+    /// the client closing in the middle of a frame.
+    Disconnected,
+    /// The daemon stopped, or [`Supervisor::terminate`] ended it.
+    Stopped,
+    /// The instance failed (it returned an error or panicked), or its client broke the
+    /// protocol; `code` is the error code sent to the client (see
+    /// [`wire::codes`](super::wire::codes)), `message` why.
+    Failed {
+        /// The error code.
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+type ExitHook = Arc<dyn Fn(&InstanceInfo, &Exit) + Send + Sync>;
+
+struct Entry {
+    info: InstanceInfo,
+    /// The daemon the instance belongs to ([`Supervisor::daemon_token`]).
+    daemon: u64,
+    /// The connection's channel, to ask it to end.
+    control: UnboundedSender<Outgoing>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: Mutex<HashMap<u64, Entry>>,
+    hooks: Mutex<Vec<ExitHook>>,
+    next_key: AtomicU64,
+}
+
+/// The table of live server instances: one entry per connection whose hello was accepted, from
+/// its [`init`](super::Service::init) to its end. Every daemon has one; give several daemons
+/// the same one ([`Daemon::supervisor`](super::Daemon::supervisor)) to see all their instances
+/// together. Clones share the same table.
+#[derive(Clone, Default)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("instances", &self.count())
+            .finish()
+    }
+}
+
+/// Gives every daemon its own token, whatever supervisor it uses.
+static NEXT_DAEMON: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update is one insert, remove or push: a poisoned table is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Supervisor {
+    /// An empty table.
+    pub fn new() -> Supervisor {
+        Supervisor::default()
+    }
+
+    /// The live instances, by listener name then connection id.
+    pub fn instances(&self) -> Vec<InstanceInfo> {
+        self.list(|_| true)
+    }
+
+    /// How many instances are live.
+    pub fn count(&self) -> usize {
+        lock(&self.inner.entries).len()
+    }
+
+    /// Ends the instance of connection `id` on the daemon named `listener`: its connection
+    /// closes after the message it is handling, and it exits with [`Exit::Stopped`]. False
+    /// when there is no such instance.
+    pub fn terminate(&self, listener: &str, id: u64) -> bool {
+        lock(&self.inner.entries)
+            .values()
+            .filter(|e| e.info.id == id && e.info.listener == listener)
+            .any(|e| e.control.send(Outgoing::Terminate).is_ok())
+    }
+
+    /// Calls `f` each time an instance ends, with how it ended, after its
+    /// [`terminate`](super::Service::terminate) ran. It runs on the connection's task, so it
+    /// should be quick.
+    pub fn on_exit(&self, f: impl Fn(&InstanceInfo, &Exit) + Send + Sync + 'static) {
+        lock(&self.inner.hooks).push(Arc::new(f));
+    }
+
+    // ===== for the daemons =====
+
+    /// A token unique to one daemon, naming its instances.
+    pub(crate) fn daemon_token() -> u64 {
+        NEXT_DAEMON.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds an instance; the key returned removes it.
+    pub(crate) fn enter(
+        &self,
+        daemon: u64,
+        info: InstanceInfo,
+        control: UnboundedSender<Outgoing>,
+    ) -> u64 {
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            info,
+            daemon,
+            control,
+        };
+        lock(&self.inner.entries).insert(key, entry);
+        key
+    }
+
+    /// Removes an instance and tells the exit hooks how it ended.
+    pub(crate) fn leave(&self, key: u64, exit: &Exit) {
+        let Some(entry) = lock(&self.inner.entries).remove(&key) else {
+            return;
+        };
+        let hooks: Vec<ExitHook> = lock(&self.inner.hooks).clone();
+        for hook in hooks {
+            hook(&entry.info, exit);
+        }
+    }
+
+    /// The live instances of one daemon.
+    pub(crate) fn instances_of(&self, daemon: u64) -> Vec<InstanceInfo> {
+        self.list(|e| e.daemon == daemon)
+    }
+
+    /// How many instances of one daemon are live.
+    pub(crate) fn count_of(&self, daemon: u64) -> usize {
+        lock(&self.inner.entries)
+            .values()
+            .filter(|e| e.daemon == daemon)
+            .count()
+    }
+
+    fn list(&self, keep: impl Fn(&Entry) -> bool) -> Vec<InstanceInfo> {
+        let mut out: Vec<InstanceInfo> = lock(&self.inner.entries)
+            .values()
+            .filter(|e| keep(e))
+            .map(|e| e.info.clone())
+            .collect();
+        out.sort_by(|a, b| (&a.listener, a.id).cmp(&(&b.listener, b.id)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::sync::mpsc;
+
+    fn info(listener: &str, id: u64) -> InstanceInfo {
+        InstanceInfo {
+            listener: listener.into(),
+            id,
+            peer: Addr::Inet(SocketAddr::from(([127, 0, 0, 1], 5000 + id as u16))),
+            started: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn instances_are_listed_by_listener_then_id_and_counted_per_daemon() {
+        let sup = Supervisor::new();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (a, b) = (Supervisor::daemon_token(), Supervisor::daemon_token());
+        sup.enter(a, info("b", 2), tx.clone());
+        let k = sup.enter(b, info("a", 9), tx.clone());
+        sup.enter(a, info("b", 1), tx);
+        let listed: Vec<(String, u64)> = sup
+            .instances()
+            .into_iter()
+            .map(|i| (i.listener, i.id))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![("a".into(), 9), ("b".into(), 1), ("b".into(), 2)]
+        );
+        assert_eq!((sup.count(), sup.count_of(a), sup.count_of(b)), (3, 2, 1));
+        assert_eq!(sup.instances_of(a).len(), 2);
+        sup.leave(k, &Exit::Normal);
+        assert_eq!((sup.count(), sup.count_of(b)), (2, 0));
+    }
+
+    #[test]
+    fn terminate_reaches_the_named_instance_only() {
+        let sup = Supervisor::new();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let d = Supervisor::daemon_token();
+        sup.enter(d, info("rpc", 1), tx1);
+        sup.enter(d, info("rpc", 2), tx2);
+        assert!(sup.terminate("rpc", 2));
+        assert!(!sup.terminate("rpc", 3));
+        assert!(!sup.terminate("other", 1));
+        assert!(matches!(rx2.try_recv(), Ok(Outgoing::Terminate)));
+        assert!(rx1.try_recv().is_err());
+        drop(rx1);
+        assert!(!sup.terminate("rpc", 1), "its connection is gone");
+    }
+
+    #[test]
+    fn exit_hooks_hear_each_end_once() {
+        let sup = Supervisor::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        sup.on_exit(move |i, e| s.lock().unwrap().push((i.id, e.clone())));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let key = sup.enter(Supervisor::daemon_token(), info("rpc", 4), tx);
+        let failed = Exit::Failed {
+            code: "server error".into(),
+            message: "boom".into(),
+        };
+        sup.leave(key, &failed);
+        sup.leave(key, &Exit::Normal);
+        assert_eq!(*seen.lock().unwrap(), vec![(4, failed)]);
+    }
+}

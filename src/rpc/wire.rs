@@ -1,0 +1,446 @@
+//! The RPC wire format: framing, and the payloads of the frames the protocol itself reads
+//! (`hello` and `error`). The full description, for writing clients in other languages, is
+//! `docs/rpc-wire.md`.
+//!
+//! Every frame is a 16-byte header followed by a MessagePack payload. All integers are
+//! big-endian.
+//!
+//! | offset | size | field                                                        |
+//! |--------|------|--------------------------------------------------------------|
+//! | 0      | 2    | magic, `0xA7 0x11`                                           |
+//! | 2      | 1    | wire version, [`WIRE_VERSION`]                               |
+//! | 3      | 1    | type ([`Kind`]): 0 keepalive, 1 hello, 2 error, 3 reply, 4 push, 5 call, 6 cast |
+//! | 4      | 4    | payload length in bytes                                      |
+//! | 8      | 8    | request id: a call's id, echoed by its reply or error; else 0 |
+//! | 16     | len  | payload, MessagePack                                         |
+//!
+//! The decoder checks the magic, the wire version, the type and the length against the maximum
+//! frame size from the header alone, before it reserves anything for the payload, and never
+//! panics, whatever the bytes.
+
+use std::fmt;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+/// The two bytes every frame starts with.
+pub const MAGIC: [u8; 2] = [0xA7, 0x11];
+/// The version of this framing. A peer that sends another one is refused with
+/// `incompatible version`.
+pub const WIRE_VERSION: u8 = 1;
+/// The size of a frame header.
+pub const HEADER_LEN: usize = 16;
+/// The default largest payload a peer accepts: 8 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 8 * 1024 * 1024;
+
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// Keeps an idle connection alive. Empty; the server answers each with one of its own.
+    Keepalive = 0,
+    /// The first frame each way: the service identifier and version ([`Hello`]).
+    Hello = 1,
+    /// A failure ([`ErrorBody`]): of the call with this id, or of the connection when the id
+    /// is 0 (the sender then closes).
+    Error = 2,
+    /// The answer to the call with this id.
+    Reply = 3,
+    /// A message from the server the client did not ask for. Id 0.
+    Push = 4,
+    /// A request that wants a reply; its id is unique among the connection's calls in flight
+    /// and never 0.
+    Call = 5,
+    /// A request that wants no reply. Id 0.
+    Cast = 6,
+}
+
+impl Kind {
+    /// The kind with this type byte.
+    pub fn from_byte(byte: u8) -> Option<Kind> {
+        Some(match byte {
+            0 => Kind::Keepalive,
+            1 => Kind::Hello,
+            2 => Kind::Error,
+            3 => Kind::Reply,
+            4 => Kind::Push,
+            5 => Kind::Call,
+            6 => Kind::Cast,
+            _ => return None,
+        })
+    }
+
+    /// The frame type's name, as the docs and error messages write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Keepalive => "keepalive",
+            Kind::Hello => "hello",
+            Kind::Error => "error",
+            Kind::Reply => "reply",
+            Kind::Push => "push",
+            Kind::Call => "call",
+            Kind::Cast => "cast",
+        }
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What it is.
+    pub kind: Kind,
+    /// The request id (0 when the kind has none).
+    pub id: u64,
+    /// The MessagePack payload, not yet decoded.
+    pub payload: Bytes,
+}
+
+/// Bytes that are not a frame of this protocol. The connection that sent them is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// The first two bytes are not [`MAGIC`]: not this protocol.
+    BadMagic([u8; 2]),
+    /// Another version of the framing.
+    WireVersion(u8),
+    /// A type byte this version does not know.
+    UnknownKind(u8),
+    /// The header announces a payload over the maximum frame size.
+    TooLarge {
+        /// The announced payload length.
+        len: u64,
+        /// The maximum.
+        max: usize,
+    },
+    /// A payload could not be encoded (a value serde refuses, say).
+    Encode(String),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::BadMagic(m) => write!(
+                f,
+                "bad frame: magic {:02x} {:02x} is not 0xa7 0x11",
+                m[0], m[1]
+            ),
+            WireError::WireVersion(v) => write!(
+                f,
+                "incompatible version: wire version {v}, this side speaks {WIRE_VERSION}"
+            ),
+            WireError::UnknownKind(k) => write!(f, "bad frame: unknown frame type {k}"),
+            WireError::TooLarge { len, max } => write!(
+                f,
+                "frame too large: {len} bytes of payload, the maximum is {max}"
+            ),
+            WireError::Encode(why) => write!(f, "cannot encode payload: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+impl WireError {
+    /// The error code this fault is reported with on the wire ([`ErrorBody::code`]).
+    pub fn code(&self) -> &'static str {
+        match self {
+            WireError::WireVersion(_) => codes::INCOMPATIBLE_VERSION,
+            WireError::TooLarge { .. } => codes::FRAME_TOO_LARGE,
+            WireError::Encode(_) => codes::SERVER_ERROR,
+            WireError::BadMagic(_) | WireError::UnknownKind(_) => codes::BAD_FRAME,
+        }
+    }
+}
+
+/// Cuts frames out of a read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoder {
+    max_frame_size: usize,
+}
+
+impl Decoder {
+    /// A decoder that refuses payloads over `max_frame_size` bytes.
+    pub fn new(max_frame_size: usize) -> Decoder {
+        Decoder { max_frame_size }
+    }
+
+    /// The largest payload accepted.
+    pub fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// Takes the first whole frame off the front of `buf`: `Ok(None)` when more bytes are
+    /// needed. A header is checked as soon as it is whole, so a bad one fails before its
+    /// payload arrives, and `buf` is grown only for a payload within the maximum.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        // The magic is checked from its first byte on, so garbage fails at once.
+        if let Some(&first) = buf.first() {
+            if first != MAGIC[0] {
+                return Err(WireError::BadMagic([
+                    first,
+                    buf.get(1).copied().unwrap_or(0),
+                ]));
+            }
+        }
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let header = Header::parse(&buf[..HEADER_LEN], self.max_frame_size)?;
+        let total = HEADER_LEN + header.len;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        buf.advance(HEADER_LEN);
+        let payload = buf.split_to(header.len).freeze();
+        Ok(Some(Frame {
+            kind: header.kind,
+            id: header.id,
+            payload,
+        }))
+    }
+}
+
+impl Default for Decoder {
+    /// A decoder with [`DEFAULT_MAX_FRAME_SIZE`].
+    fn default() -> Decoder {
+        Decoder::new(DEFAULT_MAX_FRAME_SIZE)
+    }
+}
+
+/// A checked frame header.
+struct Header {
+    kind: Kind,
+    len: usize,
+    id: u64,
+}
+
+impl Header {
+    fn parse(bytes: &[u8], max: usize) -> Result<Header, WireError> {
+        let mut b = bytes;
+        let magic = [b.get_u8(), b.get_u8()];
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        let version = b.get_u8();
+        if version != WIRE_VERSION {
+            return Err(WireError::WireVersion(version));
+        }
+        let kind_byte = b.get_u8();
+        let kind = Kind::from_byte(kind_byte).ok_or(WireError::UnknownKind(kind_byte))?;
+        let len = b.get_u32();
+        if len as u64 > max as u64 {
+            return Err(WireError::TooLarge {
+                len: len.into(),
+                max,
+            });
+        }
+        let id = b.get_u64();
+        Ok(Header {
+            kind,
+            len: len as usize,
+            id,
+        })
+    }
+}
+
+/// Appends a frame with this raw payload to `out`.
+pub fn encode_raw(kind: Kind, id: u64, payload: &[u8], out: &mut BytesMut) {
+    out.reserve(HEADER_LEN + payload.len());
+    put_header(kind, id, payload.len() as u32, out);
+    out.put_slice(payload);
+}
+
+/// Appends a frame whose payload is `value` as MessagePack (maps with field names, so other
+/// languages read it as they would JSON). On an error, or a payload over `max`, `out` is left
+/// as it was.
+pub fn encode<T: Serialize + ?Sized>(
+    kind: Kind,
+    id: u64,
+    value: &T,
+    max: usize,
+    out: &mut BytesMut,
+) -> Result<(), WireError> {
+    let start = out.len();
+    put_header(kind, id, 0, out);
+    let mut writer = out.writer();
+    let encoded = value.serialize(&mut rmp_serde::Serializer::new(&mut writer).with_struct_map());
+    let out = writer.into_inner();
+    if let Err(e) = encoded {
+        out.truncate(start);
+        return Err(WireError::Encode(e.to_string()));
+    }
+    let len = out.len() - start - HEADER_LEN;
+    if len > max {
+        out.truncate(start);
+        return Err(WireError::TooLarge {
+            len: len as u64,
+            max,
+        });
+    }
+    out[start + 4..start + 8].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Decodes a MessagePack payload into `T`. Decoding builds only `T`'s own fields; nothing in
+/// the payload chooses what code runs.
+pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(payload).map_err(|e| e.to_string())
+}
+
+fn put_header(kind: Kind, id: u64, len: u32, out: &mut BytesMut) {
+    out.put_slice(&MAGIC);
+    out.put_u8(WIRE_VERSION);
+    out.put_u8(kind as u8);
+    out.put_u32(len);
+    out.put_u64(id);
+}
+
+/// The payload of a `hello` frame: who is speaking.
+///
+/// The client sends its own first; the server answers with its own when the identifier is the
+/// same and the client's version is one it accepts, and with an `error` frame otherwise. The
+/// client then checks the server's version against the versions it accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The service identifier; both sides must use the same one.
+    pub identifier: String,
+    /// The sender's protocol version, `MAJOR.MINOR.PATCH`.
+    pub version: String,
+}
+
+/// The payload of an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A fixed code from [`codes`], for programs.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error with this code and message.
+    pub fn new(code: &str, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The codes of `error` frames.
+pub mod codes {
+    /// The hello named another service.
+    pub const WRONG_IDENTIFIER: &str = "wrong identifier";
+    /// The hello's version is not accepted, or the frame has another wire version.
+    pub const INCOMPATIBLE_VERSION: &str = "incompatible version";
+    /// The bytes are not a frame of this protocol, or a frame came out of turn.
+    pub const BAD_FRAME: &str = "bad frame";
+    /// A frame's payload is over the receiver's maximum frame size.
+    pub const FRAME_TOO_LARGE: &str = "frame too large";
+    /// A frame began but did not complete within the frame timeout.
+    pub const FRAME_TIMEOUT: &str = "frame timeout";
+    /// A call's payload is not a request of the service.
+    pub const BAD_REQUEST: &str = "bad request";
+    /// The server failed (returned an error) while handling the call; the connection ends.
+    pub const SERVER_ERROR: &str = "server error";
+    /// The server panicked while handling the call; the connection ends.
+    pub const SERVER_PANIC: &str = "server panic";
+    /// The server dropped the call without replying.
+    pub const NO_REPLY: &str = "no reply";
+    /// The daemon is stopping and takes no new calls.
+    pub const SHUTTING_DOWN: &str = "shutting down";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips_through_the_decoder() {
+        let mut buf = BytesMut::new();
+        encode(Kind::Call, 7, &("get", 3u32), 1024, &mut buf).unwrap();
+        encode_raw(Kind::Keepalive, 0, &[], &mut buf);
+        let d = Decoder::new(1024);
+        let call = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!((call.kind, call.id), (Kind::Call, 7));
+        assert_eq!(
+            decode::<(String, u32)>(&call.payload).unwrap(),
+            ("get".into(), 3)
+        );
+        let keepalive = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            (keepalive.kind, keepalive.payload.len()),
+            (Kind::Keepalive, 0)
+        );
+        assert!(buf.is_empty());
+        assert_eq!(d.decode(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn a_frame_arriving_byte_by_byte_is_whole_only_at_its_end() {
+        let mut whole = BytesMut::new();
+        encode(Kind::Reply, 1, "hello", 1024, &mut whole).unwrap();
+        let d = Decoder::default();
+        let mut buf = BytesMut::new();
+        for (i, byte) in whole.iter().enumerate() {
+            buf.put_u8(*byte);
+            let got = d.decode(&mut buf).unwrap();
+            assert_eq!(got.is_some(), i == whole.len() - 1, "at byte {i}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_header_fails_before_its_payload_is_reserved() {
+        let mut buf = BytesMut::new();
+        put_header(Kind::Call, 1, u32::MAX, &mut buf);
+        let before = buf.capacity();
+        let err = Decoder::new(1 << 20).decode(&mut buf).unwrap_err();
+        assert_eq!(
+            err,
+            WireError::TooLarge {
+                len: u32::MAX.into(),
+                max: 1 << 20
+            }
+        );
+        assert_eq!(buf.capacity(), before);
+        assert!(err.to_string().contains("the maximum is 1048576"));
+    }
+
+    #[test]
+    fn bad_headers_are_named() {
+        let d = Decoder::default();
+        let mut garbage = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        assert_eq!(
+            d.decode(&mut garbage),
+            Err(WireError::BadMagic([b'G', b'E']))
+        );
+        let mut v2 = BytesMut::from(&[0xA7, 0x11, 2, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1][..]);
+        let err = d.decode(&mut v2).unwrap_err();
+        assert_eq!(err.code(), codes::INCOMPATIBLE_VERSION);
+        let mut kind = BytesMut::from(&[0xA7, 0x11, 1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1][..]);
+        assert_eq!(d.decode(&mut kind), Err(WireError::UnknownKind(9)));
+    }
+
+    #[test]
+    fn an_encoded_payload_over_the_maximum_leaves_the_buffer_as_it_was() {
+        let mut buf = BytesMut::from(&b"xy"[..]);
+        let err = encode(Kind::Reply, 1, &vec![0u8; 100], 10, &mut buf).unwrap_err();
+        assert!(matches!(err, WireError::TooLarge { max: 10, .. }));
+        assert_eq!(&buf[..], b"xy");
+    }
+
+    #[test]
+    fn structs_are_maps_with_field_names() {
+        let mut buf = BytesMut::new();
+        let hello = Hello {
+            identifier: "kv".into(),
+            version: "1.0.0".into(),
+        };
+        encode(Kind::Hello, 0, &hello, 1024, &mut buf).unwrap();
+        let frame = Decoder::default().decode(&mut buf).unwrap().unwrap();
+        // fixmap of 2 entries, then the key "identifier".
+        assert_eq!(frame.payload[0], 0x82);
+        assert_eq!(&frame.payload[2..12], b"identifier");
+        assert_eq!(decode::<Hello>(&frame.payload).unwrap(), hello);
+    }
+}

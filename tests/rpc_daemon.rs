@@ -1,0 +1,817 @@
+//! The RPC daemon over real sockets, spoken to with raw frames built with `atoll::rpc::wire`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll::rpc::wire::{self, codes, Decoder, ErrorBody, Frame, Hello, Kind};
+use atoll::rpc::{
+    Ctx, Daemon, DaemonHandle, Deferred, Exit, InstanceInfo, Protocol, Reply, Service, Supervisor,
+};
+use atoll::telemetry::{Event, EventKind, Subscriber};
+use atoll::{BoxError, ErrorKind, Phase, Registry, TlsOptions};
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use common::{within, Pki};
+
+// ===== the service under test =====
+
+struct TestProtocol;
+
+impl Protocol for TestProtocol {
+    const IDENTIFIER: &'static str = "test.daemon";
+    const VERSION: &'static str = "1.2.0";
+    type Request = Req;
+    type Reply = String;
+    type Push = String;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Req {
+    Echo(String),
+    /// Defers the reply; the test answers it through `Held`.
+    Hold,
+    /// Waits, in the call, until the test notifies `Held::release`.
+    Wait,
+    /// As a cast: pushes the text back.
+    Notify(String),
+    /// Pushes the text to every other client.
+    Broadcast(String),
+    /// How many certificates the client presented.
+    Certs,
+    Panic,
+    Fail,
+}
+
+/// What the test shares with every instance.
+#[derive(Default)]
+struct Held {
+    deferred: Mutex<Vec<Deferred<String>>>,
+    waiting: Mutex<bool>,
+    release: Notify,
+}
+
+impl Held {
+    fn take(&self) -> Deferred<String> {
+        self.deferred.lock().unwrap().pop().expect("a held call")
+    }
+}
+
+struct Instance {
+    held: Arc<Held>,
+}
+
+impl Service for Instance {
+    type Protocol = TestProtocol;
+    type Init = Arc<Held>;
+
+    async fn init(init: &Arc<Arc<Held>>, _ctx: &mut Ctx<Self>) -> Result<Self, BoxError> {
+        Ok(Instance {
+            held: Arc::clone(init),
+        })
+    }
+
+    async fn call(&mut self, req: Req, ctx: &mut Ctx<Self>) -> Result<Reply<String>, BoxError> {
+        Ok(match req {
+            Req::Echo(s) => s.into(),
+            Req::Hold => {
+                self.held.deferred.lock().unwrap().push(ctx.defer());
+                Reply::Later
+            }
+            Req::Wait => {
+                let released = self.held.release.notified();
+                *self.held.waiting.lock().unwrap() = true;
+                released.await;
+                "done".to_owned().into()
+            }
+            Req::Notify(s) => {
+                ctx.push(&s)?;
+                s.into()
+            }
+            Req::Broadcast(s) => {
+                ctx.broadcast(&s);
+                "sent".to_owned().into()
+            }
+            Req::Certs => ctx
+                .peer_certificates()
+                .map_or(0, |c| c.len())
+                .to_string()
+                .into(),
+            Req::Panic => panic!("the test service panics on purpose"),
+            Req::Fail => return Err("the test service fails on purpose".into()),
+        })
+    }
+
+    async fn cast(&mut self, req: Req, ctx: &mut Ctx<Self>) -> Result<(), BoxError> {
+        if let Req::Notify(s) = req {
+            ctx.push(&s)?;
+        }
+        Ok(())
+    }
+}
+
+// ===== helpers =====
+
+/// One event seen: kind, code, error text.
+type Seen1 = (EventKind, Option<String>, Option<String>);
+
+/// The RPC events seen, and the socket server's handler errors.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Seen1>>>);
+
+impl Subscriber for Seen {
+    fn on_event(&self, e: &Event<'_>) {
+        if matches!(
+            e.kind,
+            EventKind::RpcCall | EventKind::RpcFailure | EventKind::HandlerError
+        ) {
+            self.0.lock().unwrap().push((
+                e.kind,
+                e.code.map(str::to_owned),
+                e.error.map(|x| x.to_string()),
+            ));
+        }
+    }
+}
+
+impl Seen {
+    fn codes(&self, kind: EventKind) -> Vec<Option<String>> {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, c, _)| c.clone())
+            .collect()
+    }
+
+    fn errors(&self, kind: EventKind) -> Vec<String> {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|(k, _, _)| *k == kind)
+            .filter_map(|(_, _, e)| e.clone())
+            .collect()
+    }
+}
+
+/// Waits until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// A started test daemon.
+struct Fixture {
+    handle: DaemonHandle,
+    held: Arc<Held>,
+    seen: Seen,
+}
+
+impl Fixture {
+    fn start(change: impl FnOnce(Daemon<Instance>) -> Daemon<Instance>) -> Fixture {
+        let held = Arc::new(Held::default());
+        let seen = Seen::default();
+        let daemon = Daemon::<Instance>::new(held.clone()).subscribe(seen.clone());
+        let handle = change(daemon).start().expect("the daemon starts");
+        Fixture { handle, held, seen }
+    }
+
+    fn plain() -> Fixture {
+        Fixture::start(|d| d.plain())
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.handle.local_addr().inet().expect("a TCP daemon")
+    }
+
+    async fn raw(&self) -> Raw<TcpStream> {
+        Raw::tcp(self.addr()).await
+    }
+
+    /// A connection whose hello was accepted.
+    async fn open(&self) -> Raw<TcpStream> {
+        let mut c = self.raw().await;
+        c.hello("test.daemon", "1.0.0").await;
+        c
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle.stop(Duration::from_millis(100)).await });
+        }
+    }
+}
+
+/// A client speaking raw frames.
+struct Raw<S> {
+    io: S,
+    buf: BytesMut,
+}
+
+impl Raw<TcpStream> {
+    async fn tcp(addr: SocketAddr) -> Raw<TcpStream> {
+        let io = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        Raw::new(io)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    fn new(io: S) -> Raw<S> {
+        Raw {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        within("write", self.io.write_all(bytes))
+            .await
+            .expect("write");
+    }
+
+    async fn send<T: Serialize>(&mut self, kind: Kind, id: u64, value: &T) {
+        let mut out = BytesMut::new();
+        wire::encode(kind, id, value, usize::MAX, &mut out).unwrap();
+        self.write(&out).await;
+    }
+
+    /// The next frame, or `None` when the server closed the connection.
+    async fn next(&mut self) -> Option<Frame> {
+        within("a frame or the end", async {
+            loop {
+                if let Some(frame) = Decoder::default().decode(&mut self.buf).unwrap() {
+                    return Some(frame);
+                }
+                match self.io.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    async fn frame(&mut self) -> Frame {
+        self.next().await.expect("a frame, not the end")
+    }
+
+    async fn reply(&mut self, id: u64) -> String {
+        let f = self.frame().await;
+        assert_eq!((f.kind, f.id), (Kind::Reply, id), "{f:?}");
+        wire::decode(&f.payload).unwrap()
+    }
+
+    async fn push(&mut self) -> String {
+        let f = self.frame().await;
+        assert_eq!((f.kind, f.id), (Kind::Push, 0), "{f:?}");
+        wire::decode(&f.payload).unwrap()
+    }
+
+    async fn error(&mut self, id: u64) -> ErrorBody {
+        let f = self.frame().await;
+        assert_eq!((f.kind, f.id), (Kind::Error, id), "{f:?}");
+        wire::decode(&f.payload).unwrap()
+    }
+
+    async fn closed(&mut self) -> bool {
+        self.next().await.is_none()
+    }
+
+    async fn say_hello(&mut self, identifier: &str, version: &str) {
+        let hello = Hello {
+            identifier: identifier.into(),
+            version: version.into(),
+        };
+        self.send(Kind::Hello, 0, &hello).await;
+    }
+
+    /// Sends a hello and checks the daemon's.
+    async fn hello(&mut self, identifier: &str, version: &str) {
+        self.say_hello(identifier, version).await;
+        let f = self.frame().await;
+        assert_eq!((f.kind, f.id), (Kind::Hello, 0), "{f:?}");
+        let theirs: Hello = wire::decode(&f.payload).unwrap();
+        assert_eq!(
+            theirs,
+            Hello {
+                identifier: "test.daemon".into(),
+                version: "1.2.0".into()
+            }
+        );
+    }
+
+    async fn call(&mut self, id: u64, req: &Req) -> String {
+        self.send(Kind::Call, id, req).await;
+        self.reply(id).await
+    }
+}
+
+// ===== the hello =====
+
+#[tokio::test]
+async fn a_hello_is_answered_with_the_daemons_own() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    assert_eq!(c.call(1, &Req::Echo("hi".into())).await, "hi");
+}
+
+#[tokio::test]
+async fn a_wrong_identifier_is_refused_and_closed() {
+    let f = Fixture::plain();
+    let mut c = f.raw().await;
+    c.say_hello("other.service", "1.2.0").await;
+    let err = c.error(0).await;
+    assert_eq!(err.code, codes::WRONG_IDENTIFIER);
+    assert!(
+        err.message
+            .contains("expected `test.daemon`, got `other.service`"),
+        "{}",
+        err.message
+    );
+    assert!(c.closed().await);
+    until("the failure event", || {
+        f.seen.codes(EventKind::RpcFailure) == [Some(codes::WRONG_IDENTIFIER.to_owned())]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_incompatible_version_is_refused_and_closed() {
+    let f = Fixture::plain();
+    let mut c = f.raw().await;
+    c.say_hello("test.daemon", "2.0.0").await;
+    let err = c.error(0).await;
+    assert_eq!(err.code, codes::INCOMPATIBLE_VERSION);
+    assert!(
+        err.message.contains("2.0.0 is not in `^1`"),
+        "{}",
+        err.message
+    );
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn the_accepted_versions_follow_the_options() {
+    let f = Fixture::start(|d| {
+        d.plain()
+            .configure_rpc(|o| o.accept = Some(">=1, <3".into()))
+    });
+    let mut c = f.raw().await;
+    c.hello("test.daemon", "2.5.0").await;
+}
+
+#[tokio::test]
+async fn a_call_before_the_hello_is_a_bad_frame() {
+    let f = Fixture::plain();
+    let mut c = f.raw().await;
+    c.send(Kind::Call, 1, &Req::Echo("x".into())).await;
+    let err = c.error(0).await;
+    assert_eq!(err.code, codes::BAD_FRAME);
+    assert!(
+        err.message.contains("expected a hello first"),
+        "{}",
+        err.message
+    );
+    assert!(c.closed().await);
+}
+
+// ===== calls, casts, pushes =====
+
+#[tokio::test]
+async fn keepalives_are_answered() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    let mut k = BytesMut::new();
+    wire::encode_raw(Kind::Keepalive, 0, &[], &mut k);
+    c.write(&k).await;
+    let back = c.frame().await;
+    assert_eq!(
+        (back.kind, back.id, back.payload.len()),
+        (Kind::Keepalive, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_cast_gets_no_answer_but_may_push() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    c.send(Kind::Cast, 0, &Req::Notify("pushed".into())).await;
+    assert_eq!(c.push().await, "pushed");
+    // Nothing else came for the cast: the next frame answers the next call.
+    assert_eq!(c.call(2, &Req::Echo("next".into())).await, "next");
+}
+
+#[tokio::test]
+async fn a_deferred_reply_comes_after_a_later_calls_reply() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    c.send(Kind::Call, 1, &Req::Hold).await;
+    assert_eq!(c.call(2, &Req::Echo("quick".into())).await, "quick");
+    f.held.take().reply("late".into()).unwrap();
+    assert_eq!(c.reply(1).await, "late");
+}
+
+#[tokio::test]
+async fn a_failed_deferred_call_leaves_the_connection_open() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    c.send(Kind::Call, 1, &Req::Hold).await;
+    c.send(Kind::Call, 2, &Req::Hold).await;
+    assert_eq!(c.call(3, &Req::Echo("x".into())).await, "x");
+    f.held.take().fail("not today");
+    let err = c.error(2).await;
+    assert_eq!(
+        (err.code.as_str(), err.message.as_str()),
+        (codes::SERVER_ERROR, "not today")
+    );
+    drop(f.held.take());
+    assert_eq!(c.error(1).await.code, codes::NO_REPLY);
+    assert_eq!(c.call(4, &Req::Echo("still".into())).await, "still");
+}
+
+#[tokio::test]
+async fn many_calls_in_one_write_are_all_answered_in_order() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    let mut batch = BytesMut::new();
+    for id in 1..=1000u64 {
+        let req = Req::Echo(format!("call {id}"));
+        wire::encode(Kind::Call, id, &req, usize::MAX, &mut batch).unwrap();
+    }
+    c.write(&batch).await;
+    for id in 1..=1000u64 {
+        assert_eq!(c.reply(id).await, format!("call {id}"));
+    }
+    until("1000 rpc.call events", || {
+        f.seen.codes(EventKind::RpcCall).len() == 1000
+    })
+    .await;
+    assert!(f.seen.codes(EventKind::RpcCall).iter().all(Option::is_none));
+}
+
+#[tokio::test]
+async fn a_bad_request_is_answered_and_the_connection_goes_on() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    c.send(Kind::Call, 5, &("not", "a", "request")).await;
+    let err = c.error(5).await;
+    assert_eq!(err.code, codes::BAD_REQUEST);
+    assert_eq!(c.call(6, &Req::Echo("fine".into())).await, "fine");
+    until("the call events", || {
+        f.seen.codes(EventKind::RpcCall).len() == 2
+    })
+    .await;
+    assert_eq!(
+        f.seen.codes(EventKind::RpcCall)[0].as_deref(),
+        Some(codes::BAD_REQUEST)
+    );
+    assert!(f.seen.codes(EventKind::RpcFailure).is_empty());
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_other_client() {
+    let f = Fixture::plain();
+    let mut a = f.open().await;
+    let mut b = f.open().await;
+    let mut c = f.open().await;
+    assert_eq!(a.call(1, &Req::Broadcast("news".into())).await, "sent");
+    assert_eq!(b.push().await, "news");
+    assert_eq!(c.push().await, "news");
+    // The sender got none: its next frame answers its next call.
+    assert_eq!(a.call(2, &Req::Echo("me".into())).await, "me");
+}
+
+// ===== faults of the client =====
+
+#[tokio::test]
+async fn an_oversized_frame_is_refused_before_it_is_read() {
+    let f = Fixture::start(|d| d.plain().configure_rpc(|o| o.max_frame_size = 4096));
+    let mut c = f.open().await;
+    let mut header = vec![0xA7, 0x11, wire::WIRE_VERSION, Kind::Call as u8];
+    header.extend_from_slice(&u32::MAX.to_be_bytes());
+    header.extend_from_slice(&1u64.to_be_bytes());
+    c.write(&header).await;
+    let err = c.error(0).await;
+    assert_eq!(err.code, codes::FRAME_TOO_LARGE);
+    assert!(
+        err.message.contains("the maximum is 4096"),
+        "{}",
+        err.message
+    );
+    assert!(c.closed().await);
+    // The daemon goes on.
+    let mut d = f.open().await;
+    assert_eq!(d.call(1, &Req::Echo("ok".into())).await, "ok");
+}
+
+#[tokio::test]
+async fn a_frame_that_stops_halfway_times_out() {
+    let f = Fixture::start(|d| {
+        d.plain()
+            .configure_rpc(|o| o.frame_timeout = Duration::from_millis(200))
+    });
+    let mut c = f.open().await;
+    let mut frame = BytesMut::new();
+    wire::encode(
+        Kind::Call,
+        1,
+        &Req::Echo("cut".into()),
+        usize::MAX,
+        &mut frame,
+    )
+    .unwrap();
+    c.write(&frame[..10]).await;
+    let err = c.error(0).await;
+    assert_eq!(err.code, codes::FRAME_TIMEOUT);
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn a_client_that_never_says_hello_times_out() {
+    let f = Fixture::start(|d| {
+        d.plain()
+            .configure_rpc(|o| o.frame_timeout = Duration::from_millis(200))
+    });
+    let mut c = f.raw().await;
+    let err = c.error(0).await;
+    assert_eq!(err.code, codes::FRAME_TIMEOUT);
+    assert!(err.message.contains("no hello"), "{}", err.message);
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_at_the_idle_timeout() {
+    let f = Fixture::start(|d| {
+        d.plain()
+            .configure_rpc(|o| o.idle_timeout = Duration::from_millis(300))
+    });
+    let mut c = f.open().await;
+    assert_eq!(
+        c.call(1, &Req::Echo("then silence".into())).await,
+        "then silence"
+    );
+    assert!(c.closed().await, "closed without an error frame");
+    until("the instance is gone", || f.handle.instance_count() == 0).await;
+}
+
+#[tokio::test]
+async fn garbage_is_a_bad_frame_and_closes() {
+    let f = Fixture::plain();
+    let mut c = f.raw().await;
+    c.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let err = c.error(0).await;
+    assert_eq!(err.code, codes::BAD_FRAME);
+    assert!(err.message.contains("magic 47 45"), "{}", err.message);
+    assert!(c.closed().await);
+}
+
+// ===== faults of the service =====
+
+#[tokio::test]
+async fn a_panicking_call_fails_its_connection_only() {
+    let f = Fixture::plain();
+    let mut a = f.open().await;
+    let mut b = f.open().await;
+    a.send(Kind::Call, 7, &Req::Panic).await;
+    let err = a.error(7).await;
+    assert_eq!(err.code, codes::SERVER_PANIC);
+    assert!(a.closed().await);
+    assert_eq!(
+        b.call(1, &Req::Echo("unaffected".into())).await,
+        "unaffected"
+    );
+    until("the failure event", || {
+        f.seen.codes(EventKind::RpcFailure) == [Some(codes::SERVER_PANIC.to_owned())]
+    })
+    .await;
+    assert!(f.seen.errors(EventKind::RpcFailure)[0].contains("panics on purpose"));
+    until("the socket server's report", || {
+        !f.seen.errors(EventKind::HandlerError).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_call_is_answered_server_error_and_closed() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    c.send(Kind::Call, 3, &Req::Fail).await;
+    let err = c.error(3).await;
+    assert_eq!(err.code, codes::SERVER_ERROR);
+    assert_eq!(err.message, "the test service fails on purpose");
+    assert!(c.closed().await);
+    until("the failure event", || {
+        f.seen.codes(EventKind::RpcFailure) == [Some(codes::SERVER_ERROR.to_owned())]
+    })
+    .await;
+}
+
+// ===== instances and supervisors =====
+
+#[tokio::test]
+async fn instances_are_listed_and_counted_until_their_clients_leave() {
+    let f = Fixture::plain();
+    let exits = Arc::new(Mutex::new(Vec::new()));
+    let e = exits.clone();
+    f.handle
+        .supervisor()
+        .on_exit(move |info: &InstanceInfo, exit: &Exit| {
+            e.lock().unwrap().push((info.id, exit.clone()))
+        });
+    assert_eq!(f.handle.instance_count(), 0);
+    let a = f.open().await;
+    let b = f.open().await;
+    assert_eq!(f.handle.instance_count(), 2);
+    let listed = f.handle.instances();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|i| i.listener == "rpc"));
+    assert!(listed[0].id < listed[1].id);
+    let a_addr = a.io.local_addr().unwrap();
+    assert_eq!(listed[0].peer.inet(), Some(a_addr));
+    drop(a);
+    until("one instance left", || f.handle.instance_count() == 1).await;
+    assert_eq!(*exits.lock().unwrap(), vec![(listed[0].id, Exit::Normal)]);
+    drop(b);
+    until("no instance left", || f.handle.instance_count() == 0).await;
+}
+
+#[tokio::test]
+async fn a_shared_supervisor_sees_the_instances_of_both_daemons() {
+    let sup = Supervisor::new();
+    let one = Fixture::start(|d| d.plain().name("one").supervisor(sup.clone()));
+    let two = Fixture::start(|d| d.plain().name("two").supervisor(sup.clone()));
+    let _a = one.open().await;
+    let _b = two.open().await;
+    let _c = two.open().await;
+    assert_eq!(sup.count(), 3);
+    let listeners: Vec<String> = sup.instances().into_iter().map(|i| i.listener).collect();
+    assert_eq!(listeners, ["one", "two", "two"]);
+    assert_eq!(
+        (one.handle.instance_count(), two.handle.instance_count()),
+        (1, 2)
+    );
+    assert!(one.handle.instances().iter().all(|i| i.listener == "one"));
+}
+
+#[tokio::test]
+async fn the_supervisor_can_end_one_instance() {
+    let f = Fixture::plain();
+    let exits = Arc::new(Mutex::new(Vec::new()));
+    let e = exits.clone();
+    f.handle
+        .supervisor()
+        .on_exit(move |_: &InstanceInfo, exit: &Exit| e.lock().unwrap().push(exit.clone()));
+    let mut a = f.open().await;
+    let mut b = f.open().await;
+    let id = f.handle.instances()[0].id;
+    assert!(f.handle.supervisor().terminate("rpc", id));
+    assert!(a.closed().await);
+    until("the exit", || exits.lock().unwrap().len() == 1).await;
+    assert_eq!(*exits.lock().unwrap(), [Exit::Stopped]);
+    assert_eq!(b.call(1, &Req::Echo("b".into())).await, "b");
+    assert!(!f.handle.supervisor().terminate("rpc", id));
+}
+
+// ===== starting and stopping =====
+
+#[tokio::test]
+async fn tls_is_required_unless_plain_is_asked_for() {
+    let err = Daemon::<Instance>::new(Arc::default()).start().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let text = err.to_string();
+    assert!(text.starts_with("listener `rpc`"), "{text}");
+    assert!(
+        text.contains("needs TLS") && text.contains(".plain()"),
+        "{text}"
+    );
+    let registry = Registry::new();
+    let err = Daemon::<Instance>::new(Arc::default())
+        .start_in(&registry)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(registry.list().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_version_option_is_a_config_error() {
+    let err = Daemon::<Instance>::new(Arc::default())
+        .plain()
+        .configure_rpc(|o| o.version = Some("1.0".into()))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("version `1.0`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_daemon_started_in_a_registry_is_listed_as_rpc() {
+    let registry = Registry::new();
+    let handle = Daemon::<Instance>::new(Arc::default())
+        .plain()
+        .name("calls")
+        .start_in(&registry)
+        .unwrap();
+    let listed = registry.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].kind.as_str()),
+        ("calls", "rpc")
+    );
+    let found = DaemonHandle::from_server(&registry.get("calls").unwrap()).unwrap();
+    let mut c = Raw::tcp(handle.local_addr().inet().unwrap()).await;
+    c.hello("test.daemon", "1.0.0").await;
+    assert_eq!(found.instance_count(), 1);
+    registry
+        .stop("calls", Some(Duration::from_millis(100)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn over_tls_the_client_certificate_reaches_the_instance() {
+    let pki = Pki::new();
+    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
+        .client_ca(&pki.ca)
+        .load()
+        .unwrap();
+    let f = Fixture::start(|d| d.tls(tls));
+    let connector = pki.connector(Some((&pki.client_cert, &pki.client_key)), &[]);
+    let tcp = TcpStream::connect(f.addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = within("handshake", connector.connect(name, tcp))
+        .await
+        .unwrap();
+    let mut c = Raw::new(tls);
+    c.hello("test.daemon", "1.0.0").await;
+    assert_eq!(c.call(1, &Req::Certs).await, "1");
+}
+
+#[tokio::test]
+async fn stopping_answers_the_running_and_deferred_calls_then_closes() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    c.send(Kind::Call, 1, &Req::Hold).await;
+    assert_eq!(c.call(2, &Req::Echo("x".into())).await, "x");
+    // A call in progress, and one read behind it but not started.
+    let mut batch = BytesMut::new();
+    wire::encode(Kind::Call, 3, &Req::Wait, usize::MAX, &mut batch).unwrap();
+    wire::encode(
+        Kind::Call,
+        4,
+        &Req::Echo("y".into()),
+        usize::MAX,
+        &mut batch,
+    )
+    .unwrap();
+    c.write(&batch).await;
+    until("the call in progress", || *f.held.waiting.lock().unwrap()).await;
+
+    let handle = f.handle.clone();
+    let stop = tokio::spawn(async move { handle.shutdown().await });
+    until("the stop", || f.handle.server().phase() == Phase::Stopping).await;
+    // Margin for the stop request to reach the connection; the drain must still hold.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!stop.is_finished(), "the stop waits for the owed answers");
+    assert_eq!(f.handle.server().connection_count(), 1);
+
+    f.held.release.notify_one();
+    assert_eq!(c.reply(3).await, "done");
+    assert_eq!(c.error(4).await.code, codes::SHUTTING_DOWN);
+    f.held.take().reply("late but answered".into()).unwrap();
+    assert_eq!(c.reply(1).await, "late but answered");
+    assert!(c.closed().await);
+    drop(c);
+    let report = within("the stop", stop).await.unwrap();
+    assert_eq!((report.drained, report.forced), (1, 0));
+}
+
+#[tokio::test]
+async fn a_connection_forced_closed_at_the_shutdown_timeout_leaves_the_tables() {
+    let f = Fixture::plain();
+    let exits = Arc::new(Mutex::new(Vec::new()));
+    let e = exits.clone();
+    f.handle
+        .supervisor()
+        .on_exit(move |_: &InstanceInfo, exit: &Exit| e.lock().unwrap().push(exit.clone()));
+    let mut c = f.open().await;
+    c.send(Kind::Call, 1, &Req::Hold).await;
+    assert_eq!(c.call(2, &Req::Echo("x".into())).await, "x");
+    let report = within("the stop", f.handle.stop(Duration::from_millis(200))).await;
+    assert_eq!((report.drained, report.forced), (0, 1));
+    assert_eq!(f.handle.instance_count(), 0);
+    assert_eq!(*exits.lock().unwrap(), [Exit::Stopped]);
+    assert!(f.held.take().reply("too late".into()).is_err());
+}
