@@ -861,53 +861,44 @@ async fn mutual_tls_accepts_a_client_certificate_signed_by_the_ca() {
     within("shutdown", d.shutdown()).await;
 }
 
-#[tokio::test]
-async fn mutual_tls_refuses_a_client_without_a_certificate() {
+/// Connects to a mutual-TLS daemon with `tls`, which must fail; returns the error.
+async fn refused_by_mtls(tls: impl FnOnce(&Pki) -> ClientTls) -> RpcError {
     let pki = Pki::new();
     let d = mtls_daemon(&pki);
     let err = within(
         "connect",
         TestClient::builder(format!("localhost:{}", d.port()))
-            .tls(ClientTls::new(&pki.ca))
+            .tls(tls(&pki))
             .connect(),
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, RpcError::Tls(_)), "{err:?}");
     within("shutdown", d.shutdown()).await;
+    err
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_a_client_without_a_certificate() {
+    let err = refused_by_mtls(|pki| ClientTls::new(&pki.ca)).await;
+    assert!(matches!(err, RpcError::Tls(_)), "{err:?}");
 }
 
 #[tokio::test]
 async fn mutual_tls_refuses_a_certificate_from_another_ca() {
-    let pki = Pki::new();
-    let d = mtls_daemon(&pki);
-    let err = within(
-        "connect",
-        TestClient::builder(format!("localhost:{}", d.port()))
-            .tls(ClientTls::new(&pki.ca).client_cert(&pki.rogue_cert, &pki.rogue_key))
-            .connect(),
-    )
-    .await
-    .unwrap_err();
+    let err =
+        refused_by_mtls(|pki| ClientTls::new(&pki.ca).client_cert(&pki.rogue_cert, &pki.rogue_key))
+            .await;
     assert!(matches!(err, RpcError::Tls(_)), "{err:?}");
-    within("shutdown", d.shutdown()).await;
 }
 
 #[tokio::test]
 async fn a_server_certificate_from_an_unknown_ca_is_refused() {
-    let pki = Pki::new();
-    let d = mtls_daemon(&pki);
-    let err = within(
-        "connect",
-        TestClient::builder(format!("localhost:{}", d.port()))
-            .tls(ClientTls::new(&pki.other_ca).client_cert(&pki.client_cert, &pki.client_key))
-            .connect(),
-    )
-    .await
-    .unwrap_err();
+    let err = refused_by_mtls(|pki| {
+        ClientTls::new(&pki.other_ca).client_cert(&pki.client_cert, &pki.client_key)
+    })
+    .await;
     assert!(
         matches!(&err, RpcError::Tls(m) if m.contains("certificate")),
         "{err:?}"
     );
-    within("shutdown", d.shutdown()).await;
 }
