@@ -1,31 +1,33 @@
 #!/usr/bin/env bash
 # Benchmarks atoll's echo server against a plain tokio echo server in the same run, then prints
 # the results side by side with atoll/tokio ratios, and accepts/s for 1, 2, 4 and 100 acceptors;
-# then atoll's HTTP listener against bare hyper and axum, with atoll/hyper and atoll/axum ratios.
+# then atoll's HTTP listener against bare hyper and axum, with atoll/hyper and atoll/axum ratios;
+# then atoll's RPC daemon and client against tarpc, with atoll/tarpc ratios.
 #
 # The server runs pinned to core 0 and the load generator to core 1; every scenario's server
 # gets the same runtime (multi_thread, 1 worker). Rounds alternate the servers (atoll, tokio,
-# atoll...; atoll, hyper, axum, atoll...), so a drift of the machine during the run shows up as a
-# difference between rounds, not between servers.
+# atoll...; atoll, hyper, axum, atoll...; atoll, tarpc, atoll...), so a drift of the machine
+# during the run shows up as a difference between rounds, not between servers.
 #
-#   bench/run.sh                      # about 4.5 minutes on 2 cores
+#   bench/run.sh                      # about 6 minutes on 2 cores
 #   ROUNDS=1 DURATION=2 bench/run.sh  # a quick look
 #   SCENARIOS=http bench/run.sh       # HTTP only
 #
 # Settings (environment): SCENARIOS (what to run, among echo bulk accept idle idle-used acceptors
-# http, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
+# http rpc, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
 # also measure memory), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000), HTTP_CONNS (64),
-# ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0), LOAD_CPU (1), KEEP
-# (keep the raw metric files).
+# RPC_CALLERS (50), ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0),
+# LOAD_CPU (1), KEEP (keep the raw metric files).
 set -euo pipefail
 
-SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http}
+SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http rpc}
 SCENARIOS=${SCENARIOS//,/ }
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-1}
 DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 HTTP_CONNS=${HTTP_CONNS:-64}
+RPC_CALLERS=${RPC_CALLERS:-50}
 ACCEPTORS=${ACCEPTORS:-1 2 4 100}
 ACCEPT_ROUNDS=${ACCEPT_ROUNDS:-2}
 MEM_ROUNDS=${MEM_ROUNDS:-3}
@@ -35,9 +37,9 @@ LOAD_CPU=${LOAD_CPU:-1}
 
 for s in $SCENARIOS; do
     case $s in
-    echo | bulk | accept | idle | idle-used | acceptors | http) ;;
+    echo | bulk | accept | idle | idle-used | acceptors | http | rpc) ;;
     *)
-        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http)" >&2
+        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http rpc)" >&2
         exit 1
         ;;
     esac
@@ -68,6 +70,9 @@ trap cleanup EXIT
 
 # start_server ARGS...: starts a server and waits for its `ready`.
 start_server() {
+    # Emptied here, not only by the redirection: the background job may open its log after the
+    # first look below, which would then find the previous server's `ready`.
+    : >"$OUT/server.log"
     taskset -c "$SERVER_CPU" "$BIN" server --port "$PORT" "$@" >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -80,10 +85,14 @@ start_server() {
     exit 1
 }
 
-# load FILE SCENARIOS: runs the load generator against the running server, appending to FILE.
+# load FILE SCENARIOS [FLAGS...]: runs the load generator against the running server, appending
+# to FILE.
 load() {
-    taskset -c "$LOAD_CPU" "$BIN" load --port "$PORT" --pid "$SERVER_PID" --scenarios "$2" \
-        --warmup "$WARMUP" --duration "$DURATION" --idle-conns "$IDLE_CONNS" --http-conns "$HTTP_CONNS" >>"$1"
+    local file=$1 scenarios=$2
+    shift 2
+    taskset -c "$LOAD_CPU" "$BIN" load --port "$PORT" --pid "$SERVER_PID" --scenarios "$scenarios" \
+        --warmup "$WARMUP" --duration "$DURATION" --idle-conns "$IDLE_CONNS" --http-conns "$HTTP_CONNS" \
+        --rpc-callers "$RPC_CALLERS" "$@" >>"$file"
 }
 
 # Other busy processes skew the figures: name them next to the figures. `ps` shows lifetime
@@ -157,13 +166,27 @@ if wants http; then
     done
 fi
 
+# RPC: the load generator calls with the client library of the server under test.
+rpc_runs=()
+if wants rpc; then
+    for round in $(seq "$ROUNDS"); do
+        for impl in atoll tarpc; do
+            file="$OUT/rpc-$impl-$round.txt"
+            start_server --protocol rpc --impl "$impl"
+            load "$file" rpc --rpc-impl "$impl"
+            stop_server
+            rpc_runs+=("$impl#$round=$file")
+        done
+    done
+fi
+
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r)"
 tree=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -z $(git status --porcelain -- src 2>/dev/null) ]] || tree="$tree + uncommitted changes in src/"
 echo "atoll at $tree"
 echo "server on core $SERVER_CPU (tokio multi_thread, 1 worker), load generator on core $LOAD_CPU (1 thread)"
-echo "warm-up ${WARMUP}s, measured ${DURATION}s per rate scenario; $IDLE_CONNS idle connections; $HTTP_CONNS HTTP connections"
+echo "warm-up ${WARMUP}s, measured ${DURATION}s per rate scenario; $IDLE_CONNS idle connections; $HTTP_CONNS HTTP connections; $RPC_CALLERS RPC callers"
 others=$(( ($(machine_ticks) - machine_start) - ($(children_ticks) - children_start) ))
 ticks=$(getconf CLK_TCK)
 echo "other processes used $((others / ticks)) s of CPU during the $((SECONDS - started)) s run"
@@ -184,4 +207,9 @@ if (( ${#http_runs[@]} )); then
     echo
     "$BIN" report --title "## atoll vs bare hyper and axum: HTTP/1.1 GET /, keep-alive" \
         --ratio atoll/hyper,atoll/axum --only http. "${http_runs[@]}"
+fi
+if (( ${#rpc_runs[@]} )); then
+    echo
+    "$BIN" report --title "## atoll vs tarpc: add(a, b) -> u64 over plain TCP, $RPC_CALLERS callers on 1 connection, then on a connection each" \
+        --ratio atoll/tarpc --only rpc "${rpc_runs[@]}"
 fi

@@ -11,16 +11,17 @@ use tokio::net::TcpStream;
 use crate::args::Flags;
 use crate::probe::Probe;
 use crate::window::Timing;
-use crate::{accept, bulk, echo, http_load, idle};
+use crate::{accept, bulk, echo, http_load, idle, rpc_load};
 
 /// A scenario's results: metric name (`scenario.what_unit`) and value.
 pub(crate) type Metrics = Vec<(&'static str, f64)>;
 
-const SCENARIOS: &[&str] = &["echo", "bulk", "accept", "idle", "idle-used", "http"];
+const SCENARIOS: &[&str] = &["echo", "bulk", "accept", "idle", "idle-used", "http", "rpc"];
 
-/// `load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http] [--warmup 1]
+/// `load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http,rpc] [--warmup 1]
 /// [--duration 5] [--echo-conns 50] [--bulk-conns 4] [--accept-loops 8] [--idle-conns 10000]
-/// [--http-conns 64]`
+/// [--http-conns 64] [--rpc-impl atoll|tarpc] [--rpc-callers 50]`: `--rpc-impl` names the
+/// server under test, whose client library the rpc scenario calls with (required for `rpc`).
 pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     let flags = Flags::parse(
         args,
@@ -35,6 +36,8 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
             "accept-loops",
             "idle-conns",
             "http-conns",
+            "rpc-impl",
+            "rpc-callers",
         ],
     )?;
     let port: u16 = flags.required("port")?;
@@ -49,12 +52,23 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     let accept_loops: usize = flags.get("accept-loops", 8)?;
     let idle_conns: usize = flags.get("idle-conns", 10_000)?;
     let http_conns: usize = flags.get("http-conns", 64)?;
+    let rpc_impl: String = flags.get("rpc-impl", String::new())?;
+    let rpc_callers: usize = flags.get("rpc-callers", 50)?;
     let scenarios: Vec<&str> = scenarios.split(',').map(str::trim).collect();
     if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(s)) {
         return Err(format!(
             "unknown scenario `{bad}` (known: {})",
             SCENARIOS.join(", ")
         ));
+    }
+    if scenarios.contains(&"rpc") && rpc_impl.is_empty() {
+        return Err(
+            "the rpc scenario needs `--rpc-impl atoll|tarpc`: the server's library is the client"
+                .to_owned(),
+        );
+    }
+    if rpc_callers == 0 {
+        return Err("--rpc-callers must be at least 1".to_owned());
     }
 
     let probe = Probe::new(pid).map_err(|e| format!("cannot read /proc/{pid}: {e}"))?;
@@ -72,6 +86,7 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
                 "accept" => accept::run(addr, accept_loops, timing, &probe).await,
                 "idle" => idle::run(addr, idle_conns, false, &probe).await,
                 "http" => http_load::run(addr, http_conns, timing, &probe).await,
+                "rpc" => rpc_load::run(addr, &rpc_impl, rpc_callers, timing, &probe).await,
                 _ => idle::run(addr, idle_conns, true, &probe).await,
             }
             .map_err(|e| format!("scenario `{scenario}`: {e}"))?;

@@ -1,10 +1,13 @@
-//! atoll-bench: atoll's echo server against a plain tokio echo server, and atoll's HTTP listener
-//! against bare hyper and axum, measured in the same run.
+//! atoll-bench: atoll's echo server against a plain tokio echo server, atoll's HTTP listener
+//! against bare hyper and axum, and atoll's RPC daemon and client against tarpc, measured in
+//! the same run.
 //!
 //! ```text
 //! atoll-bench server --impl atoll|tokio --port P [--threads 1] [--acceptors N] [--listen-sockets N]
 //! atoll-bench server --protocol http --impl atoll|hyper|axum --port P [--threads 1]
-//! atoll-bench load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http] ...
+//! atoll-bench server --protocol rpc --impl atoll|tarpc --port P [--threads 1]
+//! atoll-bench load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http,rpc]
+//!     [--rpc-impl atoll|tarpc] ...
 //! atoll-bench report [--ratio atoll/tokio[,A/B...]] [--only PREFIX] LABEL=FILE...
 //! ```
 //!
@@ -16,8 +19,9 @@
 //! - `args`: the `--flag value` parser.
 //! - `server`: the two echo servers under test, and the `server` command.
 //! - `http_server`: the three HTTP servers under test: atoll, bare hyper, axum.
+//! - `rpc_server`: the two RPC servers under test, atoll and tarpc, and their shared service.
 //! - `load`: the load generator: runs the chosen scenarios and prints their metrics.
-//! - `echo`, `bulk`, `accept`, `idle`, `http_load`: one scenario each.
+//! - `echo`, `bulk`, `accept`, `idle`, `http_load`, `rpc_load`: one scenario each.
 //! - `latency`: percentiles of per-request latencies.
 //! - `window`: the warm-up / measure / stop phases of a timed scenario, and the server's CPU
 //!   time over the measured part.
@@ -35,6 +39,8 @@ mod latency;
 mod load;
 mod probe;
 mod report;
+mod rpc_load;
+mod rpc_server;
 mod server;
 mod window;
 

@@ -67,6 +67,52 @@ const ROWS: &[Row] = &[
         false,
     ),
     row("http.errors", "http: bad responses", false),
+    row("rpc_shared.calls_per_s", "rpc, 1 connection: calls/s", true),
+    row(
+        "rpc_shared.p50_us",
+        "rpc, 1 connection: p50 latency (µs)",
+        false,
+    ),
+    row(
+        "rpc_shared.p99_us",
+        "rpc, 1 connection: p99 latency (µs)",
+        false,
+    ),
+    row(
+        "rpc_shared.server_cpu_us_per_op",
+        "rpc, 1 connection: server CPU µs/call",
+        false,
+    ),
+    row(
+        "rpc_shared.errors",
+        "rpc, 1 connection: failed calls",
+        false,
+    ),
+    row(
+        "rpc_own.calls_per_s",
+        "rpc, a connection per caller: calls/s",
+        true,
+    ),
+    row(
+        "rpc_own.p50_us",
+        "rpc, a connection per caller: p50 latency (µs)",
+        false,
+    ),
+    row(
+        "rpc_own.p99_us",
+        "rpc, a connection per caller: p99 latency (µs)",
+        false,
+    ),
+    row(
+        "rpc_own.server_cpu_us_per_op",
+        "rpc, a connection per caller: server CPU µs/call",
+        false,
+    ),
+    row(
+        "rpc_own.errors",
+        "rpc, a connection per caller: failed calls",
+        false,
+    ),
 ];
 
 /// Within this relative difference a ratio reads as a tie: runs of the same server differ by

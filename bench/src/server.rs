@@ -8,6 +8,8 @@
 //!
 //! HTTP (`--protocol http`): `atoll`, `hyper` and `axum`, see [`crate::http_server`].
 //!
+//! RPC (`--protocol rpc`): `atoll` and `tarpc`, see [`crate::rpc_server`].
+//!
 //! All listen with the options atoll sets by default (`SO_REUSEADDR`, `TCP_NODELAY` on the
 //! listening socket, which accepted sockets inherit, backlog 1024), so only the server code
 //! differs.
@@ -22,14 +24,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::args::Flags;
-use crate::http_server;
+use crate::{http_server, rpc_server};
 
 /// The peer's read buffer, allocated per connection as in tokio's echo example.
 const PEER_BUFFER: usize = 8192;
 /// The listen backlog, atoll's default.
 const BACKLOG: u32 = 1024;
 
-/// `server [--protocol echo|http] --impl atoll|tokio|hyper|axum --port P [--threads 1]
+/// `server [--protocol echo|http|rpc] --impl atoll|tokio|hyper|axum|tarpc --port P [--threads 1]
 /// [--acceptors N] [--listen-sockets N]`: prints `ready` once listening and serves until
 /// killed. `--acceptors` and `--listen-sockets` apply to echo only.
 pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
@@ -62,7 +64,8 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     match protocol.as_str() {
         "echo" => runtime.block_on(serve_echo(&implementation, addr, acceptors, sockets)),
         "http" => runtime.block_on(http_server::serve(&implementation, addr)),
-        other => Err(format!("unknown --protocol `{other}` (echo or http)")),
+        "rpc" => runtime.block_on(rpc_server::serve(&implementation, addr)),
+        other => Err(format!("unknown --protocol `{other}` (echo, http or rpc)")),
     }
 }
 
