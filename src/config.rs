@@ -515,7 +515,10 @@ mod tests {
         }
         let kv = &full.listeners[3];
         for key in crate::rpc::RpcOptions::field_names() {
-            assert!(kv.params.contains_key(*key), "atoll.toml does not show `{key}`");
+            assert!(
+                kv.params.contains_key(*key),
+                "atoll.toml does not show `{key}`"
+            );
         }
         let spec = &full.listeners[0];
         let tls = spec.tls.as_ref().expect("a commented tls table");
