@@ -153,7 +153,7 @@ async fn fake_frames(socket: &mut TcpStream, version: &str, seen: &mpsc::Unbound
             continue;
         } else {
             match frame.kind {
-                Kind::Keepalive => wire::encode_raw(Kind::Keepalive, 0, &[], &mut out),
+                Kind::Keepalive => wire::keepalive(&mut out),
                 Kind::Call | Kind::Cast => {
                     let req: FakeReq = wire::decode(&frame.payload).unwrap();
                     match req {

@@ -395,7 +395,7 @@ async fn keepalives_are_answered() {
     let f = Fixture::plain();
     let mut c = f.open().await;
     let mut k = BytesMut::new();
-    wire::encode_raw(Kind::Keepalive, 0, &[], &mut k);
+    wire::keepalive(&mut k);
     c.write(&k).await;
     let back = c.frame().await;
     assert_eq!(

@@ -395,7 +395,7 @@ impl<P: Protocol> Task<P> {
                     let idle = now >= last_sent + keepalive;
                     let silent = now >= last_received + keepalive && !probed;
                     if (idle || silent) && wbuf.is_empty() {
-                        wire::encode_raw(Kind::Keepalive, 0, &[], &mut wbuf);
+                        wire::keepalive(&mut wbuf);
                         probed |= silent;
                         last_sent = now;
                     }

@@ -480,7 +480,7 @@ impl Conn {
     ) -> Option<End> {
         match frame.kind {
             Kind::Keepalive => {
-                wire::encode_raw(Kind::Keepalive, 0, &[], &mut self.wbuf);
+                wire::keepalive(&mut self.wbuf);
                 None
             }
             Kind::Call if frame.id == 0 => Some(
@@ -1087,7 +1087,7 @@ mod tests {
             )
             .unwrap();
         }
-        wire::encode_raw(Kind::Keepalive, 0, &[], &mut batch);
+        wire::keepalive(&mut batch);
         c.stream.write_all(&batch).await.unwrap();
         for id in 1..=50u64 {
             assert_eq!(c.reply(id).await, id.to_string());

@@ -172,14 +172,13 @@ impl Decoder {
     /// needed. A header is checked as soon as it is whole, so a bad one fails before its
     /// payload arrives, and `buf` is grown only for a payload within the maximum.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-        // The magic is checked from its first byte on, so garbage fails at once.
-        if let Some(&first) = buf.first() {
-            if first != MAGIC[0] {
-                return Err(WireError::BadMagic([
-                    first,
-                    buf.get(1).copied().unwrap_or(0),
-                ]));
-            }
+        // The magic is checked byte by byte as it arrives, so garbage fails at once.
+        let seen = &buf[..buf.len().min(MAGIC.len())];
+        if seen != &MAGIC[..seen.len()] {
+            return Err(WireError::BadMagic([
+                seen[0],
+                seen.get(1).copied().unwrap_or(0),
+            ]));
         }
         if buf.len() < HEADER_LEN {
             return Ok(None);
@@ -243,11 +242,27 @@ impl Header {
     }
 }
 
-/// Appends a frame with this raw payload to `out`.
-pub fn encode_raw(kind: Kind, id: u64, payload: &[u8], out: &mut BytesMut) {
+/// Appends a keepalive frame (empty, id 0) to `out`.
+pub fn keepalive(out: &mut BytesMut) {
+    put_header(Kind::Keepalive, 0, 0, out);
+}
+
+/// Appends a frame with this raw payload to `out`. A payload the 32-bit length cannot
+/// state is refused.
+pub fn encode_raw(
+    kind: Kind,
+    id: u64,
+    payload: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), WireError> {
+    let len = u32::try_from(payload.len()).map_err(|_| WireError::TooLarge {
+        len: payload.len() as u64,
+        max: u32::MAX as usize,
+    })?;
     out.reserve(HEADER_LEN + payload.len());
-    put_header(kind, id, payload.len() as u32, out);
+    put_header(kind, id, len, out);
     out.put_slice(payload);
+    Ok(())
 }
 
 /// Appends a frame whose payload is `value` as MessagePack (maps with field names, so other
@@ -270,7 +285,7 @@ pub fn encode<T: Serialize + ?Sized>(
         return Err(WireError::Encode(e.to_string()));
     }
     let len = out.len() - start - HEADER_LEN;
-    if len > max {
+    if len > max.min(u32::MAX as usize) {
         out.truncate(start);
         return Err(WireError::TooLarge {
             len: len as u64,
@@ -281,10 +296,85 @@ pub fn encode<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// How deep maps and arrays may nest in a payload (an enum variant's one-entry map counts as
+/// a level). Deeper payloads are refused before serde sees them: serde decodes recursively,
+/// and a payload of a few kilobytes nested thousands deep would overflow the stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// Decodes a MessagePack payload into `T`. Decoding builds only `T`'s own fields; nothing in
-/// the payload chooses what code runs.
+/// the payload chooses what code runs. A payload nested deeper than [`MAX_DEPTH`], or with
+/// bytes after its value, is refused.
 pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    check_shape(payload)?;
     rmp_serde::from_slice(payload).map_err(|e| e.to_string())
+}
+
+/// Walks a MessagePack value without recursion: refuses one nested deeper than [`MAX_DEPTH`]
+/// or followed by more bytes. A value cut short passes; serde then says what is missing.
+fn check_shape(payload: &[u8]) -> Result<(), String> {
+    // pending[d]: values still to read at depth d.
+    let mut pending = [0u64; MAX_DEPTH + 1];
+    pending[0] = 1;
+    let mut depth = 0;
+    let mut at = 0usize;
+    loop {
+        while pending[depth] == 0 {
+            if depth == 0 {
+                return match payload.len() - at.min(payload.len()) {
+                    0 => Ok(()),
+                    extra => Err(format!("{extra} bytes after the value")),
+                };
+            }
+            depth -= 1;
+        }
+        pending[depth] -= 1;
+        let Some(&marker) = payload.get(at) else {
+            return Ok(());
+        };
+        at += 1;
+        // A big-endian length of `n` bytes at `at`, which it then steps over.
+        let mut length = |n: usize| -> Option<u64> {
+            let bytes = payload.get(at..at + n)?;
+            at += n;
+            Some(bytes.iter().fold(0, |v, &b| (v << 8) | u64::from(b)))
+        };
+        let (skip, children) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0..=0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 | 0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xd6 => (5, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            // bin and str 8/16/32; ext 8/16/32 carry a type byte after their length.
+            0xc4 | 0xd9 => (length(1).unwrap_or(0), 0),
+            0xc5 | 0xda => (length(2).unwrap_or(0), 0),
+            0xc6 | 0xdb => (length(4).unwrap_or(0), 0),
+            0xc7 => (length(1).map_or(0, |n| n + 1), 0),
+            0xc8 => (length(2).map_or(0, |n| n + 1), 0),
+            0xc9 => (length(4).map_or(0, |n| n + 1), 0),
+            0xdc => (0, length(2).unwrap_or(0)),
+            0xdd => (0, length(4).unwrap_or(0)),
+            0xde => (0, length(2).map_or(0, |n| 2 * n)),
+            0xdf => (0, length(4).map_or(0, |n| 2 * n)),
+        };
+        at = at.saturating_add(usize::try_from(skip).unwrap_or(usize::MAX));
+        if at > payload.len() {
+            return Ok(());
+        }
+        if children > 0 {
+            if depth == MAX_DEPTH {
+                return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+            }
+            depth += 1;
+            pending[depth] = children;
+        }
+    }
 }
 
 fn put_header(kind: Kind, id: u64, len: u32, out: &mut BytesMut) {
@@ -359,7 +449,7 @@ mod tests {
     fn a_frame_round_trips_through_the_decoder() {
         let mut buf = BytesMut::new();
         encode(Kind::Call, 7, &("get", 3u32), 1024, &mut buf).unwrap();
-        encode_raw(Kind::Keepalive, 0, &[], &mut buf);
+        keepalive(&mut buf);
         let d = Decoder::new(1024);
         let call = d.decode(&mut buf).unwrap().unwrap();
         assert_eq!((call.kind, call.id), (Kind::Call, 7));
@@ -427,6 +517,40 @@ mod tests {
         let err = encode(Kind::Reply, 1, &vec![0u8; 100], 10, &mut buf).unwrap_err();
         assert!(matches!(err, WireError::TooLarge { max: 10, .. }));
         assert_eq!(&buf[..], b"xy");
+    }
+
+    #[test]
+    fn deep_nesting_and_trailing_bytes_are_refused_before_serde() {
+        // 50,000 nested one-entry maps: an enum variant inside a variant inside...
+        let mut deep = Vec::new();
+        for _ in 0..50_000 {
+            deep.extend([0x81, 0xa1, b'n']);
+        }
+        deep.push(0xc0);
+        let err = decode::<serde_json::Value>(&deep).unwrap_err();
+        assert_eq!(err, "nested deeper than 64 levels");
+        let mut ok = vec![0x91; MAX_DEPTH];
+        ok.push(0x01);
+        let v: serde_json::Value = decode(&ok).unwrap();
+        assert!(v.is_array());
+        let mut too_deep = vec![0x91; MAX_DEPTH + 1];
+        too_deep.push(0x01);
+        assert!(decode::<serde_json::Value>(&too_deep).is_err());
+        assert_eq!(
+            decode::<u8>(&[0x01, 0x02]).unwrap_err(),
+            "1 bytes after the value"
+        );
+        // Cut short: serde's own error, no panic.
+        assert!(decode::<Vec<u8>>(&[0xdd, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn a_bad_second_magic_byte_fails_without_waiting_for_the_header() {
+        let mut buf = BytesMut::from(&[0xA7, 0x00][..]);
+        assert_eq!(
+            Decoder::default().decode(&mut buf),
+            Err(WireError::BadMagic([0xA7, 0x00]))
+        );
     }
 
     #[test]
