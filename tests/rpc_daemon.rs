@@ -482,6 +482,44 @@ async fn a_bad_request_is_answered_and_the_connection_goes_on() {
 }
 
 #[tokio::test]
+async fn a_payload_nested_thousands_deep_is_a_bad_request_not_a_crash() {
+    use atoll::rpc::kv::{KvReply, KvRequest, KvService, KvStore};
+    let d = Daemon::<KvService>::new(KvStore::new())
+        .plain()
+        .start()
+        .unwrap();
+    let addr: SocketAddr = d.local_addr().to_string().parse().unwrap();
+    let mut c = Raw::tcp(addr).await;
+    c.say_hello("atoll.kv", "1.0.0").await;
+    assert_eq!(c.frame().await.kind, Kind::Hello);
+    // {"put": {"key": "k", "value": [[[[...1]]]]}}, 5,000 arrays deep: decoding a JSON value
+    // recurses once per level, which would overflow the stack of the daemon's thread.
+    let mut payload = b"\x81\xa3put\x82\xa3key\xa1k\xa5value".to_vec();
+    payload.extend(std::iter::repeat_n(0x91, 5_000));
+    payload.push(0x01);
+    let mut frame = BytesMut::new();
+    wire::encode_raw(Kind::Call, 7, &payload, &mut frame).unwrap();
+    c.write(&frame).await;
+    let err = c.error(7).await;
+    assert_eq!(err.code, codes::BAD_REQUEST);
+    assert!(
+        err.message.contains("nested deeper than 64"),
+        "{}",
+        err.message
+    );
+    let put = KvRequest::Put {
+        key: "k".into(),
+        value: serde_json::json!([[1]]),
+    };
+    c.send(Kind::Call, 8, &put).await;
+    let f = c.frame().await;
+    assert_eq!((f.kind, f.id), (Kind::Reply, 8), "the connection goes on");
+    let reply: KvReply = wire::decode(&f.payload).unwrap();
+    assert_eq!(reply, KvReply::Stored { previous: None });
+    within("shutdown", d.shutdown()).await;
+}
+
+#[tokio::test]
 async fn a_broadcast_reaches_every_other_client() {
     let f = Fixture::plain();
     let mut a = f.open().await;
