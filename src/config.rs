@@ -1,28 +1,41 @@
 //! The config file: `[[listener]]` tables read into [`ListenerSpec`]s, how their events are
-//! logged, and starting them all on a [`Registry`], with errors that name the file, the
-//! listener and the fault on one line.
+//! logged, the application environment (`[app]`) and user variables (`[vars]`), and starting
+//! the listeners on a [`Registry`], with errors that name the file, the listener and the fault
+//! on one line.
 //!
 //! ```toml
 //! log_events = "errors"   # off, errors (the default), error, warn, info, debug, trace
 //!
+//! [app]                   # see `setup`: name, node, home, data_dir, log_dir, priv_dir, lib_dirs
+//! home = "/srv/$APP"
+//!
+//! [vars]                  # variables for any string below
+//! addr = "127.0.0.1"
+//!
 //! [[listener]]
 //! name = "echo"
 //! kind = "echo"
-//! ip = "127.0.0.1"
+//! ip = "$addr"
 //! port = 4000
 //! ```
+//!
+//! Variables are expanded in every string (see [`setup`](crate::setup)) before the
+//! listeners are read, so every kind of listener gets them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 use tracing::Level;
 
 use crate::error::{Error, ErrorKind};
 use crate::handle::ServerHandle;
 use crate::registry::Registry;
+use crate::setup::{AppEnv, AppSettings, ExpandError, OsEnv, Variables};
 use crate::spec::ListenerSpec;
 use crate::telemetry::{Event, Subscriber, SubscriptionId, Telemetry, TracingLogger};
 
@@ -35,6 +48,11 @@ pub struct Config {
     pub listeners: Vec<ListenerSpec>,
     /// How listener events are logged. Default is [`LogEvents::Errors`].
     pub log_events: LogEvents,
+    /// The application environment: the `[app]` table over the defaults, under the OS
+    /// variables.
+    pub env: AppEnv,
+    /// The `[vars]` table, expanded.
+    pub vars: BTreeMap<String, String>,
 }
 
 /// How a listener's telemetry events are logged through `tracing` (the `log_events` key).
@@ -100,31 +118,51 @@ impl Subscriber for ErrorsOnly {
 }
 
 /// The top level of a config file; serde finds unknown keys and bad types, with their place.
+/// Strings that may hold variables are read as they are written, and expanded after.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     listener: Vec<toml::Table>,
     #[serde(default)]
-    log_events: LogEvents,
+    log_events: Option<Spanned<String>>,
+    #[serde(default)]
+    app: AppSettings,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
 }
 
 // ===== impl Config =====
 
 impl Config {
-    /// Reads and checks the config file at `path`. Relative paths inside it (certificates,
-    /// Unix sockets) are taken from the file's folder.
+    /// Reads and checks the config file at `path`, with the process's environment
+    /// ([`OsEnv::current`]). Relative paths inside it (certificates, Unix sockets) are taken
+    /// from the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &OsEnv::current())
+    }
+
+    /// Reads and checks the config file at `path`, with `os` as the OS environment (its
+    /// variables, working directory and host name).
+    pub fn load_with(path: &Path, os: &OsEnv) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path, Place::File, Fault::Read(e)))?;
-        Config::parse(&text, path)
+        Config::parse_with(&text, path, os)
     }
 
     /// Checks the text of a config file that lives at `path` (named in errors; its folder is
-    /// the base of relative paths).
+    /// the base of relative paths), with the process's environment.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, &OsEnv::current())
+    }
+
+    /// Checks the text of a config file that lives at `path`, with `os` as the OS
+    /// environment: the `[app]` table and `[vars]` are resolved, then every string is
+    /// expanded, then the listeners are read.
+    pub fn parse_with(text: &str, path: &Path, os: &OsEnv) -> Result<Config, ConfigError> {
         let invalid =
             |place, message: String| ConfigError::new(path, place, Fault::Invalid(message));
+        let expand = |place, e: ExpandError| ConfigError::new(path, place, Fault::Expand(e));
         let file: File = toml::from_str(text).map_err(|e| {
             let place = match e.span() {
                 Some(span) => Place::Line(line_of(text, span.start)),
@@ -136,16 +174,37 @@ impl Config {
             return Err(invalid(Place::File, "no [[listener]] table".to_owned()));
         }
         let base = path.parent().unwrap_or(Path::new(""));
+        // `join("")` would add a trailing `/` to `$PRIV_DIR`.
+        let config_dir = match base.as_os_str().is_empty() {
+            true => os.cwd().to_owned(),
+            false => os.cwd().join(base),
+        };
+        let vars = Variables::resolve(&file.app, &file.vars, &config_dir, os)
+            .map_err(|e| expand(Place::File, e))?;
+        let log_events = match file.log_events {
+            None => LogEvents::default(),
+            Some(value) => {
+                let line = line_of(text, value.span().start);
+                let level = vars
+                    .expand(value.get_ref(), "log_events")
+                    .map_err(|e| expand(Place::Line(line), e))?;
+                LogEvents::try_from(level).map_err(|message| invalid(Place::Line(line), message))?
+            }
+        };
         let mut listeners: Vec<ListenerSpec> = Vec::with_capacity(file.listener.len());
-        for (i, table) in file.listener.iter().enumerate() {
-            let place = Place::Listener {
-                name: match table.get("name") {
-                    Some(toml::Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                    _ => None,
-                },
-                index: i + 1,
+        for (i, mut table) in file.listener.into_iter().enumerate() {
+            let key = format!("listener[{}]", i + 1);
+            let name = match table.get("name") {
+                Some(toml::Value::String(s)) if !s.is_empty() => {
+                    vars.expand(s, &format!("{key}.name")).ok()
+                }
+                _ => None,
             };
-            let spec = match ListenerSpec::from_toml(table, base) {
+            let place = Place::Listener { name, index: i + 1 };
+            if let Err(e) = vars.expand_table(&mut table, &key) {
+                return Err(expand(place, e));
+            }
+            let spec = match ListenerSpec::from_toml(&table, base) {
                 Ok(spec) => spec,
                 Err(message) => return Err(invalid(place, message)),
             };
@@ -155,10 +214,13 @@ impl Config {
             }
             listeners.push(spec);
         }
+        let (env, vars) = vars.into_parts();
         Ok(Config {
             path: path.to_owned(),
             listeners,
-            log_events: file.log_events,
+            log_events,
+            env,
+            vars,
         })
     }
 
@@ -220,6 +282,7 @@ enum Place {
 enum Fault {
     Read(io::Error),
     Invalid(String),
+    Expand(ExpandError),
     Start(Error),
 }
 
@@ -263,14 +326,24 @@ impl ConfigError {
         }
     }
 
+    /// The key whose value could not be expanded, as a path (`vars.certs`,
+    /// `listener[2].tls.cert`, counting from 1), for a variable error (its source is then an
+    /// [`ExpandError`]).
+    pub fn key(&self) -> Option<&str> {
+        match &self.inner.fault {
+            Fault::Expand(e) => Some(e.key()),
+            _ => None,
+        }
+    }
+
     /// The class of failure: [`Io`](ErrorKind::Io) when the file cannot be read,
-    /// [`Config`](ErrorKind::Config) when its content is wrong, and the start error's kind
-    /// ([`AddressInUse`](ErrorKind::AddressInUse), [`Certificate`](ErrorKind::Certificate),
-    /// ...) when a listener cannot start.
+    /// [`Config`](ErrorKind::Config) when its content is wrong (a variable included), and the
+    /// start error's kind ([`AddressInUse`](ErrorKind::AddressInUse),
+    /// [`Certificate`](ErrorKind::Certificate), ...) when a listener cannot start.
     pub fn kind(&self) -> ErrorKind {
         match &self.inner.fault {
             Fault::Read(_) => ErrorKind::Io,
-            Fault::Invalid(_) => ErrorKind::Config,
+            Fault::Invalid(_) | Fault::Expand(_) => ErrorKind::Config,
             Fault::Start(e) => e.kind(),
         }
     }
@@ -307,6 +380,7 @@ impl fmt::Display for ConfigError {
         let fault = match &inner.fault {
             Fault::Read(e) => format!("cannot read: {e}"),
             Fault::Invalid(message) => message.clone(),
+            Fault::Expand(e) => e.to_string(),
             Fault::Start(e) => {
                 // Start errors may name the listener themselves; say it once.
                 let text = e.to_string();
@@ -334,6 +408,7 @@ impl std::error::Error for ConfigError {
         match &self.inner.fault {
             Fault::Read(e) => Some(e),
             Fault::Invalid(_) => None,
+            Fault::Expand(e) => Some(e),
             Fault::Start(e) => Some(e),
         }
     }

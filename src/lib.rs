@@ -69,6 +69,9 @@
 //!   connection, calls, casts and pushes of serde types over a documented framing, mutual
 //!   TLS, and the `rpc` kind of the config file. Like HTTP, it uses the socket server through
 //!   [`Action::TakeOver`]; HTTP and RPC never import each other.
+//! - [`setup`]: the application environment ([`AppEnv`](setup::AppEnv): name, node, home,
+//!   data, log, priv and lib dirs, from OS variables, the config file or defaults), the
+//!   check that its directories are writable, and `$VARIABLE` expansion in config strings.
 //! - `config`: the `atoll` binary's config file ([`Config`]).
 //!
 //! # Defaults
@@ -94,6 +97,7 @@ mod options;
 mod registry;
 pub mod rpc;
 mod server;
+pub mod setup;
 mod shared;
 mod socket;
 mod spec;

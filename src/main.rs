@@ -1,6 +1,7 @@
 //! The `atoll` command: `atoll serve [--config FILE]` runs the listeners a config file declares
 //! until SIGINT or SIGTERM, then stops them gracefully; `atoll rpc ADDR METHOD [ARGS]` calls the
-//! built-in key-value RPC service and prints the reply as JSON.
+//! built-in key-value RPC service and prints the reply as JSON; `atoll env` prints the resolved
+//! application environment and variables; `atoll versions` lists the installed releases.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,25 @@ enum Command {
         /// The config file.
         #[arg(short, long, value_name = "FILE", default_value = "atoll.toml")]
         config: PathBuf,
+    },
+    /// Prints the application environment and the config's variables, resolved.
+    Env {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE", default_value = "atoll.toml")]
+        config: PathBuf,
+        /// Print JSON instead of `key = value` lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the releases installed in the lib dirs (ATOLL_SETUP_LIBS, ATOLL_LIBS), the running
+    /// one marked with `*`.
+    Versions {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE", default_value = "atoll.toml")]
+        config: PathBuf,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Calls the built-in key-value RPC service (kind `rpc`) and prints the reply as JSON.
     ///
@@ -61,6 +81,8 @@ enum Command {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve { config } => serve(&config),
+        Command::Env { config, json } => env(&config, json),
+        Command::Versions { config, json } => versions(&config, json),
         Command::Rpc {
             addr,
             method,
@@ -91,6 +113,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `atoll env`: the resolved environment and variables of the config at `path`.
+fn env(path: &Path, json: bool) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let text = if json {
+        atoll::setup::describe_json(&config.env, &config.vars)
+    } else {
+        atoll::setup::describe(&config.env, &config.vars)
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// `atoll versions`: the releases of the app in the config's lib dirs. The running version is
+/// the release whose binary this is, else this build's own version.
+fn versions(path: &Path, json: bool) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let installed = atoll::setup::versions::find_releases(&config.env.name, &config.env.lib_dirs);
+    let running = std::env::current_exe()
+        .ok()
+        .and_then(|exe| installed.release_of(&exe).map(|r| r.version.clone()))
+        .or_else(|| semver::Version::parse(env!("CARGO_PKG_VERSION")).ok());
+    if json {
+        println!("{:#}", installed.json(running.as_ref()));
+    } else {
+        print!("{}", installed.text(running.as_ref()));
+    }
+    Ok(())
 }
 
 /// One call to the key-value service; prints the reply as one line of JSON.
@@ -132,6 +183,10 @@ fn rpc(
 
 fn serve(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    config
+        .env
+        .verify_directories()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     init_logging(config.log_events);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -77,8 +77,12 @@ impl Atoll {
 
     /// Runs `atoll serve --config CONFIG`.
     pub fn serve(config: &Path) -> Self {
+        // In the config's folder: the default home, where `data.NODE` and `log.NODE` go.
         Atoll::run(
-            Path::new("."),
+            config
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
             &["serve", "--config", config.to_str().unwrap()],
         )
     }
@@ -94,6 +98,9 @@ impl Atoll {
             ))
             .arg(env!("CARGO_BIN_EXE_atoll"))
             .arg(config);
+        if let Some(dir) = config.parent().filter(|p| !p.as_os_str().is_empty()) {
+            command.current_dir(dir);
+        }
         Atoll::spawn(command)
     }
 
