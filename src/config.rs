@@ -32,7 +32,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use tracing::Level;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{one_line, Error, ErrorKind};
 use crate::handle::ServerHandle;
 use crate::registry::Registry;
 use crate::setup::{AppEnv, AppSettings, ExpandError, OsEnv, Variables};
@@ -347,18 +347,6 @@ impl ConfigError {
             Fault::Start(e) => e.kind(),
         }
     }
-}
-
-/// Joins the lines of a message, so every error stays on one line.
-fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for part in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(part);
-    }
-    out
 }
 
 impl fmt::Display for ConfigError {

@@ -185,6 +185,19 @@ impl std::error::Error for Error {
 /// A `Result` whose error is atoll's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Joins the lines of a message (a TOML parser's, say), so every error and warning printed
+/// stays on one line.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for part in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

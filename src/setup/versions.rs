@@ -36,6 +36,8 @@ use semver::Version;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::error::one_line;
+
 /// The variable read first for lib dirs, setup's `ERL_SETUP_LIBS`: a root only atoll looks at.
 pub const SETUP_LIBS_VAR: &str = super::env::LIB_DIR_VARS[0];
 /// The variable read second for lib dirs, setup's `ERL_LIBS`.
@@ -142,18 +144,6 @@ impl Release {
 fn line_of(text: &str, offset: usize) -> usize {
     let before = text.get(..offset).unwrap_or(text);
     before.matches('\n').count() + 1
-}
-
-/// Joins the lines of a message, so every warning and error stays on one line.
-fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for part in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(part);
-    }
-    out
 }
 
 fn cannot_read(e: &io::Error) -> String {
