@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::addr::Addr;
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::ServerOptions;
+use crate::sockets::Inherited;
 
 /// Where a server gets its listening sockets.
 #[derive(Debug)]
@@ -28,6 +29,15 @@ pub enum Bind {
     /// Use inherited listening descriptors (socket activation, live upgrade); each may be TCP
     /// or Unix.
     Fds(Vec<OwnedFd>),
+    /// Adopt these inherited sockets when they fit the listener's address (see
+    /// [`Origin`](crate::Origin)); otherwise close them and bind afresh: a Unix socket at
+    /// `unix` when set, else TCP.
+    Inherited {
+        /// The sockets and where they come from.
+        sockets: Inherited,
+        /// The Unix path to bind when they do not fit.
+        unix: Option<PathBuf>,
+    },
 }
 
 /// A listening socket of any transport.
@@ -58,6 +68,13 @@ impl Listener {
         }
     }
 
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+
     pub(crate) fn local_addr(&self) -> io::Result<Addr> {
         match self {
             Listener::Tcp(l) => l.local_addr().map(Addr::Inet),
@@ -73,10 +90,24 @@ pub(crate) fn listeners(bind: Bind, opts: &ServerOptions) -> Result<Vec<Listener
         Bind::Unix(path) => bind_unix(path, opts).map(|l| vec![l]),
         Bind::TcpListeners(ls) => ls
             .into_iter()
-            .map(|l| adopt(Socket::from(OwnedFd::from(l))))
+            .map(|l| adopt(Socket::from(OwnedFd::from(l)), opts))
             .collect(),
-        Bind::UnixListener(l) => adopt(Socket::from(OwnedFd::from(l))).map(|l| vec![l]),
-        Bind::Fds(fds) => fds.into_iter().map(|fd| adopt(Socket::from(fd))).collect(),
+        Bind::UnixListener(l) => adopt(Socket::from(OwnedFd::from(l)), opts).map(|l| vec![l]),
+        Bind::Fds(fds) => fds
+            .into_iter()
+            .map(|fd| adopt(Socket::from(fd), opts))
+            .collect(),
+        Bind::Inherited { sockets, unix } => {
+            if sockets.fits(opts, unix.as_ref()) {
+                listeners(Bind::Fds(sockets.fds), opts)
+            } else {
+                drop(sockets);
+                match unix {
+                    Some(path) => bind_unix(path, opts).map(|l| vec![l]),
+                    None => bind_tcp(opts),
+                }
+            }
+        }
     }
 }
 
@@ -130,6 +161,14 @@ fn tcp_socket(addr: SocketAddr, opts: &ServerOptions) -> io::Result<TcpListener>
     if opts.num_listen_sockets > 1 {
         socket.set_reuse_port(true)?;
     }
+    tune_tcp(&socket, opts)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(opts.backlog.min(i32::MAX as u32) as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn tune_tcp(socket: &Socket, opts: &ServerOptions) -> io::Result<()> {
     // Linux copies these from the listening socket to each accepted one, so setting them here
     // saves a system call per connection.
     socket.set_tcp_nodelay(opts.nodelay)?;
@@ -142,10 +181,7 @@ fn tcp_socket(addr: SocketAddr, opts: &ServerOptions) -> io::Result<TcpListener>
     if let Some(n) = opts.send_buffer_size {
         socket.set_send_buffer_size(n)?;
     }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(opts.backlog.min(i32::MAX as u32) as i32)?;
-    TcpListener::from_std(socket.into())
+    Ok(())
 }
 
 fn bind_unix(path: PathBuf, opts: &ServerOptions) -> Result<Listener> {
@@ -167,13 +203,19 @@ fn bind_unix(path: PathBuf, opts: &ServerOptions) -> Result<Listener> {
     Ok(Listener::Unix(UnixListener::from_std(socket.into())?))
 }
 
-fn adopt(socket: Socket) -> Result<Listener> {
+/// Takes a socket listening elsewhere, applying the options that can change on a listening
+/// socket (Nagle, keepalive, buffer sizes and the backlog: `listen` again only updates it).
+fn adopt(socket: Socket, opts: &ServerOptions) -> Result<Listener> {
     let not_listening = |why: &str| Error::with_source(ErrorKind::Bind, why.to_owned());
     if socket.r#type()? != Type::STREAM {
         return Err(not_listening("inherited descriptor is not a stream socket"));
     }
     socket.set_nonblocking(true)?;
     let local = socket.local_addr()?;
+    if local.as_socket().is_some() {
+        tune_tcp(&socket, opts)?;
+    }
+    socket.listen(opts.backlog.min(i32::MAX as u32) as i32)?;
     if local.is_unix() {
         Ok(Listener::Unix(UnixListener::from_std(socket.into())?))
     } else if local.as_socket().is_some() {

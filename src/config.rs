@@ -150,6 +150,32 @@ impl Config {
         Config::parse_with(&text, path, os)
     }
 
+    /// Reads only the application environment of the config file at `path` (its `[app]` and
+    /// `[vars]` tables), whatever the rest of the file holds: enough for a control command to
+    /// find the server of a config that has since been broken by an edit.
+    pub fn load_env(path: &Path) -> Result<AppEnv, ConfigError> {
+        #[derive(Deserialize)]
+        struct EnvOnly {
+            #[serde(default)]
+            app: AppSettings,
+            #[serde(default)]
+            vars: BTreeMap<String, String>,
+        }
+        let os = OsEnv::current();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, Place::File, Fault::Read(e)))?;
+        let file: EnvOnly = toml::from_str(&text).map_err(|e| {
+            let place = match e.span() {
+                Some(span) => Place::Line(line_of(&text, span.start)),
+                None => Place::File,
+            };
+            ConfigError::new(path, place, Fault::Invalid(e.message().to_owned()))
+        })?;
+        let vars = Variables::resolve(&file.app, &file.vars, &config_dir(path, &os), &os)
+            .map_err(|e| ConfigError::new(path, Place::File, Fault::Expand(e)))?;
+        Ok(vars.into_parts().0)
+    }
+
     /// Checks the text of a config file that lives at `path` (named in errors; its folder is
     /// the base of relative paths), with the process's environment.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -174,12 +200,7 @@ impl Config {
             return Err(invalid(Place::File, "no [[listener]] table".to_owned()));
         }
         let base = path.parent().unwrap_or(Path::new(""));
-        // `join("")` would add a trailing `/` to `$PRIV_DIR`.
-        let config_dir = match base.as_os_str().is_empty() {
-            true => os.cwd().to_owned(),
-            false => os.cwd().join(base),
-        };
-        let vars = Variables::resolve(&file.app, &file.vars, &config_dir, os)
+        let vars = Variables::resolve(&file.app, &file.vars, &config_dir(path, os), os)
             .map_err(|e| expand(Place::File, e))?;
         let log_events = match file.log_events {
             None => LogEvents::default(),
@@ -250,6 +271,15 @@ impl Config {
             }
         }
         Ok(started)
+    }
+}
+
+/// The folder of the config file at `path`, from the working directory of `os`.
+fn config_dir(path: &Path, os: &OsEnv) -> PathBuf {
+    match path.parent() {
+        // `join("")` would add a trailing `/` to `$PRIV_DIR`.
+        Some(base) if !base.as_os_str().is_empty() => os.cwd().join(base),
+        _ => os.cwd().to_owned(),
     }
 }
 

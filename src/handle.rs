@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -201,6 +202,18 @@ impl ServerHandle {
     /// How many connections are open.
     pub fn connection_count(&self) -> usize {
         self.inner.shared.table.len()
+    }
+
+    /// Copies of the listening sockets (new descriptors for the same sockets), to hand to
+    /// another listener or process: the sockets stay open, and connects queue, for as long as
+    /// any copy is open. Empty when suspended or stopped.
+    pub async fn listening_sockets(&self) -> Result<Vec<OwnedFd>> {
+        let life = self.inner.lifecycle.lock().await;
+        let mut fds = Vec::with_capacity(life.listeners.len());
+        for listener in &life.listeners {
+            fds.push(listener.as_fd().try_clone_to_owned()?);
+        }
+        Ok(fds)
     }
 
     /// Stops accepting: the listening sockets close, so new connects are refused, while

@@ -73,16 +73,23 @@
 //!   data, log, priv and lib dirs, from OS variables, the config file or defaults), the
 //!   check that its directories are writable, and `$VARIABLE` expansion in config strings.
 //! - `config`: the `atoll` binary's config file ([`Config`]).
+//! - [`app`]: the running application: the control socket, reload, zero-downtime upgrade by
+//!   handing listening sockets to a new process, systemd integration and log files.
+//!
+//! Beside the layers: `sockets` holds listening sockets inherited from systemd or a previous
+//! process ([`SocketPool`]) until the listener of that name adopts them, and `sys` is the one
+//! module with `unsafe` code (taking ownership of passed file descriptors).
 //!
 //! # Defaults
 //!
 //! Every option's default is documented on its [`ServerOptions`] field: port 4000 on all
 //! interfaces, [`DEFAULT_NUM_ACCEPTORS`] acceptor per socket, 16,384 connections, 60 s read
 //! timeout, 5 s handshake timeout, 15 s shutdown timeout.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod acceptor;
 mod addr;
+pub mod app;
 mod bind;
 mod buffer;
 mod config;
@@ -100,8 +107,10 @@ mod server;
 pub mod setup;
 mod shared;
 mod socket;
+mod sockets;
 mod spec;
 mod stats;
+mod sys;
 pub mod telemetry;
 mod timeouts;
 mod tls;
@@ -114,9 +123,10 @@ pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handle::{Phase, ServerHandle, StopReport};
 pub use handler::{Action, Handler};
 pub use options::{parse_duration, ServerOptions, DEFAULT_NUM_ACCEPTORS};
-pub use registry::{Launcher, ListenerInfo, Registry};
+pub use registry::{Launcher, ListenerInfo, Registry, Updater};
 pub use server::Server;
 pub use socket::Socket;
+pub use sockets::{Inherited, Origin, SocketPool};
 pub use spec::ListenerSpec;
 pub use stats::SocketStats;
 pub use tls::{SniCert, TlsConfig, TlsOptions};

@@ -1,19 +1,22 @@
-//! The `atoll` command: `atoll serve [--config FILE]` runs the listeners a config file declares
-//! until SIGINT or SIGTERM, then stops them gracefully; `atoll rpc ADDR METHOD [ARGS]` calls the
-//! built-in key-value RPC service and prints the reply as JSON; `atoll env` prints the resolved
-//! application environment and variables; `atoll versions` lists the installed releases.
+//! The `atoll` command, a thin shell over the library:
+//!
+//! - `atoll serve [--config FILE]` runs the listeners a config file declares until SIGINT or
+//!   SIGTERM ([`atoll::app::serve`]);
+//! - `atoll listeners|uptime NAME|stop NAME|reload|upgrade|status` talk to that server over
+//!   its control socket ([`atoll::app::control`]);
+//! - `atoll rpc ADDR METHOD [ARGS]` calls the built-in key-value RPC service;
+//! - `atoll env` prints the resolved application environment and variables;
+//! - `atoll versions` lists the installed releases.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use atoll::http::Catalogue;
+use atoll::app::command::Request;
 use atoll::rpc::kv::{Kv, KvRequest};
 use atoll::rpc::{Client, ClientTls};
-use atoll::{Config, LogEvents, Registry};
+use atoll::Config;
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "atoll", version, about = "Supervised network listeners")]
@@ -29,6 +32,55 @@ enum Command {
         /// The config file.
         #[arg(short, long, value_name = "FILE", default_value = "atoll.toml")]
         config: PathBuf,
+    },
+    /// Lists the running listeners of the `atoll serve` of this config: name, kind, address,
+    /// uptime, live connections.
+    Listeners {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Prints how long the listener NAME has been running.
+    Uptime {
+        /// The listener.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stops the listener NAME, draining its connections up to its shutdown timeout.
+    Stop {
+        /// The listener.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Re-reads the config file and applies the difference, as SIGHUP does: new listeners
+    /// start, removed ones drain and stop, changed ones are updated or replaced without
+    /// refusing a connection. A config that fails to load changes nothing.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Replaces the running process with another version without refusing a connection: the
+    /// new one gets every listening socket, and the old one drains and exits once the new
+    /// one is ready. If the new one fails, the old one keeps serving.
+    Upgrade {
+        /// The installed release to run: `latest` (the default), `next`, or a regular
+        /// expression over the versions.
+        #[arg(long, value_name = "VERSION", conflicts_with = "path")]
+        to: Option<String>,
+        /// A binary to run instead of an installed release.
+        #[arg(long, value_name = "BINARY")]
+        path: Option<PathBuf>,
+        /// How long the new process may take to report ready (`30s`, `500ms`).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = atoll::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Prints the running process's pid, version, binary, config and uptime.
+    Status {
+        #[command(flatten)]
+        target: Target,
     },
     /// Prints the application environment and the config's variables, resolved.
     Env {
@@ -78,9 +130,38 @@ enum Command {
     },
 }
 
+/// Which running `atoll serve` a control command talks to, and how it prints.
+#[derive(clap::Args)]
+struct Target {
+    /// The config file the server was started with; its data dir holds the control socket.
+    #[arg(short, long, value_name = "FILE", default_value = "atoll.toml")]
+    config: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => atoll::app::serve(&config),
+        Command::Listeners { target } => control(&target, Request::Listeners),
+        Command::Uptime { name, target } => control(&target, Request::Uptime { name }),
+        Command::Stop { name, target } => control(&target, Request::Stop { name }),
+        Command::Reload { target } => control(&target, Request::Reload),
+        Command::Status { target } => control(&target, Request::Status),
+        Command::Upgrade {
+            to,
+            path,
+            timeout,
+            target,
+        } => control(
+            &target,
+            Request::Upgrade {
+                to,
+                path: path.map(absolute),
+                timeout_ms: Some(timeout.as_millis().min(u64::MAX as u128) as u64),
+            },
+        ),
         Command::Env { config, json } => env(&config, json),
         Command::Versions { config, json } => versions(&config, json),
         Command::Rpc {
@@ -113,6 +194,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends `request` to the control socket of the server `target` names, and prints the
+/// answer. A failed command prints its error and exits 1 (with `--json`, the error as JSON
+/// on stdout too).
+fn control(target: &Target, request: Request) -> Result<(), String> {
+    // Only the environment: a reload must reach the server to be told what is wrong with
+    // the rest of the file.
+    let env = Config::load_env(&target.config).map_err(|e| e.to_string())?;
+    let path = atoll::app::control::socket_path(&env);
+    // Long enough for a drain or an upgrade; the server bounds those itself.
+    let wait = match &request {
+        Request::Upgrade { timeout_ms, .. } => {
+            Duration::from_millis(timeout_ms.unwrap_or(0)) + Duration::from_secs(60)
+        }
+        Request::Stop { .. } | Request::Reload => Duration::from_secs(3600),
+        _ => Duration::from_secs(10),
+    };
+    let answer = atoll::app::control::call(&path, &request, wait).map_err(|e| e.to_string())?;
+    if target.json {
+        println!("{:#}", answer.data);
+    } else if answer.ok {
+        print!("{}", answer.text);
+    }
+    match answer.ok {
+        true => Ok(()),
+        false => Err(answer.text),
+    }
+}
+
+/// `path` from the working directory, as the server (which may run elsewhere) needs it.
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// `atoll env`: the resolved environment and variables of the config at `path`.
@@ -179,74 +293,4 @@ fn rpc(
     let json = serde_json::to_string(&reply).map_err(|e| format!("cannot print the reply: {e}"))?;
     println!("{json}");
     Ok(())
-}
-
-fn serve(path: &Path) -> Result<(), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    config
-        .env
-        .verify_directories()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    init_logging(config.log_events);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        // Before any listener starts, so a signal that comes once they are up stops them
-        // instead of killing the process.
-        let signal_error = |e| format!("cannot handle signals: {e}");
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
-
-        let registry = Registry::new();
-        atoll::http::install(&registry, Catalogue::builtin(&registry));
-        atoll::rpc::install(&registry);
-        let handles = config.start(&registry).await.map_err(|e| e.to_string())?;
-        let mut announce = String::new();
-        for (spec, handle) in config.listeners.iter().zip(&handles) {
-            announce += &format!(
-                "listening name={} kind={} addr={}\n",
-                spec.name,
-                spec.kind,
-                handle.local_addr()
-            );
-        }
-        // A closed stdout is no reason to stop serving.
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout
-            .write_all(announce.as_bytes())
-            .and_then(|()| stdout.flush());
-        drop(stdout);
-
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        for (name, report) in registry.stop_all().await {
-            tracing::info!(
-                target: "atoll",
-                listener = name,
-                drained = report.drained,
-                forced = report.forced,
-                "stopped"
-            );
-        }
-        Ok(())
-    })
-}
-
-/// Logs to stderr; RUST_LOG, when set, overrides the filter `log_events` implies.
-fn init_logging(log_events: LogEvents) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(match log_events {
-            LogEvents::All(level) => format!("warn,atoll={}", level.as_str().to_lowercase()),
-            _ => "warn".to_owned(),
-        })
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

@@ -22,7 +22,7 @@ pub const DEFAULT_NUM_ACCEPTORS: usize = 1;
 ///
 /// `ServerOptions::default()` gives the documented defaults; every field can also be set in a
 /// config file's `[[listener]]` table under the same name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerOptions {
     /// The IP address to listen on. Default is `::` (all interfaces, IPv6 and IPv4 alike; falls

@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{Phase, ServerHandle, StopReport};
 use crate::handler::Handler;
 use crate::server::Server;
+use crate::sockets::{Carried, Inherited, Origin, SocketPool};
 use crate::spec::{unknown_kind, ListenerSpec};
 
 /// Starts a listener of one kind from its spec.
@@ -41,7 +42,13 @@ struct Entry {
 struct Inner {
     listeners: BTreeMap<String, Entry>,
     kinds: HashMap<String, Launcher>,
+    updaters: HashMap<String, Updater>,
 }
+
+/// Applies a changed spec to a running listener of one kind in place, when the change allows
+/// it: `Some(result)` when it handled the change, `None` when the listener must be replaced.
+pub type Updater =
+    Arc<dyn Fn(&ServerHandle, &ListenerSpec, &ListenerSpec) -> Option<Result<()>> + Send + Sync>;
 
 /// Named listeners (leptus's part): list them, read one's uptime, stop one by name, start one
 /// from a [`ListenerSpec`] whose kind has been registered.
@@ -67,6 +74,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Mutex<Inner>>,
+    sockets: SocketPool,
 }
 
 impl Default for Registry {
@@ -90,6 +98,7 @@ impl Registry {
     pub fn new() -> Self {
         let registry = Registry {
             inner: Arc::new(Mutex::new(Inner::default())),
+            sockets: SocketPool::default(),
         };
         registry.add_kind("echo", |spec| {
             spec.expect_no_params()?;
@@ -118,6 +127,37 @@ impl Registry {
         self.lock().kinds.insert(kind.into(), Arc::new(launch));
     }
 
+    /// Registers how a running listener of `kind` takes a changed spec in place (an HTTP
+    /// listener swaps its routes when only its handlers changed); see [`update`](Self::update).
+    pub fn add_updater(
+        &self,
+        kind: impl Into<String>,
+        update: impl Fn(&ServerHandle, &ListenerSpec, &ListenerSpec) -> Option<Result<()>>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        self.lock().updaters.insert(kind.into(), Arc::new(update));
+    }
+
+    /// Applies `new`, a changed spec of the running listener of that name started from `old`,
+    /// in place, through the kind's updater. `None` when the kind has none or the change needs
+    /// a new listener ([`replace`](Self::replace)).
+    pub fn update(&self, old: &ListenerSpec, new: &ListenerSpec) -> Option<Result<()>> {
+        if old.kind != new.kind {
+            return None;
+        }
+        let update = self.lock().updaters.get(&new.kind)?.clone();
+        let handle = self.get(&new.name).ok()?;
+        update(&handle, old, new)
+    }
+
+    /// The sockets waiting for listeners to adopt them (socket activation, live upgrade):
+    /// [`start_spec`](Self::start_spec) gives a listener the ones under its name.
+    pub fn sockets(&self) -> &SocketPool {
+        &self.sockets
+    }
+
     /// The registered kinds, sorted.
     pub fn kinds(&self) -> Vec<String> {
         let mut k: Vec<String> = self.lock().kinds.keys().cloned().collect();
@@ -140,8 +180,50 @@ impl Registry {
                 }
             }
         };
-        let handle = launch(spec)?;
+        let handle = match self.sockets.take(&spec.name) {
+            None => launch(spec)?,
+            Some(sockets) => {
+                let mut spec = spec.clone();
+                spec.carried = Carried::new(sockets);
+                launch(&spec)?
+            }
+        };
         self.insert(&spec.kind, handle)
+    }
+
+    /// Starts a listener from `spec` in place of the running one of that name, which keeps
+    /// running until the caller stops it (draining its connections). The new listener adopts
+    /// copies of the old one's listening sockets when `spec` binds the same address, so no
+    /// connect is refused in between; else it binds afresh. Returns the new handle and the old.
+    pub async fn replace(
+        &self,
+        spec: &ListenerSpec,
+        same_address: bool,
+    ) -> Result<(ServerHandle, ServerHandle)> {
+        let old = self.get(&spec.name)?;
+        let launch = self
+            .lock()
+            .kinds
+            .get(&spec.kind)
+            .cloned()
+            .ok_or_else(|| unknown_kind(spec, &self.kinds()))?;
+        let mut spec = spec.clone();
+        if same_address {
+            let fds = old.listening_sockets().await?;
+            spec.carried = Carried::new(Inherited {
+                fds,
+                origin: Origin::Handover,
+            });
+        }
+        let new = launch(&spec)?;
+        self.lock().listeners.insert(
+            spec.name.clone(),
+            Entry {
+                kind: spec.kind.clone(),
+                handle: new.clone(),
+            },
+        );
+        Ok((new, old))
     }
 
     /// Starts `server` and registers it under its name, as a listener of `kind`.
@@ -178,6 +260,18 @@ impl Registry {
             },
         );
         Ok(handle)
+    }
+
+    /// Registers `handle` as the listener of its name again, in place of whatever has that
+    /// name: undoes a [`replace`](Self::replace) whose new listener has been stopped.
+    pub fn reinstate(&self, kind: &str, handle: ServerHandle) {
+        self.lock().listeners.insert(
+            handle.name().to_owned(),
+            Entry {
+                kind: kind.to_owned(),
+                handle,
+            },
+        );
     }
 
     /// The running listeners, by name.

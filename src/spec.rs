@@ -4,13 +4,16 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Deserialize;
 
+use crate::bind::Bind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::Handler;
 use crate::options::ServerOptions;
 use crate::server::Server;
+use crate::sockets::Carried;
 use crate::telemetry::Telemetry;
 use crate::tls::TlsOptions;
 
@@ -40,6 +43,12 @@ pub struct ListenerSpec {
     /// The telemetry hub the listener will use: subscribers attached here before the start
     /// see the listener's first events too.
     pub telemetry: Arc<Telemetry>,
+    /// Listening sockets to adopt instead of binding, set by the registry from its
+    /// [`SocketPool`](crate::SocketPool); see [`bind`](Self::bind).
+    pub(crate) carried: Carried,
+    /// The size and modification time of each TLS file when the spec was read, so a reload
+    /// tells renewed certificates from unchanged ones (the paths alone are the same).
+    pub(crate) tls_stamp: Vec<Option<(u64, SystemTime)>>,
 }
 
 impl ListenerSpec {
@@ -55,6 +64,8 @@ impl ListenerSpec {
             base: PathBuf::new(),
             set_options: None,
             telemetry: Arc::default(),
+            carried: Carried::default(),
+            tls_stamp: Vec::new(),
         }
     }
 
@@ -110,12 +121,14 @@ impl ListenerSpec {
             name,
             kind,
             options,
-            tls,
             unix,
             params,
             base: base.to_owned(),
             set_options,
             telemetry: Arc::default(),
+            carried: Carried::default(),
+            tls_stamp: tls.as_ref().map(stamp_files).unwrap_or_default(),
+            tls,
         })
     }
 
@@ -131,6 +144,39 @@ impl ListenerSpec {
         }
     }
 
+    /// Where the listener gets its sockets: the ones the registry found waiting for it, when
+    /// they fit its address (taken once: a second call binds); else a Unix socket at
+    /// [`unix`](Self::unix); else TCP.
+    pub fn bind(&self) -> Bind {
+        match (self.carried.take(), &self.unix) {
+            (Some(sockets), unix) => Bind::Inherited {
+                sockets,
+                unix: unix.clone(),
+            },
+            (None, Some(path)) => Bind::Unix(path.clone()),
+            (None, None) => Bind::Tcp,
+        }
+    }
+
+    /// Whether `other` describes the same listener: same name, kind, options, TLS files, Unix
+    /// path and kind settings.
+    pub fn same_as(&self, other: &ListenerSpec) -> bool {
+        self.name == other.name
+            && self.kind == other.kind
+            && self.options == other.options
+            && self.tls == other.tls
+            && self.unix == other.unix
+            && self.params == other.params
+            && self.base == other.base
+    }
+
+    /// Whether `other` binds the same address: same `ip`, `port` and `unix`.
+    pub fn same_address(&self, other: &ListenerSpec) -> bool {
+        self.options.ip == other.options.ip
+            && self.options.port == other.options.port
+            && self.unix == other.unix
+    }
+
     /// A server for this spec, running `handler`: name, options, Unix path and TLS (files read
     /// now) applied.
     pub fn server<H: Handler>(&self, handler: H) -> Result<Server<H>> {
@@ -138,9 +184,7 @@ impl ListenerSpec {
             .name(self.name.clone())
             .options(self.options.clone())
             .telemetry(self.telemetry.clone());
-        if let Some(path) = &self.unix {
-            server = server.unix(path.clone());
-        }
+        server = server.bind(self.bind());
         if let Some(tls) = &self.tls {
             let config = tls
                 .load()
@@ -149,6 +193,22 @@ impl ListenerSpec {
         }
         Ok(server)
     }
+}
+
+fn stamp_files(tls: &TlsOptions) -> Vec<Option<(u64, SystemTime)>> {
+    let mut files = vec![&tls.cert, &tls.key];
+    files.extend(&tls.cacert);
+    for sni in &tls.sni {
+        files.push(&sni.cert);
+        files.push(&sni.key);
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok()?;
+            Some((meta.len(), meta.modified().ok()?))
+        })
+        .collect()
 }
 
 pub(crate) fn unknown_kind(spec: &ListenerSpec, known: &[String]) -> Error {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::error::{Error, ErrorKind, Result};
 
 /// TLS settings as written in code or in a config file's `tls` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsOptions {
     /// PEM file with the certificate chain, leaf first.
@@ -38,7 +38,7 @@ pub struct TlsOptions {
 }
 
 /// A certificate served to clients that ask for `host` through SNI.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCert {
     /// The server name, such as `api.example.com`.

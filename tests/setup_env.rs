@@ -42,6 +42,7 @@ fn defaults() {
     assert_eq!(env.log_dir, Path::new("/work/log.box"));
     assert_eq!(env.priv_dir, Path::new("/etc/atoll"));
     assert!(env.lib_dirs.is_empty());
+    assert_eq!((env.log_max_size, env.log_files), (10 * 1024 * 1024, 5));
 
     // No host name: `nonode`; a config file given by a relative path: its folder from the
     // working directory.
@@ -79,6 +80,35 @@ fn the_app_table_overrides_the_defaults() {
     let e = fails(&format!("{ECHO}[app]\nhomedir = \"/srv\"\n"), &os());
     assert_eq!(e.line(), Some(6), "{e}");
     assert!(e.to_string().contains("unknown field `homedir`"), "{e}");
+}
+
+#[test]
+fn the_log_file_limits_are_read_and_checked() {
+    let env = env_of(
+        &format!("[app]\nlog_max_size = 2000\nlog_files = 0\n{ECHO}"),
+        &os(),
+    );
+    assert_eq!((env.log_max_size, env.log_files), (2000, 0));
+
+    // A limit of 0 would rotate at every line: refused, naming the key and its line.
+    let e = fails(
+        &format!("{ECHO}[app]\nname = \"shop\"\nlog_max_size = 0\n"),
+        &os(),
+    );
+    assert_eq!(e.line(), Some(7), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "/etc/atoll/atoll.toml: line 7: `app.log_max_size` must be more than 0 bytes"
+    );
+    // Numbers, not strings, and none below 0.
+    for bad in [
+        "log_max_size = \"10M\"",
+        "log_max_size = -1",
+        "log_files = -1",
+    ] {
+        let e = fails(&format!("[app]\n{bad}\n{ECHO}"), &os());
+        assert_eq!(e.line(), Some(2), "{e}");
+    }
 }
 
 #[test]
@@ -123,6 +153,8 @@ fn env_in(dir: &Path) -> AppEnv {
         home: dir.to_owned(),
         data_dir: dir.join("data.t"),
         log_dir: dir.join("log.t"),
+        log_max_size: 1 << 20,
+        log_files: 1,
         priv_dir: dir.to_owned(),
         lib_dirs: Vec::new(),
     }
@@ -385,7 +417,8 @@ fn atoll_env_prints_what_the_config_resolves_to() {
     assert_eq!(
         describe(&c.env, &c.vars),
         "app.name = shop\napp.node = n1\napp.home = /srv/shop\napp.data_dir = /srv/shop/var\n\
-         app.log_dir = /etc/atoll/logs\napp.priv_dir = /usr/share/shop\n\
+         app.log_dir = /etc/atoll/logs\napp.log_max_size = 10485760\napp.log_files = 5\n\
+         app.priv_dir = /usr/share/shop\n\
          app.lib_dirs = /opt/shop:/etc/atoll/lib\nvars.certs = /usr/share/shop/certs\n"
     );
     let json: serde_json::Value = serde_json::from_str(&describe_json(&c.env, &c.vars)).unwrap();
@@ -398,6 +431,8 @@ fn atoll_env_prints_what_the_config_resolves_to() {
                 "home": "/srv/shop",
                 "data_dir": "/srv/shop/var",
                 "log_dir": "/etc/atoll/logs",
+                "log_max_size": 10485760,
+                "log_files": 5,
                 "priv_dir": "/usr/share/shop",
                 "lib_dirs": ["/opt/shop", "/etc/atoll/lib"],
             },

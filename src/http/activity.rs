@@ -78,6 +78,11 @@ impl Activity {
         self.head_since.store(0, Relaxed);
     }
 
+    /// Whether a request has reached the service yet.
+    pub(crate) fn begun(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0 || self.done.load(Relaxed) > 0
+    }
+
     /// A request was answered.
     pub(crate) fn end(&self) {
         self.done.fetch_add(1, Relaxed);

@@ -81,8 +81,15 @@ impl Catalogue {
     /// `version`), `listeners` (the running listeners of `registry`, setting `prefix`,
     /// default `/listeners`) and `static` (the files of `dir` under `prefix`, default `/`).
     pub fn builtin(registry: &Registry) -> Catalogue {
+        Catalogue::builtin_for(registry, env!("CARGO_PKG_VERSION"))
+    }
+
+    /// [`builtin`](Self::builtin), with `version` as the health check's default version:
+    /// `atoll serve` passes the version of the release it runs from.
+    pub fn builtin_for(registry: &Registry, version: &str) -> Catalogue {
+        let default_version = version.to_owned();
         let mut c = Catalogue::new();
-        c.add("health", |p| {
+        c.add("health", move |p| {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct S {
@@ -90,14 +97,10 @@ impl Catalogue {
                 version: Option<String>,
             }
             let s: S = p.parse()?;
-            let d = Health::default();
-            Ok(match (s.path, s.version) {
-                (None, None) => d,
-                (path, version) => Health::new(
-                    path.unwrap_or_else(|| "/health".to_owned()),
-                    version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
-                ),
-            })
+            Ok(Health::new(
+                s.path.unwrap_or_else(|| "/health".to_owned()),
+                s.version.unwrap_or_else(|| default_version.clone()),
+            ))
         });
         let registry = registry.clone();
         c.add("listeners", move |p| {
@@ -229,11 +232,44 @@ impl Catalogue {
 /// and `[[listener.handlers]]` tables. Without `ip` and `port` it listens on
 /// `127.0.0.1:8080`. `https` needs a `[listener.tls]` table; its ALPN defaults to `h2` and
 /// `http/1.1` (only `http/1.1` when `http2 = false`).
+///
+/// A reload ([`Registry::update`]) that changes only a listener's `handlers` swaps its routes
+/// in place, as [`upgrade_handle`](super::upgrade_handle) does: no connection is touched.
 pub fn install(registry: &Registry, catalogue: Catalogue) {
     let c = Arc::new(catalogue);
     let plain = c.clone();
     registry.add_kind("http", move |spec| launch(spec, &plain, false));
-    registry.add_kind("https", move |spec| launch(spec, &c, true));
+    let secure = c.clone();
+    registry.add_kind("https", move |spec| launch(spec, &secure, true));
+    for kind in ["http", "https"] {
+        let c = c.clone();
+        registry.add_updater(kind, move |handle, old, new| update(handle, old, new, &c));
+    }
+}
+
+/// Swaps the routes of a running listener when its spec changed only in `handlers`.
+fn update(
+    handle: &ServerHandle,
+    old: &ListenerSpec,
+    new: &ListenerSpec,
+    catalogue: &Catalogue,
+) -> Option<Result<()>> {
+    let without_handlers = |spec: &ListenerSpec| {
+        let mut spec = spec.clone();
+        spec.params.remove("handlers");
+        spec
+    };
+    if !without_handlers(old).same_as(&without_handlers(new)) {
+        return None;
+    }
+    let handlers = match catalogue.handlers(new.params.get("handlers"), &new.base) {
+        Ok(handlers) => handlers,
+        Err(why) => {
+            return Some(Err(Error::with_source(ErrorKind::Config, why)
+                .context(format!("listener `{}`", new.name))))
+        }
+    };
+    Some(super::upgrade_handle(handle, Some(handlers)))
 }
 
 fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<ServerHandle> {
@@ -283,8 +319,5 @@ fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<Ser
         }
         (None, false) => {}
     }
-    if let Some(path) = &spec.unix {
-        listener = listener.bind(crate::bind::Bind::Unix(path.clone()));
-    }
-    listener.http_options(http).start()
+    listener.bind(spec.bind()).http_options(http).start()
 }

@@ -78,7 +78,8 @@ async fn speaks_h2(socket: &Socket) -> std::io::Result<bool> {
 }
 
 /// Serves HTTP on `socket` until the client leaves, a timeout closes it, or the listener stops
-/// (in-flight requests finish, idle keep-alive connections close at once).
+/// (in-flight requests finish, idle keep-alive connections close at once, and a connection
+/// that has not had its first request yet gets it answered first).
 pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), BoxError> {
     let opts = &http.options;
     let h2 = if opts.http2 {
@@ -122,15 +123,28 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
     let mut watch = Watch::default();
     let mut draining = false;
 
+    // A stop that came before the first request: hyper would close the connection at once,
+    // failing a request the client has already sent. It waits for that request instead (the
+    // header read timeout bounds the wait), which is answered with `connection: close`.
+    let mut stop_deferred = false;
+
     let result = poll_fn(|cx| loop {
         if let Poll::Ready(done) = conn.as_mut().poll(cx) {
             return Poll::Ready(done);
         }
+        if stop_deferred && activity.begun() {
+            stop_deferred = false;
+            conn.as_mut().graceful_shutdown();
+            continue;
+        }
         if let Poll::Ready(signal) = slot.poll_signal(cx, &mut registered, draining) {
             // An expired read deadline means nothing here: this connection keeps its own.
-            if signal == Signal::Stop {
+            if signal == Signal::Stop && !draining {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                match activity.begun() {
+                    true => conn.as_mut().graceful_shutdown(),
+                    false => stop_deferred = true,
+                }
             }
             continue;
         }

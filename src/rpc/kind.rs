@@ -5,7 +5,6 @@ use serde::Deserialize;
 use super::daemon::Daemon;
 use super::kv::{KvService, KvStore};
 use super::options::{RpcOptions, DEFAULT_RPC_PORT};
-use crate::bind::Bind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::ServerHandle;
 use crate::registry::Registry;
@@ -80,8 +79,6 @@ fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
             ))
         }
     };
-    if let Some(path) = &spec.unix {
-        daemon = daemon.bind(Bind::Unix(path.clone()));
-    }
+    daemon = daemon.bind(spec.bind());
     Ok(daemon.start()?.server().clone())
 }

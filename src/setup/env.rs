@@ -1,7 +1,8 @@
 //! The application environment: what the process is told by the OS ([`OsEnv`]), what the
-//! config file's `[app]` table says ([`AppSettings`]), what they resolve to ([`AppEnv`]),
-//! the check that its directories are usable ([`AppEnv::verify_directories`]), and the text
-//! `atoll env` prints ([`describe`], [`describe_json`]).
+//! config file's `[app]` table says ([`AppSettings`]), what they resolve to ([`AppEnv`], the
+//! log file's rotation limits included), the check that its directories are usable
+//! ([`AppEnv::verify_directories`]), and the text `atoll env` prints ([`describe`],
+//! [`describe_json`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -9,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::expand::{ExpandError, Variables};
 
@@ -22,6 +23,11 @@ pub const LOG_DIR_VAR: &str = "ATOLL_LOG_DIR";
 /// The lib dir variables, in the order their folders are listed: setup's own first, then the
 /// general one. Both are colon-separated lists.
 pub const LIB_DIR_VARS: [&str; 2] = ["ATOLL_SETUP_LIBS", "ATOLL_LIBS"];
+
+/// `[app] log_max_size` when unset: 10 MiB.
+const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
+/// `[app] log_files` when unset.
+const DEFAULT_LOG_FILES: u32 = 5;
 
 // ===== impl OsEnv =====
 
@@ -104,8 +110,8 @@ impl OsEnv {
 // ===== impl AppSettings =====
 
 /// The config file's `[app]` table: each key overrides a default of [`AppEnv`], and may use
-/// variables (`data_dir = "/var/lib/$APP"`). Relative paths are taken from the config file's
-/// folder. Every key is optional; unknown keys are refused.
+/// variables (`data_dir = "/var/lib/$APP"`), the numbers excepted. Relative paths are taken
+/// from the config file's folder. Every key is optional; unknown keys are refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSettings {
@@ -127,6 +133,36 @@ pub struct AppSettings {
     /// Folders holding installed releases; the first is `$LIB_DIR`. `ATOLL_SETUP_LIBS` and
     /// `ATOLL_LIBS`, when either is set, win over it. Default is none.
     pub lib_dirs: Option<Vec<String>>,
+    /// The size in bytes past which `LOG_DIR/APP.log` is rotated; more than 0, which is
+    /// checked as the file is read. Default is 10 MiB (10485760).
+    #[serde(default, deserialize_with = "positive_size")]
+    pub log_max_size: Option<u64>,
+    /// How many rotated log files (`APP.log.1`, the newest, to `APP.log.N`) are kept; 0 keeps
+    /// none. Default is 5.
+    pub log_files: Option<u32>,
+}
+
+impl AppSettings {
+    /// `log_max_size`, else its default.
+    pub(crate) fn log_max_size_or_default(&self) -> u64 {
+        self.log_max_size.unwrap_or(DEFAULT_LOG_MAX_SIZE)
+    }
+
+    /// `log_files`, else its default.
+    pub(crate) fn log_files_or_default(&self) -> u32 {
+        self.log_files.unwrap_or(DEFAULT_LOG_FILES)
+    }
+}
+
+/// Refuses a `log_max_size` of 0 while the file is read, so the error carries its line: a
+/// limit of 0 would rotate at every line.
+fn positive_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    match u64::deserialize(deserializer)? {
+        0 => Err(serde::de::Error::custom(
+            "`app.log_max_size` must be more than 0 bytes",
+        )),
+        size => Ok(Some(size)),
+    }
 }
 
 // ===== impl AppEnv =====
@@ -148,6 +184,12 @@ pub struct AppEnv {
     /// Where the application writes its logs, `$LOG_DIR` (`ATOLL_LOG_DIR`). Default is
     /// `HOME/log.NODE`.
     pub log_dir: PathBuf,
+    /// The size in bytes past which the log file `LOG_DIR/APP.log` is rotated
+    /// (`[app] log_max_size`); never 0. Default is 10 MiB (10485760).
+    pub log_max_size: u64,
+    /// How many rotated log files are kept (`[app] log_files`): `APP.log.1`, the newest, to
+    /// `APP.log.N`; 0 keeps none. Default is 5.
+    pub log_files: u32,
     /// The application's own files, `$PRIV_DIR`. Default is the config file's folder.
     pub priv_dir: PathBuf,
     /// Folders holding installed releases: the union of `ATOLL_SETUP_LIBS` and `ATOLL_LIBS`
@@ -342,9 +384,9 @@ impl std::error::Error for DirError {
 // ===== describe =====
 
 /// What `atoll env` prints: one `key = value` line per setting, named as in the config file
-/// (`app.name`, ..., `app.lib_dirs` colon-separated, then `vars.NAME` for each user
-/// variable). A value that would not read back as one line (a line break, a control
-/// character, spaces at either end) is printed as a quoted JSON string.
+/// (`app.name`, ..., `app.log_max_size` in bytes, ..., `app.lib_dirs` colon-separated, then
+/// `vars.NAME` for each user variable). A value that would not read back as one line (a line
+/// break, a control character, spaces at either end) is printed as a quoted JSON string.
 pub fn describe(env: &AppEnv, vars: &BTreeMap<String, String>) -> String {
     let lib_dirs: Vec<String> = env.lib_dirs.iter().map(|d| path_text(d)).collect();
     let mut lines: Vec<(String, String)> = vec![
@@ -353,6 +395,8 @@ pub fn describe(env: &AppEnv, vars: &BTreeMap<String, String>) -> String {
         ("app.home".into(), path_text(&env.home)),
         ("app.data_dir".into(), path_text(&env.data_dir)),
         ("app.log_dir".into(), path_text(&env.log_dir)),
+        ("app.log_max_size".into(), env.log_max_size.to_string()),
+        ("app.log_files".into(), env.log_files.to_string()),
         ("app.priv_dir".into(), path_text(&env.priv_dir)),
         ("app.lib_dirs".into(), lib_dirs.join(":")),
     ];
@@ -380,6 +424,8 @@ pub fn describe_json(env: &AppEnv, vars: &BTreeMap<String, String>) -> String {
             "home": path_text(&env.home),
             "data_dir": path_text(&env.data_dir),
             "log_dir": path_text(&env.log_dir),
+            "log_max_size": env.log_max_size,
+            "log_files": env.log_files,
             "priv_dir": path_text(&env.priv_dir),
             "lib_dirs": env.lib_dirs.iter().map(|d| path_text(d)).collect::<Vec<_>>(),
         },
@@ -405,6 +451,8 @@ mod tests {
             home: "/srv".into(),
             data_dir: "/srv/data.n1".into(),
             log_dir: "/srv/log.n1".into(),
+            log_max_size: 1000,
+            log_files: 0,
             priv_dir: "/etc/atoll".into(),
             lib_dirs: vec!["/opt/a".into(), "/opt/b".into()],
         }
@@ -419,13 +467,16 @@ mod tests {
         assert_eq!(
             describe(&sample(), &vars),
             "app.name = atoll\napp.node = n1\napp.home = /srv\napp.data_dir = /srv/data.n1\n\
-             app.log_dir = /srv/log.n1\napp.priv_dir = /etc/atoll\napp.lib_dirs = /opt/a:/opt/b\n\
+             app.log_dir = /srv/log.n1\napp.log_max_size = 1000\napp.log_files = 0\n\
+             app.priv_dir = /etc/atoll\napp.lib_dirs = /opt/a:/opt/b\n\
              vars.certs = /etc/certs\nvars.odd = \"two\\nlines\"\n"
         );
         let json: serde_json::Value =
             serde_json::from_str(&describe_json(&sample(), &vars)).unwrap();
         assert_eq!(json["app"]["node"], "n1");
         assert_eq!(json["app"]["lib_dirs"][1], "/opt/b");
+        assert_eq!(json["app"]["log_max_size"], 1000);
+        assert_eq!(json["app"]["log_files"], 0);
         assert_eq!(json["vars"]["odd"], "two\nlines");
     }
 

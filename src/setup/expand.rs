@@ -79,6 +79,8 @@ impl Variables {
             home: home.into(),
             data_dir: data_dir.into(),
             log_dir: log_dir.into(),
+            log_max_size: settings.log_max_size_or_default(),
+            log_files: settings.log_files_or_default(),
             priv_dir: priv_dir.into(),
             lib_dirs: lib_dirs.into_iter().map(PathBuf::from).collect(),
         };

@@ -13,6 +13,7 @@ use atoll::{Handler, Server, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod control;
 pub mod http;
 pub mod process;
 

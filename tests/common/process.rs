@@ -87,6 +87,20 @@ impl Atoll {
         )
     }
 
+    /// Runs `BINARY serve --config CONFIG` in the config's folder: a copy of the binary, as
+    /// an installed release. The lib-dir variables are removed, so the config's `[app]`
+    /// table decides.
+    pub fn serve_binary(binary: &Path, config: &Path) -> Self {
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .current_dir(config.parent().unwrap())
+            .env_remove("ATOLL_LIBS")
+            .env_remove("ATOLL_SETUP_LIBS");
+        Atoll::spawn(command)
+    }
+
     /// Runs `atoll serve --config CONFIG` under `ulimit -n LIMIT`. `exec` keeps the pid: the
     /// child is the server itself, not a shell.
     pub fn serve_with_fd_limit(config: &Path, limit: u32) -> Self {
@@ -174,6 +188,16 @@ impl Atoll {
 
     /// Waits for the process to exit, and for its stderr to be read to the end.
     pub fn exit(&mut self) -> ExitStatus {
+        let status = self.exited();
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().unwrap();
+        }
+        status
+    }
+
+    /// Waits for the process to exit, without waiting for the end of its stderr: after an
+    /// upgrade, the new process holds the same pipe.
+    pub fn exited(&mut self) -> ExitStatus {
         let deadline = Instant::now() + WAIT;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait for atoll") {
@@ -185,9 +209,6 @@ impl Atoll {
             );
             std::thread::sleep(Duration::from_millis(10));
         };
-        if let Some(reader) = self.stderr_reader.take() {
-            reader.join().unwrap();
-        }
         status
     }
 

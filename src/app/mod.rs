@@ -1,0 +1,29 @@
+//! The running application, as `atoll serve` runs it: the layer above the config file that
+//! turns listeners into a service operators can control, reload and upgrade without downtime
+//! (Erlang setup's `reload_app`, the Rust way).
+//!
+//! [`serve`] is the whole of `atoll serve`; programs that embed atoll can call it, or use the
+//! parts.
+//!
+//! # Layout
+//!
+//! - [`logs`]: logging to stderr and to a size-rotated file in the log dir.
+//! - [`systemd`]: socket activation (`LISTEN_FDS`) and readiness notification (`NOTIFY_SOCKET`).
+//! - [`command`]: the control requests and answers, one line of JSON each.
+//! - [`control`]: the control socket: the server (owner-only) and the client.
+//! - [`reload`]: applying the difference between the running config and the file.
+//! - [`handover`]: passing listening sockets to a new process over a Unix socket.
+//! - [`upgrade`]: the old process's side of an upgrade: choose, start, hand over, wait.
+//! - `serve`: the serving loop: start, answer control commands, reload on SIGHUP, stop on
+//!   SIGINT or SIGTERM, drain and exit after an upgrade.
+
+pub mod command;
+pub mod control;
+pub mod handover;
+pub mod logs;
+pub mod reload;
+mod serve;
+pub mod systemd;
+pub mod upgrade;
+
+pub use serve::serve;

@@ -1,0 +1,471 @@
+//! `atoll serve`: start the config's listeners (adopting sockets handed over by a previous
+//! process or passed by systemd), answer the control socket, reload on SIGHUP, and stop
+//! gracefully on SIGINT or SIGTERM, or drain and exit once an upgrade has handed over.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use semver::Version;
+use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Mutex};
+
+use super::command::{human_duration, Answer, Request, DEFAULT_UPGRADE_TIMEOUT};
+use super::control::{self, Commands};
+use super::handover::{self, Ready};
+use super::upgrade::{self, Target};
+use super::{logs, reload, systemd};
+use crate::config::Config;
+use crate::http::Catalogue;
+use crate::registry::Registry;
+use crate::setup::versions::find_releases;
+use crate::setup::AppEnv;
+use crate::sockets::Origin;
+
+/// How long a new process waits for each message of the handover: 10 s.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the serving loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// SIGINT or SIGTERM: stop every listener.
+    Stop,
+    /// An upgrade handed everything over: drain and exit.
+    HandedOver,
+}
+
+/// A running `atoll serve`: what control commands act on.
+struct App {
+    /// The config file, as given on the command line (relative to the working directory,
+    /// which never changes).
+    config_path: PathBuf,
+    /// The config the listeners run; its lock also keeps reloads and upgrades one at a time.
+    config: Mutex<Config>,
+    registry: Registry,
+    /// The version this process runs: its release's, else the crate's.
+    version: Version,
+    started: Instant,
+    /// A copy of the control socket, for an upgrade to hand over.
+    control: StdMutex<Option<OwnedFd>>,
+    exit: watch::Sender<Option<Exit>>,
+}
+
+/// Runs `atoll serve --config path` until stopped or upgraded. Errors are one line.
+pub fn serve(path: &Path) -> Result<(), String> {
+    // First of all, while fd 3 up are still the ones systemd passed and no other thread
+    // reads the environment this clears.
+    let registry = Registry::new();
+    let activated =
+        systemd::adopt_into(registry.sockets()).map_err(|e| format!("{}: {e}", path.display()))?;
+    // A process started by an upgrade fetches its sockets first, so that whatever fails
+    // after can be reported to the old process, which then keeps serving.
+    let handover = match std::env::var_os(handover::SOCKET_VAR) {
+        None => None,
+        Some(socket_path) => {
+            // Not for this process's own children.
+            std::env::remove_var(handover::SOCKET_VAR);
+            let socket_path = PathBuf::from(socket_path);
+            let fetched = handover::fetch(&socket_path, HANDOVER_TIMEOUT).map_err(|e| {
+                format!(
+                    "cannot fetch the sockets from {}: {e}",
+                    socket_path.display()
+                )
+            })?;
+            Some(fetched)
+        }
+    };
+    let (connection, sockets) = match handover {
+        Some((c, s)) => (Some(c), Some(s)),
+        None => (None, None),
+    };
+    let connection = connection.as_ref();
+    let fail = |why: String| {
+        if let Some(c) = connection {
+            let _ = handover::report(c, Err(why.clone()));
+        }
+        why
+    };
+
+    let config = Config::load(path).map_err(|e| fail(e.to_string()))?;
+    config
+        .env
+        .verify_directories()
+        .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    logs::init(&config.env, config.log_events)
+        .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let signal_error = |e| format!("cannot handle signals: {e}");
+        // Before any listener starts, so a signal that comes once they are up stops them
+        // instead of killing the process.
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+        let mut hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
+
+        let version = running_version(&config.env);
+        crate::http::install(
+            &registry,
+            Catalogue::builtin_for(&registry, &version.to_string()),
+        );
+        crate::rpc::install(&registry);
+
+        let mut control_fd = None;
+        if let Some(sockets) = sockets {
+            for (name, fds) in sockets.listeners {
+                for fd in fds {
+                    registry.sockets().add(name.clone(), fd, Origin::Handover);
+                }
+            }
+            control_fd = sockets.control;
+        }
+        systemd::check_claimed(&activated, config.listeners.iter().map(|l| l.name.as_str()))
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+
+        // Before the listeners, so a second server of the same config starts none.
+        let control_path = control::socket_path(&config.env);
+        let control_listener = match control_fd {
+            Some(fd) => std::os::unix::net::UnixListener::from(fd),
+            None => control::bind(&control_path)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?,
+        };
+        let handles = match config.start(&registry).await {
+            Ok(handles) => handles,
+            Err(e) => {
+                if connection.is_none() {
+                    let _ = std::fs::remove_file(&control_path);
+                }
+                return Err(fail(e.to_string()));
+            }
+        };
+        // Sockets of listeners the config no longer has.
+        registry.sockets().close_unclaimed();
+
+        let control_copy = OwnedFd::from(
+            control_listener
+                .try_clone()
+                .map_err(|e| fail(format!("cannot copy the control socket: {e}")))?,
+        );
+
+        let mut announce = String::new();
+        for (spec, handle) in config.listeners.iter().zip(&handles) {
+            announce += &format!(
+                "listening name={} kind={} addr={}\n",
+                spec.name,
+                spec.kind,
+                handle.local_addr()
+            );
+        }
+        // A closed stdout is no reason to stop serving.
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_all(announce.as_bytes())
+            .and_then(|()| stdout.flush());
+        drop(stdout);
+
+        let (exit, mut exit_rx) = watch::channel(None);
+        let app = Arc::new(App {
+            config_path: path.to_owned(),
+            config: Mutex::new(config),
+            registry: registry.clone(),
+            version: version.clone(),
+            started: Instant::now(),
+            control: StdMutex::new(Some(control_copy)),
+            exit,
+        });
+        let mut control_stop = app.exit.subscribe();
+        let control_task = tokio::spawn(control::serve(control_listener, app.clone(), async move {
+            let _ = control_stop.wait_for(|e| e.is_some()).await;
+        }));
+
+        if let Some(c) = connection {
+            let ready = Ready {
+                pid: std::process::id(),
+                version: version.to_string(),
+            };
+            if let Err(e) = handover::report(c, Ok(ready)) {
+                // The old process gave up on us: it kills us, or already has.
+                tracing::error!(target: "atoll", error = %e, "upgrade: cannot report ready");
+            }
+        }
+        let _ = systemd::ready();
+        tracing::info!(target: "atoll", pid = std::process::id(), %version, "serving");
+
+        let reason = loop {
+            tokio::select! {
+                _ = interrupt.recv() => break Exit::Stop,
+                _ = terminate.recv() => break Exit::Stop,
+                _ = hangup.recv() => {
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        let answer = app.reload().await;
+                        match answer.ok {
+                            true => tracing::info!(target: "atoll", "reload (SIGHUP): {}", answer.text.trim_end().replace('\n', "; ")),
+                            false => tracing::error!(target: "atoll", "reload (SIGHUP) failed: {}", answer.text),
+                        }
+                    });
+                }
+                Ok(()) = exit_rx.changed() => {
+                    if let Some(reason) = *exit_rx.borrow() {
+                        break reason;
+                    }
+                }
+            }
+        };
+        app.exit.send_replace(Some(reason));
+        let _ = control_task.await;
+        app.control.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if reason == Exit::Stop {
+            let _ = systemd::stopping();
+            // The control socket file is ours alone; after a handover it is the new process's.
+            let _ = std::fs::remove_file(&control_path);
+        }
+        for (name, report) in registry.stop_all().await {
+            tracing::info!(
+                target: "atoll",
+                listener = name,
+                drained = report.drained,
+                forced = report.forced,
+                "stopped"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The version of the release whose binary this is, else the crate's.
+fn running_version(env: &AppEnv) -> Version {
+    let installed = find_releases(&env.name, &env.lib_dirs);
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| installed.release_of(&exe).map(|r| r.version.clone()))
+        .unwrap_or_else(|| {
+            Version::parse(env!("CARGO_PKG_VERSION")).expect("the crate version is semver")
+        })
+}
+
+// ===== impl App =====
+
+impl Commands for App {
+    async fn run(&self, request: Request) -> Answer {
+        match request {
+            Request::Listeners => self.listeners(),
+            Request::Uptime { name } => match self.registry.uptime(&name) {
+                Ok(up) => Answer::done(
+                    format!("{name} up {}\n", human_duration(up)),
+                    json!({ "name": name, "uptime_secs": up.as_secs_f64() }),
+                ),
+                Err(e) => Answer::failed(e.to_string()),
+            },
+            Request::Stop { name } => match self.registry.stop(&name, None).await {
+                Ok(r) => Answer::done(
+                    format!(
+                        "stopped {name} ({} drained, {} forced)\n",
+                        r.drained, r.forced
+                    ),
+                    json!({ "name": name, "drained": r.drained, "forced": r.forced }),
+                ),
+                Err(e) => Answer::failed(e.to_string()),
+            },
+            Request::Reload => self.reload().await,
+            Request::Upgrade {
+                to,
+                path,
+                timeout_ms,
+            } => {
+                let target = match (to, path) {
+                    (Some(_), Some(_)) => {
+                        return Answer::failed("give --to or --path, not both");
+                    }
+                    (_, Some(path)) => Target::Path(path),
+                    (to, None) => Target::Release(to.unwrap_or_else(|| "latest".to_owned())),
+                };
+                let timeout = timeout_ms.map_or(DEFAULT_UPGRADE_TIMEOUT, Duration::from_millis);
+                self.upgrade(target, timeout).await
+            }
+            Request::Status => self.status().await,
+        }
+    }
+
+    fn answered(&self, request: &Request, answer: &Answer) {
+        if matches!(request, Request::Upgrade { .. }) && answer.ok {
+            self.exit.send_replace(Some(Exit::HandedOver));
+        }
+    }
+}
+
+impl App {
+    fn listeners(&self) -> Answer {
+        let list = self.registry.list();
+        let mut text = String::new();
+        let rows: Vec<[String; 5]> = list
+            .iter()
+            .map(|l| {
+                [
+                    l.name.clone(),
+                    l.kind.clone(),
+                    l.addr.to_string(),
+                    human_duration(l.uptime),
+                    l.connections.to_string(),
+                ]
+            })
+            .collect();
+        let header = ["NAME", "KIND", "ADDRESS", "UPTIME", "CONNECTIONS"].map(str::to_owned);
+        let mut widths = header.clone().map(|h| h.len());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        for row in std::iter::once(&header).chain(&rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            text += cells.join("  ").trim_end();
+            text.push('\n');
+        }
+        let data: Vec<_> = list
+            .iter()
+            .map(|l| {
+                json!({
+                    "name": l.name,
+                    "kind": l.kind,
+                    "addr": l.addr.to_string(),
+                    "uptime_secs": l.uptime.as_secs_f64(),
+                    "connections": l.connections,
+                })
+            })
+            .collect();
+        Answer::done(text, json!(data))
+    }
+
+    async fn status(&self) -> Answer {
+        let config = self.config.lock().await;
+        let binary = std::env::current_exe().unwrap_or_default();
+        let up = self.started.elapsed();
+        let text = format!(
+            "pid {}\nversion {}\nbinary {}\nconfig {}\nuptime {}\nlisteners {}\n",
+            std::process::id(),
+            self.version,
+            binary.display(),
+            config.path.display(),
+            human_duration(up),
+            self.registry.list().len(),
+        );
+        let data = json!({
+            "pid": std::process::id(),
+            "version": self.version.to_string(),
+            "binary": binary,
+            "config": config.path,
+            "uptime_secs": up.as_secs_f64(),
+            "listeners": self.registry.list().len(),
+        });
+        Answer::done(text, data)
+    }
+
+    /// Re-reads the config file and applies the difference (see [`reload`]).
+    async fn reload(&self) -> Answer {
+        let mut current = self.config.lock().await;
+        let _ = systemd::reloading();
+        let answer = match Config::load(&self.config_path) {
+            Err(e) => Answer::failed(format!("{e}; nothing was changed")),
+            Ok(new) => match reload::apply(&self.registry, &current, &new).await {
+                Ok(report) => {
+                    let answer = Answer::done(report.text(), report.json());
+                    *current = new;
+                    answer
+                }
+                Err(why) => Answer::failed(why),
+            },
+        };
+        let _ = systemd::ready();
+        answer
+    }
+
+    /// Hands everything to a new process running `target` (see [`upgrade`]); on success,
+    /// this process drains and exits once the answer is written.
+    async fn upgrade(&self, target: Target, timeout: Duration) -> Answer {
+        let config = self.config.lock().await;
+        if self.exit.borrow().is_some() {
+            return Answer::failed("this process is already stopping");
+        }
+        let chosen = match upgrade::choose(&target, &config.env, &self.version) {
+            Ok(c) => c,
+            Err(why) => return Answer::failed(format!("upgrade: {why}; nothing was changed")),
+        };
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|fd| fd.try_clone().ok());
+        let sockets = match upgrade::collect(&self.registry, control.as_ref()).await {
+            Ok(s) => s,
+            Err(why) => return Answer::failed(format!("upgrade: {why}; nothing was changed")),
+        };
+        drop(control);
+        let socket_path = config
+            .env
+            .data_dir
+            .join(format!("upgrade.{}.sock", std::process::id()));
+        let binary = chosen.binary.clone();
+        let config_path = self.config_path.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            upgrade::run(&binary, &config_path, &socket_path, sockets, timeout)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the upgrade task failed: {e}")));
+        match outcome {
+            Ok(ready) => {
+                // New connects go to the new process alone from the moment the command
+                // returns: this one closes its copies of the sockets now, and drains once
+                // the answer is out.
+                for info in self.registry.list() {
+                    if let Ok(handle) = self.registry.get(&info.name) {
+                        let _ = handle.suspend().await;
+                    }
+                }
+                let _ = systemd::main_pid(ready.pid);
+                tracing::info!(
+                    target: "atoll",
+                    pid = ready.pid,
+                    version = ready.version,
+                    binary = %chosen.binary.display(),
+                    "upgrade: the new process serves; draining"
+                );
+                Answer::done(
+                    format!(
+                        "upgraded to {} (pid {}, {}); pid {} drains its connections and exits\n",
+                        ready.version,
+                        ready.pid,
+                        chosen.binary.display(),
+                        std::process::id()
+                    ),
+                    json!({
+                        "version": ready.version,
+                        "pid": ready.pid,
+                        "binary": chosen.binary,
+                        "old_pid": std::process::id(),
+                        "old_version": self.version.to_string(),
+                    }),
+                )
+            }
+            Err(why) => {
+                tracing::error!(target: "atoll", "upgrade to {} failed: {why}", chosen.binary.display());
+                Answer::failed(format!(
+                    "upgrade to {} failed: {why}; this process (pid {}, {}) keeps serving",
+                    chosen.binary.display(),
+                    std::process::id(),
+                    self.version
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The one module of atoll with `unsafe` code: taking ownership of file descriptors that come
+//! from outside the program, either inherited at start (socket activation) or received over a
+//! Unix socket with `SCM_RIGHTS` (a live upgrade). Everything else goes through safe APIs.
+#![allow(unsafe_code)]
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::cmsg_space;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// The most descriptors one message carries (the kernel's `SCM_MAX_FD` is 253).
+pub(crate) const MAX_FDS: usize = 16;
+
+/// Sends `data` with `fds` attached over the Unix socket `socket`. Each call is one message on
+/// a `SOCK_SEQPACKET` socket.
+pub(crate) fn send_fds(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors for one message",
+        ));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let iov = [IoSlice::new(data)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() {
+        &[]
+    } else {
+        &[ControlMessage::ScmRights(&raw)]
+    };
+    let sent = sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    if sent != data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "message sent in part",
+        ));
+    }
+    Ok(())
+}
+
+/// Receives one message into `buf`, with the descriptors attached to it (close-on-exec set).
+/// Returns the length read (0 at end of stream) and the descriptors. A message cut short, or
+/// whose descriptors did not fit, is an error; the descriptors that did come are closed.
+pub(crate) fn recv_fds(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for fd in raw {
+                // SAFETY: the kernel has just installed these descriptors in this process for
+                // this message; nothing else knows them, so this is their only owner.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    if msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message or its descriptors cut short",
+        ));
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Takes ownership of the descriptor `fd` inherited from the parent process (systemd passes
+/// listening sockets from 3 up), marking it close-on-exec so it does not leak further. Errors
+/// when `fd` is not open.
+pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptors 0 to 2 are not sockets to take",
+        ));
+    }
+    // Fails with EBADF when nothing is open there.
+    fcntl(fd, FcntlArg::F_GETFD)?;
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    // SAFETY: `fd` is open (checked above) and was given to this process at start to own;
+    // the caller takes each inherited number once (the environment naming them is cleared).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,267 @@
+//! `atoll reload` and SIGHUP on a running `atoll serve`: listeners added, removed, updated in
+//! place and replaced without refusing a connect; a config that fails changes nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::control::ctl;
+use common::process::Atoll;
+
+fn listener(name: &str, kind: &str, extra: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"{name}\"\nkind = \"{kind}\"\nip = \"127.0.0.1\"\nport = 0\nshutdown_timeout = \"2s\"\n{extra}\n"
+    )
+}
+
+fn web(resources: &str) -> String {
+    listener(
+        "web",
+        "http",
+        &format!("[[listener.handlers]]\nhost = \"_\"\nresources = [{resources}]\n"),
+    )
+}
+
+const HEAD: &str = "[app]\nnode = \"t\"\n\n";
+
+struct Served {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    atoll: Atoll,
+}
+
+fn serve(text: &str, n: usize) -> (Served, BTreeMap<String, SocketAddr>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().canonicalize().unwrap().join("atoll.toml");
+    std::fs::write(&config, text).unwrap();
+    let atoll = Atoll::serve(&config);
+    let addrs = atoll
+        .listening(n)
+        .into_iter()
+        .map(|(name, _, addr)| (name, addr))
+        .collect();
+    (
+        Served {
+            _dir: dir,
+            config,
+            atoll,
+        },
+        addrs,
+    )
+}
+
+fn addrs(config: &Path) -> BTreeMap<String, SocketAddr> {
+    let json = ctl(config, &["listeners", "--json"]).json();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_owned(),
+                l["addr"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn echo(stream: &mut TcpStream, text: &[u8]) {
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    stream.write_all(text).unwrap();
+    let mut buf = vec![0; text.len()];
+    stream.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, text);
+}
+
+/// `GET path` on a keep-alive connection; returns the status code.
+fn get(stream: &mut TcpStream, path: &str) -> u16 {
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    head[9..12].parse().unwrap()
+}
+
+#[test]
+fn reload_starts_stops_updates_and_replaces_listeners() {
+    let before = format!(
+        "{HEAD}{}{}{}{}",
+        listener("keep", "echo", ""),
+        listener("gone", "echo", ""),
+        listener("tuned", "echo", "max_connections = 100"),
+        web("\"health\""),
+    );
+    let (served, start) = serve(&before, 4);
+    let config = &served.config;
+    let mut kept = TcpStream::connect(start["keep"]).unwrap();
+    echo(&mut kept, b"a");
+    let mut browser = TcpStream::connect(start["web"]).unwrap();
+    assert_eq!(get(&mut browser, "/health"), 200);
+    assert_eq!(get(&mut browser, "/listeners"), 404);
+
+    let after = format!(
+        "{HEAD}{}{}{}{}",
+        listener("keep", "echo", ""),
+        listener("tuned", "echo", "max_connections = 200"),
+        listener("added", "echo", ""),
+        web("\"health\", \"listeners\""),
+    );
+    std::fs::write(config, after).unwrap();
+    let report = ctl(config, &["reload", "--json"]).json();
+    assert_eq!(report["started"], serde_json::json!(["added"]), "{report}");
+    assert_eq!(report["updated"], serde_json::json!(["web"]), "{report}");
+    assert_eq!(report["replaced"][0]["name"], "tuned", "{report}");
+    assert_eq!(report["stopped"][0]["name"], "gone", "{report}");
+    assert_eq!(report["unchanged"], serde_json::json!(["keep"]), "{report}");
+
+    let now = addrs(config);
+    assert_eq!(
+        now.keys().collect::<Vec<_>>(),
+        ["added", "keep", "tuned", "web"]
+    );
+    // Unchanged: the same socket, the same connection.
+    assert_eq!(now["keep"], start["keep"]);
+    echo(&mut kept, b"b");
+    // Updated in place: the same keep-alive connection sees the new routes.
+    assert_eq!(now["web"], start["web"]);
+    assert_eq!(get(&mut browser, "/listeners"), 200);
+    // Replaced on the same address (port 0 kept the port it had).
+    assert_eq!(now["tuned"], start["tuned"]);
+    echo(&mut TcpStream::connect(now["tuned"]).unwrap(), b"c");
+    echo(&mut TcpStream::connect(now["added"]).unwrap(), b"d");
+    assert!(
+        TcpStream::connect(start["gone"]).is_err(),
+        "a removed listener accepts"
+    );
+
+    // The same config again changes nothing.
+    let report = ctl(config, &["reload", "--json"]).json();
+    assert_eq!(
+        report["unchanged"],
+        serde_json::json!(["keep", "tuned", "added", "web"]),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_replaced_http_listener_fails_no_request() {
+    let web_with = |n: usize| {
+        listener(
+            "web",
+            "http",
+            &format!("max_connections = {n}\n[[listener.handlers]]\nhost = \"_\"\nresources = [\"health\"]\n"),
+        )
+    };
+    let (served, start) = serve(&format!("{HEAD}{}", web_with(100)), 1);
+    let addr = start["web"];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    // A request on a new connection at a time, all through the reloads; each must be
+    // answered 200.
+    let client = std::thread::spawn(move || {
+        let mut done = 0u32;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) && done < 100_000 {
+            let mut s = TcpStream::connect(addr).expect("a connect was refused");
+            assert_eq!(get(&mut s, "/health"), 200);
+            done += 1;
+        }
+        done
+    });
+    for i in 0..5 {
+        std::fs::write(&served.config, format!("{HEAD}{}", web_with(101 + i))).unwrap();
+        let report = ctl(&served.config, &["reload", "--json"]).json();
+        assert_eq!(report["replaced"][0]["name"], "web", "{report}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let done = client.join().expect("a request failed");
+    assert!(done > 0);
+    assert_eq!(addrs(&served.config)["web"], addr);
+}
+
+#[test]
+fn a_config_that_fails_changes_nothing() {
+    let good = format!("{HEAD}{}{}", listener("e", "echo", ""), web("\"health\""));
+    let (served, start) = serve(&good, 2);
+    let config = served.config.clone();
+
+    // A syntax error: the server is not even asked.
+    std::fs::write(&config, format!("{good}\n[[listener]\n")).unwrap();
+    let line = ctl(&config, &["reload"]).fails();
+    assert!(line.contains("atoll.toml: line"), "{line}");
+
+    // It loads, but a listener cannot start: a new one and a changed one, in one reload.
+    let bad = format!(
+        "{HEAD}{}{}{}",
+        listener("e", "echo", ""),
+        listener("new", "echo", ""),
+        web("\"health\", \"no-such-resource\""),
+    );
+    std::fs::write(&config, bad).unwrap();
+    let line = ctl(&config, &["reload"]).fails();
+    assert!(
+        line.contains("no-such-resource") && line.contains("nothing was changed"),
+        "{line}"
+    );
+    assert_eq!(
+        addrs(&config),
+        start,
+        "the failed reload left something behind"
+    );
+    let mut browser = TcpStream::connect(start["web"]).unwrap();
+    assert_eq!(get(&mut browser, "/health"), 200);
+
+    // An unknown key in a listener table.
+    std::fs::write(
+        &config,
+        format!("{HEAD}{}", listener("e", "echo", "prot = 1")),
+    )
+    .unwrap();
+    let line = ctl(&config, &["reload"]).fails();
+    assert!(line.contains("prot"), "{line}");
+    assert_eq!(addrs(&config), start);
+
+    // SIGHUP with a bad config: logged, and nothing changes.
+    served.atoll.signal("HUP");
+    served.atoll.wait_for_log("reload (SIGHUP) failed");
+    assert_eq!(addrs(&config), start);
+}
+
+#[test]
+fn sighup_reloads() {
+    let (served, _) = serve(&format!("{HEAD}{}", listener("e", "echo", "")), 1);
+    let more = format!(
+        "{HEAD}{}{}",
+        listener("e", "echo", ""),
+        listener("f", "echo", "")
+    );
+    std::fs::write(&served.config, more).unwrap();
+    served.atoll.signal("HUP");
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let now = addrs(&served.config);
+        if let Some(addr) = now.get("f") {
+            echo(&mut TcpStream::connect(addr).unwrap(), b"hup");
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not start `f`");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

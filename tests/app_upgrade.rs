@@ -1,0 +1,414 @@
+//! Zero-downtime upgrades of a running `atoll serve`, with real processes: two releases in a
+//! temporary lib dir (the same build, with manifests saying 1.0.0 and 1.1.0), clients that
+//! never stop asking, ten upgrades back and forth, and upgrades that fail and change nothing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::control::ctl;
+use common::process::Atoll;
+use common::WAIT;
+
+/// The static file the slow requests fetch: large enough that the socket buffers cannot
+/// take it all, so the old process must still be writing it after the upgrade.
+const BIG: usize = 48 * 1024 * 1024;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for version in ["1.0.0", "1.1.0"] {
+            let release = root.join(format!("lib/atoll-{version}"));
+            std::fs::create_dir_all(&release).unwrap();
+            std::fs::copy(env!("CARGO_BIN_EXE_atoll"), release.join("atoll")).unwrap();
+            std::fs::write(
+                release.join("release.toml"),
+                format!("app = \"atoll\"\nversion = \"{version}\"\n"),
+            )
+            .unwrap();
+        }
+        std::fs::create_dir_all(root.join("files")).unwrap();
+        std::fs::write(root.join("files/big.bin"), vec![7u8; BIG]).unwrap();
+        let config = root.join("atoll.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[app]
+node = "t"
+lib_dirs = ["{lib}"]
+
+[[listener]]
+name = "web"
+kind = "http"
+port = 0
+shutdown_timeout = "30s"
+
+[[listener.handlers]]
+host = "_"
+resources = ["health", {{ name = "static", dir = "files", prefix = "/files" }}]
+
+[[listener]]
+name = "echo"
+kind = "echo"
+ip = "127.0.0.1"
+port = 0
+"#,
+                lib = root.join("lib").display()
+            ),
+        )
+        .unwrap();
+        Setup { dir, config }
+    }
+
+    fn binary(&self, version: &str) -> PathBuf {
+        self.dir
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join(format!("lib/atoll-{version}/atoll"))
+    }
+}
+
+/// Kills the processes an upgrade left running when a test fails.
+#[derive(Default)]
+struct Reaper(Mutex<Vec<u32>>);
+
+impl Reaper {
+    fn add(&self, pid: u32) {
+        self.0.lock().unwrap().push(pid);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in self.0.lock().unwrap().iter() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Whether `pid` has exited (gone, or a zombie nobody has reaped yet).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn wait_exit(pid: u32, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !exited(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET /health` on a new connection; the version it answers.
+fn health(addr: SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return Err(format!("not a 200: {response:?}"));
+    }
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("{e}: {response:?}"))?;
+    Ok(json["version"].as_str().unwrap_or("").to_owned())
+}
+
+/// A slow download of the big file: the head and a little of the body now, the rest when
+/// [`finish`](Slow::finish) is called.
+struct Slow {
+    stream: TcpStream,
+    got: usize,
+}
+
+impl Slow {
+    fn start(addr: SocketAddr) -> Slow {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+            .write_all(b"GET /files/big.bin HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+        let mut some = vec![0; 64 * 1024];
+        stream.read_exact(&mut some).unwrap();
+        Slow {
+            stream,
+            got: some.len(),
+        }
+    }
+
+    fn finish(mut self) {
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.got += n,
+                Err(e) => panic!("the slow download broke after {} bytes: {e}", self.got),
+            }
+        }
+        assert_eq!(self.got, BIG, "the slow download was cut short");
+    }
+}
+
+/// Clients that run the whole time: HTTP requests on new connections, and new TCP
+/// connections to the echo listener. Bounded by `stop` and by a count.
+struct Load {
+    stop: Arc<AtomicBool>,
+    failures: Arc<Mutex<Vec<String>>>,
+    versions: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Load {
+    fn start(web: SocketAddr, echo: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let versions = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        {
+            let (stop, failures, versions) = (stop.clone(), failures.clone(), versions.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 200_000 {
+                    match health(web) {
+                        Ok(v) => {
+                            let mut seen = versions.lock().unwrap();
+                            if seen.last() != Some(&v) {
+                                seen.push(v);
+                            }
+                        }
+                        Err(e) => failures.lock().unwrap().push(format!("request {n}: {e}")),
+                    }
+                    n += 1;
+                    // Paced, so TIME_WAIT sockets never run out of ports.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                n
+            }));
+        }
+        {
+            let (stop, failures) = (stop.clone(), failures.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 200_000 {
+                    if let Err(e) = TcpStream::connect(echo) {
+                        failures.lock().unwrap().push(format!("connect {n}: {e}"));
+                    }
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                n
+            }));
+        }
+        Load {
+            stop,
+            failures,
+            versions,
+            threads,
+        }
+    }
+
+    /// Stops the clients; returns how many requests and connects each made.
+    fn finish(self) -> (Vec<u64>, Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let counts = self
+            .threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let failures = self.failures.lock().unwrap().clone();
+        let versions = self.versions.lock().unwrap().clone();
+        (counts, failures, versions)
+    }
+}
+
+fn addr_of(listening: &[(String, String, SocketAddr)], name: &str) -> SocketAddr {
+    listening.iter().find(|l| l.0 == name).unwrap().2
+}
+
+#[test]
+fn ten_upgrades_back_and_forth_lose_nothing() {
+    let setup = Setup::new();
+    let reaper = Reaper::default();
+    let mut first = Atoll::serve_binary(&setup.binary("1.0.0"), &setup.config);
+    reaper.add(first.pid());
+    let listening = first.listening(2);
+    let (web, echo) = (addr_of(&listening, "web"), addr_of(&listening, "echo"));
+    assert_eq!(health(web).unwrap(), "1.0.0");
+
+    let load = Load::start(web, echo);
+    let mut old_pid = first.pid();
+    let mut version = "1.0.0";
+    for i in 0..10 {
+        let (to, expect) = match version {
+            "1.0.0" => ("latest", "1.1.0"),
+            _ => (r"^1\.0\.", "1.0.0"),
+        };
+        let slow = Slow::start(web);
+        let answer = ctl(&setup.config, &["upgrade", "--to", to, "--json"]).json();
+        assert_eq!(answer["version"], expect, "upgrade {i}: {answer}");
+        assert_eq!(answer["old_pid"], old_pid, "upgrade {i}: {answer}");
+        let new_pid = answer["pid"].as_u64().unwrap() as u32;
+        reaper.add(new_pid);
+        assert!(
+            answer["binary"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("atoll-{expect}/atoll")),
+            "{answer}"
+        );
+        // The old process is still writing the slow download.
+        assert!(
+            !exited(old_pid),
+            "upgrade {i}: the old process left a download unfinished"
+        );
+        // Once the command returns, new connections reach the new version only.
+        assert_eq!(health(web).unwrap(), expect, "upgrade {i}");
+        let status = ctl(&setup.config, &["status", "--json"]).json();
+        assert_eq!(status["pid"], new_pid);
+        assert_eq!(status["version"], expect);
+        slow.finish();
+        if i == 0 {
+            assert!(first.exited().success(), "{}", first.stderr());
+        } else {
+            wait_exit(old_pid, WAIT * 3);
+        }
+        old_pid = new_pid;
+        version = expect;
+    }
+    let (counts, failures, versions) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+    // The answered version switched with every upgrade.
+    assert_eq!(versions.len(), 11, "{versions:?}");
+    for (i, v) in versions.iter().enumerate() {
+        assert_eq!(v, ["1.0.0", "1.1.0"][i % 2], "{versions:?}");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_exit(old_pid, WAIT);
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_version_serving() {
+    let setup = Setup::new();
+    let root = setup.dir.path().canonicalize().unwrap();
+    let atoll = Atoll::serve_binary(&setup.binary("1.0.0"), &setup.config);
+    let listening = atoll.listening(2);
+    let web = addr_of(&listening, "web");
+    let still_serving = || {
+        assert_eq!(health(web).unwrap(), "1.0.0");
+        let status = ctl(&setup.config, &["status", "--json"]).json();
+        assert_eq!(status["pid"], atoll.pid());
+    };
+
+    let script = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+
+    let fails = script("fails.sh", "echo boom >&2; exit 3");
+    let line = ctl(
+        &setup.config,
+        &["upgrade", "--path", fails.to_str().unwrap()],
+    )
+    .fails();
+    assert!(
+        line.contains("exited (exit status: 3) before it was ready")
+            && line.contains("keeps serving"),
+        "{line}"
+    );
+    still_serving();
+
+    let hangs = script("hangs.sh", "exec sleep 60");
+    let line = ctl(
+        &setup.config,
+        &[
+            "upgrade",
+            "--path",
+            hangs.to_str().unwrap(),
+            "--timeout",
+            "1s",
+        ],
+    )
+    .fails();
+    assert!(line.contains("in time"), "{line}");
+    still_serving();
+
+    let line = ctl(&setup.config, &["upgrade", "--to", r"^9\."]).fails();
+    assert!(
+        line.contains("no release") && line.contains("1.1.0"),
+        "{line}"
+    );
+    let line = ctl(&setup.config, &["upgrade", "--path", "/no/such/atoll"]).fails();
+    assert!(line.contains("/no/such/atoll"), "{line}");
+    still_serving();
+
+    // The new version cannot load the config: it says why, through the old one.
+    let good = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, format!("{good}\nbogus = 1\n")).unwrap();
+    let line = ctl(&setup.config, &["upgrade", "--to", "latest"]).fails();
+    assert!(
+        line.contains("bogus") && line.contains("keeps serving"),
+        "{line}"
+    );
+    std::fs::write(&setup.config, good).unwrap();
+    still_serving();
+
+    // And after all that, an upgrade works.
+    let answer = ctl(&setup.config, &["upgrade", "--to", "next", "--json"]).json();
+    assert_eq!(answer["version"], "1.1.0");
+    let new_pid = answer["pid"].as_u64().unwrap() as u32;
+    let reaper = Reaper::default();
+    reaper.add(new_pid);
+    assert_eq!(health(web).unwrap(), "1.1.0");
+    wait_exit(atoll.pid(), WAIT);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_exit(new_pid, WAIT);
+}
