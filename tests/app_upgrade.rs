@@ -140,6 +140,40 @@ fn health(addr: SocketAddr) -> Result<String, String> {
     Ok(json["version"].as_str().unwrap_or("").to_owned())
 }
 
+/// `GET /health` on a kept-alive connection; the version it answers, and whether the server
+/// closes the connection after it (`connection: close`).
+fn health_kept(stream: &mut TcpStream) -> Result<(String, bool), String> {
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => return Err(format!("closed after {} bytes of the head", head.len())),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        return Err(format!("not a 200: {head:?}"));
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no length: {head:?}"))?;
+    let mut body = vec![0; length];
+    stream
+        .read_exact(&mut body)
+        .map_err(|e| format!("body: {e}"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("{e}: {head:?}"))?;
+    let version = json["version"].as_str().unwrap_or("").to_owned();
+    Ok((version, head.contains("connection: close")))
+}
+
 /// A slow download of the big file: the head and a little of the body now, the rest when
 /// [`finish`](Slow::finish) is called.
 struct Slow {
@@ -182,8 +216,9 @@ impl Slow {
     }
 }
 
-/// Clients that run the whole time: HTTP requests on new connections, and new TCP
-/// connections to the echo listener. Bounded by `stop` and by a count.
+/// Clients that run the whole time: HTTP requests on new connections, HTTP requests on a
+/// kept-alive connection, and new TCP connections to the echo listener. Bounded by `stop` and
+/// by a count.
 struct Load {
     stop: Arc<AtomicBool>,
     failures: Arc<Mutex<Vec<String>>>,
@@ -214,6 +249,44 @@ impl Load {
                     n += 1;
                     // Paced, so TIME_WAIT sockets never run out of ports.
                     std::thread::sleep(Duration::from_millis(2));
+                }
+                n
+            }));
+        }
+        {
+            // A keep-alive client: it reconnects when told `connection: close`, and any other
+            // end of its connection is a failure.
+            let (stop, failures) = (stop.clone(), failures.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut n = 0;
+                let mut stream: Option<TcpStream> = None;
+                while !stop.load(Ordering::Relaxed) && n < 200_000 {
+                    let s = match &mut stream {
+                        Some(s) => s,
+                        None => match TcpStream::connect(web) {
+                            Ok(s) => {
+                                s.set_read_timeout(Some(WAIT)).unwrap();
+                                stream.insert(s)
+                            }
+                            Err(e) => {
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("kept {n}: connect: {e}"));
+                                break;
+                            }
+                        },
+                    };
+                    match health_kept(s) {
+                        Ok((_, true)) => stream = None,
+                        Ok((_, false)) => {}
+                        Err(e) => {
+                            failures.lock().unwrap().push(format!("kept {n}: {e}"));
+                            stream = None;
+                        }
+                    }
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 n
             }));

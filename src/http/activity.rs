@@ -78,9 +78,9 @@ impl Activity {
         self.head_since.store(0, Relaxed);
     }
 
-    /// Whether a request has reached the service yet.
-    pub(crate) fn begun(&self) -> bool {
-        self.in_flight.load(Relaxed) > 0 || self.done.load(Relaxed) > 0
+    /// Whether a request is in the service now.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0
     }
 
     /// A request was answered.

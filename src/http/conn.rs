@@ -77,9 +77,13 @@ async fn speaks_h2(socket: &Socket) -> std::io::Result<bool> {
     }
 }
 
+/// How long a connection with no request in flight waits, once its listener stops, for one
+/// more request to answer with `connection: close` before it closes: 1 s.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves HTTP on `socket` until the client leaves, a timeout closes it, or the listener stops
-/// (in-flight requests finish, idle keep-alive connections close at once, and a connection
-/// that has not had its first request yet gets it answered first).
+/// (in-flight requests finish with `connection: close`; a connection between requests waits
+/// up to [`DRAIN_GRACE`] for its next one and answers it before it closes).
 pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), BoxError> {
     let opts = &http.options;
     let h2 = if opts.http2 {
@@ -123,27 +127,32 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
     let mut watch = Watch::default();
     let mut draining = false;
 
-    // A stop that came before the first request: hyper would close the connection at once,
-    // failing a request the client has already sent. It waits for that request instead (the
-    // header read timeout bounds the wait), which is answered with `connection: close`.
-    let mut stop_deferred = false;
+    // A stop that finds no request in flight: hyper would close the connection at once,
+    // failing a request the client may have sent already. The connection waits up to
+    // DRAIN_GRACE for one instead, which the service answers with `connection: close` (hyper
+    // then closes the connection itself); the client's next request goes to a listener that
+    // still accepts (after an upgrade, the new process).
+    let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
 
     let result = poll_fn(|cx| loop {
         if let Poll::Ready(done) = conn.as_mut().poll(cx) {
             return Poll::Ready(done);
         }
-        if stop_deferred && activity.begun() {
-            stop_deferred = false;
-            conn.as_mut().graceful_shutdown();
-            continue;
+        if let Some(sleep) = &mut grace {
+            // A request in the service (HTTP/2's, or a slow HTTP/1 one) finishes first.
+            if activity.busy() || sleep.as_mut().poll(cx).is_ready() {
+                grace = None;
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
         }
         if let Poll::Ready(signal) = slot.poll_signal(cx, &mut registered, draining) {
             // An expired read deadline means nothing here: this connection keeps its own.
             if signal == Signal::Stop && !draining {
                 draining = true;
-                match activity.begun() {
+                match activity.busy() {
                     true => conn.as_mut().graceful_shutdown(),
-                    false => stop_deferred = true,
+                    false => grace = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE))),
                 }
             }
             continue;

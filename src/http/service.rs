@@ -52,10 +52,14 @@ impl hyper::service::Service<http::Request<Incoming>> for HttpService {
                 slot: self.slot.clone(),
             })
         });
+        // Once the listener stops, an HTTP/1 answer says `connection: close`, so the client
+        // takes its next request elsewhere instead of finding the connection closed.
+        let close = req.version() < http::Version::HTTP_2 && self.slot.is_stopping();
         Answer {
             inner: self.route(req),
             activity: self.activity.clone(),
             report,
+            close,
         }
     }
 }
@@ -171,16 +175,23 @@ pub(crate) struct Answer {
     inner: Responding,
     activity: Arc<Activity>,
     report: Option<Box<Report>>,
+    /// Add `connection: close` to the response.
+    close: bool,
 }
 
 impl Future for Answer {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = match self.inner.as_mut().poll(cx) {
+        let mut response = match self.inner.as_mut().poll(cx) {
             Poll::Ready(r) => r,
             Poll::Pending => return Poll::Pending,
         };
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(r) = self.report.take() {
             let code = response.status().as_u16();
             r.server.telemetry.emit(|| {
