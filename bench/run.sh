@@ -2,7 +2,8 @@
 # Benchmarks atoll's echo server against a plain tokio echo server in the same run, then prints
 # the results side by side with atoll/tokio ratios, and accepts/s for 1, 2, 4 and 100 acceptors;
 # then atoll's HTTP listener against bare hyper and axum, with atoll/hyper and atoll/axum ratios;
-# then atoll's RPC daemon and client against tarpc, with atoll/tarpc ratios.
+# then atoll's RPC daemon and client against tarpc, with atoll/tarpc ratios; then `atoll serve`
+# through a zero-downtime upgrade under HTTP load, against its own steady state.
 #
 # The server runs pinned to core 0 and the load generator to core 1; every scenario's server
 # gets the same runtime (multi_thread, 1 worker). Rounds alternate the servers (atoll, tokio,
@@ -14,13 +15,13 @@
 #   SCENARIOS=http bench/run.sh       # HTTP only
 #
 # Settings (environment): SCENARIOS (what to run, among echo bulk accept idle idle-used acceptors
-# http rpc, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
+# http rpc upgrade, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
 # also measure memory), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000), HTTP_CONNS (64),
 # RPC_CALLERS (50), ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0),
 # LOAD_CPU (1), KEEP (keep the raw metric files).
 set -euo pipefail
 
-SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http rpc}
+SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http rpc upgrade}
 SCENARIOS=${SCENARIOS//,/ }
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-1}
@@ -37,9 +38,9 @@ LOAD_CPU=${LOAD_CPU:-1}
 
 for s in $SCENARIOS; do
     case $s in
-    echo | bulk | accept | idle | idle-used | acceptors | http | rpc) ;;
+    echo | bulk | accept | idle | idle-used | acceptors | http | rpc | upgrade) ;;
     *)
-        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http rpc)" >&2
+        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http rpc upgrade)" >&2
         exit 1
         ;;
     esac
@@ -52,6 +53,10 @@ ulimit -n 20000
 
 cargo build --release -p atoll-bench
 BIN=${CARGO_TARGET_DIR:-target}/release/atoll-bench
+if wants upgrade; then
+    cargo build --release -p atoll --bin atoll
+    ATOLL=$(realpath "${CARGO_TARGET_DIR:-target}/release/atoll")
+fi
 OUT=$(mktemp -d)
 SERVER_PID=
 
@@ -180,6 +185,29 @@ if wants rpc; then
     done
 fi
 
+# Upgrade: one `atoll serve` (pinned like the other servers; its upgrades inherit the pinning),
+# upgraded once per round to the same binary while HTTP_CONNS keep-alive clients load it.
+upgrade_file=
+if wants upgrade; then
+    upgrade_dir="$OUT/upgrade"
+    mkdir -p "$upgrade_dir"
+    # `home` set, since control commands run from elsewhere than the server.
+    printf '[app]\nnode = "bench"\nhome = "%s"\n[[listener]]\nname = "web"\nkind = "http"\nport = %s\n[[listener.handlers]]\nhost = "_"\nresources = ["health"]\n' \
+        "$upgrade_dir" "$PORT" >"$upgrade_dir/atoll.toml"
+    (cd "$upgrade_dir" && exec taskset -c "$SERVER_CPU" "$ATOLL" serve --config atoll.toml >serve.log 2>&1) &
+    for _ in $(seq 100); do
+        grep -q '^listening' "$upgrade_dir/serve.log" 2>/dev/null && break
+        sleep 0.1
+    done
+    upgrade_file="$OUT/upgrade.txt"
+    for round in $(seq "$ROUNDS"); do
+        taskset -c "$LOAD_CPU" "$BIN" upgrade --atoll "$ATOLL" --config "$upgrade_dir/atoll.toml" \
+            --port "$PORT" --conns "$HTTP_CONNS" --steady "$DURATION" >>"$upgrade_file"
+    done
+    last=$("$ATOLL" status --json --config "$upgrade_dir/atoll.toml" | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
+    [[ -z $last ]] || kill "$last"
+fi
+
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r)"
 tree=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -212,4 +240,32 @@ if (( ${#rpc_runs[@]} )); then
     echo
     "$BIN" report --title "## atoll vs tarpc: add(a, b) -> u64 over plain TCP, $RPC_CALLERS callers on 1 connection, then on a connection each" \
         --ratio atoll/tarpc --only rpc "${rpc_runs[@]}"
+fi
+if [[ -n $upgrade_file ]]; then
+    echo
+    echo "## atoll serve through \`atoll upgrade\` under HTTP load ($HTTP_CONNS keep-alive clients, GET /health), $ROUNDS upgrades"
+    echo
+    echo "The upgrade window runs from the command's start until the old process has exited: starting (until the"
+    echo "new process is ready; the old one serves alone), then switching (clients move over, the old one drains)."
+    echo
+    awk '
+        { v[$1] = v[$1] " " $2 }
+        END {
+            split("steady_requests_per_sec steady_p99_us during_requests_per_sec during_p99_us starting_p99_us switching_p99_us during_requests command_ms until_old_exit_ms failures", keys, " ")
+            printf "| metric | rounds | median |\n|---|---|---|\n"
+            for (i = 1; i <= 10; i++) {
+                k = "upgrade." keys[i]
+                n = split(v[k], xs, " ")
+                # Insertion sort: mawk has no asort.
+                for (a = 2; a <= n; a++) {
+                    x = xs[a] + 0
+                    for (b = a - 1; b >= 1 && xs[b] + 0 > x; b--) xs[b + 1] = xs[b]
+                    xs[b + 1] = x
+                }
+                m = xs[int((n + 1) / 2)]
+                med[keys[i]] = m
+                printf "| %s |%s | %s |\n", keys[i], v[k], m
+            }
+            printf "\np99 during / steady (medians): %.2f; failures in all rounds:%s\n", med["during_p99_us"] / med["steady_p99_us"], v["upgrade.failures"]
+        }' "$upgrade_file"
 fi

@@ -9,6 +9,7 @@
 //! atoll-bench load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http,rpc]
 //!     [--rpc-impl atoll|tarpc] ...
 //! atoll-bench report [--ratio atoll/tokio[,A/B...]] [--only PREFIX] LABEL=FILE...
+//! atoll-bench upgrade --atoll BIN --config FILE --port P [--conns 64] [--steady 3] [--after 2]
 //! ```
 //!
 //! `load` prints one `metric value` line per result; `report` puts such files side by side.
@@ -27,6 +28,8 @@
 //!   time over the measured part.
 //! - `probe`: the server process's CPU time and resident memory, read from `/proc`.
 //! - `report`: the side-by-side tables with ratios.
+//! - `upgrade`: HTTP load on a running `atoll serve` through `atoll upgrade`: steady state
+//!   against the upgrade.
 
 mod accept;
 mod args;
@@ -42,11 +45,13 @@ mod report;
 mod rpc_load;
 mod rpc_server;
 mod server;
+mod upgrade;
 mod window;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: atoll-bench server|load|report [--flag value]... (see bench/README.md)";
+const USAGE: &str =
+    "usage: atoll-bench server|load|report|upgrade [--flag value]... (see bench/README.md)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         "server" => server::main(args),
         "load" => load::main(args),
         "report" => report::main(args),
+        "upgrade" => upgrade::main(args),
         _ => Err(USAGE.to_owned()),
     };
     match result {
