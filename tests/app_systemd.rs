@@ -9,19 +9,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
+use common::process::Atoll;
 use common::WAIT;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 /// A config whose one listener, `web`, would bind a port of its own (127.0.0.1:0): serving on
 /// the passed socket's address proves it adopted that socket.
@@ -83,127 +80,43 @@ fn pending(socket: &UnixDatagram) -> Vec<String> {
 }
 
 /// `atoll serve` started the way systemd starts it; killed on drop.
-struct Activated {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Activated {
-    /// Runs `atoll serve --config CONFIG` with `LISTEN_FDS=1` and `LISTEN_FDNAMES=NAME`, the
-    /// socket `passed` on fd 3 (or fd 3 closed, when `None`), and NOTIFY_SOCKET=NOTIFY.
-    fn start(config: &Path, passed: Option<OwnedFd>, name: &str, notify: &Path) -> Self {
-        let fd3 = if passed.is_some() {
-            "exec 3<&0 0</dev/null"
-        } else {
-            "exec 3<&-"
-        };
-        let script = format!(
-            "{fd3}; export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=\"$2\"; \
-             exec \"$0\" serve --config \"$1\""
-        );
-        let mut command = Command::new("bash");
-        command
-            .arg("-c")
-            .arg(script)
-            .arg(env!("CARGO_BIN_EXE_atoll"))
-            .arg(config)
-            .arg(name)
-            .current_dir(config.parent().unwrap())
-            .env("NOTIFY_SOCKET", notify)
-            .stdin(passed.map_or_else(Stdio::null, Stdio::from))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // Whatever the test runner has would change what atoll reads.
-        for var in [
-            "RUST_LOG",
-            "LISTEN_PID",
-            "LISTEN_FDS",
-            "LISTEN_FDNAMES",
-            "ATOLL_HOME",
-            "ATOLL_DATA_DIR",
-            "ATOLL_LOG_DIR",
-            "ATOLL_UPGRADE_SOCKET",
-        ] {
-            command.env_remove(var);
-        }
-        let mut child = command.spawn().expect("bash runs");
-        // The command holds its copy of the socket until dropped: only atoll keeps one.
-        drop(command);
-        let out = child.stdout.take().unwrap();
-        let (tx, stdout) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Activated {
-            child,
-            stdout,
-            stderr: Some(stderr),
-        }
+/// Runs `atoll serve --config CONFIG` with `LISTEN_FDS=1` and `LISTEN_FDNAMES=NAME`, the
+/// socket `passed` on fd 3 (or fd 3 closed, when `None`), and NOTIFY_SOCKET=NOTIFY.
+fn activated(config: &Path, passed: Option<OwnedFd>, name: &str, notify: &Path) -> Atoll {
+    let fd3 = if passed.is_some() {
+        "exec 3<&0 0</dev/null"
+    } else {
+        "exec 3<&-"
+    };
+    let script = format!(
+        "{fd3}; export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=\"$2\"; \
+         exec \"$0\" serve --config \"$1\""
+    );
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_atoll"))
+        .arg(config)
+        .arg(name)
+        .current_dir(config.parent().unwrap())
+        .env("NOTIFY_SOCKET", notify)
+        .stdin(passed.map_or_else(Stdio::null, Stdio::from));
+    // Whatever the test runner has would change what atoll reads.
+    for var in [
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "ATOLL_HOME",
+        "ATOLL_DATA_DIR",
+        "ATOLL_LOG_DIR",
+        "ATOLL_UPGRADE_SOCKET",
+    ] {
+        command.env_remove(var);
     }
-
-    /// The address on the `listening name=web kind=echo addr=...` line.
-    fn listening(&self) -> SocketAddr {
-        let line = self
-            .stdout
-            .recv_timeout(WAIT)
-            .expect("a `listening` line within the wait");
-        let addr = line
-            .strip_prefix("listening name=web kind=echo addr=")
-            .unwrap_or_else(|| panic!("not the `listening` line of web: {line:?}"));
-        addr.parse().expect("addr=IP:PORT")
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal atoll");
-    }
-
-    /// Waits for the process to exit; returns its status and all it wrote to stderr.
-    fn exit(&mut self) -> (ExitStatus, String) {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for atoll") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "atoll did not exit within the wait"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let stderr = self.stderr.take().unwrap().join().unwrap();
-        (status, stderr)
-    }
-
-    /// Waits for a failed start: exit code 1 and one line on stderr, which it returns.
-    fn fails(mut self) -> String {
-        let (status, stderr) = self.exit();
-        assert_eq!(status.code(), Some(1), "{status}; stderr: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(
-            self.stdout.try_recv().is_err(),
-            "a listener was announced; stderr: {stderr}"
-        );
-        stderr.trim_end().to_owned()
-    }
-}
-
-impl Drop for Activated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    // `spawn` takes the command, and with it the command's copy of the socket: only atoll
+    // keeps one.
+    Atoll::spawn(command)
 }
 
 fn echo_over_tcp(addr: SocketAddr, msg: &[u8]) {
@@ -223,19 +136,22 @@ fn serves_on_the_passed_socket_and_notifies_ready_then_stopping() {
     let passed = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = passed.local_addr().unwrap();
 
-    let mut atoll = Activated::start(&config, Some(passed.into()), "web", &notify_path);
-    assert_eq!(
-        atoll.listening(),
-        addr,
-        "web did not adopt the passed socket"
-    );
+    let mut atoll = activated(&config, Some(passed.into()), "web", &notify_path);
+    let listening = atoll.listening(1);
+    assert_eq!(listening[0].0, "web");
+    assert_eq!(listening[0].2, addr, "web did not adopt the passed socket");
     wait_for_state(&notify, "READY=1");
     echo_over_tcp(addr, b"activated");
 
-    atoll.signal(Signal::SIGTERM);
+    atoll.signal("TERM");
     wait_for_state(&notify, "STOPPING=1");
-    let (status, stderr) = atoll.exit();
-    assert_eq!(status.code(), Some(0), "{status}; stderr: {stderr}");
+    let status = atoll.exit();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status}; stderr: {}",
+        atoll.stderr()
+    );
 }
 
 #[test]
@@ -246,7 +162,7 @@ fn bad_activation_stops_the_start_with_one_line_naming_the_fault() {
 
     // A socket no listener is named after: serving it nowhere would leave its port dead.
     let passed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let line = Activated::start(&config, Some(passed.into()), "nosuch", &notify_path).fails();
+    let line = activated(&config, Some(passed.into()), "nosuch", &notify_path).failed(&config);
     assert!(line.starts_with("atoll: "), "{line}");
     assert!(
         line.contains(r#"LISTEN_FDNAMES: no listener is named "nosuch""#),
@@ -254,7 +170,7 @@ fn bad_activation_stops_the_start_with_one_line_naming_the_fault() {
     );
 
     // LISTEN_FDS says one socket, but nothing is open on fd 3.
-    let line = Activated::start(&config, None, "web", &notify_path).fails();
+    let line = activated(&config, None, "web", &notify_path).failed(&config);
     assert!(
         line.contains(r#"LISTEN_FDS: fd 3 (socket "web") is not open"#),
         "{line}"

@@ -101,6 +101,14 @@ fn receive(socket: &Socket) -> io::Result<(Message, Vec<OwnedFd>)> {
     Ok((message, fds))
 }
 
+/// A receive timeout (or a signal) ended the wait, not the socket.
+fn nothing_yet(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 // ===== the old process =====
 
 /// Listens for the new process at `path` (mode 0600), replacing a stale file.
@@ -148,13 +156,7 @@ pub fn accept(
                     ),
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if nothing_yet(&e) => {}
             Err(e) => return Err(format!("handover socket: {e}")),
         }
     }
@@ -213,14 +215,7 @@ pub fn wait_ready(
                     _ => Err("the new process sent a bad report".to_owned()),
                 };
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if nothing_yet(&e) => {
                 if let Some(why) = gone() {
                     return Err(why);
                 }

@@ -48,7 +48,13 @@ impl Atoll {
     /// Runs `atoll serve --config config`, which must fail: exit code 1, one line on stderr
     /// that names the file and no panic, and no listener announced. Returns that line.
     pub fn fails_with(config: &Path) -> String {
-        let mut atoll = Atoll::serve(config);
+        Atoll::serve(config).failed(config)
+    }
+
+    /// Waits for this `atoll serve --config config` to fail, as [`fails_with`](Self::fails_with)
+    /// says, and returns the line.
+    pub fn failed(mut self, config: &Path) -> String {
+        let atoll = &mut self;
         let status = atoll.exit();
         let stderr = atoll.stderr();
         assert_eq!(status.code(), Some(1), "{status}; stderr: {stderr}");
@@ -71,7 +77,7 @@ impl Atoll {
     /// Runs `atoll ARGS` in `dir`.
     pub fn run(dir: &Path, args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_atoll"));
-        command.args(args).current_dir(dir);
+        command.args(args).current_dir(dir).stdin(Stdio::null());
         Atoll::spawn(command)
     }
 
@@ -97,7 +103,8 @@ impl Atoll {
             .arg(config)
             .current_dir(config.parent().unwrap())
             .env_remove("ATOLL_LIBS")
-            .env_remove("ATOLL_SETUP_LIBS");
+            .env_remove("ATOLL_SETUP_LIBS")
+            .stdin(Stdio::null());
         Atoll::spawn(command)
     }
 
@@ -111,17 +118,19 @@ impl Atoll {
                 "ulimit -n {limit} && exec \"$0\" serve --config \"$1\""
             ))
             .arg(env!("CARGO_BIN_EXE_atoll"))
-            .arg(config);
+            .arg(config)
+            .stdin(Stdio::null());
         if let Some(dir) = config.parent().filter(|p| !p.as_os_str().is_empty()) {
             command.current_dir(dir);
         }
         Atoll::spawn(command)
     }
 
-    fn spawn(mut command: Command) -> Self {
+    /// Runs `command` with its stdout and stderr read as they come; its stdin is what the
+    /// command says (nothing, unless set).
+    pub fn spawn(mut command: Command) -> Self {
         let mut child = command
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
