@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
@@ -62,21 +62,11 @@ fn control_socket(config: &Path) -> PathBuf {
     config.parent().unwrap().join("data.t/control.sock")
 }
 
-fn echo_round_trip(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect to echo");
-    s.set_read_timeout(Some(common::WAIT)).unwrap();
-    s.write_all(b"ping").unwrap();
-    let mut buf = [0; 4];
-    s.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"ping");
-    s
-}
-
 #[test]
 fn listeners_uptime_status_and_stop_answer_in_text_and_json() {
     let mut served = serve(CONFIG);
     let config = &served.config;
-    let held = echo_round_trip(served.echo);
+    let held = common::echo_at(served.echo, b"ping");
 
     let text = ctl(config, &["listeners"]).ok();
     let lines: Vec<&str> = text.lines().collect();
@@ -176,7 +166,7 @@ fn a_second_server_of_the_same_config_starts_nothing() {
     assert!(line.contains("another atoll serve is running"), "{line}");
     // The first one still answers.
     ctl(&served.config, &["listeners"]).ok();
-    echo_round_trip(served.echo);
+    common::echo_at(served.echo, b"ping");
 }
 
 #[test]

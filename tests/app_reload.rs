@@ -68,14 +68,6 @@ fn addrs(config: &Path) -> BTreeMap<String, SocketAddr> {
         .collect()
 }
 
-fn echo(stream: &mut TcpStream, text: &[u8]) {
-    stream.set_read_timeout(Some(common::WAIT)).unwrap();
-    stream.write_all(text).unwrap();
-    let mut buf = vec![0; text.len()];
-    stream.read_exact(&mut buf).unwrap();
-    assert_eq!(buf, text);
-}
-
 /// `GET path` on a keep-alive connection; returns the status code.
 fn get(stream: &mut TcpStream, path: &str) -> u16 {
     stream.set_read_timeout(Some(common::WAIT)).unwrap();
@@ -112,7 +104,7 @@ fn reload_starts_stops_updates_and_replaces_listeners() {
     let (served, start) = serve(&before, 4);
     let config = &served.config;
     let mut kept = TcpStream::connect(start["keep"]).unwrap();
-    echo(&mut kept, b"a");
+    common::echo_sync(&mut kept, b"a");
     let mut browser = TcpStream::connect(start["web"]).unwrap();
     assert_eq!(get(&mut browser, "/health"), 200);
     assert_eq!(get(&mut browser, "/listeners"), 404);
@@ -139,14 +131,14 @@ fn reload_starts_stops_updates_and_replaces_listeners() {
     );
     // Unchanged: the same socket, the same connection.
     assert_eq!(now["keep"], start["keep"]);
-    echo(&mut kept, b"b");
+    common::echo_sync(&mut kept, b"b");
     // Updated in place: the same keep-alive connection sees the new routes.
     assert_eq!(now["web"], start["web"]);
     assert_eq!(get(&mut browser, "/listeners"), 200);
     // Replaced on the same address (port 0 kept the port it had).
     assert_eq!(now["tuned"], start["tuned"]);
-    echo(&mut TcpStream::connect(now["tuned"]).unwrap(), b"c");
-    echo(&mut TcpStream::connect(now["added"]).unwrap(), b"d");
+    common::echo_sync(&mut TcpStream::connect(now["tuned"]).unwrap(), b"c");
+    common::echo_sync(&mut TcpStream::connect(now["added"]).unwrap(), b"d");
     assert!(
         TcpStream::connect(start["gone"]).is_err(),
         "a removed listener accepts"
@@ -258,7 +250,7 @@ fn sighup_reloads() {
     loop {
         let now = addrs(&served.config);
         if let Some(addr) = now.get("f") {
-            echo(&mut TcpStream::connect(addr).unwrap(), b"hup");
+            common::echo_sync(&mut TcpStream::connect(addr).unwrap(), b"hup");
             break;
         }
         assert!(Instant::now() < deadline, "SIGHUP did not start `f`");

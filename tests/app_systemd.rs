@@ -9,8 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -119,15 +118,6 @@ fn activated(config: &Path, passed: Option<OwnedFd>, name: &str, notify: &Path) 
     Atoll::spawn(command)
 }
 
-fn echo_over_tcp(addr: SocketAddr, msg: &[u8]) {
-    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(msg).unwrap();
-    let mut back = vec![0; msg.len()];
-    s.read_exact(&mut back).expect("echo");
-    assert_eq!(back, msg);
-}
-
 #[test]
 fn serves_on_the_passed_socket_and_notifies_ready_then_stopping() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,7 +131,7 @@ fn serves_on_the_passed_socket_and_notifies_ready_then_stopping() {
     assert_eq!(listening[0].0, "web");
     assert_eq!(listening[0].2, addr, "web did not adopt the passed socket");
     wait_for_state(&notify, "READY=1");
-    echo_over_tcp(addr, b"activated");
+    common::echo_at(addr, b"activated");
 
     atoll.signal("TERM");
     wait_for_state(&notify, "STOPPING=1");

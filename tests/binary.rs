@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use common::process::Atoll;
-use common::{echo_roundtrip, within, Pki, WAIT};
+use common::{echo_roundtrip, within, Pki};
 
 /// Waits for `n` `listening` lines of echo listeners on 127.0.0.1; returns each one's name and
 /// address.
@@ -36,15 +35,6 @@ fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     path
 }
 
-fn echo_over_tcp(addr: SocketAddr, msg: &[u8]) {
-    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(msg).unwrap();
-    let mut back = vec![0; msg.len()];
-    s.read_exact(&mut back).expect("echo");
-    assert_eq!(back, msg);
-}
-
 // ===== serving =====
 
 #[test]
@@ -60,7 +50,7 @@ fn serves_two_echo_listeners_then_exits_0_on_sigterm() {
     assert_eq!(names, ["one", "two"]);
     assert_ne!(listening[0].1, listening[1].1);
     for (name, addr) in &listening {
-        echo_over_tcp(*addr, name.as_bytes());
+        common::echo_at(*addr, name.as_bytes());
     }
     atoll.signal("TERM");
     let status = atoll.exit();
@@ -77,7 +67,7 @@ fn exits_0_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let mut atoll = Atoll::serve(&write_config(dir.path(), &echo_listener("echo")));
     let (_, addr) = listening(&atoll, 1).remove(0);
-    echo_over_tcp(addr, b"ping");
+    common::echo_at(addr, b"ping");
     atoll.signal("INT");
     assert_eq!(atoll.exit().code(), Some(0));
 }
@@ -109,7 +99,7 @@ fn reads_atoll_toml_from_the_current_folder_by_default() {
     let mut atoll = Atoll::run(dir.path(), &["serve"]);
     let (name, addr) = listening(&atoll, 1).remove(0);
     assert_eq!(name, "default");
-    echo_over_tcp(addr, b"hello");
+    common::echo_at(addr, b"hello");
     atoll.signal("TERM");
     assert_eq!(atoll.exit().code(), Some(0));
 }

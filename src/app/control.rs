@@ -5,14 +5,14 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::command::{Answer, Request};
@@ -213,8 +213,6 @@ pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Answer,
 /// The longest answer the client reads: 16 MiB (a listing of many listeners).
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;
 
-use std::io::Read as _;
-
 // ===== server =====
 
 /// What the control server asks of the application.
@@ -329,5 +327,3 @@ async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, answer: &Answer) ->
     write.flush().await?;
     write.shutdown().await
 }
-
-use tokio::io::AsyncReadExt as _;

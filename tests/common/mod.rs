@@ -146,6 +146,24 @@ pub async fn echo_roundtrip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Un
     .await
 }
 
+/// Sends `msg` on a blocking stream and asserts the same bytes come back within [`WAIT`].
+pub fn echo_sync(stream: &mut std::net::TcpStream, msg: &[u8]) {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(msg).unwrap();
+    let mut back = vec![0; msg.len()];
+    stream.read_exact(&mut back).expect("echo");
+    assert_eq!(back, msg);
+}
+
+/// Connects to the echo listener at `addr`, checks one round trip of `msg`, and returns the
+/// connection, still open.
+pub fn echo_at(addr: SocketAddr, msg: &[u8]) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    echo_sync(&mut s, msg);
+    s
+}
+
 /// True when the connection was closed by the server (EOF or reset) within the wait.
 pub async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> bool {
     let mut buf = [0u8; 64];
