@@ -912,6 +912,89 @@ async fn stop_forces_a_request_held_past_the_timeout() {
     assert!(answer.is_err(), "a forced request was answered: {answer:?}");
 }
 
+/// Keep-alive clients that ask without pause, each until an answer says `connection: close`;
+/// returns when each was sent away, counted from `since`.
+async fn ask_until_closed(
+    addr: SocketAddr,
+    clients: usize,
+    since: Arc<std::sync::Mutex<Option<Instant>>>,
+) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let since = since.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            loop {
+                s.write_all(b"GET /v HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .await
+                    .expect("write");
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut byte).await.expect("read");
+                    assert_eq!(n, 1, "closed without an answer");
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                let mut body = [0u8; 1];
+                s.read_exact(&mut body).await.expect("the body");
+                if head.contains("connection: close") {
+                    let stopped = since.lock().unwrap().expect("closed before the stop");
+                    return stopped.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let mut sent_away = Vec::new();
+    for t in tasks {
+        sent_away.push(within("a client to be sent away", t).await.unwrap());
+    }
+    sent_away.sort();
+    sent_away
+}
+
+#[tokio::test]
+async fn stop_spreads_the_clients_departures_over_drain_spread() {
+    let t = HttpTest::start(
+        HttpListener::new(Handlers::new().resource(fixed("/v", "1")))
+            .configure_http(|h| h.drain_spread = Duration::from_millis(800)),
+    );
+    let since = Arc::new(std::sync::Mutex::new(None));
+    let clients = tokio::spawn(ask_until_closed(t.addr(), 8, since.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    *since.lock().unwrap() = Some(Instant::now());
+    let report = within("stop", t.handle.stop(Duration::from_secs(5))).await;
+    let sent_away = clients.await.unwrap();
+    // Every client got an answer to every request, and a `connection: close` at its turn.
+    assert_eq!((report.drained, report.forced), (8, 0), "{report:?}");
+    // The turns spread over the window: 8 connections land in 8 different tenths of it
+    // (golden-ratio spacing), so the first and the last are at least 5 tenths apart.
+    let (first, last) = (sent_away[0], sent_away[7]);
+    assert!(last - first >= Duration::from_millis(400), "{sent_away:?}");
+    assert!(last < Duration::from_secs(2), "{sent_away:?}");
+}
+
+#[tokio::test]
+async fn without_drain_spread_stop_sends_every_client_away_at_once() {
+    let t = HttpTest::start(HttpListener::new(
+        Handlers::new().resource(fixed("/v", "1")),
+    ));
+    let since = Arc::new(std::sync::Mutex::new(None));
+    let clients = tokio::spawn(ask_until_closed(t.addr(), 8, since.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    *since.lock().unwrap() = Some(Instant::now());
+    let report = within("stop", t.handle.stop(Duration::from_secs(5))).await;
+    let sent_away = clients.await.unwrap();
+    assert_eq!((report.drained, report.forced), (8, 0), "{report:?}");
+    // Each client's next answer (within its 5 ms pause and a request) says close.
+    assert!(
+        sent_away[7] - sent_away[0] < Duration::from_millis(300),
+        "{sent_away:?}"
+    );
+}
+
 // ===== timeouts =====
 
 /// Sends a request head that never ends, one byte every 100 ms, until the server closes the

@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use atoll::app::command::Request;
+use atoll::app::control;
+use atoll::Config;
+
 use crate::args::Flags;
 use crate::latency::percentile_us;
 
@@ -50,7 +54,10 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(run(addr, conns, steady, after, atoll, config))
+    // Found the way the control commands find it: from the config's environment.
+    let env = Config::load_env(&config).map_err(|e| e.to_string())?;
+    let socket = control::socket_path(&env);
+    runtime.block_on(run(addr, conns, steady, after, atoll, socket))
 }
 
 async fn run(
@@ -59,7 +66,7 @@ async fn run(
     steady: Duration,
     after: Duration,
     atoll: PathBuf,
-    config: PathBuf,
+    socket: PathBuf,
 ) -> Result<(), String> {
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -72,32 +79,30 @@ async fn run(
     let warm = Duration::from_secs(1);
     tokio::time::sleep(warm + steady).await;
     let upgrade_at = start.elapsed();
+    // The request goes from this process over the control socket, as `atoll upgrade` would
+    // send it: running the `atoll upgrade` client instead would put its own start (an exec,
+    // about 1.3 ms of CPU) on the load generator's core, and the clients' latency would show
+    // the generator's stall rather than the server's.
     let command = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&atoll)
-            .args(["upgrade", "--json", "--path"])
-            .arg(&atoll)
-            .arg("--config")
-            .arg(&config)
-            .output()
+        let request = Request::Upgrade {
+            to: None,
+            path: Some(atoll),
+            timeout_ms: None,
+        };
+        control::call(&socket, &request, Duration::from_secs(60))
     });
-    let output = command
+    let answer = command
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot run atoll upgrade: {e}"))?;
+        .map_err(|e| format!("cannot ask for the upgrade: {e}"))?;
     let ready_at = start.elapsed();
-    if !output.status.success() {
+    if !answer.ok {
         stop.store(true, Ordering::Relaxed);
-        return Err(format!(
-            "atoll upgrade failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        return Err(format!("atoll upgrade failed: {}", answer.text.trim()));
     }
-    let answer = String::from_utf8_lossy(&output.stdout);
-    let old_pid = answer
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("\"old_pid\":"))
-        .and_then(|v| v.trim().trim_end_matches(',').parse::<u32>().ok())
-        .ok_or_else(|| format!("no old_pid in the answer: {answer}"))?;
+    let old_pid = answer.data["old_pid"]
+        .as_u64()
+        .ok_or_else(|| format!("no old_pid in the answer: {}", answer.data))?;
     // The upgrade lasts until the old process has drained and exited.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !exited(old_pid) {
@@ -155,7 +160,7 @@ async fn run(
     Ok(())
 }
 
-fn exited(pid: u32) -> bool {
+fn exited(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat

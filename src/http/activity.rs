@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -31,6 +31,9 @@ pub(crate) struct Activity {
     done: AtomicU64,
     /// Writes so far, so a long response body counts as activity.
     writes: AtomicU64,
+    /// The listener stopped and this connection's turn to close has come: HTTP/1 answers say
+    /// `connection: close`.
+    closing: AtomicBool,
 }
 
 /// What the timer found.
@@ -61,6 +64,7 @@ impl Activity {
             head_since: AtomicU64::new(1),
             done: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -81,6 +85,16 @@ impl Activity {
     /// Whether a request is in the service now.
     pub(crate) fn busy(&self) -> bool {
         self.in_flight.load(Relaxed) > 0
+    }
+
+    /// From now on, answers close the connection.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Relaxed);
+    }
+
+    /// Whether answers close the connection.
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Relaxed)
     }
 
     /// A request was answered.

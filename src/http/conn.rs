@@ -81,9 +81,18 @@ async fn speaks_h2(socket: &Socket) -> std::io::Result<bool> {
 /// more request to answer with `connection: close` before it closes: 1 s.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+/// When, within `spread` after its listener stops, the connection `id` closes. Successive ids
+/// land evenly across the window (the golden-ratio sequence), so connections leave a few at
+/// a time however many there are.
+fn turn_of(id: u64, spread: Duration) -> Duration {
+    let fraction = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    spread.mul_f64(fraction)
+}
+
 /// Serves HTTP on `socket` until the client leaves, a timeout closes it, or the listener stops
-/// (in-flight requests finish with `connection: close`; a connection between requests waits
-/// up to [`DRAIN_GRACE`] for its next one and answers it before it closes).
+/// (at the connection's turn within `drain_spread`: a request in flight finishes with
+/// `connection: close`; a connection between requests waits up to [`DRAIN_GRACE`] for its
+/// next one and answers it before it closes).
 pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), BoxError> {
     let opts = &http.options;
     let h2 = if opts.http2 {
@@ -127,16 +136,33 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
     let mut watch = Watch::default();
     let mut draining = false;
 
-    // A stop that finds no request in flight: hyper would close the connection at once,
+    // Once the listener stops, the connection waits for its turn within `drain_spread`, then
+    // closes: at once when a request is in flight (its answer says `connection: close`).
+    // A turn that finds no request in flight: hyper would close the connection at once,
     // failing a request the client may have sent already. The connection waits up to
     // DRAIN_GRACE for one instead, which the service answers with `connection: close` (hyper
     // then closes the connection itself); the client's next request goes to a listener that
     // still accepts (after an upgrade, the new process).
+    let mut turn: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let close = |conn: Pin<&mut Conn>, grace: &mut Option<Pin<Box<tokio::time::Sleep>>>| {
+        activity.close();
+        match activity.busy() {
+            true => conn.graceful_shutdown(),
+            false => *grace = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE))),
+        }
+    };
 
     let result = poll_fn(|cx| loop {
         if let Poll::Ready(done) = conn.as_mut().poll(cx) {
             return Poll::Ready(done);
+        }
+        if let Some(sleep) = &mut turn {
+            if sleep.as_mut().poll(cx).is_ready() {
+                turn = None;
+                close(conn.as_mut(), &mut grace);
+                continue;
+            }
         }
         if let Some(sleep) = &mut grace {
             // A request in the service (HTTP/2's, or a slow HTTP/1 one) finishes first.
@@ -150,9 +176,9 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
             // An expired read deadline means nothing here: this connection keeps its own.
             if signal == Signal::Stop && !draining {
                 draining = true;
-                match activity.busy() {
-                    true => conn.as_mut().graceful_shutdown(),
-                    false => grace = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE))),
+                match turn_of(slot.id, opts.drain_spread) {
+                    wait if wait.is_zero() => close(conn.as_mut(), &mut grace),
+                    wait => turn = Some(Box::pin(tokio::time::sleep(wait))),
                 }
             }
             continue;

@@ -34,6 +34,16 @@ pub struct HttpOptions {
     /// (index.html for `/`). Absolute, or relative to the config file's folder (the app's
     /// priv dir). Default is none.
     pub static_dir: Option<PathBuf>,
+    /// How long a stopping listener takes to send its keep-alive clients away. Each
+    /// connection gets its own moment within this window, spread evenly; from then on its
+    /// answers say `connection: close` (HTTP/2: GOAWAY). Clients then reconnect a few at a
+    /// time instead of all at once, so the listener that takes over after an upgrade or a
+    /// reload (or the next server behind a load balancer) sees no burst of connects: each
+    /// costs the server some 30 µs of CPU, so 10,000 clients moving at once are a 300 ms
+    /// stall. `0` sends every client away at once, which suits a few hundred connections.
+    /// Keep it well under the shutdown timeout, which still bounds the whole drain.
+    /// Default is 0.
+    pub drain_spread: Duration,
 }
 
 /// The default HTTP port.
@@ -48,6 +58,7 @@ impl Default for HttpOptions {
             max_body_size: 8 * 1024 * 1024,
             http2: true,
             static_dir: None,
+            drain_spread: Duration::ZERO,
         }
     }
 }

@@ -52,9 +52,10 @@ impl hyper::service::Service<http::Request<Incoming>> for HttpService {
                 slot: self.slot.clone(),
             })
         });
-        // Once the listener stops, an HTTP/1 answer says `connection: close`, so the client
-        // takes its next request elsewhere instead of finding the connection closed.
-        let close = req.version() < http::Version::HTTP_2 && self.slot.is_stopping();
+        // Once the listener stops and this connection's turn has come, an HTTP/1 answer says
+        // `connection: close`, so the client takes its next request elsewhere instead of
+        // finding the connection closed.
+        let close = req.version() < http::Version::HTTP_2 && self.activity.closing();
         Answer {
             inner: self.route(req),
             activity: self.activity.clone(),
