@@ -955,18 +955,24 @@ async fn ask_until_closed(
     sent_away
 }
 
-#[tokio::test]
-async fn stop_spreads_the_clients_departures_over_drain_spread() {
+/// Stops a listener with `spread` while 8 keep-alive clients ask it without pause; the stop's
+/// report, and when each client was sent away after the stop began.
+async fn departures(spread: Duration) -> (atoll::StopReport, Vec<Duration>) {
     let t = HttpTest::start(
         HttpListener::new(Handlers::new().resource(fixed("/v", "1")))
-            .configure_http(|h| h.drain_spread = Duration::from_millis(800)),
+            .configure_http(|h| h.drain_spread = spread),
     );
     let since = Arc::new(std::sync::Mutex::new(None));
     let clients = tokio::spawn(ask_until_closed(t.addr(), 8, since.clone()));
     tokio::time::sleep(Duration::from_millis(200)).await;
     *since.lock().unwrap() = Some(Instant::now());
     let report = within("stop", t.handle.stop(Duration::from_secs(5))).await;
-    let sent_away = clients.await.unwrap();
+    (report, clients.await.unwrap())
+}
+
+#[tokio::test]
+async fn stop_spreads_the_clients_departures_over_drain_spread() {
+    let (report, sent_away) = departures(Duration::from_millis(800)).await;
     // Every client got an answer to every request, and a `connection: close` at its turn.
     assert_eq!((report.drained, report.forced), (8, 0), "{report:?}");
     // The turns spread over the window: 8 connections land in 8 different tenths of it
@@ -978,15 +984,7 @@ async fn stop_spreads_the_clients_departures_over_drain_spread() {
 
 #[tokio::test]
 async fn without_drain_spread_stop_sends_every_client_away_at_once() {
-    let t = HttpTest::start(HttpListener::new(
-        Handlers::new().resource(fixed("/v", "1")),
-    ));
-    let since = Arc::new(std::sync::Mutex::new(None));
-    let clients = tokio::spawn(ask_until_closed(t.addr(), 8, since.clone()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    *since.lock().unwrap() = Some(Instant::now());
-    let report = within("stop", t.handle.stop(Duration::from_secs(5))).await;
-    let sent_away = clients.await.unwrap();
+    let (report, sent_away) = departures(Duration::ZERO).await;
     assert_eq!((report.drained, report.forced), (8, 0), "{report:?}");
     // Each client's next answer (within its 5 ms pause and a request) says close.
     assert!(
