@@ -105,12 +105,12 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
         false
     };
     let activity = Arc::new(Activity::new());
-    let service = HttpService {
-        http: http.clone(),
-        activity: activity.clone(),
-        server: socket.conn.shared.clone(),
-        slot: socket.conn.slot.clone(),
-    };
+    let service = HttpService::new(
+        http.clone(),
+        activity.clone(),
+        socket.conn.shared.clone(),
+        socket.conn.slot.clone(),
+    );
     // Polled through the slot's loop waker: after the first poll, a wake costs two atomic
     // loads instead of a lock in `Notify`.
     let slot = socket.conn.slot.clone();
@@ -132,6 +132,10 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
     // from what it sees (the end of the last request, a head that began).
     let first = std::time::Instant::now() + opts.header_read_timeout.min(opts.idle_timeout);
     let mut timer = pin!(tokio::time::sleep_until(Instant::from_std(first)));
+    // Whether the timer holds this task's waker: polled since it was last set, and not yet
+    // fired. A task's waker does not change, so polling it again would only store the same
+    // waker again; the loop then looks at `is_elapsed`, a load.
+    let mut timer_waits = false;
     let mut armed_head = None;
     let mut watch = Watch::default();
     let mut draining = false;
@@ -191,12 +195,18 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
                 let due = Instant::from_std(due);
                 if due < timer.deadline() {
                     timer.as_mut().reset(due);
+                    timer_waits = false;
                 }
             }
         }
-        if timer.as_mut().poll(cx).is_pending() {
+        if timer_waits && !timer.is_elapsed() {
             return Poll::Pending;
         }
+        if timer.as_mut().poll(cx).is_pending() {
+            timer_waits = true;
+            return Poll::Pending;
+        }
+        timer_waits = false;
         match activity.check(opts, &mut watch) {
             Verdict::Wait(at) => timer.as_mut().reset(Instant::from_std(at)),
             Verdict::Idle if !draining => {

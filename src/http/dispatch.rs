@@ -14,7 +14,7 @@ use super::body::Body;
 use super::host::HostPattern;
 use super::path::Bindings;
 use super::reply::Reply;
-use super::request::Request;
+use super::request::{find_header, Request};
 use super::resource::Resource;
 
 /// A boxed response future.
@@ -184,7 +184,7 @@ fn with_allow(mut reply: Reply, methods: &[Method]) -> Reply {
 
 /// The request's `Origin`, when the resource's `cross_domains` allows it.
 fn allowed_origin<R: Resource>(resource: &R, req: &Request) -> Option<HeaderValue> {
-    let origin = req.parts.headers.get(header::ORIGIN)?;
+    let origin = find_header(&req.parts.headers, &header::ORIGIN)?;
     let text = origin.to_str().ok()?;
     let host = text.split_once("://").map_or(text, |(_, rest)| rest);
     let allowed = resource.cross_domains(req);

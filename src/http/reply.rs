@@ -161,7 +161,6 @@ impl Reply {
             headers,
             body,
         } = self;
-        let mut headers = headers.map(|h| *h).unwrap_or_default();
         let (body, content_type) = match body {
             Content::Empty => (Body::empty(), None),
             Content::Bytes(b, Plain::Text) => (Body::full(b), Some(TEXT)),
@@ -183,14 +182,19 @@ impl Reply {
                 }
             }
         };
-        if let Some(t) = content_type {
-            if !headers.contains_key(CONTENT_TYPE) {
-                headers.insert(CONTENT_TYPE, t);
-            }
-        }
         let mut response = Response::new(body);
         *response.status_mut() = status;
-        *response.headers_mut() = headers;
+        // The response's own (empty) map unless the resource set headers: no second map made
+        // and dropped.
+        let set = headers.is_some();
+        if let Some(h) = headers {
+            *response.headers_mut() = *h;
+        }
+        if let Some(t) = content_type {
+            if !set || !response.headers().contains_key(CONTENT_TYPE) {
+                response.headers_mut().insert(CONTENT_TYPE, t);
+            }
+        }
         response
     }
 }

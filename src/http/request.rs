@@ -8,13 +8,25 @@ use std::fmt;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
 use serde::de::DeserializeOwned;
 
 use super::path::Bindings;
 use super::reply::Reply;
 use crate::addr::Addr;
+
+/// The first value of header `name`. Most requests carry a handful of headers, and comparing
+/// a handful of names costs less than hashing one, so few headers are scanned in order.
+pub(crate) fn find_header<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Option<&'h HeaderValue> {
+    if headers.len() > 8 {
+        return headers.get(name);
+    }
+    headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
 
 /// One HTTP request, as a [`Resource`](super::Resource) gets it.
 pub struct Request {
@@ -172,5 +184,36 @@ impl fmt::Debug for Request {
             .field("bindings", &self.bindings)
             .field("body_len", &self.body.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{HOST, ORIGIN};
+
+    fn headers(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for i in 0..n {
+            h.insert(
+                HeaderName::try_from(format!("x-filler-{i}")).unwrap(),
+                HeaderValue::from_static("f"),
+            );
+        }
+        h.append(HOST, HeaderValue::from_static("example.com"));
+        h.append(HOST, HeaderValue::from_static("second.example.com"));
+        h
+    }
+
+    #[test]
+    fn find_header_answers_as_get_does_with_few_or_many_headers() {
+        for n in [0, 3, 6, 7, 20] {
+            let h = headers(n);
+            assert_eq!(find_header(&h, &HOST), h.get(HOST), "{n} filler headers");
+            assert_eq!(find_header(&h, &HOST).unwrap(), "example.com");
+            assert_eq!(find_header(&h, &ORIGIN), None);
+            let custom = HeaderName::from_static("x-filler-0");
+            assert_eq!(find_header(&h, &custom), h.get(&custom));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The hyper service of one connection: route each request on the listener's current routes,
 //! read the body within its limit, call the resource or mounted service, report the answer.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::Cache;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
@@ -20,19 +22,35 @@ use super::activity::Activity;
 use super::body::Body;
 use super::dispatch::Responding;
 use super::listener::HttpShared;
-use super::request::Request;
-use super::router::Found;
+use super::request::{find_header, Request};
+use super::router::{Found, Router};
 use crate::connections::Slot;
 use crate::shared::Shared;
 use crate::telemetry::{Event, EventKind};
 
 /// One connection's service; hyper calls it once per request.
-#[derive(Clone)]
 pub(crate) struct HttpService {
     pub(crate) http: Arc<HttpShared>,
+    /// The listener's routes as this connection last saw them: checking that they are still
+    /// current is one load, where loading them afresh takes a few dozen instructions. A swap
+    /// reaches the connection at its next request; until then the connection holds the old
+    /// routes (and their resources) alive.
+    routes: RefCell<Cache<RoutesOf, Arc<Router>>>,
     pub(crate) activity: Arc<Activity>,
     pub(crate) server: Arc<Shared>,
     pub(crate) slot: Arc<Slot>,
+}
+
+/// A listener's current routes, as [`Cache`] reads them.
+#[derive(Clone)]
+struct RoutesOf(Arc<HttpShared>);
+
+impl std::ops::Deref for RoutesOf {
+    type Target = arc_swap::ArcSwap<Router>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.routes
+    }
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for HttpService {
@@ -66,14 +84,30 @@ impl hyper::service::Service<http::Request<Incoming>> for HttpService {
 }
 
 impl HttpService {
+    pub(crate) fn new(
+        http: Arc<HttpShared>,
+        activity: Arc<Activity>,
+        server: Arc<Shared>,
+        slot: Arc<Slot>,
+    ) -> Self {
+        HttpService {
+            routes: RefCell::new(Cache::new(RoutesOf(http.clone()))),
+            http,
+            activity,
+            server,
+            slot,
+        }
+    }
+
     fn route(&self, req: http::Request<Incoming>) -> Responding {
-        let routes = self.http.routes.load();
+        let mut cache = self.routes.borrow_mut();
+        let routes = cache.load();
         let host = host_of(&req);
         match routes.find(host, req.uri().path()) {
             Found::Endpoint(endpoint, bindings, rest) => {
                 let endpoint = endpoint.clone();
                 let path_info = rest.to_owned();
-                drop(routes);
+                drop(cache);
                 let (parts, body) = req.into_parts();
                 let mut request = Request {
                     parts,
@@ -104,7 +138,7 @@ impl HttpService {
             }
             Found::Service(service) => {
                 let service = service.clone();
-                drop(routes);
+                drop(cache);
                 let max = self.http.options.max_body_size as u64;
                 if declared_length(req.headers()).is_some_and(|n| n > max) {
                     return ready(status(StatusCode::PAYLOAD_TOO_LARGE));
@@ -127,8 +161,7 @@ fn host_of<B>(req: &http::Request<B>) -> &str {
     if let Some(a) = req.uri().authority() {
         return a.as_str();
     }
-    req.headers()
-        .get(header::HOST)
+    find_header(req.headers(), &header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
 }
