@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,15 +20,18 @@ const UNSTAMPED: u64 = u64::MAX;
 #[derive(Debug)]
 pub(crate) struct Activity {
     base: Instant,
-    in_flight: AtomicU32,
+    /// Requests handed to the service so far. Only the connection's task writes it (hyper
+    /// calls the service there, for HTTP/2 too), so a load and a store do.
+    started: AtomicU64,
+    /// Requests answered so far (or given up): answers end on other tasks under HTTP/2.
+    /// `started - finished` are in flight. The timer also notes when this changes, so
+    /// answering a request reads no clock.
+    finished: AtomicU64,
     /// 1 + when the first byte of a request head not yet handed to the service arrived;
     /// 0 when no head is pending; [`UNSTAMPED`] when bytes arrived and the connection's
     /// timer has not yet looked. The reader reads no clock: most heads arrive whole and reach
     /// the service in the same poll, so the timer only stamps the few that do not.
     head_since: AtomicU64,
-    /// Requests answered so far: the timer notes when this changes, so answering a request
-    /// reads no clock.
-    done: AtomicU64,
     /// Writes so far, so a long response body counts as activity.
     writes: AtomicU64,
     /// The listener stopped and this connection's turn to close has come: HTTP/1 answers say
@@ -60,9 +63,9 @@ impl Activity {
     pub(crate) fn new() -> Activity {
         Activity {
             base: Instant::now(),
-            in_flight: AtomicU32::new(0),
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
             head_since: AtomicU64::new(1),
-            done: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         }
@@ -78,13 +81,14 @@ impl Activity {
 
     /// A request reached the service: its head is complete.
     pub(crate) fn begin(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
+        self.started
+            .store(self.started.load(Relaxed).wrapping_add(1), Relaxed);
         self.head_since.store(0, Relaxed);
     }
 
     /// Whether a request is in the service now.
     pub(crate) fn busy(&self) -> bool {
-        self.in_flight.load(Relaxed) > 0
+        self.started.load(Relaxed) != self.finished.load(Relaxed)
     }
 
     /// From now on, answers close the connection.
@@ -99,8 +103,7 @@ impl Activity {
 
     /// A request was answered.
     pub(crate) fn end(&self) {
-        self.done.fetch_add(1, Relaxed);
-        self.in_flight.fetch_sub(1, Relaxed);
+        self.finished.fetch_add(1, Relaxed);
     }
 
     /// When the pending request head must be complete, if one is pending. A head that began
@@ -129,7 +132,7 @@ impl Activity {
 
     /// Bytes arrived. Between requests, they start the header read timeout.
     fn read(&self) {
-        if self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0 {
+        if !self.busy() && self.head_since.load(Relaxed) == 0 {
             self.head_since.store(UNSTAMPED, Relaxed);
         }
     }
@@ -160,12 +163,12 @@ impl Activity {
         }
         // Answers and writes since the last check count as activity at this check: the idle
         // timeout runs from then, so it may end up to one check interval late.
-        let (writes, done) = (self.writes.load(Relaxed), self.done.load(Relaxed));
+        let (writes, done) = (self.writes.load(Relaxed), self.finished.load(Relaxed));
         if writes != watch.seen_writes || done != watch.seen_done {
             (watch.seen_writes, watch.seen_done) = (writes, done);
             watch.quiet_since = now;
         }
-        if self.in_flight.load(Relaxed) == 0 {
+        if !self.busy() {
             let due = watch.quiet_since + idle_ms;
             if now >= due && head == 0 {
                 return Verdict::Idle;

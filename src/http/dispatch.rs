@@ -1,11 +1,10 @@
 //! Running one request through a resource: hooks, the method check with its exact `Allow`,
-//! HEAD and OPTIONS, CORS, and a 500 when the resource panics.
+//! HEAD and OPTIONS, CORS. (A resource that panics is a 500: the service's `Answer` sees to
+//! that for every route.)
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -33,9 +32,7 @@ impl<R: Resource> Endpoint for R {
         // Owned by the block and only borrowed below: an async fn taking them by value would
         // copy them again into its own state on the first poll.
         let mut req = req;
-        Box::pin(Guarded {
-            inner: async move { run(&*self, &mut req).await },
-        })
+        Box::pin(async move { run(&*self, &mut req).await })
     }
 
     fn patterns(&self) -> Vec<String> {
@@ -198,29 +195,4 @@ fn allowed_origin<R: Resource>(resource: &R, req: &Request) -> Option<HeaderValu
         }
     });
     hit.then(|| origin.clone())
-}
-
-pin_project_lite::pin_project! {
-    /// A resource's response, or a 500 when the resource panics: one bad request is a 500,
-    /// not a dead connection.
-    struct Guarded<F> {
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F: Future<Output = Response<Body>>> Future for Guarded<F> {
-    type Output = Response<Body>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
-        let inner = self.project().inner;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(polled) => polled,
-            Err(_) => {
-                let mut r = Response::new(Body::empty());
-                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                Poll::Ready(r)
-            }
-        }
-    }
 }

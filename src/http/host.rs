@@ -116,7 +116,6 @@ impl HostPattern {
     }
 
     /// True for `_`, which matches every host.
-    #[cfg(test)]
     pub(crate) fn is_any(&self) -> bool {
         matches!(self.kind, Kind::Any)
     }

@@ -70,12 +70,23 @@ impl Router {
         Ok(Router { hosts })
     }
 
-    /// Finds the route for `host` (the request's, port and all) and `path` (raw).
-    pub(crate) fn find<'r, 'p>(&'r self, host: &str, path: &'p str) -> Found<'r, 'p> {
+    /// Finds the route for `host` (the request's, port and all) and `path` (raw). `host` is
+    /// asked for only when a pattern other than `_` has to look at it, so a listener whose
+    /// routes all take any host never looks up the `Host` header.
+    pub(crate) fn find<'r, 'p, 'h>(
+        &'r self,
+        host: impl FnOnce() -> &'h str,
+        path: &'p str,
+    ) -> Found<'r, 'p> {
         let mut bindings = Bindings::default();
+        let mut ask = Some(host);
+        let mut host = None;
         for h in &self.hosts {
-            if !h.pattern.matches(host, &mut bindings) {
-                continue;
+            if !h.pattern.is_any() {
+                let host = *host.get_or_insert_with(|| ask.take().map_or("", |f| f()));
+                if !h.pattern.matches(host, &mut bindings) {
+                    continue;
+                }
             }
             if let Some((endpoint, rest)) = h.paths.find(path, &mut bindings) {
                 return Found::Endpoint(endpoint, bindings, rest);

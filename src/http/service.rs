@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -102,8 +103,7 @@ impl HttpService {
     fn route(&self, req: http::Request<Incoming>) -> Responding {
         let mut cache = self.routes.borrow_mut();
         let routes = cache.load();
-        let host = host_of(&req);
-        match routes.find(host, req.uri().path()) {
+        match routes.find(|| host_of(&req), req.uri().path()) {
             Found::Endpoint(endpoint, bindings, rest) => {
                 let endpoint = endpoint.clone();
                 let path_info = rest.to_owned();
@@ -217,9 +217,13 @@ impl Future for Answer {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut response = match self.inner.as_mut().poll(cx) {
-            Poll::Ready(r) => r,
-            Poll::Pending => return Poll::Pending,
+        // A resource or service that panics answers 500: one bad request is a 500, not a
+        // dead connection.
+        let inner = &mut self.inner;
+        let mut response = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => r,
+            Ok(Poll::Pending) => return Poll::Pending,
+            Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR),
         };
         if self.close {
             response
