@@ -1042,6 +1042,26 @@ async fn mounted_axum_router_takes_what_resources_leave() {
 }
 
 #[tokio::test]
+async fn a_panicking_mounted_service_is_a_500_and_the_connection_lives_on() {
+    let router = axum::Router::new()
+        .route(
+            "/boom",
+            axum::routing::get(|| async {
+                if true {
+                    panic!("the mounted handler fails");
+                }
+                "unreachable"
+            }),
+        )
+        .route("/calm", axum::routing::get(|| async { "calm" }));
+    let t = HttpTest::start(HttpListener::new(Handlers::new().service(router)));
+    let mut c = t.h1().await;
+    assert_eq!(c.get("/boom").await.status, 500);
+    let r = c.get("/calm").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "calm"));
+}
+
+#[tokio::test]
 async fn mounted_service_bodies_obey_max_body_size_too() {
     let router = axum::Router::new().route(
         "/upload",
