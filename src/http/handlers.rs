@@ -116,8 +116,8 @@ impl Handlers {
     }
 
     /// Mounts a `tower::Service` (an axum `Router`, say) on the current host: it answers every
-    /// request no resource route of this host matches. Its errors become 500 answers. The body
-    /// it reads is limited to `max_body_size` ([`RequestBody`]).
+    /// request no resource route of this host matches. Its errors, and its panics, become 500
+    /// answers. The body it reads is limited to `max_body_size` ([`RequestBody`]).
     pub fn service<S, B>(mut self, service: S) -> Handlers
     where
         S: tower::Service<http::Request<RequestBody>, Response = Response<B>>
