@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::addr::Addr;
 use crate::bind::{self, Listener};
-use crate::connections::ConnectionInfo;
+use crate::connections::{ConnectionInfo, Slot};
 use crate::error::Result;
 use crate::options::ServerOptions;
 use crate::shared::Shared;
+use crate::socket::{Conn, Socket, Stream};
 use crate::telemetry::{Event, EventKind, Telemetry};
 
 /// Starts one acceptor task on a listening socket.
@@ -156,6 +158,41 @@ impl ServerHandle {
             // Aborted on purpose; the error says only that.
             let _ = task.await;
         }
+    }
+
+    /// Takes in a TCP connection accepted by another process (handed over at an upgrade), as
+    /// if this listener's acceptors had accepted it: it counts toward `max_connections`, is
+    /// listed, and drains on stop. `serve` runs it on a task of its own. Refused over TLS
+    /// (the handshake is long past), when the listener is full, or when it no longer runs.
+    pub(crate) fn adopt<F, Fut>(
+        &self,
+        tcp: tokio::net::TcpStream,
+        serve: F,
+    ) -> std::result::Result<(), String>
+    where
+        F: FnOnce(Socket) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let s = &self.inner.shared;
+        if s.tls.is_some() {
+            return Err("it serves TLS".to_owned());
+        }
+        if self.phase() != Phase::Running {
+            return Err("it is not running".to_owned());
+        }
+        let permit = s
+            .limiter
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "it is at max_connections".to_owned())?;
+        let peer = Addr::Inet(tcp.peer_addr().map_err(|e| e.to_string())?);
+        let slot = Arc::new(Slot::new(s.next_connection_id(), peer));
+        let conn = Conn::new(s.clone(), slot.clone(), permit);
+        conn.emit(EventKind::ConnectionStart, |e| e);
+        let socket = Socket::new(Stream::Tcp(tcp), conn);
+        s.table
+            .insert_with(slot, || tokio::spawn(serve(socket)).abort_handle());
+        Ok(())
     }
 
     /// The value attached with [`Server::extension`](crate::Server::extension), if it is a `T`.

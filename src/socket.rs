@@ -141,6 +141,18 @@ impl Socket {
         }
     }
 
+    /// Takes the TCP stream out, to hand it to another process; the socket is closed here
+    /// from then on. `None` (and nothing taken) over TLS or a Unix socket.
+    pub(crate) fn take_tcp(&mut self) -> Option<TcpStream> {
+        match std::mem::replace(&mut self.stream, Stream::Closed) {
+            Stream::Tcp(tcp) => Some(tcp),
+            other => {
+                self.stream = other;
+                None
+            }
+        }
+    }
+
     /// The connection's id, unique within its listener.
     pub fn id(&self) -> u64 {
         self.conn.slot.id

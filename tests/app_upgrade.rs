@@ -223,6 +223,8 @@ struct Load {
     stop: Arc<AtomicBool>,
     failures: Arc<Mutex<Vec<String>>>,
     versions: Arc<Mutex<Vec<String>>>,
+    /// The kept-alive client's connects, and the versions its connection answered in turn.
+    kept: Arc<Mutex<(u32, Vec<String>)>>,
     threads: Vec<std::thread::JoinHandle<u64>>,
 }
 
@@ -231,6 +233,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let versions = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::new(Mutex::new((0, Vec::new())));
         let mut threads = Vec::new();
         {
             let (stop, failures, versions) = (stop.clone(), failures.clone(), versions.clone());
@@ -256,7 +259,7 @@ impl Load {
         {
             // A keep-alive client: it reconnects when told `connection: close`, and any other
             // end of its connection is a failure.
-            let (stop, failures) = (stop.clone(), failures.clone());
+            let (stop, failures, kept) = (stop.clone(), failures.clone(), kept.clone());
             threads.push(std::thread::spawn(move || {
                 let mut n = 0;
                 let mut stream: Option<TcpStream> = None;
@@ -266,6 +269,7 @@ impl Load {
                         None => match TcpStream::connect(web) {
                             Ok(s) => {
                                 s.set_read_timeout(Some(WAIT)).unwrap();
+                                kept.lock().unwrap().0 += 1;
                                 stream.insert(s)
                             }
                             Err(e) => {
@@ -277,7 +281,14 @@ impl Load {
                             }
                         },
                     };
-                    match health_kept(s) {
+                    let answer = health_kept(s);
+                    if let Ok((v, _)) = &answer {
+                        let seen = &mut kept.lock().unwrap().1;
+                        if seen.last() != Some(v) {
+                            seen.push(v.clone());
+                        }
+                    }
+                    match answer {
                         Ok((_, true)) => stream = None,
                         Ok((_, false)) => {}
                         Err(e) => {
@@ -309,11 +320,13 @@ impl Load {
             stop,
             failures,
             versions,
+            kept,
             threads,
         }
     }
 
-    /// Stops the clients; returns how many requests and connects each made.
+    /// Stops the clients; returns how many requests and connects each made, the failures,
+    /// and the versions answered in turn.
     fn finish(self) -> (Vec<u64>, Vec<String>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let counts = self
@@ -381,6 +394,7 @@ fn ten_upgrades_back_and_forth_lose_nothing() {
         old_pid = new_pid;
         version = expect;
     }
+    let kept = load.kept.clone();
     let (counts, failures, versions) = load.finish();
     assert!(
         failures.is_empty(),
@@ -393,12 +407,73 @@ fn ten_upgrades_back_and_forth_lose_nothing() {
     for (i, v) in versions.iter().enumerate() {
         assert_eq!(v, ["1.0.0", "1.1.0"][i % 2], "{versions:?}");
     }
+    // The kept-alive connection moved from process to process: never closed, it was answered
+    // by every version in turn.
+    let (connects, kept_versions) = kept.lock().unwrap().clone();
+    assert_eq!(connects, 1, "the kept-alive client had to reconnect");
+    assert_eq!(
+        kept_versions, versions,
+        "versions on the kept-alive connection"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(old_pid as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     wait_exit(old_pid, WAIT);
+}
+
+#[test]
+fn kept_alive_connections_move_to_the_new_process_with_what_they_sent() {
+    let setup = Setup::new();
+    let reaper = Reaper::default();
+    let mut first = Atoll::serve_binary(&setup.binary("1.0.0"), &setup.config);
+    reaper.add(first.pid());
+    let web = addr_of(&first.listening(2), "web");
+
+    // One connection between requests, one in the middle of a request head.
+    let mut idle = TcpStream::connect(web).unwrap();
+    idle.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(health_kept(&mut idle).unwrap(), ("1.0.0".to_owned(), false));
+    let mut halfway = TcpStream::connect(web).unwrap();
+    halfway.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(health_kept(&mut halfway).unwrap().0, "1.0.0");
+    halfway.write_all(b"GET /health HTTP/1.1\r\nho").unwrap();
+
+    let answer = ctl(&setup.config, &["upgrade", "--to", "latest", "--json"]).json();
+    assert_eq!(answer["version"], "1.1.0", "{answer}");
+    reaper.add(answer["pid"].as_u64().unwrap() as u32);
+    // The old process has nothing left to wait for: both connections left it.
+    assert!(first.exited().success(), "{}", first.stderr());
+
+    // The rest of the head reaches the new process, which had the start of it from the old.
+    halfway.write_all(b"st: t\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(halfway.read(&mut byte).unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    let length: usize = String::from_utf8_lossy(&head)
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0; length];
+    halfway.read_exact(&mut body).unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("1.1.0"), "{body:?}");
+    // And the idle one goes on, in the new process.
+    for _ in 0..3 {
+        assert_eq!(health_kept(&mut idle).unwrap(), ("1.1.0".to_owned(), false));
+    }
+    assert_eq!(
+        health_kept(&mut halfway).unwrap(),
+        ("1.1.0".to_owned(), false)
+    );
 }
 
 #[test]

@@ -7,6 +7,11 @@
 //! listeners run, the new process answers `{"ready":true,"pid":NEW,"version":"1.1.0"}`, or
 //! `{"failed":"why"}`. Every message is one datagram of JSON, so a peer that sends anything
 //! else is refused, not misread.
+//!
+//! The connection then stays open while the old process drains: each kept-alive HTTP/1
+//! connection it hands over comes as `{"connection":"web","unread":N}` with its socket
+//! attached, followed, when N is not 0, by one datagram of the N bytes already read from it.
+//! The old process closing its end ends the stream.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -23,6 +28,10 @@ pub const SOCKET_VAR: &str = "ATOLL_UPGRADE_SOCKET";
 
 /// The longest message either side sends: 64 KiB.
 const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The most unread bytes a handed-over connection may come with: 1 MiB (hyper holds at most
+/// its read buffer's limit, the larger of 8 KiB and `max_header_size`).
+const MAX_UNREAD: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +50,10 @@ struct Message {
     pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connection: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unread: Option<usize>,
 }
 
 impl Message {
@@ -53,6 +66,8 @@ impl Message {
             failed: None,
             pid: None,
             version: None,
+            connection: None,
+            unread: None,
         }
     }
 }
@@ -238,7 +253,79 @@ pub fn wait_ready(
     }
 }
 
+/// Hands one connection of the listener `listener` over, with the bytes already read from it.
+pub fn send_connection(
+    socket: &Socket,
+    listener: &str,
+    fd: &OwnedFd,
+    unread: &[u8],
+) -> io::Result<()> {
+    if unread.len() > MAX_UNREAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} unread bytes, more than {MAX_UNREAD}", unread.len()),
+        ));
+    }
+    let message = Message {
+        connection: Some(listener.to_owned()),
+        unread: Some(unread.len()),
+        ..Message::empty()
+    };
+    send(socket, &message, Some(fd))?;
+    if !unread.is_empty() {
+        sys::send_fds(socket.as_fd(), unread, &[])?;
+    }
+    Ok(())
+}
+
 // ===== the new process =====
+
+/// A connection the old process handed over.
+#[derive(Debug)]
+pub struct Handed {
+    /// The listener it belongs to.
+    pub listener: String,
+    /// Its socket.
+    pub fd: OwnedFd,
+    /// The bytes already read from it, to read before the socket's.
+    pub unread: Vec<u8>,
+}
+
+/// Waits for the next connection the old process hands over; `None` once it closed its end.
+pub fn receive_connection(socket: &Socket) -> io::Result<Option<Handed>> {
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let (message, mut fds) = match receive(socket) {
+        Ok(got) => got,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (Some(listener), Some(len), 1, Some(fd)) =
+        (message.connection, message.unread, fds.len(), fds.pop())
+    else {
+        return Err(bad(
+            "a handover message that is not a connection with one socket".to_owned(),
+        ));
+    };
+    if len > MAX_UNREAD {
+        return Err(bad(format!("{len} unread bytes, more than {MAX_UNREAD}")));
+    }
+    let mut unread = Vec::new();
+    if len > 0 {
+        unread = vec![0; len + 1];
+        let (n, fds) = sys::recv_fds(socket.as_fd(), &mut unread)?;
+        if n != len || !fds.is_empty() {
+            return Err(bad(format!(
+                "{n} unread bytes where the message announced {len}"
+            )));
+        }
+        unread.truncate(len);
+    }
+    Ok(Some(Handed {
+        listener,
+        fd,
+        unread,
+    }))
+}
 
 /// Connects to the old process at `path` and receives its sockets, waiting up to `timeout`
 /// for each message. Returns the connection, to [`report`] on, and the sockets.

@@ -16,6 +16,7 @@ use tokio::sync::{watch, Mutex};
 use super::command::{human_duration, Answer, Request, DEFAULT_UPGRADE_TIMEOUT};
 use super::control::{self, Commands};
 use super::handover::{self, Ready};
+use super::relay::{self, Relay};
 use super::upgrade::{self, Target};
 use super::{logs, reload, systemd};
 use crate::config::Config;
@@ -50,6 +51,8 @@ struct App {
     started: Instant,
     /// A copy of the control socket, for an upgrade to hand over.
     control: StdMutex<Option<OwnedFd>>,
+    /// After an upgrade: where the HTTP listeners send their kept-alive connections.
+    relay: StdMutex<Option<Arc<Relay>>>,
     exit: watch::Sender<Option<Exit>>,
 }
 
@@ -176,6 +179,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
             version: version.clone(),
             started: Instant::now(),
             control: StdMutex::new(Some(control_copy)),
+            relay: StdMutex::new(None),
             exit,
         });
         let mut control_stop = app.exit.subscribe();
@@ -188,9 +192,27 @@ pub fn serve(path: &Path) -> Result<(), String> {
                 pid: std::process::id(),
                 version: version.to_string(),
             };
-            if let Err(e) = handover::report(c, Ok(ready)) {
+            match handover::report(c, Ok(ready)) {
                 // The old process gave up on us: it kills us, or already has.
-                tracing::error!(target: "atoll", error = %e, "upgrade: cannot report ready");
+                Err(e) => {
+                    tracing::error!(target: "atoll", error = %e, "upgrade: cannot report ready")
+                }
+                // Its kept-alive connections come next, as it drains.
+                Ok(()) => match c.try_clone() {
+                    Ok(socket) => {
+                        let (registry, runtime) =
+                            (registry.clone(), tokio::runtime::Handle::current());
+                        let spawned = std::thread::Builder::new()
+                            .name("atoll-adopt".to_owned())
+                            .spawn(move || relay::receive(socket, registry, runtime));
+                        if let Err(e) = spawned {
+                            tracing::warn!(target: "atoll", error = %e, "upgrade: connections will not be handed over");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "atoll", error = %e, "upgrade: connections will not be handed over")
+                    }
+                },
             }
         }
         let _ = systemd::ready();
@@ -233,6 +255,10 @@ pub fn serve(path: &Path) -> Result<(), String> {
                 forced = report.forced,
                 "stopped"
             );
+        }
+        let relay = app.relay.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(relay) = relay {
+            let _ = tokio::task::spawn_blocking(move || relay.finish()).await;
         }
         Ok(())
     })
@@ -423,15 +449,28 @@ impl App {
         .await
         .unwrap_or_else(|e| Err(format!("the upgrade task failed: {e}")));
         match outcome {
-            Ok(ready) => {
+            Ok((ready, connection)) => {
+                // Kept-alive HTTP/1 connections follow the sockets when this process drains,
+                // each at its first moment between requests.
+                let relay = match Relay::start(connection) {
+                    Ok(relay) => Some(relay),
+                    Err(e) => {
+                        tracing::warn!(target: "atoll", error = %e, "upgrade: connections will drain here instead of moving");
+                        None
+                    }
+                };
                 // New connects go to the new process alone from the moment the command
                 // returns: this one closes its copies of the sockets now, and drains once
                 // the answer is out.
                 for info in self.registry.list() {
                     if let Ok(handle) = self.registry.get(&info.name) {
+                        if let Some(relay) = &relay {
+                            crate::http::handoff::hand_over(&handle, relay.to(&info.name));
+                        }
                         let _ = handle.suspend().await;
                     }
                 }
+                *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = relay;
                 let _ = systemd::main_pid(ready.pid);
                 tracing::info!(
                     target: "atoll",

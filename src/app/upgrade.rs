@@ -61,15 +61,17 @@ pub fn choose(target: &Target, env: &AppEnv, running: &Version) -> Result<Chosen
 }
 
 /// Starts `binary serve --config CONFIG` with the handover socket at `socket_path`, hands it
-/// `sockets`, and waits up to `timeout` for it to report ready. On failure the new process
-/// is killed and reaped, and the error says why. Blocking: run it off the runtime's threads.
+/// `sockets`, and waits up to `timeout` for it to report ready. Returns its report and the
+/// handover connection, which stays open for the connections handed over while this process
+/// drains. On failure the new process is killed and reaped, and the error says why.
+/// Blocking: run it off the runtime's threads.
 pub fn run(
     binary: &Path,
     config: &Path,
     socket_path: &Path,
     sockets: Sockets,
     timeout: Duration,
-) -> Result<Ready, String> {
+) -> Result<(Ready, socket2::Socket), String> {
     let deadline = Instant::now() + timeout;
     let listener = handover::listen(socket_path)
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
@@ -100,7 +102,7 @@ fn handshake(
     child: &mut Child,
     sockets: &Sockets,
     deadline: Instant,
-) -> Result<Ready, String> {
+) -> Result<(Ready, socket2::Socket), String> {
     let pid = child.id();
     let mut gone = || match child.try_wait() {
         Ok(Some(status)) => Some(format!(
@@ -118,7 +120,7 @@ fn handshake(
             ready.pid
         ));
     }
-    Ok(ready)
+    Ok((ready, connection))
 }
 
 /// Collects copies of the listening sockets of every running listener of `registry`, and of

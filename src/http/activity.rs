@@ -4,11 +4,12 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::options::HttpOptions;
@@ -37,6 +38,14 @@ pub(crate) struct Activity {
     /// The listener stopped and this connection's turn to close has come: HTTP/1 answers say
     /// `connection: close`.
     closing: AtomicBool,
+    /// Response bodies that stream (a file, a mounted service's body) still being sent. Only
+    /// such bodies count: a body in memory goes out in the poll that answers.
+    streams: AtomicUsize,
+    /// A request body was not seen to its end (a mounted service got it, or it was refused):
+    /// hyper may still be reading it, so the connection cannot be handed over.
+    body_open: AtomicBool,
+    /// The socket's last write would have blocked: hyper still holds bytes to send.
+    write_blocked: AtomicBool,
 }
 
 /// What the timer found.
@@ -68,7 +77,18 @@ impl Activity {
             head_since: AtomicU64::new(1),
             writes: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            streams: AtomicUsize::new(0),
+            body_open: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
         }
+    }
+
+    /// A kept-alive connection handed over by the process before this one: it waits for its
+    /// next request under the idle timeout, as it did there, not the header read timeout.
+    pub(crate) fn adopted() -> Activity {
+        let activity = Activity::new();
+        activity.head_since.store(0, Relaxed);
+        activity
     }
 
     fn now(&self) -> u64 {
@@ -104,6 +124,26 @@ impl Activity {
     /// A request was answered.
     pub(crate) fn end(&self) {
         self.finished.fetch_add(1, Relaxed);
+    }
+
+    /// A request came with a body that is not yet read to its end.
+    pub(crate) fn body_opened(&self) {
+        self.body_open.store(true, Relaxed);
+    }
+
+    /// The request body was read to its end.
+    pub(crate) fn body_read(&self) {
+        self.body_open.store(false, Relaxed);
+    }
+
+    /// Whether the connection is between requests with nothing left to send or to read
+    /// for the last one: no request in the service, no streaming body, no request body
+    /// unread, no bytes waiting for the socket. Only there can it change hands.
+    pub(crate) fn at_rest(&self) -> bool {
+        !self.busy()
+            && self.streams.load(Relaxed) == 0
+            && !self.body_open.load(Relaxed)
+            && !self.write_blocked.load(Relaxed)
     }
 
     /// When the pending request head must be complete, if one is pending. A head that began
@@ -179,11 +219,58 @@ impl Activity {
     }
 }
 
+/// A response body that streams, counted in its connection's [`Activity`] until dropped
+/// (hyper drops a body once it has sent it, or given up).
+#[derive(Debug)]
+pub(crate) struct Streaming(Arc<Activity>);
+
+impl Streaming {
+    pub(crate) fn new(activity: &Arc<Activity>) -> Streaming {
+        activity.streams.fetch_add(1, Relaxed);
+        Streaming(activity.clone())
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Relaxed);
+    }
+}
+
 /// The connection's socket, noting reads and writes in its [`Activity`].
 #[derive(Debug)]
 pub(crate) struct Watched<S> {
     pub(crate) inner: S,
     pub(crate) activity: Arc<Activity>,
+    /// Bytes read from this connection before it reached this process (a handed-over
+    /// connection's unparsed request bytes), read before the socket's.
+    pub(crate) prefix: Bytes,
+}
+
+impl<S> Watched<S> {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
+        Watched {
+            inner,
+            activity,
+            prefix: Bytes::new(),
+        }
+    }
+
+    /// Notes how a write went: whether the socket left bytes with hyper.
+    #[inline]
+    fn noted<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match &polled {
+            Poll::Ready(Ok(_)) => {
+                self.activity.wrote();
+                if self.activity.write_blocked.load(Relaxed) {
+                    self.activity.write_blocked.store(false, Relaxed);
+                }
+            }
+            Poll::Pending => self.activity.write_blocked.store(true, Relaxed),
+            Poll::Ready(Err(_)) => {}
+        }
+        polled
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -193,6 +280,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            this.activity.read();
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -210,10 +304,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(_)) = polled {
-            this.activity.wrote();
-        }
-        polled
+        this.noted(polled)
     }
 
     fn poll_write_vectored(
@@ -223,10 +314,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(_)) = polled {
-            this.activity.wrote();
-        }
-        polled
+        this.noted(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -234,7 +322,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        let blocked = polled.is_pending();
+        if this.activity.write_blocked.load(Relaxed) != blocked {
+            this.activity.write_blocked.store(blocked, Relaxed);
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

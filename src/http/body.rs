@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 
+use super::activity::{Activity, Streaming};
 use super::file_body::FileBody;
 use crate::error::BoxError;
 
@@ -20,8 +22,9 @@ pub struct Body(Kind);
 enum Kind {
     Full(Option<Bytes>),
     // Boxed: a file body is large, and keeping it inline would make every response bigger.
-    File(Box<FileBody>),
-    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+    // Bodies that stream are counted on their connection while hyper sends them.
+    File(Box<FileBody>, Option<Streaming>),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>, Option<Streaming>),
 }
 
 impl Body {
@@ -42,13 +45,23 @@ impl Body {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        Body(Kind::Boxed(body.map_err(Into::into).boxed_unsync()))
+        Body(Kind::Boxed(body.map_err(Into::into).boxed_unsync(), None))
+    }
+
+    /// Counts this body on `activity` until it is dropped, if it streams.
+    pub(crate) fn watch(&mut self, activity: &Arc<Activity>) {
+        match &mut self.0 {
+            Kind::Full(_) => {}
+            Kind::File(_, watch) | Kind::Boxed(_, watch) => {
+                *watch = Some(Streaming::new(activity));
+            }
+        }
     }
 }
 
 impl From<FileBody> for Body {
     fn from(body: FileBody) -> Body {
-        Body(Kind::File(Box::new(body)))
+        Body(Kind::File(Box::new(body), None))
     }
 }
 
@@ -62,8 +75,8 @@ impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Kind::Full(b) => f.debug_tuple("Body::Full").field(b).finish(),
-            Kind::File(b) => f.debug_tuple("Body::File").field(b).finish(),
-            Kind::Boxed(_) => f.write_str("Body::Boxed"),
+            Kind::File(b, _) => f.debug_tuple("Body::File").field(b).finish(),
+            Kind::Boxed(..) => f.write_str("Body::Boxed"),
         }
     }
 }
@@ -78,24 +91,24 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::File(b) => Pin::new(&mut **b).poll_frame(cx).map_err(Into::into),
-            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
+            Kind::File(b, _) => Pin::new(&mut **b).poll_frame(cx).map_err(Into::into),
+            Kind::Boxed(b, _) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Full(b) => b.is_none(),
-            Kind::File(b) => b.is_end_stream(),
-            Kind::Boxed(b) => b.is_end_stream(),
+            Kind::File(b, _) => b.is_end_stream(),
+            Kind::Boxed(b, _) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::File(b) => b.size_hint(),
-            Kind::Boxed(b) => b.size_hint(),
+            Kind::File(b, _) => b.size_hint(),
+            Kind::Boxed(b, _) => b.size_hint(),
         }
     }
 }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::activity::{Activity, Verdict, Watch, Watched};
+use super::handoff::HandOff;
 use super::listener::HttpShared;
 use super::service::HttpService;
 use crate::connections::Signal;
@@ -24,33 +26,38 @@ type Io = TokioIo<Watched<Socket>>;
 /// What an HTTP/2 client with prior knowledge sends first.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-pin_project_lite::pin_project! {
-    /// hyper's connection for the protocol the client speaks.
-    #[project = ConnProj]
-    enum Conn {
-        H1 { #[pin] conn: http1::Connection<Io, HttpService> },
-        H2 { #[pin] conn: http2::Connection<Io, HttpService, TokioExecutor> },
-    }
+/// hyper's connection for the protocol the client speaks. HTTP/2's is boxed, so that the
+/// enum can move: an HTTP/1 connection is taken apart when it is handed over. HTTP/1's stays
+/// inline: it is the common case, and the connection's task holds it either way.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    H1(http1::Connection<Io, HttpService>),
+    H2(Pin<Box<http2::Connection<Io, HttpService, TokioExecutor>>>),
 }
 
 impl Conn {
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        match self.project() {
-            ConnProj::H1 { conn } => conn.graceful_shutdown(),
-            ConnProj::H2 { conn } => conn.graceful_shutdown(),
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Conn::H1(conn) => Pin::new(conn).graceful_shutdown(),
+            Conn::H2(conn) => conn.as_mut().graceful_shutdown(),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        match self {
+            Conn::H1(conn) => Pin::new(conn).poll(cx),
+            Conn::H2(conn) => conn.as_mut().poll(cx),
         }
     }
 }
 
-impl Future for Conn {
-    type Output = hyper::Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
-        match self.project() {
-            ConnProj::H1 { conn } => conn.poll(cx),
-            ConnProj::H2 { conn } => conn.poll(cx),
-        }
-    }
+/// How the connection's loop ended.
+enum Ended {
+    /// hyper is done with the connection (the client left, or a timeout or stop closed it).
+    Done(hyper::Result<()>),
+    /// The listener stopped with somewhere to hand its connections, and this one is between
+    /// requests.
+    HandOff,
 }
 
 /// Whether the client speaks HTTP/2: ALPN `h2` over TLS; the preface, peeked at without
@@ -92,19 +99,29 @@ fn turn_of(id: u64, spread: Duration) -> Duration {
 /// Serves HTTP on `socket` until the client leaves, a timeout closes it, or the listener stops
 /// (at the connection's turn within `drain_spread`: a request in flight finishes with
 /// `connection: close`; a connection between requests waits up to [`DRAIN_GRACE`] for its
-/// next one and answers it before it closes).
-pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), BoxError> {
+/// next one and answers it before it closes). When the stopping listener has somewhere to
+/// hand its connections (an upgrade's new process), a plain HTTP/1 connection goes there
+/// instead, at its first moment between requests. `adopted` holds the bytes already read
+/// from a connection this process was handed.
+pub(crate) async fn serve(
+    http: Arc<HttpShared>,
+    socket: Socket,
+    adopted: Option<Bytes>,
+) -> Result<(), BoxError> {
     let opts = &http.options;
-    let h2 = if opts.http2 {
-        match tokio::time::timeout(opts.header_read_timeout, speaks_h2(&socket)).await {
-            Ok(Ok(h2)) => h2,
-            // Silent past the header read timeout, or gone: nothing to serve.
-            Err(_) | Ok(Err(_)) => return Ok(()),
+    let (h2, activity, prefix) = match adopted {
+        Some(prefix) => (false, Activity::adopted(), prefix),
+        None if opts.http2 => {
+            match tokio::time::timeout(opts.header_read_timeout, speaks_h2(&socket)).await {
+                Ok(Ok(h2)) => (h2, Activity::new(), Bytes::new()),
+                // Silent past the header read timeout, or gone: nothing to serve.
+                Err(_) | Ok(Err(_)) => return Ok(()),
+            }
         }
-    } else {
-        false
+        None => (false, Activity::new(), Bytes::new()),
     };
-    let activity = Arc::new(Activity::new());
+    let movable = !h2 && !socket.is_secure() && socket.tcp_stream().is_some();
+    let activity = Arc::new(activity);
     let service = HttpService::new(
         http.clone(),
         activity.clone(),
@@ -115,19 +132,14 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
     // loads instead of a lock in `Notify`.
     let slot = socket.conn.slot.clone();
     let mut registered = false;
-    let io = TokioIo::new(Watched {
-        inner: socket,
-        activity: activity.clone(),
-    });
-    let mut conn = pin!(if h2 {
-        Conn::H2 {
-            conn: http.h2.serve_connection(io, service),
-        }
+    let mut watched = Watched::new(socket, activity.clone());
+    watched.prefix = prefix;
+    let io = TokioIo::new(watched);
+    let mut conn = if h2 {
+        Conn::H2(Box::pin(http.h2.serve_connection(io, service)))
     } else {
-        Conn::H1 {
-            conn: http.h1.serve_connection(io, service),
-        }
-    });
+        Conn::H1(http.h1.serve_connection(io, service))
+    };
     // The first check comes at the sooner of the two timeouts; each check then sets the next
     // from what it sees (the end of the last request, a head that began).
     let first = std::time::Instant::now() + opts.header_read_timeout.min(opts.idle_timeout);
@@ -139,6 +151,8 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
     let mut armed_head = None;
     let mut watch = Watch::default();
     let mut draining = false;
+    // Where this connection goes once it is between requests, after its listener stopped.
+    let mut handing: Option<HandOff> = None;
 
     // Once the listener stops, the connection waits for its turn within `drain_spread`, then
     // closes: at once when a request is in flight (its answer says `connection: close`).
@@ -149,7 +163,7 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
     // still accepts (after an upgrade, the new process).
     let mut turn: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let close = |conn: Pin<&mut Conn>, grace: &mut Option<Pin<Box<tokio::time::Sleep>>>| {
+    let close = |conn: &mut Conn, grace: &mut Option<Pin<Box<tokio::time::Sleep>>>| {
         activity.close();
         match activity.busy() {
             true => conn.graceful_shutdown(),
@@ -157,14 +171,17 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
         }
     };
 
-    let result = poll_fn(|cx| loop {
-        if let Poll::Ready(done) = conn.as_mut().poll(cx) {
-            return Poll::Ready(done);
+    let ended = poll_fn(|cx| loop {
+        if let Poll::Ready(done) = conn.poll(cx) {
+            return Poll::Ready(Ended::Done(done));
+        }
+        if handing.is_some() && activity.at_rest() {
+            return Poll::Ready(Ended::HandOff);
         }
         if let Some(sleep) = &mut turn {
             if sleep.as_mut().poll(cx).is_ready() {
                 turn = None;
-                close(conn.as_mut(), &mut grace);
+                close(&mut conn, &mut grace);
                 continue;
             }
         }
@@ -172,7 +189,7 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
             // A request in the service (HTTP/2's, or a slow HTTP/1 one) finishes first.
             if activity.busy() || sleep.as_mut().poll(cx).is_ready() {
                 grace = None;
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 continue;
             }
         }
@@ -180,8 +197,18 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
             // An expired read deadline means nothing here: this connection keeps its own.
             if signal == Signal::Stop && !draining {
                 draining = true;
+                if movable {
+                    handing = http
+                        .handoff
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if handing.is_some() {
+                        continue;
+                    }
+                }
                 match turn_of(slot.id, opts.drain_spread) {
-                    wait if wait.is_zero() => close(conn.as_mut(), &mut grace),
+                    wait if wait.is_zero() => close(&mut conn, &mut grace),
                     wait => turn = Some(Box::pin(tokio::time::sleep(wait))),
                 }
             }
@@ -211,19 +238,48 @@ pub(crate) async fn serve(http: Arc<HttpShared>, socket: Socket) -> Result<(), B
             Verdict::Wait(at) => timer.as_mut().reset(Instant::from_std(at)),
             Verdict::Idle if !draining => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
             }
             Verdict::Idle => timer
                 .as_mut()
                 .reset(Instant::now() + opts.header_read_timeout),
-            Verdict::HeadTimeout => return Poll::Ready(Ok(())),
+            Verdict::HeadTimeout => return Poll::Ready(Ended::Done(Ok(()))),
         }
     })
     .await;
-    // Errors here are the client's doing (a reset, a malformed request hyper already answered
-    // with 400); they end this connection and are no failure of the server.
-    if let Err(e) = result {
-        tracing::debug!(target: "atoll::http", error = %e, "connection ended with an error");
+    match (ended, conn, handing) {
+        (Ended::HandOff, Conn::H1(conn), Some(to)) => hand_off(conn, &to),
+        // Errors here are the client's doing (a reset, a malformed request hyper already
+        // answered with 400); they end this connection and are no failure of the server.
+        (Ended::Done(Err(e)), ..) => {
+            tracing::debug!(target: "atoll::http", error = %e, "connection ended with an error");
+        }
+        _ => {}
     }
     Ok(())
+}
+
+/// Takes an HTTP/1 connection that is between requests apart and hands its socket, with the
+/// bytes hyper read but did not parse yet, to `to`. Dropping what is left here ends the
+/// connection in this listener's table; the socket itself stays open in the other process.
+fn hand_off(conn: http1::Connection<Io, HttpService>, to: &HandOff) {
+    let parts = conn.into_parts();
+    let mut watched = parts.io.into_inner();
+    // A connection handed over again before hyper read all of its own prefix: what hyper
+    // holds came first, the rest of the prefix after.
+    let unread = if watched.prefix.is_empty() {
+        parts.read_buf
+    } else {
+        let mut all = Vec::with_capacity(parts.read_buf.len() + watched.prefix.len());
+        all.extend_from_slice(&parts.read_buf);
+        all.extend_from_slice(&watched.prefix);
+        Bytes::from(all)
+    };
+    match watched.inner.take_tcp().map(|tcp| tcp.into_std()) {
+        Some(Ok(tcp)) => to(tcp, unread),
+        Some(Err(e)) => {
+            tracing::debug!(target: "atoll::http", error = %e, "cannot hand a connection over");
+        }
+        None => {}
+    }
 }

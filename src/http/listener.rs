@@ -10,6 +10,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::handlers::Handlers;
+use super::handoff::HandOff;
 use super::options::{HttpOptions, DEFAULT_HTTP_PORT};
 use super::router::Router;
 use super::statics::StaticFiles;
@@ -31,6 +32,9 @@ pub(crate) struct HttpShared {
     pub(crate) options: HttpOptions,
     pub(crate) h1: http1::Builder,
     pub(crate) h2: http2::Builder<TokioExecutor>,
+    /// Where connections go when the listener stops, once an upgrade has set it (see
+    /// [`handoff`](super::handoff)); read once per connection, at the stop.
+    pub(crate) handoff: Mutex<Option<HandOff>>,
 }
 
 /// The socket server handler of an HTTP listener: it takes every connection over.
@@ -45,7 +49,7 @@ impl Handler for HttpHandler {
     }
 
     async fn take_over(self, socket: Socket) -> std::result::Result<(), BoxError> {
-        super::conn::serve(self.http, socket).await
+        super::conn::serve(self.http, socket, None).await
     }
 }
 
@@ -244,6 +248,7 @@ impl HttpListener {
             h1: http1_builder(&self.http),
             h2: http2_builder(&self.http),
             options: self.http,
+            handoff: Mutex::new(None),
         });
         let control = Arc::new(HttpControl {
             http: http.clone(),

@@ -56,6 +56,7 @@ mod dispatch;
 mod encoding;
 mod file_body;
 mod handlers;
+pub(crate) mod handoff;
 mod host;
 mod listener;
 mod mime;

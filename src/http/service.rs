@@ -119,13 +119,16 @@ impl HttpService {
                 if body.is_end_stream() {
                     return endpoint.call(request);
                 }
+                self.activity.body_opened();
                 let max = self.http.options.max_body_size;
                 if declared_length(&request.parts.headers).is_some_and(|n| n > max as u64) {
                     return ready(status(StatusCode::PAYLOAD_TOO_LARGE));
                 }
+                let activity = self.activity.clone();
                 Box::pin(async move {
                     match Limited::new(body, max).collect().await {
                         Ok(collected) => {
+                            activity.body_read();
                             request.body = collected.to_bytes();
                             endpoint.call(request).await
                         }
@@ -139,6 +142,11 @@ impl HttpService {
             Found::Service(service) => {
                 let service = service.clone();
                 drop(cache);
+                if !req.body().is_end_stream() {
+                    // The service reads as much of it as it likes; hyper may still be
+                    // reading the rest after the answer.
+                    self.activity.body_opened();
+                }
                 let max = self.http.options.max_body_size as u64;
                 if declared_length(req.headers()).is_some_and(|n| n > max) {
                     return ready(status(StatusCode::PAYLOAD_TOO_LARGE));
@@ -151,7 +159,12 @@ impl HttpService {
                     })
                 })
             }
-            Found::Nothing => ready(not_found()),
+            Found::Nothing => {
+                if !req.body().is_end_stream() {
+                    self.activity.body_opened();
+                }
+                ready(not_found())
+            }
         }
     }
 }
@@ -230,6 +243,7 @@ impl Future for Answer {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        response.body_mut().watch(&self.activity);
         if let Some(r) = self.report.take() {
             let code = response.status().as_u16();
             r.server.telemetry.emit(|| {
