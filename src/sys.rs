@@ -1,6 +1,8 @@
 //! The one module of atoll with `unsafe` code: taking ownership of file descriptors that come
 //! from outside the program, either inherited at start (socket activation) or received over a
-//! Unix socket with `SCM_RIGHTS` (a live upgrade). Everything else goes through safe APIs.
+//! Unix socket with `SCM_RIGHTS` (a live upgrade), and setting a thread's CPU scheduling
+//! policy (an upgrade's new process starts at idle priority). Everything else goes through
+//! safe APIs.
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -102,4 +104,20 @@ pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: `fd` is open (checked above) and was given to this process at start to own;
     // the caller takes each inherited number once (the environment naming them is cleared).
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the CPU scheduling policy of thread `tid` of this process (0: the calling thread):
+/// `SCHED_IDLE` when `idle`, else the normal `SCHED_OTHER`. Leaving `SCHED_IDLE` takes
+/// `CAP_SYS_NICE` or an `RLIMIT_NICE` of at least 20.
+pub(crate) fn set_idle_policy(tid: i32, idle: bool) -> io::Result<()> {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    let policy = match idle {
+        true => nix::libc::SCHED_IDLE,
+        false => nix::libc::SCHED_OTHER,
+    };
+    // SAFETY: a plain system call; `param` is a valid `sched_param` that outlives it.
+    match unsafe { nix::libc::sched_setscheduler(tid, policy, &param) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }

@@ -122,6 +122,20 @@ fn wait_exit(pid: u32, within: Duration) {
     }
 }
 
+/// The CPU scheduling policy of every thread of `pid` (0 is the normal `SCHED_OTHER`, 5
+/// `SCHED_IDLE`), from field 41 of each thread's `stat`.
+fn policies(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
+        let rest = stat.rsplit(')').next().unwrap();
+        all.push(rest.split_whitespace().nth(38).unwrap().parse().unwrap());
+    }
+    all
+}
+
 /// `GET /health` on a new connection; the version it answers.
 fn health(addr: SocketAddr) -> Result<String, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
@@ -442,7 +456,14 @@ fn kept_alive_connections_move_to_the_new_process_with_what_they_sent() {
 
     let answer = ctl(&setup.config, &["upgrade", "--to", "latest", "--json"]).json();
     assert_eq!(answer["version"], "1.1.0", "{answer}");
-    reaper.add(answer["pid"].as_u64().unwrap() as u32);
+    let new_pid = answer["pid"].as_u64().unwrap() as u32;
+    reaper.add(new_pid);
+    // Started at idle CPU priority when allowed, the new process serves at normal priority.
+    let policies = policies(new_pid);
+    assert!(
+        !policies.is_empty() && policies.iter().all(|&p| p == 0),
+        "{policies:?}"
+    );
     // The old process has nothing left to wait for: both connections left it.
     assert!(first.exited().success(), "{}", first.stderr());
 

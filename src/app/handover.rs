@@ -99,8 +99,12 @@ fn send(socket: &Socket, message: &Message, fd: Option<&OwnedFd>) -> io::Result<
 }
 
 fn receive(socket: &Socket) -> io::Result<(Message, Vec<OwnedFd>)> {
-    let mut buf = vec![0; MAX_MESSAGE];
-    let (n, fds) = sys::recv_fds(socket.as_fd(), &mut buf)?;
+    receive_into(socket, &mut vec![0; MAX_MESSAGE])
+}
+
+/// Receives one message into `buf`, which must hold the longest one expected.
+fn receive_into(socket: &Socket, buf: &mut [u8]) -> io::Result<(Message, Vec<OwnedFd>)> {
+    let (n, fds) = sys::recv_fds(socket.as_fd(), buf)?;
     if n == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -294,7 +298,9 @@ pub struct Handed {
 /// Waits for the next connection the old process hands over; `None` once it closed its end.
 pub fn receive_connection(socket: &Socket) -> io::Result<Option<Handed>> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-    let (message, mut fds) = match receive(socket) {
+    // A connection's message is short: a listener's name and a count.
+    let mut buf = [0; 4096];
+    let (message, mut fds) = match receive_into(socket, &mut buf) {
         Ok(got) => got,
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),

@@ -14,6 +14,7 @@
 //! - [`reload`]: applying the difference between the running config and the file.
 //! - [`handover`]: passing listening sockets to a new process over a Unix socket.
 //! - [`upgrade`]: the old process's side of an upgrade: choose, start, hand over, wait.
+//! - [`priority`]: the new process starts at idle CPU priority, and leaves it when ready.
 //! - `relay`: kept-alive HTTP/1 connections sent from the old process to the new one
 //!   while the old one drains, and adopted there.
 //! - `serve`: the serving loop: start, answer control commands, reload on SIGHUP, stop on
@@ -23,6 +24,7 @@ pub mod command;
 pub mod control;
 pub mod handover;
 pub mod logs;
+pub mod priority;
 mod relay;
 pub mod reload;
 mod serve;

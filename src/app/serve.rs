@@ -16,6 +16,7 @@ use tokio::sync::{watch, Mutex};
 use super::command::{human_duration, Answer, Request, DEFAULT_UPGRADE_TIMEOUT};
 use super::control::{self, Commands};
 use super::handover::{self, Ready};
+use super::priority;
 use super::relay::{self, Relay};
 use super::upgrade::{self, Target};
 use super::{logs, reload, systemd};
@@ -65,11 +66,15 @@ pub fn serve(path: &Path) -> Result<(), String> {
         systemd::adopt_into(registry.sockets()).map_err(|e| format!("{}: {e}", path.display()))?;
     // A process started by an upgrade fetches its sockets first, so that whatever fails
     // after can be reported to the old process, which then keeps serving.
+    // Started at idle CPU priority by the old process, to leave it once ready.
+    let idle = std::env::var_os(priority::IDLE_VAR).is_some_and(|v| v == "1")
+        && std::env::var_os(handover::SOCKET_VAR).is_some();
     let handover = match std::env::var_os(handover::SOCKET_VAR) {
         None => None,
         Some(socket_path) => {
             // Not for this process's own children.
             std::env::remove_var(handover::SOCKET_VAR);
+            std::env::remove_var(priority::IDLE_VAR);
             let socket_path = PathBuf::from(socket_path);
             let fetched = handover::fetch(&socket_path, HANDOVER_TIMEOUT).map_err(|e| {
                 format!(
@@ -187,6 +192,10 @@ pub fn serve(path: &Path) -> Result<(), String> {
             let _ = control_stop.wait_for(|e| e.is_some()).await;
         }));
 
+        if idle {
+            priority::leave_idle()
+                .map_err(|e| fail(format!("cannot return to normal CPU priority: {e}")))?;
+        }
         if let Some(c) = connection {
             let ready = Ready {
                 pid: std::process::id(),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use semver::Version;
 
 use super::handover::{self, Ready, Sockets};
+use super::priority;
 use crate::setup::versions::{find_releases, pick, Which};
 use crate::setup::AppEnv;
 
@@ -76,13 +77,14 @@ pub fn run(
     let listener = handover::listen(socket_path)
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
     let outcome = (|| {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env(handover::SOCKET_VAR, socket_path)
-            .stdin(Stdio::null())
-            .spawn()
+            .stdin(Stdio::null());
+        let mut child = priority::spawn(&mut command)
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let result = handshake(&listener, &mut child, &sockets, deadline);
         if result.is_err() {
