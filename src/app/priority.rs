@@ -35,6 +35,8 @@ fn may_leave_idle() -> bool {
 /// short-lived thread set to idle, whose policy the child inherits.
 pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
     if !may_leave_idle() {
+        // Whatever this process's own environment says.
+        command.env_remove(IDLE_VAR);
         return command.spawn();
     }
     command.env(IDLE_VAR, "1");
