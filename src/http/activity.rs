@@ -256,6 +256,17 @@ impl<S> Watched<S> {
         }
     }
 
+    /// Serves the prefix (or as much as fits). Out of line: only a handed-over connection's
+    /// first read comes here.
+    #[cold]
+    #[inline(never)]
+    fn read_prefix(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        self.activity.read();
+    }
+
     /// Notes how a write went: whether the socket left bytes with hyper.
     #[inline]
     fn noted<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
@@ -281,10 +292,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.prefix.is_empty() && buf.remaining() > 0 {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            this.activity.read();
+            this.read_prefix(buf);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -322,13 +330,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        let blocked = polled.is_pending();
-        if this.activity.write_blocked.load(Relaxed) != blocked {
-            this.activity.write_blocked.store(blocked, Relaxed);
-        }
-        polled
+        // Not noted: only writes leave bytes behind. A TCP socket's flush does nothing, and
+        // only TCP connections change hands.
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
