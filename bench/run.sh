@@ -13,15 +13,17 @@
 #   bench/run.sh                      # about 6 minutes on 2 cores
 #   ROUNDS=1 DURATION=2 bench/run.sh  # a quick look
 #   SCENARIOS=http bench/run.sh       # HTTP only
+#   SCENARIOS=http-interleaved bench/run.sh   # the HTTP servers side by side, loaded in turn
 #
 # Settings (environment): SCENARIOS (what to run, among echo bulk accept idle idle-used acceptors
-# http rpc upgrade, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
+# http http-interleaved rpc upgrade, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
 # also measure memory), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000), HTTP_CONNS (64),
 # RPC_CALLERS (50), ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0),
-# LOAD_CPU (1), KEEP (keep the raw metric files).
+# LOAD_CPU (1), CYCLES (20: cycles of http-interleaved), SLICE (1 s: each server's turn in a
+# cycle), KEEP (keep the raw metric files).
 set -euo pipefail
 
-SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http rpc upgrade}
+SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http http-interleaved rpc upgrade}
 SCENARIOS=${SCENARIOS//,/ }
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-1}
@@ -35,12 +37,14 @@ MEM_ROUNDS=${MEM_ROUNDS:-3}
 PORT=${PORT:-7400}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+CYCLES=${CYCLES:-20}
+SLICE=${SLICE:-1}
 
 for s in $SCENARIOS; do
     case $s in
-    echo | bulk | accept | idle | idle-used | acceptors | http | rpc | upgrade) ;;
+    echo | bulk | accept | idle | idle-used | acceptors | http | http-interleaved | rpc | upgrade) ;;
     *)
-        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http rpc upgrade)" >&2
+        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http http-interleaved rpc upgrade)" >&2
         exit 1
         ;;
     esac
@@ -59,6 +63,7 @@ if wants upgrade; then
 fi
 OUT=$(mktemp -d)
 SERVER_PID=
+SIDE_PIDS=()
 
 stop_server() {
     if [[ -n $SERVER_PID ]]; then
@@ -69,16 +74,18 @@ stop_server() {
 }
 cleanup() {
     stop_server
+    for pid in "${SIDE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     if [[ -z ${KEEP:-} ]]; then rm -rf "$OUT"; else echo "raw metrics kept in $OUT" >&2; fi
 }
 trap cleanup EXIT
 
-# start_server ARGS...: starts a server and waits for its `ready`.
+# start_server ARGS...: starts a server (on SERVER_PORT if set, else PORT) and waits for its
+# `ready`.
 start_server() {
     # Emptied here, not only by the redirection: the background job may open its log after the
     # first look below, which would then find the previous server's `ready`.
     : >"$OUT/server.log"
-    taskset -c "$SERVER_CPU" "$BIN" server --port "$PORT" "$@" >"$OUT/server.log" 2>&1 &
+    taskset -c "$SERVER_CPU" "$BIN" server --port "${SERVER_PORT:-$PORT}" "$@" >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
         grep -q '^ready' "$OUT/server.log" && return 0
@@ -171,6 +178,26 @@ if wants http; then
     done
 fi
 
+# HTTP, interleaved: the three servers run side by side on the server core (ports PORT, PORT+1,
+# PORT+2), and the load takes turns among them, SLICE seconds each, for CYCLES cycles.
+interleaved_file=
+if wants http-interleaved; then
+    targets=
+    offset=0
+    for impl in atoll hyper axum; do
+        SERVER_PORT=$((PORT + offset)) start_server --protocol http --impl "$impl"
+        SIDE_PIDS+=("$SERVER_PID")
+        targets=${targets:+$targets,}$impl=$((PORT + offset)):$SERVER_PID
+        SERVER_PID=
+        offset=$((offset + 1))
+    done
+    interleaved_file="$OUT/http-interleaved.txt"
+    taskset -c "$LOAD_CPU" "$BIN" interleave --targets "$targets" --cycles "$CYCLES" \
+        --slice "$SLICE" --http-conns "$HTTP_CONNS" >"$interleaved_file"
+    for pid in "${SIDE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    SIDE_PIDS=()
+fi
+
 # RPC: the load generator calls with the client library of the server under test.
 rpc_runs=()
 if wants rpc; then
@@ -235,6 +262,11 @@ if (( ${#http_runs[@]} )); then
     echo
     "$BIN" report --title "## atoll vs bare hyper and axum: HTTP/1.1 GET /, keep-alive" \
         --ratio atoll/hyper,atoll/axum --only http. "${http_runs[@]}"
+fi
+if [[ -n $interleaved_file ]]; then
+    echo
+    echo "## atoll vs bare hyper and axum, interleaved: HTTP/1.1 GET /, keep-alive"
+    grep -v '^slice ' "$interleaved_file"
 fi
 if (( ${#rpc_runs[@]} )); then
     echo

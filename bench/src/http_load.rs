@@ -21,7 +21,7 @@ use crate::http_server::{BODY, CONTENT};
 use crate::latency::percentile_us;
 use crate::load::{connect, connect_all, Metrics};
 use crate::probe::Probe;
-use crate::window::{self, Timing, Window};
+use crate::window::{self, Measured, Timing, Window};
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 /// Room for one response: a longer head is an error.
@@ -45,25 +45,59 @@ pub(crate) async fn run(
     probe: &Probe,
 ) -> io::Result<Metrics> {
     let response_bytes = check(addr).await?;
-    let window = Arc::new(Window::default());
     let streams = connect_all(addr, conns).await?;
+    let (_, mut slice) = measure(addr, streams, timing, probe).await?;
+    slice.latencies.sort_unstable();
+    let requests = slice.latencies.len() as f64;
+    Ok(vec![
+        ("http.requests_per_s", slice.measured.per_second(requests)),
+        ("http.p50_us", percentile_us(&slice.latencies, 0.50)),
+        ("http.p99_us", percentile_us(&slice.latencies, 0.99)),
+        (
+            "http.server_cpu_us_per_op",
+            slice.measured.cpu_us_per(requests),
+        ),
+        ("http.response_bytes", response_bytes as f64),
+        ("http.errors", 0.0),
+    ])
+}
+
+/// What one timed stretch of load measured.
+pub(crate) struct Slice {
+    /// The latency of every request answered while measuring, in no order.
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) measured: Measured,
+}
+
+/// Loads the server through `streams` (one client each) for `timing`, and gives the streams
+/// back, still open and between requests, with what was measured. Any bad response or broken
+/// connection fails the whole stretch.
+pub(crate) async fn measure(
+    addr: SocketAddr,
+    streams: Vec<TcpStream>,
+    timing: Timing,
+    probe: &Probe,
+) -> io::Result<(Vec<TcpStream>, Slice)> {
+    let window = Arc::new(Window::default());
     let mut tasks = JoinSet::new();
     for stream in streams {
         tasks.spawn(client(addr, stream, window.clone()));
     }
     let measured = window::run(&window, timing, probe).await;
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+        let mut streams = Vec::with_capacity(tasks.len());
         let mut total = Tally::default();
         while let Some(joined) = tasks.join_next().await {
-            let tally = joined.map_err(io::Error::other)?;
+            let (stream, tally) = joined.map_err(io::Error::other)?;
+            streams.push(stream);
             total.latencies.extend(tally.latencies);
             total.errors += tally.errors;
             total.first_error = total.first_error.or(tally.first_error);
         }
-        Ok::<_, io::Error>(total)
+        Ok::<_, io::Error>((streams, total))
     })
     .await;
-    let mut total = drained.map_err(|_| {
+    let (streams, total) = drained.map_err(|_| {
         io::Error::new(
             io::ErrorKind::TimedOut,
             "some requests got no response once the run stopped",
@@ -78,23 +112,17 @@ pub(crate) async fn run(
             ),
         ));
     }
-    let measured = measured?;
-    total.latencies.sort_unstable();
-    let requests = total.latencies.len() as f64;
-    Ok(vec![
-        ("http.requests_per_s", measured.per_second(requests)),
-        ("http.p50_us", percentile_us(&total.latencies, 0.50)),
-        ("http.p99_us", percentile_us(&total.latencies, 0.99)),
-        ("http.server_cpu_us_per_op", measured.cpu_us_per(requests)),
-        ("http.response_bytes", response_bytes as f64),
-        ("http.errors", 0.0),
-    ])
+    let slice = Slice {
+        latencies: total.latencies,
+        measured: measured?,
+    };
+    Ok((streams, slice))
 }
 
 /// Sends one request on its own connection and checks the head in full: status 200, and the
 /// `date`, `content-length` and `content-type` every server must send, so the servers compare
 /// like for like. Returns the response's size, head and body.
-async fn check(addr: SocketAddr) -> io::Result<usize> {
+pub(crate) async fn check(addr: SocketAddr) -> io::Result<usize> {
     let mut stream = connect(addr).await?;
     let mut buf = vec![0; BUFFER];
     let len = exchange(&mut stream, &mut buf).await?;
@@ -111,8 +139,13 @@ async fn check(addr: SocketAddr) -> io::Result<usize> {
     Ok(len)
 }
 
-/// One connection's loop, reopening the connection after an error.
-async fn client(addr: SocketAddr, mut stream: TcpStream, window: Arc<Window>) -> Tally {
+/// One connection's loop, reopening the connection after an error; gives back the connection
+/// it ends with.
+async fn client(
+    addr: SocketAddr,
+    mut stream: TcpStream,
+    window: Arc<Window>,
+) -> (TcpStream, Tally) {
     let mut tally = Tally {
         latencies: Vec::with_capacity(1 << 16),
         ..Tally::default()
@@ -137,13 +170,15 @@ async fn client(addr: SocketAddr, mut stream: TcpStream, window: Arc<Window>) ->
                 Ok(s) => break s,
                 Err(e) if window.stopped() => {
                     tally.first_error.get_or_insert(e);
-                    return tally;
+                    // The run is invalid and ends here; the old connection is no worse a
+                    // thing to give back than none.
+                    return (stream, tally);
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         };
     }
-    tally
+    (stream, tally)
 }
 
 /// Sends `GET /` and reads the whole response into `buf`; returns its length. Errors on

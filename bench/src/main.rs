@@ -9,6 +9,8 @@
 //! atoll-bench load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http,rpc]
 //!     [--rpc-impl atoll|tarpc] ...
 //! atoll-bench report [--ratio atoll/tokio[,A/B...]] [--only PREFIX] LABEL=FILE...
+//! atoll-bench interleave --targets atoll=P1:PID1,hyper=P2:PID2,axum=P3:PID3 [--cycles 20]
+//!     [--slice 1] [--settle 0.25] [--http-conns 64]
 //! atoll-bench upgrade --atoll BIN --config FILE --port P [--conns 64] [--steady 3] [--after 2]
 //! ```
 //!
@@ -23,6 +25,8 @@
 //! - `rpc_server`: the two RPC servers under test, atoll and tarpc, and their shared service.
 //! - `load`: the load generator: runs the chosen scenarios and prints their metrics.
 //! - `echo`, `bulk`, `accept`, `idle`, `http_load`, `rpc_load`: one scenario each.
+//! - `interleave`: the HTTP servers side by side, loaded in turn a second at a time, with the
+//!   median of per-cycle ratios.
 //! - `latency`: percentiles of per-request latencies.
 //! - `window`: the warm-up / measure / stop phases of a timed scenario, and the server's CPU
 //!   time over the measured part.
@@ -38,6 +42,7 @@ mod echo;
 mod http_load;
 mod http_server;
 mod idle;
+mod interleave;
 mod latency;
 mod load;
 mod probe;
@@ -51,7 +56,7 @@ mod window;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: atoll-bench server|load|report|upgrade [--flag value]... (see bench/README.md)";
+    "usage: atoll-bench server|load|report|interleave|upgrade [--flag value]... (see bench/README.md)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         "server" => server::main(args),
         "load" => load::main(args),
         "report" => report::main(args),
+        "interleave" => interleave::main(args),
         "upgrade" => upgrade::main(args),
         _ => Err(USAGE.to_owned()),
     };
