@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use crate::bind::Listener;
 use crate::connection;
-use crate::connections::Slot;
 use crate::handler::Handler;
 use crate::shared::Shared;
 use crate::socket::Conn;
@@ -108,12 +107,9 @@ async fn accept_loop<H: Handler>(
                 }
             }
         };
-        let slot = Arc::new(Slot::new(s.next_connection_id(), peer));
-        let conn = Conn::new(shared.clone(), slot.clone(), permit);
-        conn.emit(EventKind::ConnectionStart, |e| e.acceptor(index));
         let handler = handler.clone();
-        s.table.insert_with(slot, || {
-            tokio::spawn(connection::run(handler, stream, conn)).abort_handle()
+        Conn::start(&shared, peer, permit, Some(index), |conn| {
+            connection::run(handler, stream, conn)
         });
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::addr::Addr;
 use crate::bind::{self, Listener};
-use crate::connections::{ConnectionInfo, Slot};
+use crate::connections::ConnectionInfo;
 use crate::error::Result;
 use crate::options::ServerOptions;
 use crate::shared::Shared;
@@ -186,12 +186,9 @@ impl ServerHandle {
             .try_acquire_owned()
             .map_err(|_| "it is at max_connections".to_owned())?;
         let peer = Addr::Inet(tcp.peer_addr().map_err(|e| e.to_string())?);
-        let slot = Arc::new(Slot::new(s.next_connection_id(), peer));
-        let conn = Conn::new(s.clone(), slot.clone(), permit);
-        conn.emit(EventKind::ConnectionStart, |e| e);
-        let socket = Socket::new(Stream::Tcp(tcp), conn);
-        s.table
-            .insert_with(slot, || tokio::spawn(serve(socket)).abort_handle());
+        Conn::start(s, peer, permit, None, |conn| {
+            serve(Socket::new(Stream::Tcp(tcp), conn))
+        });
         Ok(())
     }
 

@@ -59,6 +59,29 @@ impl Conn {
         }
     }
 
+    /// Starts a connection of the listener `shared`, under `permit`: gives it the next id and
+    /// a slot, reports `connection_start` (with the acceptor that took it, if one did), and
+    /// spawns `task` with its `Conn`, listed in the connection table.
+    pub(crate) fn start<Fut>(
+        shared: &Arc<Shared>,
+        peer: Addr,
+        permit: OwnedSemaphorePermit,
+        acceptor: Option<usize>,
+        task: impl FnOnce(Conn) -> Fut,
+    ) where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let slot = Arc::new(Slot::new(shared.next_connection_id(), peer));
+        let conn = Conn::new(shared.clone(), slot.clone(), permit);
+        conn.emit(EventKind::ConnectionStart, |e| match acceptor {
+            Some(index) => e.acceptor(index),
+            None => e,
+        });
+        shared
+            .table
+            .insert_with(slot, || tokio::spawn(task(conn)).abort_handle());
+    }
+
     #[inline]
     pub(crate) fn emit<'a>(&'a self, kind: EventKind, fill: impl FnOnce(Event<'a>) -> Event<'a>) {
         let shared = &self.shared;
