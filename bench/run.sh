@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks atoll's echo server against a plain tokio echo server in the same run, then prints
 # the results side by side with atoll/tokio ratios, and accepts/s for 1, 2, 4 and 100 acceptors;
-# then atoll's HTTP listener against bare hyper and axum, with atoll/hyper and atoll/axum ratios;
-# then atoll's RPC daemon and client against tarpc, with atoll/tarpc ratios; then `atoll serve`
+# then atoll's HTTP listener against bare hyper and axum, with atoll/hyper and atoll/axum ratios,
+# in rounds and then interleaved (the three side by side, loaded in turns of a second, which a
+# drift of the machine reaches alike); then atoll's RPC daemon and client against tarpc, with atoll/tarpc ratios; then `atoll serve`
 # through a zero-downtime upgrade under HTTP load, against its own steady state.
 #
 # The server runs pinned to core 0 and the load generator to core 1; every scenario's server
@@ -10,7 +11,7 @@
 # atoll...; atoll, hyper, axum, atoll...; atoll, tarpc, atoll...), so a drift of the machine
 # during the run shows up as a difference between rounds, not between servers.
 #
-#   bench/run.sh                      # about 6 minutes on 2 cores
+#   bench/run.sh                      # about 8 minutes on 2 cores
 #   ROUNDS=1 DURATION=2 bench/run.sh  # a quick look
 #   SCENARIOS=http bench/run.sh       # HTTP only
 #   SCENARIOS=http-interleaved bench/run.sh   # the HTTP servers side by side, loaded in turn
