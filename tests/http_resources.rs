@@ -247,6 +247,23 @@ impl Resource for Faulty {
     }
 }
 
+/// `/slow/:ms`: waits that many milliseconds (on the runtime's timer), then answers `slow`.
+struct Slow;
+
+impl Resource for Slow {
+    fn routes(&self) -> Vec<String> {
+        vec!["/slow/:ms".into()]
+    }
+    fn methods(&self) -> &[Method] {
+        &[Method::GET]
+    }
+    async fn get(&self, req: &mut Request) -> Reply {
+        let ms = req.binding("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        "slow".into()
+    }
+}
+
 /// `/hooked`: `init` stops a request carrying `x-stop` with 418; GET counts its calls;
 /// `terminate` records every final status.
 #[derive(Default)]
@@ -707,6 +724,42 @@ async fn a_panicking_verb_is_a_500_and_the_connection_lives_on() {
     // And the listener takes new connections.
     let r = t.h1().await.get("/fine").await;
     assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn one_connection_mixes_resources_that_answer_at_once_wait_or_panic() {
+    // Over HTTP/1.1, a resource's future that answers in its first poll leaves its memory to
+    // the connection's next request: the sequence below crosses every kind of hand-over
+    // (same resource, another resource type, a future that waits, one that panics).
+    let app = Handlers::new()
+        .resource(Items)
+        .resource(Slow)
+        .resource(Faulty);
+    let t = HttpTest::start(HttpListener::new(app));
+    for (protocol, mut c) in [("h1", t.h1().await), ("h2c", Client::h2c(t.addr()).await)] {
+        let steps = [
+            ("/items/1", 200, "items"),
+            ("/items/2", 200, "items"),
+            ("/slow/20", 200, "slow"),
+            ("/items/3", 200, "items"),
+            ("/fine", 200, "fine"),
+            ("/panic", 500, ""),
+            ("/items/4", 200, "items"),
+            ("/slow/0", 200, "slow"),
+            ("/slow/5", 200, "slow"),
+            ("/fine", 200, "fine"),
+            ("/items/5", 200, "items"),
+        ];
+        for (path, code, what) in steps {
+            let r = c.get(path).await;
+            assert_eq!(r.status, code, "{protocol} {path}: {}", r.text());
+            match what {
+                "items" => assert_eq!(r.json()["resource"], "items", "{protocol} {path}"),
+                "" => {}
+                text => assert_eq!(r.text(), text, "{protocol} {path}"),
+            }
+        }
+    }
 }
 
 #[tokio::test]

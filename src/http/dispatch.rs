@@ -1,13 +1,13 @@
 //! Running one request through a resource: hooks, the method check with its exact `Allow`,
-//! HEAD and OPTIONS, CORS. (A resource that panics is a 500: the service's `Answer` sees to
-//! that for every route.)
+//! HEAD and OPTIONS, CORS. (A resource that panics is a 500: the service sees to that for
+//! every route.)
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
+use tokio_util::sync::ReusableBoxFuture;
 
 use super::body::Body;
 use super::host::HostPattern;
@@ -16,23 +16,38 @@ use super::reply::Reply;
 use super::request::{find_header, Request};
 use super::resource::Resource;
 
-/// A boxed response future.
-pub(crate) type Responding = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+/// A response future on the heap, whose allocation can take the next future of the same size
+/// and alignment: every request to the same resource has one.
+pub(crate) type Responding = ReusableBoxFuture<'static, Response<Body>>;
+
+/// `future` in `spare`'s allocation when it fits, else in a new one.
+pub(crate) fn fill<F>(spare: Option<Responding>, future: F) -> Responding
+where
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    match spare {
+        Some(mut boxed) => {
+            boxed.set(future);
+            boxed
+        }
+        None => Responding::new(future),
+    }
+}
 
 /// A resource with its type erased, as the router holds it.
 pub(crate) trait Endpoint: Send + Sync + 'static {
-    /// Answers one request.
-    fn call(self: Arc<Self>, req: Request) -> Responding;
+    /// The future answering one request, in `spare`'s allocation when it fits (see [`fill`]).
+    fn call(self: Arc<Self>, req: Request, spare: Option<Responding>) -> Responding;
     /// The full path patterns: each route with the prefix in front.
     fn patterns(&self) -> Vec<String>;
 }
 
 impl<R: Resource> Endpoint for R {
-    fn call(self: Arc<Self>, req: Request) -> Responding {
+    fn call(self: Arc<Self>, req: Request, spare: Option<Responding>) -> Responding {
         // Owned by the block and only borrowed below: an async fn taking them by value would
         // copy them again into its own state on the first poll.
         let mut req = req;
-        Box::pin(async move { run(&*self, &mut req).await })
+        fill(spare, async move { run(&*self, &mut req).await })
     }
 
     fn patterns(&self) -> Vec<String> {
@@ -181,10 +196,15 @@ fn with_allow(mut reply: Reply, methods: &[Method]) -> Reply {
 
 /// The request's `Origin`, when the resource's `cross_domains` allows it.
 fn allowed_origin<R: Resource>(resource: &R, req: &Request) -> Option<HeaderValue> {
+    // Asked first: most resources allow none (the default is an empty list, which costs
+    // nothing), and then the headers need no look.
+    let allowed = resource.cross_domains(req);
+    if allowed.is_empty() {
+        return None;
+    }
     let origin = find_header(&req.parts.headers, &header::ORIGIN)?;
     let text = origin.to_str().ok()?;
     let host = text.split_once("://").map_or(text, |(_, rest)| rest);
-    let allowed = resource.cross_domains(req);
     let hit = allowed.iter().any(|pattern| {
         if pattern.contains("://") {
             pattern.eq_ignore_ascii_case(text)

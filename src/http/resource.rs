@@ -98,8 +98,8 @@ pub trait Resource: Send + Sync + 'static {
     /// full origin, `https://app.example.com:8443`, compared exactly, or a host pattern
     /// (`example.com`, `[...].example.com`, `_` for any) matched against the origin's host,
     /// whatever its scheme and port. A matching `Origin` is echoed in
-    /// `Access-Control-Allow-Origin`, and preflight `OPTIONS` requests are answered.
-    /// Default is none.
+    /// `Access-Control-Allow-Origin`, and preflight `OPTIONS` requests are answered. Asked on
+    /// every request, before the request's `Origin` is looked at. Default is none.
     fn cross_domains(&self, req: &Request) -> Vec<String> {
         let _ = req;
         Vec::new()

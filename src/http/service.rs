@@ -1,13 +1,13 @@
 //! The hyper service of one connection: route each request on the listener's current routes,
 //! read the body within its limit, call the resource or mounted service, report the answer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use arc_swap::Cache;
@@ -40,6 +40,9 @@ pub(crate) struct HttpService {
     pub(crate) activity: Arc<Activity>,
     pub(crate) server: Arc<Shared>,
     pub(crate) slot: Arc<Slot>,
+    /// The allocation of the last resource future that answered within `call`, for the next
+    /// request's.
+    spare: Cell<Option<Responding>>,
 }
 
 /// A listener's current routes, as [`Cache`] reads them.
@@ -97,10 +100,11 @@ impl HttpService {
             activity,
             server,
             slot,
+            spare: Cell::new(None),
         }
     }
 
-    fn route(&self, req: http::Request<Incoming>) -> Responding {
+    fn route(&self, req: http::Request<Incoming>) -> Inner {
         let mut cache = self.routes.borrow_mut();
         let routes = cache.load();
         match routes.find(|| host_of(&req), req.uri().path()) {
@@ -117,27 +121,32 @@ impl HttpService {
                     peer: self.slot.peer.clone(),
                 };
                 if body.is_end_stream() {
-                    return endpoint.call(request);
+                    if request.parts.version >= http::Version::HTTP_2 {
+                        // Each HTTP/2 request runs on a task of its own, in parallel with the
+                        // connection's others: its future goes there whole.
+                        return Inner::Waiting(endpoint.call(request, None));
+                    }
+                    return self.answer_now(endpoint.call(request, self.spare.take()));
                 }
                 self.activity.body_opened();
                 let max = self.http.options.max_body_size;
                 if declared_length(&request.parts.headers).is_some_and(|n| n > max as u64) {
-                    return ready(status(StatusCode::PAYLOAD_TOO_LARGE));
+                    return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
                 }
                 let activity = self.activity.clone();
-                Box::pin(async move {
+                Inner::Waiting(Responding::new(async move {
                     match Limited::new(body, max).collect().await {
                         Ok(collected) => {
                             activity.body_read();
                             request.body = collected.to_bytes();
-                            endpoint.call(request).await
+                            endpoint.call(request, None).await
                         }
                         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                             status(StatusCode::PAYLOAD_TOO_LARGE)
                         }
                         Err(_) => status(StatusCode::BAD_REQUEST),
                     }
-                })
+                }))
             }
             Found::Service(service) => {
                 let service = service.clone();
@@ -149,22 +158,40 @@ impl HttpService {
                 }
                 let max = self.http.options.max_body_size as u64;
                 if declared_length(req.headers()).is_some_and(|n| n > max) {
-                    return ready(status(StatusCode::PAYLOAD_TOO_LARGE));
+                    return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
                 }
                 let req = req.map(|body| Limited::new(body, max as usize));
-                Box::pin(async move {
+                Inner::Waiting(Responding::new(async move {
                     service.oneshot(req).await.unwrap_or_else(|e| {
                         tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
                         status(StatusCode::INTERNAL_SERVER_ERROR)
                     })
-                })
+                }))
             }
             Found::Nothing => {
                 if !req.body().is_end_stream() {
                     self.activity.body_opened();
                 }
-                ready(not_found())
+                Inner::Ready(not_found())
             }
+        }
+    }
+
+    /// Polls an HTTP/1 request's future once, here. One that answers without waiting (most
+    /// do) leaves its allocation to the connection's next request, which then allocates
+    /// nothing for its own; hyper would not call the service again before this answer is sent
+    /// anyway. One that waits goes on in the [`Answer`], polled from then on with the
+    /// connection's waker: a future registers the waker of its latest poll, so this poll's
+    /// no-op waker is never the one woken.
+    fn answer_now(&self, mut future: Responding) -> Inner {
+        let mut cx = Context::from_waker(Waker::noop());
+        match catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx))) {
+            Ok(Poll::Ready(response)) => {
+                self.spare.set(Some(future));
+                Inner::Ready(response)
+            }
+            Ok(Poll::Pending) => Inner::Waiting(future),
+            Err(_) => Inner::Ready(status(StatusCode::INTERNAL_SERVER_ERROR)),
         }
     }
 }
@@ -186,10 +213,6 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-fn ready(response: Response<Body>) -> Responding {
-    Box::pin(std::future::ready(response))
 }
 
 pub(crate) fn status(code: StatusCode) -> Response<Body> {
@@ -219,11 +242,21 @@ struct Report {
 
 /// A request being answered: marks the connection busy until it resolves or is dropped.
 pub(crate) struct Answer {
-    inner: Responding,
+    inner: Inner,
     activity: Arc<Activity>,
     report: Option<Box<Report>>,
     /// Add `connection: close` to the response.
     close: bool,
+}
+
+/// Where the response of an [`Answer`] comes from.
+enum Inner {
+    /// Answered already (by the resource in its first poll, or by the service itself).
+    Ready(Response<Body>),
+    /// Still to answer.
+    Waiting(Responding),
+    /// Sent.
+    Done,
 }
 
 impl Future for Answer {
@@ -232,11 +265,20 @@ impl Future for Answer {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // A resource or service that panics answers 500: one bad request is a 500, not a
         // dead connection.
-        let inner = &mut self.inner;
-        let mut response = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
-            Ok(Poll::Ready(r)) => r,
-            Ok(Poll::Pending) => return Poll::Pending,
-            Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR),
+        let mut response = match std::mem::replace(&mut self.inner, Inner::Done) {
+            Inner::Ready(r) => r,
+            Inner::Waiting(mut future) => {
+                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(Poll::Ready(r)) => r,
+                    Ok(Poll::Pending) => {
+                        self.inner = Inner::Waiting(future);
+                        return Poll::Pending;
+                    }
+                    Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR),
+                }
+            }
+            // hyper polls no answer again once it is ready.
+            Inner::Done => return Poll::Pending,
         };
         if self.close {
             response

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::body::Body;
-use super::dispatch::{Endpoint, Responding};
+use super::dispatch::{fill, Endpoint, Responding};
 use super::request::Request;
 use super::statics::StaticFiles;
 
@@ -23,8 +23,8 @@ impl StaticEndpoint {
 }
 
 impl Endpoint for StaticEndpoint {
-    fn call(self: Arc<Self>, req: Request) -> Responding {
-        Box::pin(async move {
+    fn call(self: Arc<Self>, req: Request, spare: Option<Responding>) -> Responding {
+        fill(spare, async move {
             // The route's remainder drops a trailing slash, which tells a directory asked for
             // properly (`/sub/`, served its index) from one to redirect (`/sub`).
             let mut path = req.path_info;
