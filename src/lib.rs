@@ -78,7 +78,8 @@
 //!
 //! Beside the layers: `sockets` holds listening sockets inherited from systemd or a previous
 //! process ([`SocketPool`]) until the listener of that name adopts them, and `sys` is the one
-//! module with `unsafe` code (taking ownership of passed file descriptors).
+//! module with `unsafe` code (taking ownership of passed file descriptors, and reusing an HTTP
+//! connection's allocation for its next request's future).
 //!
 //! # Defaults
 //!

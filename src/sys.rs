@@ -1,12 +1,16 @@
 //! The one module of atoll with `unsafe` code: taking ownership of file descriptors that come
 //! from outside the program, either inherited at start (socket activation) or received over a
-//! Unix socket with `SCM_RIGHTS` (a live upgrade), and setting a thread's CPU scheduling
-//! policy (an upgrade's new process starts at idle priority). Everything else goes through
-//! safe APIs.
+//! Unix socket with `SCM_RIGHTS` (a live upgrade), setting a thread's CPU scheduling policy
+//! (an upgrade's new process starts at idle priority), and building a value in the allocation
+//! of a box that is done with (an HTTP connection's request futures, one after the other).
+//! Everything else goes through safe APIs.
 #![allow(unsafe_code)]
 
+use std::alloc::Layout;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::ptr;
 
 use nix::cmsg_space;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -119,5 +123,71 @@ pub(crate) fn set_idle_policy(tid: i32, idle: bool) -> io::Result<()> {
     match unsafe { nix::libc::sched_setscheduler(tid, policy, &param) } {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// The value `make` returns, in `old`'s allocation when their sizes and alignments are the
+/// same (`old`'s value is dropped where it is first), else in a new one. `make` builds its
+/// value straight into the allocation, where moving a value into a box would copy it once or
+/// twice more on the way. Should dropping the old value or `make` panic, the allocation is
+/// leaked, not freed.
+pub(crate) fn refill<T: ?Sized, U>(old: Pin<Box<T>>, make: impl FnOnce() -> U) -> Pin<Box<U>> {
+    if Layout::for_value::<T>(&old) != Layout::new::<U>() {
+        drop(old);
+        return Box::pin(make());
+    }
+    // SAFETY: the old value is dropped where it lies, never moved, as its pin asks. The
+    // allocation then holds nothing; it has `U`'s layout, so a `U` written there may be owned
+    // by a `Box<U>`, which frees it with that same layout.
+    unsafe {
+        let raw = Box::into_raw(Pin::into_inner_unchecked(old));
+        ptr::drop_in_place(raw);
+        let raw = raw.cast::<U>();
+        raw.write(make());
+        Box::into_pin(Box::from_raw(raw))
+    }
+}
+
+#[cfg(test)]
+mod refill_tests {
+    use std::any::Any;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::*;
+
+    /// Counts its drops.
+    struct Counted(Rc<Cell<u32>>, u64);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    fn address<T: ?Sized>(b: &Pin<Box<T>>) -> *const u8 {
+        &**b as *const T as *const u8
+    }
+
+    #[test]
+    fn the_same_layout_takes_the_old_allocation_once_the_old_value_is_dropped() {
+        let drops = Rc::new(Cell::new(0));
+        let old: Pin<Box<dyn Any>> = Box::pin(Counted(drops.clone(), 1));
+        let at = address(&old);
+        let new = refill(old, || Counted(drops.clone(), 2));
+        assert_eq!(drops.get(), 1, "the old value is dropped");
+        assert_eq!(address(&new), at, "in the same allocation");
+        assert_eq!(new.1, 2);
+        drop(new);
+        assert_eq!(drops.get(), 2);
+    }
+
+    #[test]
+    fn another_layout_gets_a_new_allocation() {
+        let drops = Rc::new(Cell::new(0));
+        let old: Pin<Box<dyn Any>> = Box::pin(Counted(drops.clone(), 1));
+        let new = refill(old, || [5u8; 3]);
+        assert_eq!(drops.get(), 1, "the old value is dropped");
+        assert_eq!(*new, [5, 5, 5]);
     }
 }

@@ -3,11 +3,11 @@
 //! every route.)
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
-use tokio_util::sync::ReusableBoxFuture;
 
 use super::body::Body;
 use super::host::HostPattern;
@@ -15,22 +15,20 @@ use super::path::Bindings;
 use super::reply::Reply;
 use super::request::{find_header, Request};
 use super::resource::Resource;
+use crate::sys;
 
-/// A response future on the heap, whose allocation can take the next future of the same size
-/// and alignment: every request to the same resource has one.
-pub(crate) type Responding = ReusableBoxFuture<'static, Response<Body>>;
+/// A boxed response future.
+pub(crate) type Responding = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
-/// `future` in `spare`'s allocation when it fits, else in a new one.
-pub(crate) fn fill<F>(spare: Option<Responding>, future: F) -> Responding
+/// The future `make` returns, in `spare`'s allocation when it has the future's size and
+/// alignment (every request to the same resource does), else in a new one.
+pub(crate) fn fill<F>(spare: Option<Responding>, make: impl FnOnce() -> F) -> Responding
 where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     match spare {
-        Some(mut boxed) => {
-            boxed.set(future);
-            boxed
-        }
-        None => Responding::new(future),
+        Some(old) => sys::refill(old, make),
+        None => Box::pin(make()),
     }
 }
 
@@ -47,7 +45,7 @@ impl<R: Resource> Endpoint for R {
         // Owned by the block and only borrowed below: an async fn taking them by value would
         // copy them again into its own state on the first poll.
         let mut req = req;
-        fill(spare, async move { run(&*self, &mut req).await })
+        fill(spare, move || async move { run(&*self, &mut req).await })
     }
 
     fn patterns(&self) -> Vec<String> {

@@ -134,7 +134,7 @@ impl HttpService {
                     return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
                 }
                 let activity = self.activity.clone();
-                Inner::Waiting(Responding::new(async move {
+                Inner::Waiting(Box::pin(async move {
                     match Limited::new(body, max).collect().await {
                         Ok(collected) => {
                             activity.body_read();
@@ -161,7 +161,7 @@ impl HttpService {
                     return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
                 }
                 let req = req.map(|body| Limited::new(body, max as usize));
-                Inner::Waiting(Responding::new(async move {
+                Inner::Waiting(Box::pin(async move {
                     service.oneshot(req).await.unwrap_or_else(|e| {
                         tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
                         status(StatusCode::INTERNAL_SERVER_ERROR)
@@ -185,7 +185,7 @@ impl HttpService {
     /// no-op waker is never the one woken.
     fn answer_now(&self, mut future: Responding) -> Inner {
         let mut cx = Context::from_waker(Waker::noop());
-        match catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx))) {
+        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
             Ok(Poll::Ready(response)) => {
                 self.spare.set(Some(future));
                 Inner::Ready(response)
@@ -268,7 +268,7 @@ impl Future for Answer {
         let mut response = match std::mem::replace(&mut self.inner, Inner::Done) {
             Inner::Ready(r) => r,
             Inner::Waiting(mut future) => {
-                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
                     Ok(Poll::Ready(r)) => r,
                     Ok(Poll::Pending) => {
                         self.inner = Inner::Waiting(future);
