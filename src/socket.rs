@@ -554,6 +554,7 @@ async fn write_bounded<S: AsyncWrite + Unpin>(
 // ===== impl AsyncRead / AsyncWrite for Socket =====
 
 impl AsyncRead for Socket {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -595,6 +596,7 @@ impl AsyncWrite for Socket {
         polled
     }
 
+    #[inline]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
