@@ -41,10 +41,9 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
 }
 
 impl<R: Resource> Endpoint for R {
-    fn call(self: Arc<Self>, req: Request, spare: Option<Responding>) -> Responding {
+    fn call(self: Arc<Self>, mut req: Request, spare: Option<Responding>) -> Responding {
         // Owned by the block and only borrowed below: an async fn taking them by value would
         // copy them again into its own state on the first poll.
-        let mut req = req;
         fill(spare, move || async move { run(&*self, &mut req).await })
     }
 
