@@ -23,6 +23,7 @@ use super::activity::Activity;
 use super::body::Body;
 use super::dispatch::Responding;
 use super::listener::HttpShared;
+use super::path::Bindings;
 use super::request::{find_header, Request};
 use super::router::{Found, Router};
 use crate::connections::Slot;
@@ -119,28 +120,13 @@ impl HttpService {
                     let h2 = parts.version >= http::Version::HTTP_2;
                     let spare = if h2 { None } else { self.spare.take() };
                     // Built in the call, not before it: one copy fewer on the way.
-                    let future = endpoint.call(
-                        Request {
-                            parts,
-                            body: Bytes::new(),
-                            bindings,
-                            path_info,
-                            peer: self.slot.peer.clone(),
-                        },
-                        spare,
-                    );
+                    let future = endpoint.call(self.request(parts, bindings, path_info), spare);
                     return match h2 {
                         true => Inner::Waiting(future),
                         false => self.answer_now(future),
                     };
                 }
-                let mut request = Request {
-                    parts,
-                    body: Bytes::new(),
-                    bindings,
-                    path_info,
-                    peer: self.slot.peer.clone(),
-                };
+                let mut request = self.request(parts, bindings, path_info);
                 self.activity.body_opened();
                 let max = self.http.options.max_body_size;
                 if declared_length(&request.parts.headers).is_some_and(|n| n > max as u64) {
@@ -187,6 +173,23 @@ impl HttpService {
                 }
                 Inner::Ready(not_found())
             }
+        }
+    }
+
+    /// The request a resource sees, its body not read yet.
+    #[inline(always)]
+    fn request(
+        &self,
+        parts: http::request::Parts,
+        bindings: Bindings,
+        path_info: String,
+    ) -> Request {
+        Request {
+            parts,
+            body: Bytes::new(),
+            bindings,
+            path_info,
+            peer: self.slot.peer.clone(),
         }
     }
 
