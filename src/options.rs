@@ -215,6 +215,26 @@ pub(crate) fn field_names() -> &'static [&'static str] {
     fields_of::<ServerOptions>()
 }
 
+/// An options table as `T`, a struct whose fields all have defaults. serde names a value of
+/// the wrong type without its key; the key is then found by reading each one alone, and put in
+/// front of the message.
+pub(crate) fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    let error = match T::deserialize(toml::Value::Table(table.clone())) {
+        Ok(options) => return Ok(options),
+        Err(e) => e.message().to_owned(),
+    };
+    let culprit = table.into_iter().find_map(|(key, value)| {
+        let alone = toml::Table::from_iter([(key.clone(), value)]);
+        T::deserialize(toml::Value::Table(alone))
+            .is_err()
+            .then_some(key)
+    });
+    Err(match culprit {
+        Some(key) if !error.contains(&format!("`{key}`")) => format!("`{key}`: {error}"),
+        _ => error,
+    })
+}
+
 /// The field names serde's derive gives a struct, read by asking it to deserialize.
 pub(crate) fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     let mut probe = FieldProbe(&[]);
@@ -269,10 +289,24 @@ impl<'de> serde::Deserializer<'de> for &mut FieldProbe {
 
 #[cfg(test)]
 mod field_tests {
+    use super::*;
+
     #[test]
     fn knows_the_option_keys() {
         let f = super::field_names();
         assert!(f.contains(&"port") && f.contains(&"read_timeout"), "{f:?}");
         assert!(!f.contains(&"static_dir"));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_key() {
+        let table = |text: &str| toml::from_str::<toml::Table>(text).unwrap();
+        let err =
+            from_table::<ServerOptions>(table("port = 1\nmax_connections = \"lots\"")).unwrap_err();
+        assert!(err.starts_with("`max_connections`: "), "{err}");
+        let err = from_table::<ServerOptions>(table("prot = 1")).unwrap_err();
+        assert_eq!(err.matches("`prot`").count(), 1, "{err}");
+        let opts = from_table::<ServerOptions>(table("port = 7")).unwrap();
+        assert_eq!(opts.port, 7);
     }
 }

@@ -114,8 +114,7 @@ impl ListenerSpec {
             .filter_map(|k| rest.remove(&k).map(|v| (k, v)))
             .collect();
         let set_options = Some(rest.keys().cloned().collect());
-        let options = ServerOptions::deserialize(toml::Value::Table(rest))
-            .map_err(|e| e.message().to_owned())?;
+        let options = crate::options::from_table::<ServerOptions>(rest)?;
         options.validate()?;
         Ok(ListenerSpec {
             name,

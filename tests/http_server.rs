@@ -378,6 +378,93 @@ async fn static_files_validators_ranges_index_and_variants() {
     check_static(&t, &site).await;
 }
 
+/// `GET /big/:n` answers `n` bytes of [`pattern`] from memory.
+struct Big;
+
+impl Resource for Big {
+    fn routes(&self) -> Vec<String> {
+        vec!["/big/:n".into()]
+    }
+    fn methods(&self) -> &[Method] {
+        &[Method::GET]
+    }
+    async fn get(&self, req: &mut Request) -> Reply {
+        let n = req.binding("n").and_then(|n| n.parse().ok()).unwrap_or(0);
+        pattern(n).into()
+    }
+}
+
+/// `n` bytes that tell their offsets apart.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn both_write_modes_send_every_answer_whole() {
+    let site = site();
+    let big = pattern(3 * 1024 * 1024 + 17);
+    std::fs::write(site.root.join("big.bin"), &big).unwrap();
+    // Unset: copied for a listener without files, vectored for one with them.
+    for (mode, with_files) in [
+        (Some(false), true),
+        (Some(true), true),
+        (None, true),
+        (Some(false), false),
+        (Some(true), false),
+        (None, false),
+    ] {
+        let mut handlers = Handlers::new()
+            .resource(Big)
+            .resource(fixed("/small", "tiny"));
+        if with_files {
+            handlers = handlers.files("/files", StaticFiles::new(&site.root).unwrap());
+        }
+        let t = HttpTest::start(
+            HttpListener::new(handlers).configure_http(|o| o.vectored_writes = mode),
+        );
+        let case = format!("vectored_writes {mode:?}, files {with_files}");
+        let mut c = t.h1().await;
+        // One keep-alive connection: small, larger than the write buffer, small again.
+        for n in [0, 1, 100, 40_000, 700_000, 5] {
+            let r = c.get(&format!("/big/{n}")).await;
+            assert_eq!(r.status, 200, "{case}: {n} bytes");
+            assert!(r.body[..] == pattern(n)[..], "{case}: {n} bytes differ");
+        }
+        assert_eq!(c.get("/small").await.text(), "tiny", "{case}");
+        if with_files {
+            let r = c.get("/files/big.bin").await;
+            assert_eq!(r.status, 200, "{case}");
+            assert!(r.body[..] == big[..], "{case}: the file's bytes differ");
+            let r = get_with(&mut c, "/files/big.bin", &[("range", "bytes=65530-65545")]).await;
+            assert_eq!(r.status, 206, "{case}");
+            assert!(r.body[..] == big[65530..=65545], "{case}: range");
+            assert_eq!(c.get("/files/hello.txt").await.text(), HELLO, "{case}");
+        }
+        // Pipelined: three requests in one write, three answers in order.
+        let three = "GET /big/3 HTTP/1.1\r\nhost: a\r\n\r\n\
+                     GET /small HTTP/1.1\r\nhost: a\r\n\r\n\
+                     GET /big/70000 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n";
+        let mut s = TcpStream::connect(t.addr()).await.unwrap();
+        s.write_all(three.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        within("three answers", s.read_to_end(&mut out))
+            .await
+            .unwrap();
+        let heads: Vec<_> = out
+            .windows(17)
+            .filter(|w| w.starts_with(b"HTTP/1.1 200 OK\r\n"))
+            .collect();
+        assert_eq!(heads.len(), 3, "{case}: {}", String::from_utf8_lossy(&out));
+        let tail = pattern(70_000);
+        assert!(out.ends_with(&tail), "{case}: the last body is cut");
+        let tiny = out.windows(4).position(|w| w == b"tiny");
+        let third = out
+            .windows(17)
+            .rposition(|w| w.starts_with(b"HTTP/1.1 200"));
+        assert!(tiny < third, "{case}: answers out of order");
+    }
+}
+
 #[tokio::test]
 async fn static_dir_serves_the_paths_no_route_takes() {
     let site = site();
@@ -1162,6 +1249,10 @@ fn binary_rejects_bad_http_configs_in_one_line() {
     ));
     assert!(line.contains("listener `web`"), "{line}");
     assert!(line.contains("unknown resource `nope`"), "{line}");
+
+    let line = fails_on(&format!("{WEB}vectored_writes = \"yes\"\n{RESOURCES}"));
+    assert!(line.contains("listener `web`"), "{line}");
+    assert!(line.contains("vectored_writes"), "{line}");
 
     let line = fails_on(&format!("{WEB}header_timeout = \"1s\"\n{RESOURCES}"));
     assert!(line.contains("listener `web`"), "{line}");

@@ -278,8 +278,7 @@ fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<Ser
     };
     let mut params = spec.params.clone();
     let handlers_value = params.remove("handlers");
-    let mut http = HttpOptions::deserialize(toml::Value::Table(params))
-        .map_err(|e| bad(e.message().to_owned()))?;
+    let mut http = crate::options::from_table::<HttpOptions>(params).map_err(bad)?;
     http.static_dir = http.static_dir.map(|d| spec.base.join(d));
     let handlers = catalogue
         .handlers(handlers_value.as_ref(), &spec.base)

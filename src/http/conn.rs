@@ -138,7 +138,15 @@ pub(crate) async fn serve(
     let mut conn = if h2 {
         Conn::H2(Box::pin(http.h2.serve_connection(io, service)))
     } else {
-        Conn::H1(http.h1.serve_connection(io, service))
+        let vectored = opts
+            .vectored_writes
+            .unwrap_or_else(|| http.routes.load().serves_files());
+        let h1 = if vectored {
+            &http.h1_vectored
+        } else {
+            &http.h1
+        };
+        Conn::H1(h1.serve_connection(io, service))
     };
     // The first check comes at the sooner of the two timeouts; each check then sets the next
     // from what it sees (the end of the last request, a head that began).

@@ -38,6 +38,11 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
     fn call(self: Arc<Self>, req: Request, spare: Option<Responding>) -> Responding;
     /// The full path patterns: each route with the prefix in front.
     fn patterns(&self) -> Vec<String>;
+    /// Whether it sends files, whose bodies are large: see
+    /// [`HttpOptions::vectored_writes`](super::HttpOptions::vectored_writes).
+    fn serves_files(&self) -> bool {
+        false
+    }
 }
 
 impl<R: Resource> Endpoint for R {

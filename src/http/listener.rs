@@ -30,7 +30,10 @@ pub(crate) struct HttpShared {
     /// The current routes; an upgrade stores new ones.
     pub(crate) routes: ArcSwap<Router>,
     pub(crate) options: HttpOptions,
+    /// HTTP/1 with answers copied into one write, and with vectored writes (see
+    /// [`HttpOptions::vectored_writes`]).
     pub(crate) h1: http1::Builder,
+    pub(crate) h1_vectored: http1::Builder,
     pub(crate) h2: http2::Builder<TokioExecutor>,
     /// Where connections go when the listener stops, once an upgrade has set it (see
     /// [`handoff`](super::handoff)); read once per connection, at the stop.
@@ -245,7 +248,8 @@ impl HttpListener {
             .map_err(|e| e.context(ctx.clone()))?;
         let http = Arc::new(HttpShared {
             routes: ArcSwap::from_pointee(router),
-            h1: http1_builder(&self.http),
+            h1: http1_builder(&self.http, false),
+            h1_vectored: http1_builder(&self.http, true),
             h2: http2_builder(&self.http),
             options: self.http,
             handoff: Mutex::new(None),
@@ -268,14 +272,15 @@ impl HttpListener {
     }
 }
 
-/// hyper's HTTP/1.1 connection builder for these options.
-fn http1_builder(opts: &HttpOptions) -> http1::Builder {
+/// hyper's HTTP/1.1 connection builder for these options, writing answers vectored or not.
+fn http1_builder(opts: &HttpOptions, vectored: bool) -> http1::Builder {
     let mut b = http1::Builder::new();
     // Our own timer enforces the header read timeout (hyper's would also cut idle keep-alive
     // connections at the same mark).
     b.timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(opts.max_header_size.max(8192));
+        .max_buf_size(opts.max_header_size.max(8192))
+        .writev(vectored);
     b
 }
 

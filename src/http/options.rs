@@ -44,6 +44,17 @@ pub struct HttpOptions {
     /// Keep it well under the shutdown timeout, which still bounds the whole drain.
     /// Default is 0.
     pub drain_spread: Duration,
+    /// How an HTTP/1 answer goes to the socket. `false`: its body is copied behind its head
+    /// in the connection's write buffer, and both go in one plain write. `true`: the body is
+    /// not copied; head and body go together in one vectored write. Copying a small body
+    /// costs next to nothing and skips the bookkeeping of vectored writes: about 400
+    /// instructions per request, some 5 % of the server's user-space work for a small
+    /// answer. For large bodies it is one more copy of every byte: a 256 MiB file download
+    /// took about 8 % more CPU. Default is unset: vectored on a connection whose listener
+    /// serves files (a `static_dir`, or a [`StaticFiles`](super::StaticFiles) route) when the
+    /// connection opens, copied otherwise. HTTP/2 frames its answers itself and ignores
+    /// this.
+    pub vectored_writes: Option<bool>,
 }
 
 /// The default HTTP port.
@@ -59,6 +70,7 @@ impl Default for HttpOptions {
             http2: true,
             static_dir: None,
             drain_spread: Duration::ZERO,
+            vectored_writes: None,
         }
     }
 }

@@ -15,6 +15,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// Routes, ready to match requests.
 pub(crate) struct Router {
     hosts: Vec<HostRoutes>,
+    /// Some route sends files.
+    serves_files: bool,
 }
 
 struct HostRoutes {
@@ -41,6 +43,7 @@ impl Router {
         let fallback: Option<Arc<dyn Endpoint>> =
             static_dir.map(|f| Arc::new(StaticEndpoint::new("/", f.clone())) as _);
         let mut hosts = Vec::with_capacity(handlers.hosts.len().max(1));
+        let mut serves_files = fallback.is_some();
         let mut declared = handlers.hosts.clone();
         if declared.is_empty() && fallback.is_some() {
             declared = Handlers::new().host("_").hosts;
@@ -53,6 +56,7 @@ impl Router {
             let pattern = HostPattern::parse(&host.pattern).map_err(bad)?;
             let mut paths = PathRouter::new();
             for endpoint in &host.endpoints {
+                serves_files |= endpoint.serves_files();
                 for p in endpoint.patterns() {
                     paths.insert(&p, endpoint.clone()).map_err(bad)?;
                 }
@@ -67,7 +71,15 @@ impl Router {
                 service: host.service.clone(),
             });
         }
-        Ok(Router { hosts })
+        Ok(Router {
+            hosts,
+            serves_files,
+        })
+    }
+
+    /// Whether some route sends files (a static directory or a [`StaticFiles`] route).
+    pub(crate) fn serves_files(&self) -> bool {
+        self.serves_files
     }
 
     /// Finds the route for `host` (the request's, port and all) and `path` (raw). `host` is

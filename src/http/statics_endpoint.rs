@@ -42,4 +42,8 @@ impl Endpoint for StaticEndpoint {
     fn patterns(&self) -> Vec<String> {
         vec![format!("{}/[...]", self.prefix)]
     }
+
+    fn serves_files(&self) -> bool {
+        true
+    }
 }

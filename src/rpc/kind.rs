@@ -1,7 +1,5 @@
 //! The `rpc` kind of the config file: a daemon running the built-in key-value service.
 
-use serde::Deserialize;
-
 use super::daemon::Daemon;
 use super::kv::{KvService, KvStore};
 use super::options::{RpcOptions, DEFAULT_RPC_PORT};
@@ -45,8 +43,7 @@ fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
         Some(toml::Value::Boolean(b)) => b,
         Some(other) => return Err(bad(format!("`plain` must be true or false, not {other}"))),
     };
-    let rpc = RpcOptions::deserialize(toml::Value::Table(params))
-        .map_err(|e| bad(e.message().to_owned()))?;
+    let rpc = crate::options::from_table::<RpcOptions>(params).map_err(bad)?;
     let mut options = spec.options.clone();
     if let Some(set) = &spec.set_options {
         if !set.contains("port") {
