@@ -50,7 +50,7 @@ pub struct HttpOptions {
     /// costs next to nothing and skips the bookkeeping of vectored writes: about 400
     /// instructions per request, some 5 % of the server's user-space work for a small
     /// answer. For large bodies it is one more copy of every byte: a 256 MiB file download
-    /// took about 8 % more CPU. Default is unset: vectored on a connection whose listener
+    /// took about 10 % more CPU. Default is unset: vectored on a connection whose listener
     /// serves files (a `static_dir`, or a [`StaticFiles`](super::StaticFiles) route) when the
     /// connection opens, copied otherwise. HTTP/2 frames its answers itself and ignores
     /// this.
