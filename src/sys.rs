@@ -126,15 +126,20 @@ pub(crate) fn set_idle_policy(tid: i32, idle: bool) -> io::Result<()> {
     }
 }
 
-/// The value `make` returns, in `old`'s allocation when their sizes and alignments are the
-/// same (`old`'s value is dropped where it is first), else in a new one. `make` builds its
-/// value straight into the allocation, where moving a value into a box would copy it once or
-/// twice more on the way. Should dropping the old value or `make` panic, the allocation is
+/// The value `make` returns from `value`, in `old`'s allocation when their sizes and
+/// alignments are the same (`old`'s value is dropped where it is first), else in a new one.
+/// `make` builds its value straight into the allocation, where moving a value into a box would
+/// copy it once or twice more on the way; `value` is handed to it apart, so that a large one
+/// is copied once, from where the caller has it, instead of first into a closure. Should dropping the old value or `make` panic, the allocation is
 /// leaked, not freed.
-pub(crate) fn refill<T: ?Sized, U>(old: Pin<Box<T>>, make: impl FnOnce() -> U) -> Pin<Box<U>> {
+pub(crate) fn refill<T: ?Sized, V, U>(
+    old: Pin<Box<T>>,
+    value: V,
+    make: impl FnOnce(V) -> U,
+) -> Pin<Box<U>> {
     if Layout::for_value::<T>(&old) != Layout::new::<U>() {
         drop(old);
-        return Box::pin(make());
+        return Box::pin(make(value));
     }
     // SAFETY: the old value is dropped where it lies, never moved, as its pin asks. The
     // allocation then holds nothing; it has `U`'s layout, so a `U` written there may be owned
@@ -143,7 +148,7 @@ pub(crate) fn refill<T: ?Sized, U>(old: Pin<Box<T>>, make: impl FnOnce() -> U) -
         let raw = Box::into_raw(Pin::into_inner_unchecked(old));
         ptr::drop_in_place(raw);
         let raw = raw.cast::<U>();
-        raw.write(make());
+        raw.write(make(value));
         Box::into_pin(Box::from_raw(raw))
     }
 }
@@ -174,7 +179,7 @@ mod refill_tests {
         let drops = Rc::new(Cell::new(0));
         let old: Pin<Box<dyn Any>> = Box::pin(Counted(drops.clone(), 1));
         let at = address(&old);
-        let new = refill(old, || Counted(drops.clone(), 2));
+        let new = refill(old, 2, |n| Counted(drops.clone(), n));
         assert_eq!(drops.get(), 1, "the old value is dropped");
         assert_eq!(address(&new), at, "in the same allocation");
         assert_eq!(new.1, 2);
@@ -186,7 +191,7 @@ mod refill_tests {
     fn another_layout_gets_a_new_allocation() {
         let drops = Rc::new(Cell::new(0));
         let old: Pin<Box<dyn Any>> = Box::pin(Counted(drops.clone(), 1));
-        let new = refill(old, || [5u8; 3]);
+        let new = refill(old, 5u8, |b| [b; 3]);
         assert_eq!(drops.get(), 1, "the old value is dropped");
         assert_eq!(*new, [5, 5, 5]);
     }

@@ -20,15 +20,20 @@ use crate::sys;
 /// A boxed response future.
 pub(crate) type Responding = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
-/// The future `make` returns, in `spare`'s allocation when it has the future's size and
-/// alignment (every request to the same resource does), else in a new one.
-pub(crate) fn fill<F>(spare: Option<Responding>, make: impl FnOnce() -> F) -> Responding
+/// The future `make` returns from `value` (the request, say), in `spare`'s allocation when it
+/// has the future's size and alignment (every request to the same resource does), else in a
+/// new one.
+pub(crate) fn fill<V, F>(
+    spare: Option<Responding>,
+    value: V,
+    make: impl FnOnce(V) -> F,
+) -> Responding
 where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     match spare {
-        Some(old) => sys::refill(old, make),
-        None => Box::pin(make()),
+        Some(old) => sys::refill(old, value, make),
+        None => Box::pin(make(value)),
     }
 }
 
@@ -46,10 +51,12 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
 }
 
 impl<R: Resource> Endpoint for R {
-    fn call(self: Arc<Self>, mut req: Request, spare: Option<Responding>) -> Responding {
+    fn call(self: Arc<Self>, req: Request, spare: Option<Responding>) -> Responding {
         // Owned by the block and only borrowed below: an async fn taking them by value would
         // copy them again into its own state on the first poll.
-        fill(spare, move || async move { run(&*self, &mut req).await })
+        fill(spare, req, move |mut req| async move {
+            run(&*self, &mut req).await
+        })
     }
 
     fn patterns(&self) -> Vec<String> {

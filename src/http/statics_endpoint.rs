@@ -24,7 +24,7 @@ impl StaticEndpoint {
 
 impl Endpoint for StaticEndpoint {
     fn call(self: Arc<Self>, req: Request, spare: Option<Responding>) -> Responding {
-        fill(spare, move || async move {
+        fill(spare, req, move |req| async move {
             // The route's remainder drops a trailing slash, which tells a directory asked for
             // properly (`/sub/`, served its index) from one to redirect (`/sub`).
             let mut path = req.path_info;
