@@ -79,8 +79,80 @@ impl hyper::service::Service<http::Request<Incoming>> for HttpService {
         // `connection: close`, so the client takes its next request elsewhere instead of
         // finding the connection closed.
         let close = req.version() < http::Version::HTTP_2 && self.activity.closing();
+        // Routed here rather than in a method of its own: passing the request on by value
+        // would copy its 264 bytes once more.
+        let inner = 'route: {
+            let mut cache = self.routes.borrow_mut();
+            let routes = cache.load();
+            match routes.find(|| host_of(&req), req.uri().path()) {
+                Found::Endpoint(endpoint, bindings, rest) => {
+                    let endpoint = endpoint.clone();
+                    let path_info = rest.to_owned();
+                    drop(cache);
+                    let (parts, body) = req.into_parts();
+                    if body.is_end_stream() {
+                        // Each HTTP/2 request runs on a task of its own, in parallel with the
+                        // connection's others: its future goes there whole.
+                        let h2 = parts.version >= http::Version::HTTP_2;
+                        let spare = if h2 { None } else { self.spare.take() };
+                        // Built in the call, not before it: one copy fewer on the way.
+                        let future = endpoint.call(self.request(parts, bindings, path_info), spare);
+                        break 'route match h2 {
+                            true => Inner::Waiting(future),
+                            false => self.answer_now(future),
+                        };
+                    }
+                    let mut request = self.request(parts, bindings, path_info);
+                    self.activity.body_opened();
+                    let max = self.http.options.max_body_size;
+                    if declared_length(&request.parts.headers).is_some_and(|n| n > max as u64) {
+                        break 'route Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
+                    }
+                    let activity = self.activity.clone();
+                    Inner::Waiting(Box::pin(async move {
+                        match Limited::new(body, max).collect().await {
+                            Ok(collected) => {
+                                activity.body_read();
+                                request.body = collected.to_bytes();
+                                endpoint.call(request, None).await
+                            }
+                            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                                status(StatusCode::PAYLOAD_TOO_LARGE)
+                            }
+                            Err(_) => status(StatusCode::BAD_REQUEST),
+                        }
+                    }))
+                }
+                Found::Service(service) => {
+                    let service = service.clone();
+                    drop(cache);
+                    if !req.body().is_end_stream() {
+                        // The service reads as much of it as it likes; hyper may still be
+                        // reading the rest after the answer.
+                        self.activity.body_opened();
+                    }
+                    let max = self.http.options.max_body_size as u64;
+                    if declared_length(req.headers()).is_some_and(|n| n > max) {
+                        break 'route Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
+                    }
+                    let req = req.map(|body| Limited::new(body, max as usize));
+                    Inner::Waiting(Box::pin(async move {
+                        service.oneshot(req).await.unwrap_or_else(|e| {
+                            tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
+                            status(StatusCode::INTERNAL_SERVER_ERROR)
+                        })
+                    }))
+                }
+                Found::Nothing => {
+                    if !req.body().is_end_stream() {
+                        self.activity.body_opened();
+                    }
+                    Inner::Ready(not_found())
+                }
+            }
+        };
         Answer {
-            inner: self.route(req),
+            inner,
             activity: self.activity.clone(),
             report,
             close,
@@ -102,77 +174,6 @@ impl HttpService {
             server,
             slot,
             spare: Cell::new(None),
-        }
-    }
-
-    fn route(&self, req: http::Request<Incoming>) -> Inner {
-        let mut cache = self.routes.borrow_mut();
-        let routes = cache.load();
-        match routes.find(|| host_of(&req), req.uri().path()) {
-            Found::Endpoint(endpoint, bindings, rest) => {
-                let endpoint = endpoint.clone();
-                let path_info = rest.to_owned();
-                drop(cache);
-                let (parts, body) = req.into_parts();
-                if body.is_end_stream() {
-                    // Each HTTP/2 request runs on a task of its own, in parallel with the
-                    // connection's others: its future goes there whole.
-                    let h2 = parts.version >= http::Version::HTTP_2;
-                    let spare = if h2 { None } else { self.spare.take() };
-                    // Built in the call, not before it: one copy fewer on the way.
-                    let future = endpoint.call(self.request(parts, bindings, path_info), spare);
-                    return match h2 {
-                        true => Inner::Waiting(future),
-                        false => self.answer_now(future),
-                    };
-                }
-                let mut request = self.request(parts, bindings, path_info);
-                self.activity.body_opened();
-                let max = self.http.options.max_body_size;
-                if declared_length(&request.parts.headers).is_some_and(|n| n > max as u64) {
-                    return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
-                }
-                let activity = self.activity.clone();
-                Inner::Waiting(Box::pin(async move {
-                    match Limited::new(body, max).collect().await {
-                        Ok(collected) => {
-                            activity.body_read();
-                            request.body = collected.to_bytes();
-                            endpoint.call(request, None).await
-                        }
-                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                            status(StatusCode::PAYLOAD_TOO_LARGE)
-                        }
-                        Err(_) => status(StatusCode::BAD_REQUEST),
-                    }
-                }))
-            }
-            Found::Service(service) => {
-                let service = service.clone();
-                drop(cache);
-                if !req.body().is_end_stream() {
-                    // The service reads as much of it as it likes; hyper may still be
-                    // reading the rest after the answer.
-                    self.activity.body_opened();
-                }
-                let max = self.http.options.max_body_size as u64;
-                if declared_length(req.headers()).is_some_and(|n| n > max) {
-                    return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
-                }
-                let req = req.map(|body| Limited::new(body, max as usize));
-                Inner::Waiting(Box::pin(async move {
-                    service.oneshot(req).await.unwrap_or_else(|e| {
-                        tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
-                        status(StatusCode::INTERNAL_SERVER_ERROR)
-                    })
-                }))
-            }
-            Found::Nothing => {
-                if !req.body().is_end_stream() {
-                    self.activity.body_opened();
-                }
-                Inner::Ready(not_found())
-            }
         }
     }
 
