@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use atoll::rpc::wire::{self, codes, Decoder, ErrorBody, Frame, Hello, Kind};
 use atoll::rpc::{
-    Ctx, Daemon, DaemonHandle, Deferred, Exit, InstanceInfo, Protocol, Reply, Service, Supervisor,
+    Ctx, Daemon, DaemonHandle, Deferred, Exit, InstanceInfo, Protocol, Reply, RpcError, Service,
+    Supervisor,
 };
 use atoll::telemetry::{Event, EventKind, Subscriber};
 use atoll::{BoxError, ErrorKind, Phase, Registry, TlsOptions};
@@ -47,6 +48,11 @@ enum Req {
     Certs,
     Panic,
     Fail,
+    /// Pushes strings of this many bytes until a push is refused; answers how many were
+    /// taken and the refusal.
+    Flood(usize),
+    /// The same from a task of its own, which reports to `Held::flooded`; answers at once.
+    FloodLater(usize),
 }
 
 /// What the test shares with every instance.
@@ -55,6 +61,8 @@ struct Held {
     deferred: Mutex<Vec<Deferred<String>>>,
     waiting: Mutex<bool>,
     release: Notify,
+    /// What a `FloodLater` task saw: pushes taken, and the refusal.
+    flooded: Mutex<Option<(usize, Option<RpcError>)>>,
 }
 
 impl Held {
@@ -105,6 +113,31 @@ impl Service for Instance {
                 .into(),
             Req::Panic => panic!("the test service panics on purpose"),
             Req::Fail => return Err("the test service fails on purpose".into()),
+            Req::Flood(size) => {
+                // Through the context, so the pushes go before the reply.
+                let (taken, refused) = flood(|text| ctx.push(text), size);
+                format!("{taken} {refused:?}").into()
+            }
+            Req::FloodLater(size) => {
+                let pusher = ctx.pusher();
+                let held = self.held.clone();
+                tokio::spawn(async move {
+                    let text = "x".repeat(size);
+                    let mut taken = 0;
+                    let mut refused = None;
+                    while taken < FLOOD_MAX {
+                        if let Err(e) = pusher.push(&text) {
+                            refused = Some(e);
+                            break;
+                        }
+                        taken += 1;
+                        // A pause between pushes lets the connection write what it can.
+                        tokio::task::yield_now().await;
+                    }
+                    *held.flooded.lock().unwrap() = Some((taken, refused));
+                });
+                "started".to_owned().into()
+            }
         })
     }
 
@@ -115,6 +148,22 @@ impl Service for Instance {
         Ok(())
     }
 }
+
+/// Pushes strings of `size` bytes until one is refused, [`FLOOD_MAX`] at most: how many were
+/// taken, and the refusal.
+fn flood(push: impl Fn(&String) -> Result<(), RpcError>, size: usize) -> (usize, Option<RpcError>) {
+    let text = "x".repeat(size);
+    for taken in 0..FLOOD_MAX {
+        if let Err(e) = push(&text) {
+            return (taken, Some(e));
+        }
+    }
+    (FLOOD_MAX, None)
+}
+
+/// Where a flood gives up, so that a daemon that never refuses fails the test instead of
+/// filling the machine's memory.
+const FLOOD_MAX: usize = 2000;
 
 // ===== helpers =====
 
@@ -852,4 +901,77 @@ async fn a_connection_forced_closed_at_the_shutdown_timeout_leaves_the_tables() 
     assert_eq!(f.handle.instance_count(), 0);
     assert_eq!(*exits.lock().unwrap(), [Exit::Stopped]);
     assert!(f.held.take().reply("too late".into()).is_err());
+}
+
+// ===== push backlog =====
+
+#[tokio::test]
+async fn pushes_to_a_client_that_does_not_read_are_held_to_the_backlog() {
+    const BACKLOG: usize = 1 << 20;
+    const SIZE: usize = 64 * 1024;
+    let f = Fixture::start(|d| d.plain().configure_rpc(|o| o.max_push_backlog = BACKLOG));
+    let mut c = f.open().await;
+
+    // Within a call the pushes wait in the connection until it returns: the backlog refuses
+    // the one that would pass 1 MiB, and everything taken arrives, before the reply.
+    for round in 1..=2 {
+        c.send(Kind::Call, round, &Req::Flood(SIZE)).await;
+        let mut pushes = 0;
+        let reply = loop {
+            let f = c.frame().await;
+            match f.kind {
+                Kind::Push => pushes += 1,
+                Kind::Reply => break wire::decode::<String>(&f.payload).unwrap(),
+                other => panic!("round {round}: {other:?}"),
+            }
+        };
+        let (taken, refusal) = reply.split_once(' ').unwrap();
+        assert_eq!(
+            taken.parse::<usize>().unwrap(),
+            pushes,
+            "round {round}: {reply}"
+        );
+        assert!(
+            pushes * SIZE <= BACKLOG && (pushes + 2) * SIZE > BACKLOG,
+            "{pushes}"
+        );
+        assert!(
+            refusal.contains("Backlog"),
+            "round {round}: {refusal}"
+        );
+    }
+
+    // From a task of its own, to a client that reads nothing: the socket's buffers fill,
+    // then the connection's, then pushes are refused instead of piling up.
+    c.send(Kind::Call, 3, &Req::FloodLater(SIZE)).await;
+    until("the flood refused", || {
+        f.held.flooded.lock().unwrap().is_some()
+    })
+    .await;
+    let (taken, refusal) = f.held.flooded.lock().unwrap().take().unwrap();
+    assert!(
+        matches!(refusal, Some(RpcError::Backlog(_))),
+        "{taken}: {refusal:?}"
+    );
+    // What the kernel holds on loopback (send and receive buffers) is a few MiB at most.
+    assert!(taken * SIZE < BACKLOG + (32 << 20), "{taken} pushes taken");
+
+    // The connection goes on: the client reads all of it, and pushes are taken again.
+    let mut pushes = 0;
+    while pushes < taken {
+        let f = c.frame().await;
+        match f.kind {
+            Kind::Push => pushes += 1,
+            Kind::Reply => assert_eq!(f.id, 3),
+            other => panic!("{other:?}"),
+        }
+    }
+    c.send(Kind::Call, 4, &Req::Notify("again".into())).await;
+    let mut frame = c.frame().await;
+    if frame.kind == Kind::Reply && frame.id == 3 {
+        frame = c.frame().await;
+    }
+    assert_eq!(frame.kind, Kind::Push, "{frame:?}");
+    assert_eq!(wire::decode::<String>(&frame.payload).unwrap(), "again");
+    assert_eq!(c.reply(4).await, "again");
 }

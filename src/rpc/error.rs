@@ -41,6 +41,11 @@ pub enum RpcError {
     Config(String),
     /// The client was closed with [`Client::close`](super::Client::close).
     Closed,
+    /// On the server side: the push was refused because this many bytes of pushes already
+    /// wait for the client, which reads too slowly or not at all
+    /// ([`RpcOptions::max_push_backlog`](super::RpcOptions::max_push_backlog)). The
+    /// connection goes on; a later push is taken once the client has caught up.
+    Backlog(usize),
 }
 
 impl RpcError {
@@ -80,6 +85,11 @@ impl fmt::Display for RpcError {
             RpcError::Protocol(m) => write!(f, "rpc: protocol error: {m}"),
             RpcError::Config(m) => write!(f, "rpc: invalid client option: {m}"),
             RpcError::Closed => f.write_str("rpc: the client is closed"),
+            RpcError::Backlog(n) => write!(
+                f,
+                "rpc: push refused: {n} bytes of pushes already wait for this client \
+                 (max_push_backlog)"
+            ),
         }
     }
 }
@@ -112,6 +122,7 @@ impl Clone for RpcError {
             RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
             RpcError::Config(m) => RpcError::Config(m.clone()),
             RpcError::Closed => RpcError::Closed,
+            RpcError::Backlog(n) => RpcError::Backlog(*n),
         }
     }
 }

@@ -34,6 +34,12 @@ pub struct RpcOptions {
     /// daemon closes it. Clients send keepalives more often than this. Default is 120 s.
     #[serde(with = "crate::options::duration")]
     pub idle_timeout: Duration,
+    /// The most bytes of pushes that may wait for one client: pushed but not yet written to
+    /// its socket. A push past it is refused with [`RpcError::Backlog`](super::RpcError), so a
+    /// client that reads slowly, or not at all, cannot make the daemon hold pushes without
+    /// end; its connection goes on. A push is always taken when none waits, whatever its
+    /// size. Default is 8 MiB.
+    pub max_push_backlog: usize,
 }
 
 /// The default RPC port: 0, any free port, read back from the daemon.
@@ -48,6 +54,7 @@ impl Default for RpcOptions {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            max_push_backlog: 8 * 1024 * 1024,
         }
     }
 }

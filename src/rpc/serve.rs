@@ -26,7 +26,9 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use super::options::RpcOptions;
 use super::protocol::{Identity, Protocol};
-use super::service::{error_frame, Ctx, Outgoing, Peers, PushOf, Pusher, Reply, Request, Service};
+use super::service::{
+    error_frame, Backlog, Ctx, Outgoing, Peers, PushOf, Pusher, Reply, Request, Service,
+};
 use super::supervisor::{Exit, InstanceInfo, Supervisor};
 use super::wire::{self, codes, Decoder, ErrorBody, Frame, Hello, Kind};
 use crate::connections::{Signal, Slot};
@@ -63,6 +65,8 @@ pub(crate) struct DaemonState<S: Service> {
     pub(crate) token: u64,
     /// This daemon's live instances, for broadcasts.
     pub(crate) peers: Arc<Peers<PushOf<S>>>,
+    /// The most bytes of pushes that may wait for one client.
+    pub(crate) max_push_backlog: usize,
 }
 
 impl<S: Service> DaemonState<S> {
@@ -97,6 +101,7 @@ impl<S: Service> DaemonState<S> {
             supervisor,
             token: Supervisor::daemon_token(),
             peers: Arc::new(Peers::default()),
+            max_push_backlog: rpc.max_push_backlog,
         })
     }
 
@@ -112,7 +117,8 @@ pub(crate) async fn serve<S: Service>(
     socket: Socket,
 ) -> Result<(), BoxError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut conn = Conn::new(socket, rx, daemon.max_frame_size());
+    let backlog = Backlog::new(daemon.max_push_backlog);
+    let mut conn = Conn::new(socket, rx, daemon.max_frame_size(), backlog.clone());
 
     if let Err(refusal) = conn.hello(&daemon).await {
         if let Some(body) = refusal {
@@ -124,7 +130,7 @@ pub(crate) async fn serve<S: Service>(
     }
 
     let certs = conn.socket.peer_certificates().map(<[_]>::to_vec);
-    let pusher = Pusher::new(tx.clone(), daemon.max_frame_size());
+    let pusher = Pusher::new(tx.clone(), daemon.max_frame_size(), backlog);
     let mut ctx = Ctx::<S>::new(
         conn.shared.clone(),
         conn.slot.clone(),
@@ -326,6 +332,8 @@ struct Conn {
     /// Bytes were written since the last flush (a TLS session may hold some).
     unflushed: bool,
     rx: UnboundedReceiver<Outgoing>,
+    /// The pushes waiting for the client, which this connection keeps up to date.
+    backlog: Arc<Backlog>,
     /// Deferred calls not answered yet, with when each arrived (when someone listens).
     pending: HashMap<u64, Option<Instant>>,
     /// The call being run (0 for none), when it arrived, and whether its answer already came
@@ -348,7 +356,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(socket: Socket, rx: UnboundedReceiver<Outgoing>, max: usize) -> Conn {
+    fn new(
+        socket: Socket,
+        rx: UnboundedReceiver<Outgoing>,
+        max: usize,
+        backlog: Arc<Backlog>,
+    ) -> Conn {
         let shared = socket.conn.shared.clone();
         let slot = socket.conn.slot.clone();
         let read_chunk = shared.opts.read_buffer_size.max(1024);
@@ -360,6 +373,7 @@ impl Conn {
             wbuf: BytesMut::new(),
             unflushed: false,
             rx,
+            backlog,
             pending: HashMap::new(),
             current: 0,
             current_started: None,
@@ -729,7 +743,10 @@ impl Conn {
     /// Takes one message of the channel.
     fn take(&mut self, msg: Outgoing) {
         match msg {
-            Outgoing::Frame(frame) => self.wbuf.extend_from_slice(&frame),
+            Outgoing::Frame(frame) => {
+                self.wbuf.extend_from_slice(&frame);
+                self.backlog.taken(frame.len());
+            }
             Outgoing::Answer { id, frame, code } => {
                 let started = if id != 0 && id == self.current && !self.current_answered {
                     self.current_answered = true;
@@ -766,6 +783,7 @@ impl Conn {
                 self.write_failed = true;
             }
         }
+        self.backlog.buffered(self.wbuf.len());
     }
 
     // ===== the socket =====

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -202,7 +202,51 @@ fn encode_frame<T: Serialize + ?Sized>(
 pub struct Pusher<T> {
     tx: UnboundedSender<Outgoing>,
     max: usize,
+    backlog: Arc<Backlog>,
     _msg: PhantomData<fn(&T)>,
+}
+
+/// The bytes of pushes waiting for one client, held to the daemon's `max_push_backlog`.
+/// Shared by the connection and its pushers.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    /// Push frames sent into the channel and not yet taken by the connection.
+    queued: AtomicUsize,
+    /// The connection's unwritten bytes (pushes and answers), as it last noted them.
+    buffered: AtomicUsize,
+    max: usize,
+}
+
+impl Backlog {
+    pub(crate) fn new(max: usize) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            queued: AtomicUsize::new(0),
+            buffered: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Counts a push of `n` bytes in, or refuses it when it would take the waiting bytes past
+    /// the limit. With nothing waiting, any push is taken.
+    fn admit(&self, n: usize) -> Result<(), RpcError> {
+        let queued = self.queued.fetch_add(n, Ordering::Relaxed);
+        let waiting = queued + self.buffered.load(Ordering::Relaxed);
+        if waiting > 0 && waiting + n > self.max {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(RpcError::Backlog(waiting));
+        }
+        Ok(())
+    }
+
+    /// The connection took a push of `n` bytes from the channel into its write buffer.
+    pub(crate) fn taken(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The connection's write buffer now holds `n` unwritten bytes.
+    pub(crate) fn buffered(&self, n: usize) {
+        self.buffered.store(n, Ordering::Relaxed);
+    }
 }
 
 impl<T> Clone for Pusher<T> {
@@ -210,6 +254,7 @@ impl<T> Clone for Pusher<T> {
         Pusher {
             tx: self.tx.clone(),
             max: self.max,
+            backlog: self.backlog.clone(),
             _msg: PhantomData,
         }
     }
@@ -226,7 +271,9 @@ impl<T> fmt::Debug for Pusher<T> {
 impl<T: Serialize> Pusher<T> {
     /// Sends `msg` as a `push` frame with the connection's next write.
     /// [`RpcError::Disconnected`] once the connection has ended; [`RpcError::Encode`] when
-    /// the message cannot be encoded or is over the daemon's maximum frame size.
+    /// the message cannot be encoded or is over the daemon's maximum frame size;
+    /// [`RpcError::Backlog`] when the client is so far behind that the daemon's
+    /// `max_push_backlog` would be passed (the push is dropped, the connection goes on).
     pub fn push(&self, msg: &T) -> Result<(), RpcError> {
         if self.tx.is_closed() {
             return Err(RpcError::Disconnected);
@@ -237,19 +284,27 @@ impl<T: Serialize> Pusher<T> {
 }
 
 impl<T> Pusher<T> {
-    pub(crate) fn new(tx: UnboundedSender<Outgoing>, max: usize) -> Pusher<T> {
+    pub(crate) fn new(
+        tx: UnboundedSender<Outgoing>,
+        max: usize,
+        backlog: Arc<Backlog>,
+    ) -> Pusher<T> {
         Pusher {
             tx,
             max,
+            backlog,
             _msg: PhantomData,
         }
     }
 
-    /// Sends an already encoded frame.
+    /// Sends an already encoded push frame, within the backlog.
     pub(crate) fn send_frame(&self, frame: Bytes) -> Result<(), RpcError> {
-        self.tx
-            .send(Outgoing::Frame(frame))
-            .map_err(|_| RpcError::Disconnected)
+        let n = frame.len();
+        self.backlog.admit(n)?;
+        self.tx.send(Outgoing::Frame(frame)).map_err(|_| {
+            self.backlog.taken(n);
+            RpcError::Disconnected
+        })
     }
 }
 
@@ -481,7 +536,8 @@ impl<S: Service> Ctx<S> {
     }
 
     /// Pushes `msg` to the client of every other live instance of this daemon. A message that
-    /// cannot be encoded is logged and dropped.
+    /// cannot be encoded is logged and dropped; a client over its push backlog
+    /// ([`Pusher::push`]) does not get it.
     pub fn broadcast(&self, msg: &PushOf<S>) {
         match encode_frame(Kind::Push, 0, msg, self.pusher.max) {
             Ok(frame) => {
