@@ -935,10 +935,7 @@ async fn pushes_to_a_client_that_does_not_read_are_held_to_the_backlog() {
             pushes * SIZE <= BACKLOG && (pushes + 2) * SIZE > BACKLOG,
             "{pushes}"
         );
-        assert!(
-            refusal.contains("Backlog"),
-            "round {round}: {refusal}"
-        );
+        assert!(refusal.contains("Backlog"), "round {round}: {refusal}");
     }
 
     // From a task of its own, to a client that reads nothing: the socket's buffers fill,
