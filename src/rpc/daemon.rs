@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::options::{RpcOptions, DEFAULT_RPC_PORT};
 use super::protocol::Protocol;
-use super::serve::{serve, DaemonState};
+use super::serve::serve;
 use super::service::Service;
+use super::state::DaemonState;
 use super::supervisor::{InstanceInfo, Supervisor};
 use super::wire::HEADER_LEN;
 use crate::addr::Addr;

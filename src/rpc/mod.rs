@@ -15,7 +15,12 @@
 //! - `service`: the [`Service`] trait, one instance per connection, and its [`Ctx`]: push,
 //!   deferred replies, disconnect.
 //! - `supervisor`: [`Supervisor`], the table of live server instances.
-//! - `serve`: one connection on the daemon side: hello, then frames in, replies out.
+//! - `state`: what every connection of one daemon shares.
+//! - `guard`: a service callback's panic, caught and returned.
+//! - `server_conn`: the loop of one daemon-side connection: hello, then frames in, replies
+//!   out, pushes and deferred answers from the channel, timeouts, close.
+//! - `serve`: one connection on the daemon side from start to end: `init`, enrolment in the
+//!   daemon's tables, the loop, `terminate`.
 //! - `daemon`: [`Daemon`], the builder that starts a listener of the socket server whose
 //!   connections are taken over by `serve`, and its [`DaemonHandle`].
 //! - `client`: [`Client`], with call timeouts, casts, pushes, keepalives and reconnection.
@@ -29,8 +34,11 @@ mod protocol;
 pub mod wire;
 // ===== service side =====
 mod daemon;
+mod guard;
 mod serve;
+mod server_conn;
 mod service;
+mod state;
 mod supervisor;
 pub use daemon::{Daemon, DaemonHandle};
 pub use service::{Ctx, Deferred, Pusher, Reply, Service};

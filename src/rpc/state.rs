@@ -1,0 +1,75 @@
+//! What every connection of one RPC daemon shares: its identity and hello, the frame
+//! decoder, the timeouts, the supervisor and the table of live instances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::options::RpcOptions;
+use super::protocol::{Identity, Protocol};
+use super::service::{Peers, PushOf, Service};
+use super::supervisor::Supervisor;
+use super::wire::{self, Decoder, Kind};
+
+/// What every connection of one daemon shares.
+pub(crate) struct DaemonState<S: Service> {
+    /// The data every instance is seeded with.
+    pub(crate) init: Arc<S::Init>,
+    /// The identifier and version clients must name, and the versions accepted.
+    pub(crate) identity: Identity,
+    /// The daemon's own hello frame, encoded once.
+    pub(crate) hello: Bytes,
+    pub(crate) decoder: Decoder,
+    pub(crate) frame_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    /// The table of live instances, maybe shared with other daemons.
+    pub(crate) supervisor: Supervisor,
+    /// This daemon's name for its instances in the supervisor.
+    pub(crate) token: u64,
+    /// This daemon's live instances, for broadcasts.
+    pub(crate) peers: Arc<Peers<PushOf<S>>>,
+    /// The most bytes of pushes that may wait for one client.
+    pub(crate) max_push_backlog: usize,
+}
+
+impl<S: Service> DaemonState<S> {
+    /// The state of a daemon with these options; the error names the option at fault.
+    pub(crate) fn new(
+        init: S::Init,
+        rpc: &RpcOptions,
+        supervisor: Supervisor,
+    ) -> Result<DaemonState<S>, String> {
+        let identity = Identity::new(
+            rpc.identifier.as_deref(),
+            rpc.version.as_deref(),
+            rpc.accept.as_deref(),
+            (S::Protocol::IDENTIFIER, S::Protocol::VERSION),
+        )?;
+        let mut hello = BytesMut::new();
+        wire::encode(
+            Kind::Hello,
+            0,
+            &identity.hello(),
+            rpc.max_frame_size,
+            &mut hello,
+        )
+        .map_err(|e| format!("the daemon's own hello: {e}"))?;
+        Ok(DaemonState {
+            init: Arc::new(init),
+            identity,
+            hello: hello.freeze(),
+            decoder: Decoder::new(rpc.max_frame_size),
+            frame_timeout: rpc.frame_timeout,
+            idle_timeout: rpc.idle_timeout,
+            supervisor,
+            token: Supervisor::daemon_token(),
+            peers: Arc::new(Peers::default()),
+            max_push_backlog: rpc.max_push_backlog,
+        })
+    }
+
+    pub(crate) fn max_frame_size(&self) -> usize {
+        self.decoder.max_frame_size()
+    }
+}
