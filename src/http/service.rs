@@ -21,7 +21,8 @@ use tower::ServiceExt;
 
 use super::activity::Activity;
 use super::body::Body;
-use super::dispatch::Responding;
+use super::dispatch::{Endpoint, Responding};
+use super::handlers::Mounted;
 use super::listener::HttpShared;
 use super::path::Bindings;
 use super::request::{find_header, Request};
@@ -80,75 +81,41 @@ impl hyper::service::Service<http::Request<Incoming>> for HttpService {
         // finding the connection closed.
         let close = req.version() < http::Version::HTTP_2 && self.activity.closing();
         // Routed here rather than in a method of its own: passing the request on by value
-        // would copy its 264 bytes once more.
-        let inner = 'route: {
-            let mut cache = self.routes.borrow_mut();
-            let routes = cache.load();
-            match routes.find(|| host_of(&req), req.uri().path()) {
-                Found::Endpoint(endpoint, bindings, rest) => {
-                    let endpoint = endpoint.clone();
-                    let path_info = rest.to_owned();
-                    drop(cache);
-                    let (parts, body) = req.into_parts();
-                    if body.is_end_stream() {
-                        // Each HTTP/2 request runs on a task of its own, in parallel with the
-                        // connection's others: its future goes there whole.
-                        let h2 = parts.version >= http::Version::HTTP_2;
-                        let spare = if h2 { None } else { self.spare.take() };
-                        // Built in the call, not before it: one copy fewer on the way.
-                        let future = endpoint.call(self.request(parts, bindings, path_info), spare);
-                        break 'route match h2 {
-                            true => Inner::Waiting(future),
-                            false => self.answer_now(future),
-                        };
-                    }
-                    let mut request = self.request(parts, bindings, path_info);
+        // would copy its 264 bytes once more. (The rarer requests with a body, and those for
+        // a mounted service, do go on to methods of their own.)
+        let mut cache = self.routes.borrow_mut();
+        let routes = cache.load();
+        let inner = match routes.find(|| host_of(&req), req.uri().path()) {
+            Found::Endpoint(endpoint, bindings, rest) => {
+                let endpoint = endpoint.clone();
+                let path_info = rest.to_owned();
+                drop(cache);
+                let (parts, body) = req.into_parts();
+                if !body.is_end_stream() {
+                    let request = self.request(parts, bindings, path_info);
+                    self.with_body(endpoint, request, body)
+                } else if parts.version >= http::Version::HTTP_2 {
+                    // Each HTTP/2 request runs on a task of its own, in parallel with the
+                    // connection's others: its future goes there whole.
+                    Inner::Waiting(endpoint.call(self.request(parts, bindings, path_info), None))
+                } else {
+                    // Built in the call, not before it: one copy fewer on the way.
+                    let spare = self.spare.take();
+                    let future = endpoint.call(self.request(parts, bindings, path_info), spare);
+                    self.answer_now(future)
+                }
+            }
+            Found::Service(service) => {
+                let service = service.clone();
+                drop(cache);
+                self.mounted(service, req)
+            }
+            Found::Nothing => {
+                drop(cache);
+                if !req.body().is_end_stream() {
                     self.activity.body_opened();
-                    let max = self.http.options.max_body_size;
-                    if declared_length(&request.parts.headers).is_some_and(|n| n > max as u64) {
-                        break 'route Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
-                    }
-                    let activity = self.activity.clone();
-                    Inner::Waiting(Box::pin(async move {
-                        match Limited::new(body, max).collect().await {
-                            Ok(collected) => {
-                                activity.body_read();
-                                request.body = collected.to_bytes();
-                                endpoint.call(request, None).await
-                            }
-                            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                                status(StatusCode::PAYLOAD_TOO_LARGE)
-                            }
-                            Err(_) => status(StatusCode::BAD_REQUEST),
-                        }
-                    }))
                 }
-                Found::Service(service) => {
-                    let service = service.clone();
-                    drop(cache);
-                    if !req.body().is_end_stream() {
-                        // The service reads as much of it as it likes; hyper may still be
-                        // reading the rest after the answer.
-                        self.activity.body_opened();
-                    }
-                    let max = self.http.options.max_body_size as u64;
-                    if declared_length(req.headers()).is_some_and(|n| n > max) {
-                        break 'route Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
-                    }
-                    let req = req.map(|body| Limited::new(body, max as usize));
-                    Inner::Waiting(Box::pin(async move {
-                        service.oneshot(req).await.unwrap_or_else(|e| {
-                            tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
-                            status(StatusCode::INTERNAL_SERVER_ERROR)
-                        })
-                    }))
-                }
-                Found::Nothing => {
-                    if !req.body().is_end_stream() {
-                        self.activity.body_opened();
-                    }
-                    Inner::Ready(not_found())
-                }
+                Inner::Ready(not_found())
             }
         };
         Answer {
@@ -175,6 +142,55 @@ impl HttpService {
             slot,
             spare: Cell::new(None),
         }
+    }
+
+    /// A resource's request whose body is still to come: read it within `max_body_size`
+    /// (413 past it), then call the resource.
+    fn with_body(
+        &self,
+        endpoint: Arc<dyn Endpoint>,
+        mut request: Request,
+        body: Incoming,
+    ) -> Inner {
+        self.activity.body_opened();
+        let max = self.http.options.max_body_size;
+        if declared_length(&request.parts.headers).is_some_and(|n| n > max as u64) {
+            return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        let activity = self.activity.clone();
+        Inner::Waiting(Box::pin(async move {
+            match Limited::new(body, max).collect().await {
+                Ok(collected) => {
+                    activity.body_read();
+                    request.body = collected.to_bytes();
+                    endpoint.call(request, None).await
+                }
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    status(StatusCode::PAYLOAD_TOO_LARGE)
+                }
+                Err(_) => status(StatusCode::BAD_REQUEST),
+            }
+        }))
+    }
+
+    /// A request for a mounted service, its body limited to `max_body_size`.
+    fn mounted(&self, service: Mounted, req: http::Request<Incoming>) -> Inner {
+        if !req.body().is_end_stream() {
+            // The service reads as much of it as it likes; hyper may still be reading the
+            // rest after the answer.
+            self.activity.body_opened();
+        }
+        let max = self.http.options.max_body_size as u64;
+        if declared_length(req.headers()).is_some_and(|n| n > max) {
+            return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        let req = req.map(|body| Limited::new(body, max as usize));
+        Inner::Waiting(Box::pin(async move {
+            service.oneshot(req).await.unwrap_or_else(|e| {
+                tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
+                status(StatusCode::INTERNAL_SERVER_ERROR)
+            })
+        }))
     }
 
     /// The request a resource sees, its body not read yet.
