@@ -125,3 +125,40 @@ impl fmt::Debug for Router {
         f.debug_map().entries(self.describe()).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+
+    use super::*;
+    use crate::http::{Reply, Request, Resource};
+
+    struct Plain;
+
+    impl Resource for Plain {
+        fn routes(&self) -> Vec<String> {
+            vec!["/plain".into()]
+        }
+        fn methods(&self) -> &[Method] {
+            &[Method::GET]
+        }
+        async fn get(&self, _req: &mut Request) -> Reply {
+            "plain".into()
+        }
+    }
+
+    /// What decides a connection's unset `vectored_writes`.
+    #[test]
+    fn knows_whether_a_route_serves_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StaticFiles::new(dir.path()).unwrap();
+        let plain = Handlers::new().resource(Plain);
+        assert!(!Router::build(&plain, None).unwrap().serves_files());
+        let with_files = plain
+            .clone()
+            .host("files.example")
+            .files("/f", files.clone());
+        assert!(Router::build(&with_files, None).unwrap().serves_files());
+        assert!(Router::build(&plain, Some(&files)).unwrap().serves_files());
+    }
+}
