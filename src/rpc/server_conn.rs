@@ -547,6 +547,7 @@ impl Conn {
         while let Ok(msg) = self.rx.try_recv() {
             self.take(msg);
         }
+        self.backlog.buffered(self.wbuf.len());
     }
 
     /// Takes what the channel holds and writes what it can; a write error is kept in
