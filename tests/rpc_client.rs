@@ -498,6 +498,8 @@ enum TestReq {
     Gather(usize),
     /// Deferred and never answered (the `Deferred` is kept).
     Hang,
+    /// Answers "slept" after this many milliseconds, in the call.
+    Sleep(u64),
 }
 
 struct TestProtocol;
@@ -551,6 +553,10 @@ impl Service for TestService {
             TestReq::Hang => {
                 self.hung.push(ctx.defer());
                 Reply::Later
+            }
+            TestReq::Sleep(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                "slept".to_owned().into()
             }
         })
     }
@@ -703,6 +709,31 @@ async fn a_call_without_an_answer_times_out_and_the_client_goes_on() {
     );
     // The daemon waits for deferred calls when it stops: leave first, which drops the one
     // that would never be answered.
+    within("close", client.close()).await;
+    within("shutdown", d.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_call_longer_than_the_keepalive_window_keeps_its_connection() {
+    let d = daemon(0);
+    // The client gives a silent server up after 2 x 100 ms; the call takes 600 ms.
+    let client = within(
+        "connect",
+        TestClient::builder(addr_of(&d))
+            .keepalive(Duration::from_millis(100))
+            .call_timeout(Duration::from_secs(5))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let answer = within("the long call", client.call(&TestReq::Sleep(600))).await;
+    assert_eq!(answer.unwrap(), "slept");
+    assert_eq!(
+        within("call", client.call(&echo_req("same connection")))
+            .await
+            .unwrap(),
+        "same connection"
+    );
     within("close", client.close()).await;
     within("shutdown", d.shutdown()).await;
 }

@@ -972,3 +972,26 @@ async fn pushes_to_a_client_that_does_not_read_are_held_to_the_backlog() {
     assert_eq!(wire::decode::<String>(&frame.payload).unwrap(), "again");
     assert_eq!(c.reply(4).await, "again");
 }
+
+// ===== keepalive during a call =====
+
+#[tokio::test]
+async fn a_keepalive_is_answered_while_a_call_runs() {
+    let f = Fixture::plain();
+    let mut c = f.open().await;
+    c.send(Kind::Call, 1, &Req::Wait).await;
+    until("the call waits", || *f.held.waiting.lock().unwrap()).await;
+    let mut keepalive = BytesMut::new();
+    wire::keepalive(&mut keepalive);
+    c.write(&keepalive).await;
+    let answer = c.frame().await;
+    assert_eq!((answer.kind, answer.id), (Kind::Keepalive, 0), "{answer:?}");
+    // A call sent meanwhile waits for the running one; another keepalive behind it waits too.
+    c.send(Kind::Call, 2, &Req::Echo("next".into())).await;
+    c.write(&keepalive).await;
+    f.held.release.notify_one();
+    assert_eq!(c.reply(1).await, "done");
+    assert_eq!(c.reply(2).await, "next");
+    let last = c.frame().await;
+    assert_eq!((last.kind, last.id), (Kind::Keepalive, 0), "{last:?}");
+}

@@ -37,6 +37,9 @@ use crate::telemetry::{Event, EventKind};
 /// Above this many bytes waiting to be written, the loop reads no more until the client
 /// reads: a client that only writes cannot make the daemon buffer without end.
 const HIGH_WATER: usize = 1 << 20;
+/// While a callback waits, the loop reads what the client sends (to answer its keepalives)
+/// until this many bytes wait in the read buffer.
+const READ_WHILE_BUSY: usize = 64 * 1024;
 /// A buffer left larger than this by a burst is given back once empty.
 const KEEP_BUFFER: usize = 256 * 1024;
 /// After a close, how long the daemon reads and discards what the client still sends, so the
@@ -403,16 +406,47 @@ impl Conn {
         }
     }
 
-    /// Runs a callback. While it waits, pushes and deferred answers are still written.
+    /// Runs a callback. While it waits, pushes and deferred answers are still written, and
+    /// the client's keepalives are answered at once, as the wire protocol promises: a call
+    /// longer than the client's patience for silence (twice its keepalive interval) does not
+    /// cost the connection. A callback that waits is activity: the idle timeout rests
+    /// meanwhile (the loop sets it again once the frames at hand are handled).
     async fn run_callback<F: Future>(&mut self, mut callback: Pin<&mut F>) -> F::Output {
+        let mut waited = false;
         poll_fn(|cx| {
             if let Poll::Ready(out) = callback.as_mut().poll(cx) {
                 return Poll::Ready(out);
             }
+            if !waited {
+                waited = true;
+                self.arm(Duration::MAX);
+            }
+            self.answer_keepalives(cx);
             self.pump(cx);
             Poll::Pending
         })
         .await
+    }
+
+    /// Reads what the client sends while a callback waits (up to [`READ_WHILE_BUSY`]
+    /// buffered) and answers the keepalives at the front of it. Other frames wait for the
+    /// callback, as do a read's end or error, which the loop's next read meets again.
+    fn answer_keepalives(&mut self, cx: &mut Context<'_>) {
+        loop {
+            for _ in 0..wire::take_keepalives(&mut self.rbuf, self.max) {
+                wire::keepalive(&mut self.wbuf);
+            }
+            if self.rbuf.len() >= READ_WHILE_BUSY {
+                return;
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 2 {
+                self.rbuf.reserve(self.read_chunk);
+            }
+            match pin!(self.socket.read_buf(&mut self.rbuf)).poll(cx) {
+                Poll::Ready(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
     }
 
     // ===== answers and failures =====

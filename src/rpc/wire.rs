@@ -242,6 +242,23 @@ impl Header {
     }
 }
 
+/// Takes the whole keepalive frames at the front of `buf` off it, and says how many there
+/// were. It stops at the first other frame, at a part of a frame, or at a header the decoder
+/// would refuse, all of which it leaves for [`Decoder::decode`].
+pub(crate) fn take_keepalives(buf: &mut BytesMut, max: usize) -> usize {
+    let mut taken = 0;
+    while buf.len() >= HEADER_LEN {
+        match Header::parse(&buf[..HEADER_LEN], max) {
+            Ok(h) if h.kind == Kind::Keepalive && buf.len() >= HEADER_LEN + h.len => {
+                buf.advance(HEADER_LEN + h.len);
+                taken += 1;
+            }
+            _ => break,
+        }
+    }
+    taken
+}
+
 /// Appends a keepalive frame (empty, id 0) to `out`.
 pub fn keepalive(out: &mut BytesMut) {
     put_header(Kind::Keepalive, 0, 0, out);
@@ -444,6 +461,27 @@ pub mod codes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keepalives_are_taken_off_the_front_only() {
+        let mut buf = BytesMut::new();
+        keepalive(&mut buf);
+        keepalive(&mut buf);
+        encode(Kind::Call, 7, &"x", 1024, &mut buf).unwrap();
+        keepalive(&mut buf);
+        assert_eq!(take_keepalives(&mut buf, 1024), 2);
+        let d = Decoder::new(1024);
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap().kind, Kind::Call);
+        // Half a keepalive stays, and so does garbage, for the decoder to judge.
+        let mut half = BytesMut::from(&buf[..HEADER_LEN / 2]);
+        assert_eq!(take_keepalives(&mut half, 1024), 0);
+        assert_eq!(half.len(), HEADER_LEN / 2);
+        let mut junk = BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]);
+        assert_eq!(take_keepalives(&mut junk, 1024), 0);
+        assert!(d.decode(&mut junk).is_err());
+        assert_eq!(take_keepalives(&mut buf, 1024), 1);
+        assert!(buf.is_empty());
+    }
 
     #[test]
     fn a_frame_round_trips_through_the_decoder() {
