@@ -977,7 +977,9 @@ async fn pushes_to_a_client_that_does_not_read_are_held_to_the_backlog() {
 
 #[tokio::test]
 async fn a_keepalive_is_answered_while_a_call_runs() {
-    let f = Fixture::plain();
+    // The call outlasts the idle timeout too, which rests while it runs.
+    let idle = Duration::from_millis(200);
+    let f = Fixture::start(|d| d.plain().configure_rpc(|o| o.idle_timeout = idle));
     let mut c = f.open().await;
     c.send(Kind::Call, 1, &Req::Wait).await;
     until("the call waits", || *f.held.waiting.lock().unwrap()).await;
@@ -989,9 +991,14 @@ async fn a_keepalive_is_answered_while_a_call_runs() {
     // A call sent meanwhile waits for the running one; another keepalive behind it waits too.
     c.send(Kind::Call, 2, &Req::Echo("next".into())).await;
     c.write(&keepalive).await;
+    tokio::time::sleep(3 * idle).await;
     f.held.release.notify_one();
     assert_eq!(c.reply(1).await, "done");
     assert_eq!(c.reply(2).await, "next");
     let last = c.frame().await;
     assert_eq!((last.kind, last.id), (Kind::Keepalive, 0), "{last:?}");
+    assert_eq!(
+        c.call(3, &Req::Echo("still open".into())).await,
+        "still open"
+    );
 }
