@@ -130,8 +130,8 @@ pub(crate) fn set_idle_policy(tid: i32, idle: bool) -> io::Result<()> {
 /// alignments are the same (`old`'s value is dropped where it is first), else in a new one.
 /// `make` builds its value straight into the allocation, where moving a value into a box would
 /// copy it once or twice more on the way; `value` is handed to it apart, so that a large one
-/// is copied once, from where the caller has it, instead of first into a closure. Should dropping the old value or `make` panic, the allocation is
-/// leaked, not freed.
+/// is copied once, from where the caller has it, instead of first into a closure. Should
+/// dropping the old value or `make` panic, the allocation is leaked, not freed.
 pub(crate) fn refill<T: ?Sized, V, U>(
     old: Pin<Box<T>>,
     value: V,
