@@ -739,6 +739,67 @@ async fn a_call_longer_than_the_keepalive_window_keeps_its_connection() {
 }
 
 #[tokio::test]
+async fn casts_to_a_server_that_does_not_read_wait_for_room() {
+    // A server that answers the hello, then reads nothing.
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        while Decoder::default().decode(&mut buf).unwrap().is_none() {
+            s.read_buf(&mut buf).await.unwrap();
+        }
+        let hello = Hello {
+            identifier: "test.rpc".into(),
+            version: "1.3.0".into(),
+        };
+        let mut out = BytesMut::new();
+        wire::encode(Kind::Hello, 0, &hello, usize::MAX, &mut out).unwrap();
+        s.write_all(&out).await.unwrap();
+        s
+    });
+    let client = within(
+        "connect",
+        TestClient::builder(addr.to_string())
+            .max_unsent(64 * 1024)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut stream = server.await.unwrap();
+
+    // The kernel's socket buffers take a few MiB, then the client's 64 KiB, then a cast waits.
+    // 8,000 casts of 4 KiB (32 MiB) is more than all of it.
+    let text = "x".repeat(4096);
+    let mut sent = 0;
+    let waited = loop {
+        if sent == 8000 {
+            break false;
+        }
+        let note = TestReq::Note(text.clone());
+        match tokio::time::timeout(Duration::from_millis(500), client.cast(&note)).await {
+            Ok(done) => {
+                done.unwrap();
+                sent += 1;
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(waited, "{sent} casts of 4 KiB queued without waiting");
+
+    // Once the server reads, there is room again.
+    tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+    });
+    let note = TestReq::Note("after".into());
+    within("a cast once the server reads", client.cast(&note))
+        .await
+        .unwrap();
+    assert!(client.is_connected());
+}
+
+#[tokio::test]
 async fn calls_fail_at_once_while_disconnected_and_the_client_reconnects() {
     let first = daemon(0);
     let port = first.port();

@@ -59,7 +59,11 @@ struct Inner {
     next_id: AtomicU64,
     call_timeout: Duration,
     max_frame_size: usize,
+    max_unsent: usize,
 }
+
+/// The default of [`ClientBuilder::max_unsent`]: 8 MiB.
+const DEFAULT_MAX_UNSENT: usize = 8 * 1024 * 1024;
 
 impl<P: Protocol> Client<P> {
     /// A builder for a client of the daemon at `addr` (`host:port`).
@@ -87,12 +91,23 @@ impl<P: Protocol> Client<P> {
         self.ready()?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = self.encode(Kind::Call, id, request)?;
+        // Waiting for room to send counts against the timeout.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let room = match tokio::time::timeout_at(deadline, self.room(frame.len())).await {
+            Ok(room) => room?,
+            Err(_) => return Err(RpcError::Timeout(timeout)),
+        };
         let (reply, answer) = oneshot::channel();
         self.inner
             .commands
-            .send(Command::Call { id, frame, reply })
+            .send(Command::Call {
+                id,
+                frame,
+                room,
+                reply,
+            })
             .map_err(|_| self.gone())?;
-        match tokio::time::timeout(timeout, answer).await {
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(Ok(payload))) => wire::decode(&payload).map_err(RpcError::Decode),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(self.gone()),
@@ -104,14 +119,32 @@ impl<P: Protocol> Client<P> {
     }
 
     /// Sends a request that wants no reply. `Ok` means it was queued on a live connection,
-    /// not that the service handled it.
+    /// not that the service handled it. While the connection holds
+    /// [`max_unsent`](ClientBuilder::max_unsent) bytes not yet written (the server reads
+    /// slowly, or not at all), it waits for room: a client that casts in a loop is held to
+    /// the server's pace instead of queueing without end.
     pub async fn cast(&self, request: &P::Request) -> Result<(), RpcError> {
         self.ready()?;
         let frame = self.encode(Kind::Cast, 0, request)?;
+        let room = self.room(frame.len()).await?;
         self.inner
             .commands
-            .send(Command::Cast(frame))
+            .send(Command::Cast(frame, room))
             .map_err(|_| self.gone())
+    }
+
+    /// Takes room for a frame of `len` bytes among those not yet written, waiting for it (a
+    /// frame larger than all the room waits for all of it).
+    async fn room(&self, len: usize) -> Result<u32, RpcError> {
+        let room = len.min(self.inner.max_unsent).min(u32::MAX as usize) as u32;
+        match self.inner.shared.room.acquire_many(room).await {
+            Ok(permit) => {
+                // Given back by the connection task as it writes the frame.
+                permit.forget();
+                Ok(room)
+            }
+            Err(_) => Err(self.gone()),
+        }
     }
 
     /// Whether the client is connected now (its last hello succeeded and the connection has
@@ -212,6 +245,7 @@ pub struct ClientBuilder<P: Protocol> {
     reconnect: bool,
     backoff: (Duration, Duration),
     max_frame_size: usize,
+    max_unsent: usize,
     on_push: Option<Callback<P::Push>>,
     on_connect: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -230,6 +264,7 @@ impl<P: Protocol> ClientBuilder<P> {
             reconnect: true,
             backoff: (Duration::from_millis(100), Duration::from_secs(10)),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_unsent: DEFAULT_MAX_UNSENT,
             on_push: None,
             on_connect: None,
         }
@@ -304,6 +339,13 @@ impl<P: Protocol> ClientBuilder<P> {
         self
     }
 
+    /// The most bytes of calls and casts that may wait to be written to the server. Past it,
+    /// a cast waits for room, and so does a call, within its timeout. Default is 8 MiB.
+    pub fn max_unsent(mut self, bytes: usize) -> Self {
+        self.max_unsent = bytes;
+        self
+    }
+
     /// Called with every push from the server, on the connection task: keep it short, hand
     /// long work to another task. A push that does not decode is logged and skipped. Default
     /// is none (pushes are dropped).
@@ -327,6 +369,9 @@ impl<P: Protocol> ClientBuilder<P> {
     pub async fn connect(self) -> Result<Client<P>, RpcError> {
         if self.keepalive.is_zero() {
             return Err(RpcError::Config("keepalive must be more than 0".into()));
+        }
+        if self.max_unsent == 0 {
+            return Err(RpcError::Config("max_unsent must be more than 0".into()));
         }
         if self.backoff.0.is_zero() || self.backoff.1 < self.backoff.0 {
             return Err(RpcError::Config(format!(
@@ -353,7 +398,7 @@ impl<P: Protocol> ClientBuilder<P> {
             max_frame_size: self.max_frame_size,
         };
         let conn = connector.connect().await?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(self.max_unsent));
         let (commands, rx) = mpsc::unbounded_channel();
         shared.connected.store(true, Ordering::Release);
         if let Ok(mut v) = shared.server_version.lock() {
@@ -379,6 +424,7 @@ impl<P: Protocol> ClientBuilder<P> {
                 next_id: AtomicU64::new(1),
                 call_timeout: self.call_timeout,
                 max_frame_size: self.max_frame_size,
+                max_unsent: self.max_unsent,
             }),
             _protocol: PhantomData,
         })
@@ -399,6 +445,7 @@ impl<P: Protocol> fmt::Debug for ClientBuilder<P> {
             .field("reconnect", &self.reconnect)
             .field("backoff", &self.backoff)
             .field("max_frame_size", &self.max_frame_size)
+            .field("max_unsent", &self.max_unsent)
             .field("on_push", &self.on_push.is_some())
             .field("on_connect", &self.on_connect.is_some())
             .finish()

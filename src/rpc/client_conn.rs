@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use super::client_tls::{dial, tls_error, Io, Tls};
@@ -28,13 +28,15 @@ use super::{Protocol, RpcError};
 /// What a caller hands to the connection task.
 pub(super) enum Command {
     /// A call frame, encoded; the task answers through `reply` with the reply's payload.
+    /// `room` is what the frame took of [`Shared::room`].
     Call {
         id: u64,
         frame: Bytes,
+        room: u32,
         reply: oneshot::Sender<Result<Bytes, RpcError>>,
     },
-    /// A cast frame, encoded.
-    Cast(Bytes),
+    /// A cast frame, encoded, and what it took of [`Shared::room`].
+    Cast(Bytes, u32),
     /// The call with this id timed out: forget it.
     Cancel(u64),
     /// [`Client::close`](super::Client::close): end the task, then answer.
@@ -42,7 +44,7 @@ pub(super) enum Command {
 }
 
 /// What the clients and their task share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Shared {
     /// Whether the task has a connection whose hello succeeded.
     pub(super) connected: AtomicBool,
@@ -50,9 +52,29 @@ pub(super) struct Shared {
     pub(super) closed: AtomicBool,
     /// The version in the server's last hello.
     pub(super) server_version: Mutex<Option<String>>,
+    /// Room for frames not yet written to the server, in bytes (`max_unsent` in all): a
+    /// caller takes a frame's size before queueing it, the task gives it back as it writes.
+    /// Closed when the task ends.
+    pub(super) room: Semaphore,
 }
 
 impl Shared {
+    pub(super) fn new(max_unsent: usize) -> Shared {
+        Shared {
+            connected: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            server_version: Mutex::new(None),
+            room: Semaphore::new(max_unsent.min(Semaphore::MAX_PERMITS)),
+        }
+    }
+
+    /// Gives back room taken by frames written or dropped.
+    fn give_back(&self, room: usize) {
+        if room > 0 {
+            self.room.add_permits(room);
+        }
+    }
+
     fn set_connected(&self, hello: &Hello) {
         if let Ok(mut v) = self.server_version.lock() {
             *v = Some(hello.version.clone());
@@ -197,7 +219,16 @@ pub(super) struct Task<P: Protocol> {
     settings: Settings<P>,
     /// The calls in flight on the current connection, by id.
     pending: HashMap<u64, oneshot::Sender<Result<Bytes, RpcError>>>,
+    /// The room taken by the frames in the connection's write buffer.
+    held: usize,
     _protocol: PhantomData<fn() -> P>,
+}
+
+impl<P: Protocol> Drop for Task<P> {
+    /// Callers waiting for room are told the task is gone.
+    fn drop(&mut self) {
+        self.shared.room.close();
+    }
 }
 
 /// Why a connection ended.
@@ -221,6 +252,7 @@ impl<P: Protocol> Task<P> {
             connector,
             settings,
             pending: HashMap::new(),
+            held: 0,
             _protocol: PhantomData,
         }
     }
@@ -230,7 +262,10 @@ impl<P: Protocol> Task<P> {
     pub(super) async fn run(mut self, conn: Conn) {
         let mut conn = conn;
         loop {
-            match self.serve(conn).await {
+            let ended = self.serve(conn).await;
+            // The connection's unwritten frames are gone with it.
+            self.shared.give_back(std::mem::take(&mut self.held));
+            match ended {
                 Ended::Closed => {
                     self.shared.connected.store(false, Ordering::Release);
                     self.fail_pending(|| RpcError::Closed);
@@ -261,18 +296,23 @@ impl<P: Protocol> Task<P> {
     }
 
     /// Handles a command while there is no connection. `false`: end the task.
-    fn refuse(command: Option<Command>) -> bool {
+    fn refuse(&self, command: Option<Command>) -> bool {
         match command {
             None => false,
             Some(Command::Close(done)) => {
                 let _ = done.send(());
                 false
             }
-            Some(Command::Call { reply, .. }) => {
+            Some(Command::Call { reply, room, .. }) => {
+                self.shared.give_back(room as usize);
                 let _ = reply.send(Err(RpcError::Disconnected));
                 true
             }
-            Some(Command::Cast(_)) | Some(Command::Cancel(_)) => true,
+            Some(Command::Cast(_, room)) => {
+                self.shared.give_back(room as usize);
+                true
+            }
+            Some(Command::Cancel(_)) => true,
         }
     }
 
@@ -286,7 +326,7 @@ impl<P: Protocol> Task<P> {
             tokio::pin!(wait);
             loop {
                 tokio::select! {
-                    command = self.rx.recv() => if !Self::refuse(command) { return None },
+                    command = self.rx.recv() => if !self.refuse(command) { return None },
                     () = &mut wait => break,
                 }
             }
@@ -294,7 +334,7 @@ impl<P: Protocol> Task<P> {
             tokio::pin!(attempt);
             let result = loop {
                 tokio::select! {
-                    command = self.rx.recv() => if !Self::refuse(command) { return None },
+                    command = self.rx.recv() => if !self.refuse(command) { return None },
                     result = &mut attempt => break result,
                 }
             };
@@ -377,6 +417,11 @@ impl<P: Protocol> Task<P> {
                         }
                         Ok(Some(n)) => {
                             wbuf.advance(n);
+                            // Written: that much room is free again (keepalives and the
+                            // like took none, so this may run a little ahead).
+                            let freed = n.min(self.held);
+                            self.held -= freed;
+                            self.shared.give_back(freed);
                             last_sent = Instant::now();
                             need_flush = wbuf.is_empty();
                         }
@@ -417,14 +462,24 @@ impl<P: Protocol> Task<P> {
     /// Queues a caller's frame.
     fn take(&mut self, command: Command, wbuf: &mut BytesMut) {
         match command {
-            Command::Call { id, frame, reply } => {
+            Command::Call {
+                id,
+                frame,
+                room,
+                reply,
+            } => {
                 if reply.is_closed() {
+                    self.shared.give_back(room as usize);
                     return;
                 }
                 wbuf.extend_from_slice(&frame);
+                self.held += room as usize;
                 self.pending.insert(id, reply);
             }
-            Command::Cast(frame) => wbuf.extend_from_slice(&frame),
+            Command::Cast(frame, room) => {
+                wbuf.extend_from_slice(&frame);
+                self.held += room as usize;
+            }
             Command::Cancel(id) => {
                 self.pending.remove(&id);
             }
