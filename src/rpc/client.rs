@@ -92,11 +92,12 @@ impl<P: Protocol> Client<P> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = self.encode(Kind::Call, id, request)?;
         // Waiting for room to send counts against the timeout.
-        let deadline = tokio::time::Instant::now() + timeout;
-        let room = match tokio::time::timeout_at(deadline, self.room(frame.len())).await {
+        let started = std::time::Instant::now();
+        let room = match tokio::time::timeout(timeout, self.room(frame.len())).await {
             Ok(room) => room?,
             Err(_) => return Err(RpcError::Timeout(timeout)),
         };
+        let left = timeout.saturating_sub(started.elapsed());
         let (reply, answer) = oneshot::channel();
         self.inner
             .commands
@@ -107,7 +108,7 @@ impl<P: Protocol> Client<P> {
                 reply,
             })
             .map_err(|_| self.gone())?;
-        match tokio::time::timeout_at(deadline, answer).await {
+        match tokio::time::timeout(left, answer).await {
             Ok(Ok(Ok(payload))) => wire::decode(&payload).map_err(RpcError::Decode),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(self.gone()),
