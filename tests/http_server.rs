@@ -1250,6 +1250,13 @@ fn binary_rejects_bad_http_configs_in_one_line() {
     assert!(line.contains("listener `web`"), "{line}");
     assert!(line.contains("unknown resource `nope`"), "{line}");
 
+    let line = fails_on(&format!("{WEB}idle_timeout = \"1000000h\"\n{RESOURCES}"));
+    assert!(line.contains("listener `web`"), "{line}");
+    assert!(
+        line.contains("`idle_timeout` must be at most a year"),
+        "{line}"
+    );
+
     let line = fails_on(&format!("{WEB}vectored_writes = \"yes\"\n{RESOURCES}"));
     assert!(line.contains("listener `web`"), "{line}");
     assert!(line.contains("vectored_writes"), "{line}");

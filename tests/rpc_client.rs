@@ -740,6 +740,32 @@ async fn a_call_longer_than_the_keepalive_window_keeps_its_connection() {
 }
 
 #[tokio::test]
+async fn client_settings_out_of_range_are_refused() {
+    for (keepalive, unsent) in [
+        (Duration::ZERO, 1),
+        (Duration::MAX, 1),
+        (Duration::from_secs(30), 0),
+    ] {
+        // Refused before anything is dialled: no server is needed.
+        let built = TestClient::builder("127.0.0.1:9")
+            .keepalive(keepalive)
+            .max_unsent(unsent)
+            .connect();
+        match within("refusal", built).await {
+            Err(RpcError::Config(why)) => {
+                let named = if unsent == 0 {
+                    "max_unsent"
+                } else {
+                    "keepalive"
+                };
+                assert!(why.contains(named), "{why}");
+            }
+            other => panic!("{keepalive:?}, {unsent}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[tokio::test]
 async fn casts_to_a_server_that_does_not_read_wait_for_room() {
     // A server that answers the hello, then reads nothing.
     let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();

@@ -73,7 +73,9 @@ pub fn run(
     sockets: Sockets,
     timeout: Duration,
 ) -> Result<(Ready, socket2::Socket), String> {
-    let deadline = Instant::now() + timeout;
+    // A timeout too long to add to an instant (a control request may ask for any) waits
+    // for a century instead.
+    let deadline = Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 24 * 3600));
     let listener = handover::listen(socket_path)
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
     let outcome = (|| {

@@ -77,7 +77,7 @@ pub use catalogue::{install, Catalogue, Params};
 pub use file_body::FileBody;
 pub use handlers::{Handlers, RequestBody};
 pub use listener::HttpListener;
-pub use options::{HttpOptions, DEFAULT_HTTP_PORT};
+pub use options::{HttpOptions, DEFAULT_HTTP_PORT, MAX_TIMEOUT};
 pub use reply::{Data, Reply, MSGPACK};
 pub use request::Request;
 pub use resource::{Resource, Unauthorized};

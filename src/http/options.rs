@@ -57,6 +57,10 @@ pub struct HttpOptions {
     pub vectored_writes: Option<bool>,
 }
 
+/// The longest `header_read_timeout` or `idle_timeout` accepted: 365 days. A connection
+/// computes its deadlines from them, and no server wants a longer one.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The default HTTP port.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 
@@ -81,14 +85,52 @@ impl HttpOptions {
         crate::options::fields_of::<HttpOptions>()
     }
 
-    /// Checks the values; the error names the one at fault.
+    /// Checks the values; the error names the one at fault. The two timeouts must be more
+    /// than 0 and at most [`MAX_TIMEOUT`] (a year).
     pub fn validate(&self) -> Result<(), String> {
-        if self.header_read_timeout.is_zero() {
-            return Err("`header_read_timeout` must be more than 0".to_owned());
-        }
-        if self.idle_timeout.is_zero() {
-            return Err("`idle_timeout` must be more than 0".to_owned());
+        for (name, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("`{name}` must be more than 0"));
+            }
+            if value > MAX_TIMEOUT {
+                return Err(format!(
+                    "`{name}` must be at most a year ({} s), not {} s",
+                    MAX_TIMEOUT.as_secs(),
+                    value.as_secs()
+                ));
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_must_be_more_than_zero_and_at_most_a_year() {
+        assert_eq!(HttpOptions::default().validate(), Ok(()));
+        let with = |change: fn(&mut HttpOptions)| {
+            let mut o = HttpOptions::default();
+            change(&mut o);
+            o.validate()
+        };
+        let e = with(|o| o.idle_timeout = Duration::MAX).unwrap_err();
+        assert!(
+            e.starts_with("`idle_timeout` must be at most a year"),
+            "{e}"
+        );
+        let e = with(|o| o.header_read_timeout = MAX_TIMEOUT + Duration::from_secs(1)).unwrap_err();
+        assert!(
+            e.starts_with("`header_read_timeout` must be at most a year"),
+            "{e}"
+        );
+        let e = with(|o| o.header_read_timeout = Duration::ZERO).unwrap_err();
+        assert_eq!(e, "`header_read_timeout` must be more than 0");
+        assert_eq!(with(|o| o.idle_timeout = MAX_TIMEOUT), Ok(()));
     }
 }

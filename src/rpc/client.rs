@@ -62,6 +62,10 @@ struct Inner {
     max_unsent: usize,
 }
 
+/// The longest keepalive interval accepted: a day (the connection gives up on a silent server
+/// after twice it).
+const MAX_KEEPALIVE: Duration = Duration::from_secs(24 * 3600);
+
 /// The default of [`ClientBuilder::max_unsent`]: 8 MiB.
 const DEFAULT_MAX_UNSENT: usize = 8 * 1024 * 1024;
 
@@ -305,7 +309,7 @@ impl<P: Protocol> ClientBuilder<P> {
 
     /// A keepalive is sent when nothing was sent for this long (or nothing received), and the
     /// connection is considered dead when nothing at all was received for twice this long.
-    /// Default is 30 s.
+    /// More than 0 and at most a day. Default is 30 s.
     pub fn keepalive(mut self, interval: Duration) -> Self {
         self.keepalive = interval;
         self
@@ -368,8 +372,11 @@ impl<P: Protocol> ClientBuilder<P> {
     /// [`RpcError::WrongIdentifier`] or [`RpcError::IncompatibleVersion`]). Must be called
     /// within a tokio runtime.
     pub async fn connect(self) -> Result<Client<P>, RpcError> {
-        if self.keepalive.is_zero() {
-            return Err(RpcError::Config("keepalive must be more than 0".into()));
+        if self.keepalive.is_zero() || self.keepalive > MAX_KEEPALIVE {
+            return Err(RpcError::Config(format!(
+                "keepalive must be more than 0 and at most a day, not {:?}",
+                self.keepalive
+            )));
         }
         if self.max_unsent == 0 {
             return Err(RpcError::Config("max_unsent must be more than 0".into()));
