@@ -439,10 +439,7 @@ impl Conn {
             if self.rbuf.len() >= READ_WHILE_BUSY {
                 return;
             }
-            if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 2 {
-                self.rbuf.reserve(self.read_chunk);
-            }
-            match pin!(self.socket.read_buf(&mut self.rbuf)).poll(cx) {
+            match self.poll_read(cx) {
                 Poll::Ready(Ok(n)) if n > 0 => {}
                 _ => return,
             }
@@ -601,6 +598,14 @@ impl Conn {
 
     // ===== the socket =====
 
+    /// Reads what the socket has into `rbuf`, making room for a chunk first.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 2 {
+            self.rbuf.reserve(self.read_chunk);
+        }
+        pin!(self.socket.read_buf(&mut self.rbuf)).poll(cx)
+    }
+
     /// Writes all of `wbuf` and flushes.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.wbuf.is_empty() {
@@ -649,10 +654,7 @@ impl Conn {
             if self.wbuf.len() >= HIGH_WATER {
                 return Poll::Pending;
             }
-            if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 2 {
-                self.rbuf.reserve(self.read_chunk);
-            }
-            match pin!(self.socket.read_buf(&mut self.rbuf)).poll(cx) {
+            match self.poll_read(cx) {
                 Poll::Ready(Ok(0)) => Poll::Ready(Wake::Eof),
                 Poll::Ready(Ok(_)) => Poll::Ready(Wake::Read),
                 Poll::Ready(Err(e)) => {
