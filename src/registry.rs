@@ -56,6 +56,15 @@ pub type Updater =
 /// `Registry::new()` knows the kind `echo`; applications add their own with
 /// [`add_kind`](Registry::add_kind). Clones share the same listeners.
 ///
+/// # Locking
+///
+/// One mutex guards the maps of listeners, kinds and updaters, and it is held only to move
+/// plain data in or out of them: a lookup, a clone of a handle or launcher, an insert, a
+/// remove. It is never held while a launcher, an updater or a stop runs (they may call the
+/// registry again), across an `.await`, or while building an error message that needs the
+/// registry (the list of known kinds). Each method takes the guard in a statement of its own
+/// and lets it go at that statement's end, so no expression holds it twice.
+///
 /// ```no_run
 /// # async fn run() -> atoll::Result<()> {
 /// use atoll::{ListenerSpec, Registry};
@@ -118,6 +127,13 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The launcher of `spec`'s kind. The error for an unknown kind lists the known ones,
+    /// which takes the lock again: it is built only once this lookup's guard is gone.
+    fn launcher(&self, spec: &ListenerSpec) -> Result<Launcher> {
+        let found = self.lock().kinds.get(&spec.kind).cloned();
+        found.ok_or_else(|| unknown_kind(spec, &self.kinds()))
+    }
+
     /// Registers a kind of listener, so specs naming it can be started.
     pub fn add_kind(
         &self,
@@ -169,17 +185,8 @@ impl Registry {
     /// when the name is taken, [`Config`](ErrorKind::Config) for an unknown kind, and whatever
     /// starting the server gives.
     pub fn start_spec(&self, spec: &ListenerSpec) -> Result<ServerHandle> {
-        let launch = {
-            let inner = self.lock();
-            self.check_free(&inner, &spec.name)?;
-            match inner.kinds.get(&spec.kind) {
-                Some(l) => l.clone(),
-                None => {
-                    drop(inner);
-                    return Err(unknown_kind(spec, &self.kinds()));
-                }
-            }
-        };
+        self.check_free(&self.lock(), &spec.name)?;
+        let launch = self.launcher(spec)?;
         let handle = match self.sockets.take(&spec.name) {
             None => launch(spec)?,
             Some(sockets) => {
@@ -201,12 +208,7 @@ impl Registry {
         same_address: bool,
     ) -> Result<(ServerHandle, ServerHandle)> {
         let old = self.get(&spec.name)?;
-        let launch = self
-            .lock()
-            .kinds
-            .get(&spec.kind)
-            .cloned()
-            .ok_or_else(|| unknown_kind(spec, &self.kinds()))?;
+        let launch = self.launcher(spec)?;
         let mut spec = spec.clone();
         if same_address {
             let fds = old.listening_sockets().await?;
@@ -276,19 +278,25 @@ impl Registry {
 
     /// The running listeners, by name.
     pub fn list(&self) -> Vec<ListenerInfo> {
-        let mut inner = self.lock();
-        inner
-            .listeners
-            .retain(|_, e| e.handle.phase() != Phase::Stopped);
-        inner
-            .listeners
-            .iter()
-            .map(|(name, e)| ListenerInfo {
-                name: name.clone(),
-                kind: e.kind.clone(),
-                addr: e.handle.local_addr().clone(),
-                uptime: e.handle.uptime(),
-                connections: e.handle.connection_count(),
+        let entries: Vec<(String, String, ServerHandle)> = {
+            let mut inner = self.lock();
+            inner
+                .listeners
+                .retain(|_, e| e.handle.phase() != Phase::Stopped);
+            inner
+                .listeners
+                .iter()
+                .map(|(name, e)| (name.clone(), e.kind.clone(), e.handle.clone()))
+                .collect()
+        };
+        entries
+            .into_iter()
+            .map(|(name, kind, handle)| ListenerInfo {
+                name,
+                kind,
+                addr: handle.local_addr().clone(),
+                uptime: handle.uptime(),
+                connections: handle.connection_count(),
             })
             .collect()
     }

@@ -257,3 +257,118 @@ fn sighup_reloads() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Every way a reload can fail answers with its one line, changes nothing, and leaves the
+/// server serving, answering control commands, and stopping on SIGTERM.
+#[test]
+fn every_failing_reload_leaves_the_server_serving_and_controllable() {
+    let pki = common::Pki::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let good = format!("{HEAD}{}{}", listener("e", "echo", ""), web("\"health\""));
+    let (mut served, start) = serve(&good, 2);
+    let config = served.config.clone();
+    let tls = |cert: &Path| {
+        format!(
+            "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            pki.server_key.display()
+        )
+    };
+    let cases = [
+        // An existing listener whose kind changes to one nobody registered.
+        (
+            "changed to an unknown kind",
+            format!("{HEAD}{}{}", listener("e", "echoo", ""), web("\"health\"")),
+            "listener `e`: invalid configuration: unknown kind `echoo`",
+        ),
+        (
+            "a new listener of an unknown kind",
+            format!("{good}{}", listener("n", "echoo", "")),
+            "echoo",
+        ),
+        // A kind that is known, but not what the listener's table says.
+        (
+            "changed kind with bad settings",
+            format!(
+                "{HEAD}{}{}",
+                listener(
+                    "e",
+                    "http",
+                    "[[listener.handlers]]\nhost = \"_\"\nresources = [\"nope\"]\n"
+                ),
+                web("\"health\"")
+            ),
+            "nope",
+        ),
+        (
+            "a changed listener's certificate is missing",
+            format!(
+                "{HEAD}{}{}",
+                listener("e", "echo", &tls(&pki.dir.path().join("missing.pem"))),
+                web("\"health\"")
+            ),
+            "missing.pem",
+        ),
+        (
+            "a changed listener's certificate is not a certificate",
+            format!(
+                "{HEAD}{}{}",
+                listener("e", "echo", &tls(&pki.server_key)),
+                web("\"health\"")
+            ),
+            "server-key.pem",
+        ),
+        (
+            "a changed listener's port is taken",
+            format!(
+                "{HEAD}{}{}",
+                listener("e", "echo", "").replace("port = 0", &format!("port = {taken_port}")),
+                web("\"health\"")
+            ),
+            "listener `e`: cannot listen on",
+        ),
+        (
+            "bad handlers",
+            format!("{HEAD}{}{}", listener("e", "echo", ""), web("\"no-such\"")),
+            "no-such",
+        ),
+        (
+            "a listener renamed onto a taken port",
+            format!(
+                "{HEAD}{}{}",
+                listener("e2", "echo", "").replace("port = 0", &format!("port = {taken_port}")),
+                web("\"health\"")
+            ),
+            "listener `e2`: cannot listen on",
+        ),
+    ];
+    for (what, text, named) in &cases {
+        std::fs::write(&config, text).unwrap();
+        let line = ctl(&config, &["reload"]).fails();
+        assert!(
+            line.contains(named) && line.contains("nothing was changed"),
+            "{what}: {line}"
+        );
+        assert_eq!(
+            addrs(&config),
+            start,
+            "{what}: the failed reload left a change"
+        );
+        common::echo_sync(&mut TcpStream::connect(start["e"]).unwrap(), b"still");
+        let mut browser = TcpStream::connect(start["web"]).unwrap();
+        assert_eq!(get(&mut browser, "/health"), 200, "{what}");
+        ctl(&config, &["status"]).ok();
+    }
+
+    // The same through SIGHUP: logged, and the server still answers.
+    std::fs::write(&config, &cases[0].1).unwrap();
+    served.atoll.signal("HUP");
+    served.atoll.wait_for_log("reload (SIGHUP) failed");
+    assert_eq!(addrs(&config), start);
+
+    // And SIGTERM still stops it.
+    served.atoll.signal("TERM");
+    assert!(served.atoll.exit().success());
+    drop(taken);
+}

@@ -94,3 +94,44 @@ async fn names_are_unique_and_kinds_must_be_known() {
     assert_eq!(registry.list().len(), 2);
     within("stop all", registry.stop_all()).await;
 }
+
+/// Replacing a running listener by one of an unknown kind, or one that cannot start, is an
+/// error that leaves the registry answering and the old listener running.
+#[tokio::test]
+async fn a_failed_replace_leaves_the_registry_usable() {
+    let registry = Registry::new();
+    let old = registry.start_spec(&spec("one")).unwrap();
+    let addr = old.local_addr().to_string();
+
+    let mut odd = spec("one");
+    odd.kind = "gopher".into();
+    let err = within("replace by an unknown kind", registry.replace(&odd, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("unknown kind `gopher`"), "{err}");
+
+    registry.add_kind("broken", |spec| {
+        Err(atoll::Error::new(ErrorKind::Config).context(format!("{} cannot start", spec.name)))
+    });
+    let mut broken = spec("one");
+    broken.kind = "broken".into();
+    let err = within(
+        "replace by a kind that fails",
+        registry.replace(&broken, true),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("one cannot start"), "{err}");
+
+    // Still answering, and the old listener still serves under its name.
+    let list = registry.list();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].kind, "echo");
+    assert_eq!(registry.get("one").unwrap().local_addr().to_string(), addr);
+    let mut s = within("connect", TcpStream::connect(addr.as_str()))
+        .await
+        .unwrap();
+    echo_roundtrip(&mut s, b"after").await;
+    within("stop all", registry.stop_all()).await;
+}

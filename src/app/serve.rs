@@ -44,8 +44,12 @@ struct App {
     /// The config file, as given on the command line (relative to the working directory,
     /// which never changes).
     config_path: PathBuf,
-    /// The config the listeners run; its lock also keeps reloads and upgrades one at a time.
-    config: Mutex<Config>,
+    /// The config the listeners run. Its lock is held only to read or swap the `Arc`.
+    config: StdMutex<Arc<Config>>,
+    /// Keeps reloads and upgrades one at a time. It guards no data: it is a queue for the
+    /// commands that change what runs, held across their awaits on purpose, and nothing else
+    /// takes it (`status` and `listeners` answer while a reload drains).
+    changing: Mutex<()>,
     registry: Registry,
     /// The version this process runs: its release's, else the crate's.
     version: Version,
@@ -179,7 +183,8 @@ pub fn serve(path: &Path) -> Result<(), String> {
         let (exit, mut exit_rx) = watch::channel(None);
         let app = Arc::new(App {
             config_path: path.to_owned(),
-            config: Mutex::new(config),
+            config: StdMutex::new(Arc::new(config)),
+            changing: Mutex::new(()),
             registry: registry.clone(),
             version: version.clone(),
             started: Instant::now(),
@@ -381,8 +386,16 @@ impl App {
         Answer::done(text, json!(data))
     }
 
+    /// The config the listeners run now.
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     async fn status(&self) -> Answer {
-        let config = self.config.lock().await;
+        let config = self.config();
         let binary = std::env::current_exe().unwrap_or_default();
         let up = self.started.elapsed();
         let text = format!(
@@ -407,14 +420,15 @@ impl App {
 
     /// Re-reads the config file and applies the difference (see [`reload`]).
     async fn reload(&self) -> Answer {
-        let mut current = self.config.lock().await;
+        let _one_at_a_time = self.changing.lock().await;
+        let current = self.config();
         let _ = systemd::reloading();
         let answer = match Config::load(&self.config_path) {
             Err(e) => Answer::failed(format!("{e}; nothing was changed")),
             Ok(new) => match reload::apply(&self.registry, &current, &new).await {
                 Ok(report) => {
                     let answer = Answer::done(report.text(), report.json());
-                    *current = new;
+                    *self.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
                     answer
                 }
                 Err(why) => Answer::failed(why),
@@ -427,7 +441,8 @@ impl App {
     /// Hands everything to a new process running `target` (see [`upgrade`]); on success,
     /// this process drains and exits once the answer is written.
     async fn upgrade(&self, target: Target, timeout: Duration) -> Answer {
-        let config = self.config.lock().await;
+        let _one_at_a_time = self.changing.lock().await;
+        let config = self.config();
         if self.exit.borrow().is_some() {
             return Answer::failed("this process is already stopping");
         }
