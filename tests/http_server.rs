@@ -1261,6 +1261,17 @@ fn binary_rejects_bad_http_configs_in_one_line() {
     assert!(line.contains("listener `web`"), "{line}");
     assert!(line.contains("vectored_writes"), "{line}");
 
+    let line = fails_on(&format!("{WEB}body_read_timeout = \"0s\"\n{RESOURCES}"));
+    assert!(line.contains("listener `web`"), "{line}");
+    assert!(
+        line.contains("`body_read_timeout` must be more than 0"),
+        "{line}"
+    );
+
+    let line = fails_on(&format!("{WEB}max_headers = 0\n{RESOURCES}"));
+    assert!(line.contains("listener `web`"), "{line}");
+    assert!(line.contains("`max_headers` must be at least 1"), "{line}");
+
     let line = fails_on(&format!("{WEB}header_timeout = \"1s\"\n{RESOURCES}"));
     assert!(line.contains("listener `web`"), "{line}");
     assert!(line.contains("unknown field `header_timeout`"), "{line}");

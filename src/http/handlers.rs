@@ -5,12 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::Response;
-use hyper::body::Incoming;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 
 use super::body::Body;
 use super::dispatch::Endpoint;
+use super::request_body::TimedBody;
 use super::resource::Resource;
 use super::statics::StaticFiles;
 use super::statics_endpoint::StaticEndpoint;
@@ -18,8 +18,9 @@ use crate::error::BoxError;
 
 /// The request body a mounted service reads: hyper's, cut off at the listener's
 /// `max_body_size` (reading past it fails with `http_body_util::LengthLimitError`, which axum
-/// answers with 413).
-pub type RequestBody = http_body_util::Limited<Incoming>;
+/// answers with 413), and ended with a [`BodyTimeout`](super::BodyTimeout) error when it
+/// stops arriving for `body_read_timeout`.
+pub type RequestBody = http_body_util::Limited<TimedBody>;
 
 /// A `tower::Service` mounted on a host, with request and response types fixed.
 pub(crate) type Mounted = BoxCloneSyncService<http::Request<RequestBody>, Response<Body>, BoxError>;

@@ -281,6 +281,10 @@ fn http1_builder(opts: &HttpOptions, vectored: bool) -> http1::Builder {
         .header_read_timeout(None)
         .max_buf_size(opts.max_header_size.max(8192))
         .writev(vectored);
+    // Only a different count is set: hyper then parses headers on the heap.
+    if opts.max_headers != super::options::DEFAULT_MAX_HEADERS {
+        b.max_headers(opts.max_headers);
+    }
     b
 }
 

@@ -32,6 +32,9 @@
 //!
 //! - `host`, `path`: host and path patterns (cowboy's syntax) and their matching.
 //! - `request`, `reply`, `body`: what a resource reads and answers, and the response body.
+//! - `request_body`: a request body read under a deadline, and within what arrived.
+//! - `request_rules`: what every request must satisfy before routing (RFC 9112's Host rules,
+//!   `max_headers`).
 //! - `resource`: the [`Resource`] trait; `dispatch` runs one through its hooks.
 //! - `statics`, `mime`, `statics_endpoint`: [`StaticFiles`], and a directory as a route.
 //! - `encoding`, `conditional`: what a static file request negotiates: the precompressed
@@ -64,6 +67,8 @@ mod options;
 mod path;
 mod reply;
 mod request;
+mod request_body;
+mod request_rules;
 mod resource;
 mod router;
 mod service;
@@ -77,9 +82,10 @@ pub use catalogue::{install, Catalogue, Params};
 pub use file_body::FileBody;
 pub use handlers::{Handlers, RequestBody};
 pub use listener::HttpListener;
-pub use options::{HttpOptions, DEFAULT_HTTP_PORT, MAX_TIMEOUT};
+pub use options::{HttpOptions, DEFAULT_HTTP_PORT, DEFAULT_MAX_HEADERS, MAX_TIMEOUT};
 pub use reply::{Data, Reply, MSGPACK};
 pub use request::Request;
+pub use request_body::{BodyTimeout, TimedBody};
 pub use resource::{Resource, Unauthorized};
 pub use statics::StaticFiles;
 pub use upgrade::{upgrade, upgrade_all, upgrade_handle, upgrade_listener};

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
@@ -26,6 +26,8 @@ use super::handlers::Mounted;
 use super::listener::HttpShared;
 use super::path::Bindings;
 use super::request::{find_header, Request};
+use super::request_body::{read_whole, TimedBody};
+use super::request_rules::{self, Refused};
 use super::router::{Found, Router};
 use crate::connections::Slot;
 use crate::shared::Shared;
@@ -80,6 +82,9 @@ impl hyper::service::Service<http::Request<Incoming>> for HttpService {
         // `connection: close`, so the client takes its next request elsewhere instead of
         // finding the connection closed.
         let close = req.version() < http::Version::HTTP_2 && self.activity.closing();
+        if let Some(refused) = request_rules::check(&req, self.http.options.max_headers) {
+            return self.refuse(refused, &req, report);
+        }
         // Routed here rather than in a method of its own: passing the request on by value
         // would copy its 264 bytes once more. (The rarer requests with a body, and those for
         // a mounted service, do go on to methods of their own.)
@@ -144,8 +149,30 @@ impl HttpService {
         }
     }
 
+    /// A request that breaks the rules every request must keep: answered, and its HTTP/1
+    /// connection closed. Out of line: the common request never comes here.
+    #[cold]
+    #[inline(never)]
+    fn refuse(
+        &self,
+        refused: Refused,
+        req: &http::Request<Incoming>,
+        report: Option<Box<Report>>,
+    ) -> Answer {
+        if !req.body().is_end_stream() {
+            self.activity.body_opened();
+        }
+        tracing::debug!(target: "atoll::http", peer = %self.slot.peer, ?refused, "request refused");
+        Answer {
+            inner: Inner::Ready(refused.response()),
+            activity: self.activity.clone(),
+            report,
+            close: true,
+        }
+    }
+
     /// A resource's request whose body is still to come: read it within `max_body_size`
-    /// (413 past it), then call the resource.
+    /// (413 past it) and `body_read_timeout` (408), then call the resource.
     fn with_body(
         &self,
         endpoint: Arc<dyn Endpoint>,
@@ -158,17 +185,16 @@ impl HttpService {
             return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
         }
         let activity = self.activity.clone();
+        let body = TimedBody::new(body, self.http.options.body_read_timeout);
         Inner::Waiting(Box::pin(async move {
-            match Limited::new(body, max).collect().await {
-                Ok(collected) => {
+            match read_whole(body, max).await {
+                Ok(bytes) => {
                     activity.body_read();
-                    request.body = collected.to_bytes();
+                    request.body = bytes;
                     endpoint.call(request, None).await
                 }
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    status(StatusCode::PAYLOAD_TOO_LARGE)
-                }
-                Err(_) => status(StatusCode::BAD_REQUEST),
+                // The rest of the body is not read: hyper closes the connection after this.
+                Err(code) => status(code),
             }
         }))
     }
@@ -184,7 +210,8 @@ impl HttpService {
         if declared_length(req.headers()).is_some_and(|n| n > max) {
             return Inner::Ready(status(StatusCode::PAYLOAD_TOO_LARGE));
         }
-        let req = req.map(|body| Limited::new(body, max as usize));
+        let timeout = self.http.options.body_read_timeout;
+        let req = req.map(|body| Limited::new(TimedBody::new(body, timeout), max as usize));
         Inner::Waiting(Box::pin(async move {
             service.oneshot(req).await.unwrap_or_else(|e| {
                 tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
