@@ -4,12 +4,15 @@
 //! The robustness test is a seeded pseudo-random search, the stable-Rust companion of the
 //! `fuzz/` crate: random bytes and damaged valid frames, cut at random points as a socket
 //! would deliver them. The decoder must never panic, must return the frames a plain reading
-//! of the bytes finds, must refuse what that reading refuses, and must never grow its buffer
-//! for a header it refuses.
+//! of the bytes finds, must refuse what that reading refuses, must never grow its buffer
+//! for a header it refuses, and must never make room for more than a small multiple of the
+//! bytes it was given, whatever length a header announces.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use atoll::rpc::wire::{self, codes, Decoder, ErrorBody, Hello, Kind, WireError, HEADER_LEN};
+use atoll::rpc::wire::{
+    self, codes, Decoder, ErrorBody, Hello, Kind, WireError, GROW_STEP, HEADER_LEN,
+};
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 
@@ -334,12 +337,7 @@ fn feed(rng: &mut Rng, data: &[u8], max: usize) -> Reading {
                     };
                 }
             }
-            // The buffer holds what was given and at most one frame within the maximum;
-            // BytesMut may double on growth, hence the factor.
-            assert!(
-                capacity <= 2 * (max + HEADER_LEN + given),
-                "capacity {capacity} after {given} bytes, maximum {max}"
-            );
+            assert_grown_by_arrivals(capacity, given, max);
             if !whole {
                 break;
             }
@@ -351,10 +349,21 @@ fn feed(rng: &mut Rng, data: &[u8], max: usize) -> Reading {
     }
 }
 
+/// The read buffer's bound: the decoder makes room for at most as many bytes again as it
+/// holds (or [`GROW_STEP`]), and `BytesMut` may double an allocation when it grows, so the
+/// capacity stays within four times what was given, plus two steps, whatever the headers
+/// announce.
+fn assert_grown_by_arrivals(capacity: usize, given: usize, max: usize) {
+    assert!(
+        capacity <= 4 * given + 2 * GROW_STEP,
+        "capacity {capacity} after {given} bytes, maximum {max}"
+    );
+}
+
 /// One input: what it is made of depends on the case's own draws only, so a failure names
 /// the case to replay.
 fn one_case(rng: &mut Rng) -> (Vec<u8>, usize) {
-    let max = [0, 1, 16, 40, 100, 300, 1024][rng.below(7)];
+    let max = [0, 1, 16, 40, 100, 300, 1024, 3 * GROW_STEP][rng.below(8)];
     let data = match rng.below(10) {
         // Random bytes, most of which fail at the first byte.
         0 => {
@@ -450,4 +459,40 @@ fn a_header_over_the_maximum_fails_alone_whatever_follows() {
         (frame.kind, frame.id, frame.payload.len()),
         (Kind::Call, 9, 1024)
     );
+}
+
+#[test]
+fn an_announced_length_reserves_nothing_beyond_what_arrived() {
+    // Headers announcing up to 1 GiB under a maximum that allows it, followed by part of
+    // their payload, cut at random: the buffer follows the bytes, never the announcement.
+    let max = 1 << 30;
+    let decoder = Decoder::new(max);
+    let mut rng = Rng(SEED ^ 0x5eed);
+    for case in 0..2_000 {
+        let announced = rng.below(max + 1);
+        let sent = rng.below(announced.min(200_000) + 1);
+        let mut data = Vec::with_capacity(HEADER_LEN + sent);
+        data.extend([0xA7, 0x11, wire::WIRE_VERSION, Kind::Call as u8]);
+        data.extend((announced as u32).to_be_bytes());
+        data.extend(7u64.to_be_bytes());
+        data.extend(rng.bytes(sent));
+        let mut buf = BytesMut::new();
+        let mut given = 0;
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = (1 + rng.below(20_000)).min(rest.len());
+            buf.put_slice(&rest[..n]);
+            rest = &rest[n..];
+            given += n;
+            let whole = decoder
+                .decode(&mut buf)
+                .expect("a header within the maximum");
+            assert_eq!(
+                whole.is_some(),
+                given == HEADER_LEN + announced,
+                "case {case}"
+            );
+            assert_grown_by_arrivals(buf.capacity(), given, max);
+        }
+    }
 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::client_conn::{Callback, Command, Connector, Settings, Shared, Task};
 use super::protocol::Identity;
-use super::wire::{self, Kind, DEFAULT_MAX_FRAME_SIZE};
+use super::wire::{self, Kind, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HELLO_SIZE};
 use super::{ClientTls, Protocol, RpcError};
 
 /// A client of a service speaking `P`, over one connection (plain TCP or TLS) owned by a
@@ -250,6 +250,8 @@ pub struct ClientBuilder<P: Protocol> {
     reconnect: bool,
     backoff: (Duration, Duration),
     max_frame_size: usize,
+    max_hello_size: usize,
+    frame_timeout: Duration,
     max_unsent: usize,
     on_push: Option<Callback<P::Push>>,
     on_connect: Option<Arc<dyn Fn() + Send + Sync>>,
@@ -269,6 +271,8 @@ impl<P: Protocol> ClientBuilder<P> {
             reconnect: true,
             backoff: (Duration::from_millis(100), Duration::from_secs(10)),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_hello_size: DEFAULT_MAX_HELLO_SIZE,
+            frame_timeout: Duration::from_secs(10),
             max_unsent: DEFAULT_MAX_UNSENT,
             on_push: None,
             on_connect: None,
@@ -344,6 +348,25 @@ impl<P: Protocol> ClientBuilder<P> {
         self
     }
 
+    /// The largest payload accepted from the server before its hello: its hello, or the
+    /// error frame refusing ours. A larger one fails the connect with
+    /// [`RpcError::Protocol`], from its header alone, so a server that is not the one meant
+    /// cannot make the client hold more than this. At least 256. Default is 4 KiB
+    /// ([`DEFAULT_MAX_HELLO_SIZE`](super::wire::DEFAULT_MAX_HELLO_SIZE)).
+    pub fn max_hello_size(mut self, bytes: usize) -> Self {
+        self.max_hello_size = bytes;
+        self
+    }
+
+    /// How long a frame from the server may take to arrive once its first byte has. A
+    /// server that starts a frame and stops sending it (even one byte at a time, which
+    /// keeps the keepalive check content) loses the connection: `frame timeout`, as the
+    /// daemon does to its clients. More than 0. Default is 10 s.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
     /// The most bytes of calls and casts that may wait to be written to the server. Past it,
     /// a cast waits for room, and so does a call, within its timeout. Default is 8 MiB.
     pub fn max_unsent(mut self, bytes: usize) -> Self {
@@ -378,6 +401,15 @@ impl<P: Protocol> ClientBuilder<P> {
                 self.keepalive
             )));
         }
+        if self.max_hello_size < 256 {
+            return Err(RpcError::Config(format!(
+                "max_hello_size must be at least 256, not {}",
+                self.max_hello_size
+            )));
+        }
+        if self.frame_timeout.is_zero() {
+            return Err(RpcError::Config("frame_timeout must be more than 0".into()));
+        }
         if self.max_unsent == 0 {
             return Err(RpcError::Config("max_unsent must be more than 0".into()));
         }
@@ -403,7 +435,7 @@ impl<P: Protocol> ClientBuilder<P> {
             tls,
             identity,
             connect_timeout: self.connect_timeout,
-            max_frame_size: self.max_frame_size,
+            max_hello_size: self.max_hello_size.min(self.max_frame_size),
         };
         let conn = connector.connect().await?;
         let shared = Arc::new(Shared::new(self.max_unsent));
@@ -420,6 +452,7 @@ impl<P: Protocol> ClientBuilder<P> {
             reconnect: self.reconnect,
             backoff: self.backoff,
             max_frame_size: self.max_frame_size,
+            frame_timeout: self.frame_timeout,
             on_push: self.on_push,
             on_connect: self.on_connect,
         };
@@ -453,6 +486,8 @@ impl<P: Protocol> fmt::Debug for ClientBuilder<P> {
             .field("reconnect", &self.reconnect)
             .field("backoff", &self.backoff)
             .field("max_frame_size", &self.max_frame_size)
+            .field("max_hello_size", &self.max_hello_size)
+            .field("frame_timeout", &self.frame_timeout)
             .field("max_unsent", &self.max_unsent)
             .field("on_push", &self.on_push.is_some())
             .field("on_connect", &self.on_connect.is_some())

@@ -94,7 +94,8 @@ pub(super) struct Connector {
     pub(super) tls: Option<Tls>,
     pub(super) identity: Identity,
     pub(super) connect_timeout: Duration,
-    pub(super) max_frame_size: usize,
+    /// The largest frame taken before the server's hello is accepted.
+    pub(super) max_hello_size: usize,
 }
 
 /// A connection whose hello exchange succeeded.
@@ -127,7 +128,7 @@ impl Connector {
             Kind::Hello,
             0,
             &self.identity.hello(),
-            self.max_frame_size,
+            self.max_hello_size,
             &mut out,
         )
         .map_err(|e| RpcError::Encode(e.to_string()))?;
@@ -135,11 +136,18 @@ impl Connector {
         let during_hello = |e: io::Error| hello_io_error(e, tls);
         io.write_all(&out).await.map_err(during_hello)?;
         io.flush().await.map_err(during_hello)?;
-        let decoder = Decoder::new(self.max_frame_size);
+        let decoder = Decoder::new(self.max_hello_size);
         let mut rbuf = BytesMut::with_capacity(8 * 1024);
         let frame = loop {
-            if let Some(frame) = decoder.decode(&mut rbuf)? {
-                break frame;
+            match decoder.decode(&mut rbuf) {
+                Ok(Some(frame)) => break frame,
+                Ok(None) => {}
+                Err(e @ wire::WireError::TooLarge { .. }) => {
+                    return Err(RpcError::Protocol(format!(
+                        "the server's hello: {e} (max_hello_size)"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
             }
             let n = io.read_buf(&mut rbuf).await.map_err(during_hello)?;
             if n == 0 {
@@ -207,6 +215,7 @@ pub(super) struct Settings<P: Protocol> {
     pub(super) reconnect: bool,
     pub(super) backoff: (Duration, Duration),
     pub(super) max_frame_size: usize,
+    pub(super) frame_timeout: Duration,
     pub(super) on_push: Option<Callback<P::Push>>,
     pub(super) on_connect: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -368,11 +377,19 @@ impl<P: Protocol> Task<P> {
         // frame from it.
         let mut probed = false;
         let mut need_flush = false;
+        let frame_timeout = self.settings.frame_timeout;
         let timer = tokio::time::sleep_until(last_sent + keepalive);
         tokio::pin!(timer);
 
-        if let Err(why) = self.frames(&decoder, &mut rbuf, &mut wbuf) {
-            return self.goodbye(&mut wr, wbuf, why).await;
+        // When the frame at the front of `rbuf`, not yet whole, began.
+        let mut partial_since = match self.frames(&decoder, &mut rbuf, &mut wbuf) {
+            Ok(_) => (!rbuf.is_empty()).then(Instant::now),
+            Err(why) => return self.goodbye(&mut wr, wbuf, why).await,
+        };
+        if let Some(since) = partial_since {
+            timer
+                .as_mut()
+                .reset((since + frame_timeout).min(last_sent + keepalive));
         }
         loop {
             if rbuf.capacity() - rbuf.len() < 1024 {
@@ -402,8 +419,18 @@ impl<P: Protocol> Task<P> {
                         Ok(_) => {
                             last_received = Instant::now();
                             probed = false;
-                            if let Err(why) = self.frames(&decoder, &mut rbuf, &mut wbuf) {
-                                return self.goodbye(&mut wr, wbuf, why).await;
+                            let got = match self.frames(&decoder, &mut rbuf, &mut wbuf) {
+                                Ok(got) => got,
+                                Err(why) => return self.goodbye(&mut wr, wbuf, why).await,
+                            };
+                            if rbuf.is_empty() {
+                                partial_since = None;
+                            } else if got || partial_since.is_none() {
+                                let now = Instant::now();
+                                partial_since = Some(now);
+                                if now + frame_timeout < timer.deadline() {
+                                    timer.as_mut().reset(now + frame_timeout);
+                                }
                             }
                         }
                         Err(e) => return Ended::Dropped(format!("read failed: {e}")),
@@ -431,6 +458,15 @@ impl<P: Protocol> Task<P> {
                 }
                 () = &mut timer => {
                     let now = Instant::now();
+                    if partial_since.is_some_and(|since| now >= since + frame_timeout) {
+                        let why = format!(
+                            "frame timeout: a frame from the server did not complete within \
+                             {frame_timeout:?}"
+                        );
+                        let body = ErrorBody::new(codes::FRAME_TIMEOUT, why.clone());
+                        let _ = wire::encode(Kind::Error, 0, &body, usize::MAX, &mut wbuf);
+                        return self.goodbye(&mut wr, wbuf, Goodbye::Protocol(why)).await;
+                    }
                     if now >= last_received + 2 * keepalive {
                         return Ended::Dropped(format!(
                             "nothing received from the server for {:?}",
@@ -447,6 +483,9 @@ impl<P: Protocol> Task<P> {
                     let mut next = (last_sent + keepalive).min(last_received + 2 * keepalive);
                     if !probed {
                         next = next.min(last_received + keepalive);
+                    }
+                    if let Some(since) = partial_since {
+                        next = next.min(since + frame_timeout);
                     }
                     // A deadline already past means a write is stuck (the keepalive waits
                     // behind it): look again a little later rather than spin.
@@ -487,17 +526,22 @@ impl<P: Protocol> Task<P> {
         }
     }
 
-    /// Handles every whole frame in `rbuf`. `Err`: the connection must end, for this reason.
+    /// Handles every whole frame in `rbuf`, and says whether there was one. `Err`: the
+    /// connection must end, for this reason.
     fn frames(
         &mut self,
         decoder: &Decoder,
         rbuf: &mut BytesMut,
         wbuf: &mut BytesMut,
-    ) -> Result<(), Goodbye> {
+    ) -> Result<bool, Goodbye> {
+        let mut got = false;
         loop {
             match decoder.decode(rbuf) {
-                Ok(Some(frame)) => self.frame(frame)?,
-                Ok(None) => return Ok(()),
+                Ok(Some(frame)) => {
+                    got = true;
+                    self.frame(frame)?
+                }
+                Ok(None) => return Ok(got),
                 Err(e) => {
                     // Tell the server why, as it would tell us.
                     let body = ErrorBody::new(e.code(), e.to_string());

@@ -309,6 +309,12 @@ fn check(rpc: &RpcOptions) -> std::result::Result<(), String> {
             u32::MAX as usize - HEADER_LEN
         ));
     }
+    if rpc.max_hello_size < MIN_FRAME {
+        return Err(format!(
+            "max_hello_size {} is too small (at least {MIN_FRAME})",
+            rpc.max_hello_size
+        ));
+    }
     for (name, value) in [
         ("frame_timeout", rpc.frame_timeout),
         ("idle_timeout", rpc.idle_timeout),

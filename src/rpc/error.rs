@@ -46,6 +46,11 @@ pub enum RpcError {
     /// ([`RpcOptions::max_push_backlog`](super::RpcOptions::max_push_backlog)). The
     /// connection goes on; a later push is taken once the client has caught up.
     Backlog(usize),
+    /// On the server side: the push was refused because this many bytes of pushes already
+    /// wait for the daemon's clients together
+    /// ([`RpcOptions::max_push_total`](super::RpcOptions::max_push_total)). The connection
+    /// goes on; a later push is taken once the clients have caught up.
+    DaemonBacklog(usize),
 }
 
 impl RpcError {
@@ -57,6 +62,12 @@ impl RpcError {
     /// Whether this is [`RpcError::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, RpcError::Timeout(_))
+    }
+
+    /// Whether a push was refused because too many bytes already wait:
+    /// [`RpcError::Backlog`] or [`RpcError::DaemonBacklog`].
+    pub fn is_backlog(&self) -> bool {
+        matches!(self, RpcError::Backlog(_) | RpcError::DaemonBacklog(_))
     }
 
     /// The error code when the server answered with an `error` frame.
@@ -89,6 +100,11 @@ impl fmt::Display for RpcError {
                 f,
                 "rpc: push refused: {n} bytes of pushes already wait for this client \
                  (max_push_backlog)"
+            ),
+            RpcError::DaemonBacklog(n) => write!(
+                f,
+                "rpc: push refused: {n} bytes of pushes already wait for this daemon's clients \
+                 (max_push_total)"
             ),
         }
     }
@@ -123,6 +139,7 @@ impl Clone for RpcError {
             RpcError::Config(m) => RpcError::Config(m.clone()),
             RpcError::Closed => RpcError::Closed,
             RpcError::Backlog(n) => RpcError::Backlog(*n),
+            RpcError::DaemonBacklog(n) => RpcError::DaemonBacklog(*n),
         }
     }
 }

@@ -15,7 +15,8 @@ const SERVICES: &[&str] = &["kv"];
 /// ([`KvService`]) on a daemon.
 ///
 /// A listener table of this kind takes the socket server's options, [`RpcOptions`] keys,
-/// `service = "kv"` (the default, and the only one built in) and `plain = true` for plain
+/// `service = "kv"` (the default, and the only one built in), the store's bounds
+/// `max_value_size` and `max_store_size` (see [`KvStore`]) and `plain = true` for plain
 /// TCP. Without `plain` it needs a `[listener.tls]` table: RPC is TLS by default, and with a
 /// `cacert` in it, clients must present a certificate that CA signed. Without `ip` and
 /// `port` it listens on 127.0.0.1 on any free port, which `atoll serve` prints.
@@ -43,6 +44,13 @@ fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
         Some(toml::Value::Boolean(b)) => b,
         Some(other) => return Err(bad(format!("`plain` must be true or false, not {other}"))),
     };
+    let mut store = KvStore::new();
+    if let Some(bytes) = take_size(&mut params, "max_value_size").map_err(&bad)? {
+        store = store.max_value_size(bytes);
+    }
+    if let Some(bytes) = take_size(&mut params, "max_store_size").map_err(&bad)? {
+        store = store.max_store_size(bytes);
+    }
     let rpc = crate::options::from_table::<RpcOptions>(params).map_err(bad)?;
     let mut options = spec.options.clone();
     if let Some(set) = &spec.set_options {
@@ -53,7 +61,7 @@ fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
             options.ip = std::net::Ipv4Addr::LOCALHOST.into();
         }
     }
-    let mut daemon = Daemon::<KvService>::new(KvStore::new())
+    let mut daemon = Daemon::<KvService>::new(store)
         .name(spec.name.clone())
         .options(options)
         .rpc_options(rpc)
@@ -78,4 +86,15 @@ fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
     };
     daemon = daemon.bind(spec.bind());
     Ok(daemon.start()?.server().clone())
+}
+
+/// Takes the size `name` out of a listener table: a number of bytes, 0 or more.
+fn take_size(params: &mut toml::Table, name: &str) -> std::result::Result<Option<usize>, String> {
+    match params.remove(name) {
+        None => Ok(None),
+        Some(toml::Value::Integer(n)) if n >= 0 => usize::try_from(n)
+            .map(Some)
+            .map_err(|_| format!("`{name}` is too large: {n}")),
+        Some(other) => Err(format!("`{name}` must be a number of bytes, not {other}")),
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::wire::DEFAULT_MAX_FRAME_SIZE;
+use super::wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HELLO_SIZE};
 
 /// An RPC daemon's own settings. The socket server's ([`ServerOptions`](crate::ServerOptions))
 /// apply too: acceptors, connection limits, TLS, shutdown timeout.
@@ -26,6 +26,12 @@ pub struct RpcOptions {
     /// before anything is allocated for it. Replies and pushes over it are not sent (the call
     /// gets an error). Default is 8 MiB.
     pub max_frame_size: usize,
+    /// The largest frame payload accepted before the client's hello is accepted, the hello's
+    /// own included: a larger one is refused from its header alone with `frame too large`
+    /// and the connection closes, so a client that has not said who it is cannot make the
+    /// daemon hold more than this. At least 256; above `max_frame_size` it is that.
+    /// Default is 4 KiB ([`DEFAULT_MAX_HELLO_SIZE`](super::wire::DEFAULT_MAX_HELLO_SIZE)).
+    pub max_hello_size: usize,
     /// How long a frame may take to arrive once its first byte has; the hello, counted from
     /// the connect, too. A slower peer is disconnected. Default is 10 s.
     #[serde(with = "crate::options::duration")]
@@ -40,6 +46,14 @@ pub struct RpcOptions {
     /// end; its connection goes on. A push is always taken when none waits, whatever its
     /// size. Default is 8 MiB.
     pub max_push_backlog: usize,
+    /// The most bytes of pushes that may wait for all the daemon's clients together: what
+    /// `max_push_backlog` counts, summed over every connection. A push past it is refused
+    /// with [`RpcError::DaemonBacklog`](super::RpcError), as one past `max_push_backlog` is,
+    /// so many clients that read slowly, or not at all, cannot make the daemon hold
+    /// `max_push_backlog` times their number. A broadcast of S bytes to N clients takes
+    /// S × N of it while it waits. A push is always taken when none waits for any client.
+    /// Default is 64 MiB.
+    pub max_push_total: usize,
 }
 
 /// The default RPC port: 0, any free port, read back from the daemon.
@@ -52,9 +66,11 @@ impl Default for RpcOptions {
             version: None,
             accept: None,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_hello_size: DEFAULT_MAX_HELLO_SIZE,
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_push_backlog: 8 * 1024 * 1024,
+            max_push_total: 64 * 1024 * 1024,
         }
     }
 }

@@ -23,7 +23,7 @@ pub(crate) async fn serve<S: Service>(
     socket: Socket,
 ) -> Result<(), BoxError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let backlog = Backlog::new(daemon.max_push_backlog);
+    let backlog = Backlog::new(daemon.max_push_backlog, daemon.push_budget.clone());
     let mut conn = Conn::new(socket, rx, daemon.max_frame_size(), backlog.clone());
 
     if let Err(refusal) = conn.hello(&daemon).await {

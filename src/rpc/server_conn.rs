@@ -27,7 +27,7 @@ use super::protocol::Identity;
 use super::service::{error_frame, Backlog, Ctx, Outgoing, Reply, Request, Service};
 use super::state::DaemonState;
 use super::supervisor::Exit;
-use super::wire::{self, codes, ErrorBody, Frame, Hello, Kind};
+use super::wire::{self, codes, ErrorBody, Frame, Hello, Kind, WireError};
 use crate::connections::{Signal, Slot};
 use crate::error::BoxError;
 use crate::shared::Shared;
@@ -174,9 +174,16 @@ impl Conn {
     ) -> Result<(), Option<ErrorBody>> {
         self.arm(daemon.frame_timeout);
         let frame = loop {
-            match daemon.decoder.decode(&mut self.rbuf) {
+            match daemon.hello_decoder.decode(&mut self.rbuf) {
                 Ok(Some(frame)) => break frame,
                 Ok(None) => {}
+                Err(WireError::TooLarge { len, max }) => {
+                    let why = format!(
+                        "frame too large: {len} bytes of payload before the hello is \
+                         accepted, the maximum is {max} (max_hello_size)"
+                    );
+                    return Err(Some(ErrorBody::new(codes::FRAME_TOO_LARGE, why)));
+                }
                 Err(e) => return Err(Some(ErrorBody::new(e.code(), e.to_string()))),
             }
             match self.wait().await {
@@ -712,6 +719,20 @@ impl Conn {
             }
         };
         let _ = tokio::time::timeout(LINGER, discard).await;
+    }
+}
+
+impl Drop for Conn {
+    /// Whatever still waits for the client leaves the daemon's push budget with it: the
+    /// pushes in the channel (later ones fail, as the channel is closed) and the write buffer.
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Outgoing::Frame(frame) = msg {
+                self.backlog.taken(frame.len());
+            }
+        }
+        self.backlog.buffered(0);
     }
 }
 

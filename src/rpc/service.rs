@@ -206,8 +206,31 @@ pub struct Pusher<T> {
     _msg: PhantomData<fn(&T)>,
 }
 
-/// The bytes of pushes waiting for one client, held to the daemon's `max_push_backlog`.
-/// Shared by the connection and its pushers.
+/// The bytes of pushes waiting for all the clients of one daemon, held to its
+/// `max_push_total`: the sum of every connection's [`Backlog`].
+#[derive(Debug)]
+pub(crate) struct PushBudget {
+    waiting: AtomicUsize,
+    max: usize,
+}
+
+impl PushBudget {
+    pub(crate) fn new(max: usize) -> Arc<PushBudget> {
+        Arc::new(PushBudget {
+            waiting: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// The bytes counted now, for tests and telemetry.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// The bytes of pushes waiting for one client, held to the daemon's `max_push_backlog`, and
+/// counted in the daemon's [`PushBudget`] too. Shared by the connection and its pushers.
 #[derive(Debug)]
 pub(crate) struct Backlog {
     /// Push frames sent into the channel and not yet taken by the connection.
@@ -215,19 +238,22 @@ pub(crate) struct Backlog {
     /// The connection's unwritten bytes (pushes and answers), as it last noted them.
     buffered: AtomicUsize,
     max: usize,
+    daemon: Arc<PushBudget>,
 }
 
 impl Backlog {
-    pub(crate) fn new(max: usize) -> Arc<Backlog> {
+    pub(crate) fn new(max: usize, daemon: Arc<PushBudget>) -> Arc<Backlog> {
         Arc::new(Backlog {
             queued: AtomicUsize::new(0),
             buffered: AtomicUsize::new(0),
             max,
+            daemon,
         })
     }
 
-    /// Counts a push of `n` bytes in, or refuses it when it would take the waiting bytes past
-    /// the limit. With nothing waiting, any push is taken.
+    /// Counts a push of `n` bytes in, or refuses it when it would take the bytes waiting for
+    /// this client past `max_push_backlog`, or those waiting for all the daemon's clients past
+    /// `max_push_total`. With nothing waiting, any push is taken.
     fn admit(&self, n: usize) -> Result<(), RpcError> {
         let queued = self.queued.fetch_add(n, Ordering::Relaxed);
         let waiting = queued + self.buffered.load(Ordering::Relaxed);
@@ -235,17 +261,30 @@ impl Backlog {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             return Err(RpcError::Backlog(waiting));
         }
+        let total = self.daemon.waiting.fetch_add(n, Ordering::Relaxed);
+        if total > 0 && total + n > self.daemon.max {
+            self.daemon.waiting.fetch_sub(n, Ordering::Relaxed);
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(RpcError::DaemonBacklog(total));
+        }
         Ok(())
     }
 
-    /// The connection took a push of `n` bytes from the channel into its write buffer.
+    /// The connection took a push of `n` bytes from the channel into its write buffer (which
+    /// [`buffered`](Backlog::buffered) counts next), or dropped it.
     pub(crate) fn taken(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.daemon.waiting.fetch_sub(n, Ordering::Relaxed);
     }
 
-    /// The connection's write buffer now holds `n` unwritten bytes.
+    /// The connection's write buffer now holds `n` unwritten bytes (0 once it is closed).
     pub(crate) fn buffered(&self, n: usize) {
-        self.buffered.store(n, Ordering::Relaxed);
+        let before = self.buffered.swap(n, Ordering::Relaxed);
+        if n > before {
+            self.daemon.waiting.fetch_add(n - before, Ordering::Relaxed);
+        } else {
+            self.daemon.waiting.fetch_sub(before - n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -273,7 +312,9 @@ impl<T: Serialize> Pusher<T> {
     /// [`RpcError::Disconnected`] once the connection has ended; [`RpcError::Encode`] when
     /// the message cannot be encoded or is over the daemon's maximum frame size;
     /// [`RpcError::Backlog`] when the client is so far behind that the daemon's
-    /// `max_push_backlog` would be passed (the push is dropped, the connection goes on).
+    /// `max_push_backlog` would be passed, [`RpcError::DaemonBacklog`] when the daemon's
+    /// clients together are so far behind that its `max_push_total` would be (either way the
+    /// push is dropped and the connection goes on).
     pub fn push(&self, msg: &T) -> Result<(), RpcError> {
         if self.tx.is_closed() {
             return Err(RpcError::Disconnected);
@@ -360,6 +401,14 @@ impl<T> Deferred<T> {
             code: Some(code),
         })
         .map_err(|_| RpcError::Disconnected)
+    }
+
+    /// Answers the call with an `error` frame, code `bad request`, whose message is
+    /// `message`: the request itself is refused (it is over a limit of the service, say).
+    /// The connection goes on.
+    pub fn refuse(mut self, message: impl Into<String>) {
+        // A connection that is gone has no one to tell.
+        let _ = self.send_error(codes::BAD_REQUEST, &message.into());
     }
 
     /// Answers the call with an `error` frame, code `server error`, whose message is
@@ -536,8 +585,9 @@ impl<S: Service> Ctx<S> {
     }
 
     /// Pushes `msg` to the client of every other live instance of this daemon. A message that
-    /// cannot be encoded is logged and dropped; a client over its push backlog
-    /// ([`Pusher::push`]) does not get it.
+    /// cannot be encoded is logged and dropped; a client over its push backlog, or any
+    /// client once the daemon's pushes are over `max_push_total` ([`Pusher::push`]), does
+    /// not get it.
     pub fn broadcast(&self, msg: &PushOf<S>) {
         match encode_frame(Kind::Push, 0, msg, self.pusher.max) {
             Ok(frame) => {
@@ -588,5 +638,40 @@ impl<S: Service> Ctx<S> {
     pub(crate) fn end_call(&mut self) -> bool {
         self.call = 0;
         std::mem::take(&mut self.deferred)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_share_the_daemon_budget() {
+        let daemon = PushBudget::new(100);
+        let a = Backlog::new(80, daemon.clone());
+        let b = Backlog::new(80, daemon.clone());
+        a.admit(60).unwrap();
+        b.admit(30).unwrap();
+        // Within b's own backlog, but past the daemon's total.
+        assert!(matches!(b.admit(20), Err(RpcError::DaemonBacklog(90))));
+        // Past a's own backlog.
+        assert!(matches!(a.admit(30), Err(RpcError::Backlog(60))));
+        assert_eq!(daemon.waiting(), 90);
+        // a's connection takes its push into its write buffer, then writes it.
+        a.taken(60);
+        a.buffered(60);
+        assert_eq!(daemon.waiting(), 90);
+        a.buffered(0);
+        assert_eq!(daemon.waiting(), 30);
+        a.admit(70).unwrap();
+        // b's connection ends with its push unwritten: it leaves the budget.
+        b.taken(30);
+        b.buffered(0);
+        assert_eq!(daemon.waiting(), 70);
+        // With nothing waiting anywhere, a push over every bound is still taken.
+        a.taken(70);
+        let big = Backlog::new(10, daemon.clone());
+        big.admit(500).unwrap();
+        assert!(RpcError::DaemonBacklog(1).is_backlog());
     }
 }

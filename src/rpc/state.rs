@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::options::RpcOptions;
 use super::protocol::{Identity, Protocol};
-use super::service::{Peers, PushOf, Service};
+use super::service::{Peers, PushBudget, PushOf, Service};
 use super::supervisor::Supervisor;
 use super::wire::{self, Decoder, Kind};
 
@@ -21,6 +21,8 @@ pub(crate) struct DaemonState<S: Service> {
     /// The daemon's own hello frame, encoded once.
     pub(crate) hello: Bytes,
     pub(crate) decoder: Decoder,
+    /// The decoder of the frames before the hello is accepted: `max_hello_size`.
+    pub(crate) hello_decoder: Decoder,
     pub(crate) frame_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     /// The table of live instances, maybe shared with other daemons.
@@ -31,6 +33,8 @@ pub(crate) struct DaemonState<S: Service> {
     pub(crate) peers: Arc<Peers<PushOf<S>>>,
     /// The most bytes of pushes that may wait for one client.
     pub(crate) max_push_backlog: usize,
+    /// The bytes of pushes waiting for all its clients, held to `max_push_total`.
+    pub(crate) push_budget: Arc<PushBudget>,
 }
 
 impl<S: Service> DaemonState<S> {
@@ -60,12 +64,14 @@ impl<S: Service> DaemonState<S> {
             identity,
             hello: hello.freeze(),
             decoder: Decoder::new(rpc.max_frame_size),
+            hello_decoder: Decoder::new(rpc.max_hello_size.min(rpc.max_frame_size)),
             frame_timeout: rpc.frame_timeout,
             idle_timeout: rpc.idle_timeout,
             supervisor,
             token: Supervisor::daemon_token(),
             peers: Arc::new(Peers::default()),
             max_push_backlog: rpc.max_push_backlog,
+            push_budget: PushBudget::new(rpc.max_push_total),
         })
     }
 

@@ -15,8 +15,10 @@
 //! | 16     | len  | payload, MessagePack                                         |
 //!
 //! The decoder checks the magic, the wire version, the type and the length against the maximum
-//! frame size from the header alone, before it reserves anything for the payload, and never
-//! panics, whatever the bytes.
+//! frame size from the header alone, and never panics, whatever the bytes. It never reserves
+//! room for a payload from the length its header announces: the buffer of a frame that is
+//! still arriving grows with the bytes that have arrived (at most doubling them, see
+//! [`Decoder::decode`]), so a peer that announces 8 MiB and sends 16 bytes costs 16 bytes.
 
 use std::fmt;
 
@@ -32,6 +34,13 @@ pub const WIRE_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 16;
 /// The default largest payload a peer accepts: 8 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 8 * 1024 * 1024;
+/// The default largest payload accepted before the peer's hello has been accepted, the
+/// hello's own included: 4 KiB. A hello is a service identifier and a version, a few dozen
+/// bytes.
+pub const DEFAULT_MAX_HELLO_SIZE: usize = 4 * 1024;
+/// While a frame is arriving, [`Decoder::decode`] makes room for at most this many bytes more
+/// than it holds (or as many as it holds, when that is more).
+pub const GROW_STEP: usize = 8 * 1024;
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,7 +179,12 @@ impl Decoder {
 
     /// Takes the first whole frame off the front of `buf`: `Ok(None)` when more bytes are
     /// needed. A header is checked as soon as it is whole, so a bad one fails before its
-    /// payload arrives, and `buf` is grown only for a payload within the maximum.
+    /// payload arrives and nothing is reserved for it.
+    ///
+    /// For a frame still arriving, `buf` is given room for at most `max(buf.len(),
+    /// GROW_STEP)` more bytes, and never past the frame's end: what it reserves is bounded
+    /// by what the peer has sent, not by the length the header announces, and a large frame
+    /// still arrives in a number of reallocations that grows with the log of its size.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         // The magic is checked byte by byte as it arrives, so garbage fails at once.
         let seen = &buf[..buf.len().min(MAGIC.len())];
@@ -186,7 +200,7 @@ impl Decoder {
         let header = Header::parse(&buf[..HEADER_LEN], self.max_frame_size)?;
         let total = HEADER_LEN + header.len;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            buf.reserve((total - buf.len()).min(buf.len().max(GROW_STEP)));
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
@@ -532,6 +546,37 @@ mod tests {
         );
         assert_eq!(buf.capacity(), before);
         assert!(err.to_string().contains("the maximum is 1048576"));
+    }
+
+    #[test]
+    fn an_announced_payload_is_not_reserved_before_its_bytes_arrive() {
+        let mut buf = BytesMut::new();
+        put_header(Kind::Call, 1, 8 * 1024 * 1024, &mut buf);
+        let d = Decoder::default();
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(
+            buf.capacity() <= 2 * (HEADER_LEN + GROW_STEP),
+            "capacity {} for a 16-byte header",
+            buf.capacity()
+        );
+        // As the payload arrives, the room grows with it, and the frame comes out whole.
+        let mut sent = HEADER_LEN;
+        while sent < HEADER_LEN + 8 * 1024 * 1024 {
+            let n = 100_000.min(HEADER_LEN + 8 * 1024 * 1024 - sent);
+            buf.put_bytes(0, n);
+            sent += n;
+            let got = d.decode(&mut buf).unwrap();
+            if sent < HEADER_LEN + 8 * 1024 * 1024 {
+                assert!(got.is_none());
+                assert!(
+                    buf.capacity() <= 4 * sent + 2 * GROW_STEP,
+                    "{}",
+                    buf.capacity()
+                );
+            } else {
+                assert_eq!(got.unwrap().payload.len(), 8 * 1024 * 1024);
+            }
+        }
     }
 
     #[test]
