@@ -224,8 +224,8 @@ impl Target {
             }
         }
         let mut out = Vec::new();
-        // A known fault: the server never closes an h2c connection whose client stays and
-        // does not acknowledge its PING (`an_idle_h2c_client_is_disconnected` in
+        // A known fault: the server never closes an answered h2c connection whose client
+        // stays and does not acknowledge its PING (`an_idle_h2c_client_is_disconnected` in
         // tests/http_fuzz.rs). Such a client hangs up instead, so the search goes on past it.
         let end = match control.end {
             End::Stay if bytes.starts_with(PREFACE) => End::Drop,
