@@ -326,3 +326,73 @@ fn serve_goes_on_logging_when_its_stderr_is_closed() {
     assert!(text.contains("serving"), "{text}");
     assert!(text.contains("connection.start"), "{text}");
 }
+
+// ===== hostile peers =====
+
+#[test]
+fn stalled_tls_handshakes_are_all_counted_but_logged_at_a_bounded_rate() {
+    const STALLED: usize = 300;
+    let pki = Pki::new();
+    let text = format!(
+        "{}handshake_timeout = \"200ms\"\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\n",
+        echo_listener("tls")
+    );
+    let mut atoll = Atoll::serve(&write_config(pki.dir.path(), &text));
+    let (_, addr) = listening(&atoll, 1).remove(0);
+    // Connections that never say a word: each handshake times out.
+    let stalled: Vec<std::net::TcpStream> = (0..STALLED)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    for mut stream in stalled {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut byte = [0u8; 1];
+        // Closed by the server once the handshake timed out (0, or a reset).
+        let read = std::io::Read::read(&mut stream, &mut byte);
+        assert!(
+            !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a stalled handshake was not timed out"
+        );
+    }
+    // The stop sums up what the window did not log.
+    atoll.signal("TERM");
+    assert_eq!(atoll.exit().code(), Some(0));
+    let stderr = atoll.stderr();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("connection.handshake_error listener=tls"))
+        .collect();
+    let suppressed: Vec<usize> = lines
+        .iter()
+        .filter_map(|l| l.split(" suppressed=").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let logged = lines.len() - suppressed.len();
+    assert!(!suppressed.is_empty(), "no summary: {stderr}");
+    assert_eq!(
+        logged + suppressed.iter().sum::<usize>(),
+        STALLED,
+        "every failure is counted: {stderr}"
+    );
+    let lines_per_window = atoll::telemetry::FAILURE_LOG_LINES as usize;
+    assert!(
+        logged <= lines_per_window * (suppressed.len() + 1),
+        "{logged} lines logged: {stderr}"
+    );
+    assert!(lines.len() < STALLED / 5, "{} lines: {stderr}", lines.len());
+    // The last summary's total, with the lines logged after it, is every failure.
+    let last = lines
+        .iter()
+        .rposition(|l| l.contains(" suppressed="))
+        .unwrap();
+    let total: usize = lines[last]
+        .split(" total=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(total + lines.len() - 1 - last, STALLED, "{stderr}");
+    eprintln!("{} lines for {STALLED} stalled handshakes", lines.len());
+}
