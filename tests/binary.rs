@@ -396,3 +396,44 @@ fn stalled_tls_handshakes_are_all_counted_but_logged_at_a_bounded_rate() {
     assert_eq!(total + lines.len() - 1 - last, STALLED, "{stderr}");
     eprintln!("{} lines for {STALLED} stalled handshakes", lines.len());
 }
+
+#[test]
+fn a_static_dir_that_cannot_be_searched_stops_the_start_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("index.html"), "hi").unwrap();
+    std::fs::set_permissions(&site, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[listener]]\nname = \"web\"\nkind = \"http\"\nip = \"127.0.0.1\"\nport = 0\nstatic_dir = \"site\"\n",
+    );
+    let mut command;
+    if nix::unistd::geteuid().is_root() {
+        // Root reads through any permission: run the server as nobody, who owns the folder
+        // (to write its logs) but not the right to look into `site`.
+        let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("running as root, this test needs util-linux's setpriv to drop to nobody");
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        command = Command::new(setpriv);
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        command.arg(env!("CARGO_BIN_EXE_atoll"));
+    } else {
+        command = Command::new(env!("CARGO_BIN_EXE_atoll"));
+    }
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdin(Stdio::null());
+    let line = Atoll::spawn(command).failed(&config);
+    assert!(
+        line.contains("listener `web`: ") && line.contains(&site.display().to_string()),
+        "{line}"
+    );
+    assert!(line.to_lowercase().contains("permission denied"), "{line}");
+}

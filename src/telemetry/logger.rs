@@ -233,40 +233,8 @@ impl Subscriber for TracingLogger {
 
 #[cfg(test)]
 mod tests {
+    use super::super::capture::Captured;
     use super::*;
-    use std::sync::Mutex;
-
-    /// Every line logged on this thread while `f` runs, as the app's fmt layer writes them.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn install(&self) -> tracing::subscriber::DefaultGuard {
-            let sink = self.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(Level::TRACE)
-                .with_ansi(false)
-                .with_writer(move || sink.clone())
-                .finish();
-            tracing::subscriber::set_default(subscriber)
-        }
-
-        fn lines(&self) -> Vec<String> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines().map(str::to_owned).collect()
-        }
-    }
 
     fn failures(logger: &TracingLogger, kind: EventKind, n: usize) {
         for _ in 0..n {

@@ -8,7 +8,9 @@
 //! level, failures at a bounded rate ([`FAILURE_LOG_LINES`] per [`FAILURE_LOG_WINDOW`] of each
 //! kind), and [`MetricsRecorder`] feeds counters and histograms to the `metrics` facade.
 
-mod budget;
+pub(crate) mod budget;
+#[cfg(test)]
+pub(crate) mod capture;
 mod event;
 mod logger;
 mod recorder;
