@@ -37,7 +37,7 @@ use crate::handle::ServerHandle;
 use crate::registry::Registry;
 use crate::setup::{AppEnv, AppSettings, ExpandError, OsEnv, Variables};
 use crate::spec::ListenerSpec;
-use crate::telemetry::{Event, Subscriber, SubscriptionId, Telemetry, TracingLogger};
+use crate::telemetry::{Event, EventKind, Subscriber, SubscriptionId, Telemetry, TracingLogger};
 
 /// A config file, read and checked: every listener's spec, and how their events are logged.
 #[derive(Debug, Clone)]
@@ -62,6 +62,11 @@ pub enum LogEvents {
     /// `"off"`: no event is logged.
     Off,
     /// `"errors"`: only failure events, at `WARN`. The default.
+    ///
+    /// Whatever the level, failures are logged at a bounded rate: each listener logs at
+    /// most [`FAILURE_LOG_LINES`](crate::telemetry::FAILURE_LOG_LINES) of each kind per
+    /// [`FAILURE_LOG_WINDOW`](crate::telemetry::FAILURE_LOG_WINDOW), then one line with how
+    /// many more there were ([`TracingLogger`]).
     #[default]
     Errors,
     /// `"error"`, `"warn"`, `"info"`, `"debug"` or `"trace"`: every event at that level
@@ -105,7 +110,8 @@ impl LogEvents {
     }
 }
 
-/// Passes failure events on to a logger and drops the rest.
+/// Passes failure events on to a logger and drops the rest; the stop of the listener still
+/// has the logger sum up the failures it held back.
 #[derive(Debug)]
 struct ErrorsOnly(TracingLogger);
 
@@ -113,6 +119,8 @@ impl Subscriber for ErrorsOnly {
     fn on_event(&self, event: &Event<'_>) {
         if event.kind.is_error() {
             self.0.on_event(event);
+        } else if event.kind == EventKind::ListenerStop {
+            self.0.flush(event.listener);
         }
     }
 }

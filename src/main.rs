@@ -7,7 +7,21 @@
 //! - `atoll rpc ADDR METHOD [ARGS]` calls the built-in key-value RPC service;
 //! - `atoll env` prints the resolved application environment and variables;
 //! - `atoll versions` lists the installed releases.
+//!
+//! # Output
+//!
+//! Every subcommand but `serve` writes its answer through [`print`]: when stdout is a pipe
+//! whose reader has gone (`atoll listeners | head -1`), the command stops there, prints
+//! nothing more, and exits with status 141, what a shell reports for a command ended by
+//! SIGPIPE. Errors go to stderr through [`fail`], which never panics either.
+//!
+//! SIGPIPE itself stays ignored, as Rust sets it: restoring its default for the client
+//! subcommands would end them silently on any closed socket too (the control socket, the
+//! RPC connection), with no error naming what closed; and `serve` must never die of a peer
+//! that closes its socket.
 
+use std::fmt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -142,8 +156,21 @@ struct Target {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Serve { config } => atoll::app::serve(&config),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` (to stdout, exit 0) or a usage error (to stderr, exit 2);
+        // only a closed stdout gets the SIGPIPE status, as for the other output.
+        Err(e) => {
+            return match e.print() {
+                Err(p) if p.kind() == io::ErrorKind::BrokenPipe && !e.use_stderr() => {
+                    ExitCode::from(BROKEN_PIPE)
+                }
+                _ => ExitCode::from(e.exit_code().clamp(0, 255) as u8),
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { config } => atoll::app::serve(&config).map_err(Failure::from),
         Command::Listeners { target } => control(&target, Request::Listeners),
         Command::Uptime { name, target } => control(&target, Request::Uptime { name }),
         Command::Stop { name, target } => control(&target, Request::Stop { name }),
@@ -189,17 +216,53 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("atoll: {message}");
-            ExitCode::FAILURE
-        }
+        Err(Failure::BrokenPipe) => ExitCode::from(BROKEN_PIPE),
+        Err(Failure::Message(message)) => fail(&message),
     }
+}
+
+// ===== output =====
+
+/// The exit status of a command whose stdout was closed by its reader: 128 + SIGPIPE, what a
+/// shell shows for a program that SIGPIPE ended.
+const BROKEN_PIPE: u8 = 141;
+
+/// Why a subcommand stopped.
+enum Failure {
+    /// The reader of stdout has gone; nothing more is printed.
+    BrokenPipe,
+    /// An error, printed on stderr as `atoll: MESSAGE`.
+    Message(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Message(message)
+    }
+}
+
+/// Writes `text` to stdout, whole, and flushes it. A closed pipe is
+/// [`Failure::BrokenPipe`]; another write error is a message naming stdout.
+fn print(text: impl fmt::Display) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    write!(stdout, "{text}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => Failure::BrokenPipe,
+            _ => Failure::Message(format!("cannot write to stdout: {e}")),
+        })
+}
+
+/// Prints `atoll: MESSAGE` on stderr, if stderr is still there, and returns exit status 1.
+fn fail(message: &str) -> ExitCode {
+    let _ = writeln!(io::stderr().lock(), "atoll: {message}");
+    ExitCode::FAILURE
 }
 
 /// Sends `request` to the control socket of the server `target` names, and prints the
 /// answer. A failed command prints its error and exits 1 (with `--json`, the error as JSON
 /// on stdout too).
-fn control(target: &Target, request: Request) -> Result<(), String> {
+fn control(target: &Target, request: Request) -> Result<(), Failure> {
     // Only the environment: a reload must reach the server to be told what is wrong with
     // the rest of the file.
     let env = Config::load_env(&target.config).map_err(|e| e.to_string())?;
@@ -214,13 +277,13 @@ fn control(target: &Target, request: Request) -> Result<(), String> {
     };
     let answer = atoll::app::control::call(&path, &request, wait).map_err(|e| e.to_string())?;
     if target.json {
-        println!("{:#}", answer.data);
+        print(format_args!("{:#}\n", answer.data))?;
     } else if answer.ok {
-        print!("{}", answer.text);
+        print(&answer.text)?;
     }
     match answer.ok {
         true => Ok(()),
-        false => Err(answer.text),
+        false => Err(Failure::Message(answer.text)),
     }
 }
 
@@ -230,20 +293,19 @@ fn absolute(path: PathBuf) -> PathBuf {
 }
 
 /// `atoll env`: the resolved environment and variables of the config at `path`.
-fn env(path: &Path, json: bool) -> Result<(), String> {
+fn env(path: &Path, json: bool) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let text = if json {
         atoll::setup::describe_json(&config.env, &config.vars)
     } else {
         atoll::setup::describe(&config.env, &config.vars)
     };
-    print!("{text}");
-    Ok(())
+    print(text)
 }
 
 /// `atoll versions`: the releases of the app in the config's lib dirs. The running version is
 /// the release whose binary this is, else this build's own version.
-fn versions(path: &Path, json: bool) -> Result<(), String> {
+fn versions(path: &Path, json: bool) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let installed = atoll::setup::versions::find_releases(&config.env.name, &config.env.lib_dirs);
     let running = std::env::current_exe()
@@ -251,11 +313,10 @@ fn versions(path: &Path, json: bool) -> Result<(), String> {
         .and_then(|exe| installed.release_of(&exe).map(|r| r.version.clone()))
         .or_else(|| semver::Version::parse(env!("CARGO_PKG_VERSION")).ok());
     if json {
-        println!("{:#}", installed.json(running.as_ref()));
+        print(format_args!("{:#}\n", installed.json(running.as_ref())))
     } else {
-        print!("{}", installed.text(running.as_ref()));
+        print(installed.text(running.as_ref()))
     }
-    Ok(())
 }
 
 /// One call to the key-value service; prints the reply as one line of JSON.
@@ -265,7 +326,7 @@ fn rpc(
     args: &[String],
     tls: Option<ClientTls>,
     timeout: std::time::Duration,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let request = KvRequest::from_args(method, args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -291,6 +352,5 @@ fn rpc(
         reply
     })?;
     let json = serde_json::to_string(&reply).map_err(|e| format!("cannot print the reply: {e}"))?;
-    println!("{json}");
-    Ok(())
+    print(format_args!("{json}\n"))
 }

@@ -5,9 +5,11 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::process::Atoll;
-use common::{echo_roundtrip, within, Pki};
+use common::{echo_roundtrip, within, Pki, WAIT};
 
 /// Waits for `n` `listening` lines of echo listeners on 127.0.0.1; returns each one's name and
 /// address.
@@ -194,4 +196,244 @@ fn a_usage_error_exits_2() {
     assert_eq!(atoll.exit().code(), Some(2));
     let mut atoll = Atoll::run(Path::new("."), &[]);
     assert_eq!(atoll.exit().code(), Some(2));
+}
+
+// ===== closed output =====
+
+/// A pipe whose read end is already closed: whatever writes to it gets EPIPE.
+fn closed_pipe() -> Stdio {
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    Stdio::from(write)
+}
+
+/// Runs `atoll ARGS` in `dir` with stdout a closed pipe (and stderr too with
+/// `close_stderr`); returns the exit code and what it wrote to stderr. Bounded by [`WAIT`].
+fn run_into_closed_pipe(dir: &Path, args: &[&str], close_stderr: bool) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_atoll"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(closed_pipe());
+    match close_stderr {
+        true => command.stderr(closed_pipe()),
+        false => command.stderr(Stdio::piped()),
+    };
+    let mut child = command.spawn().expect("atoll runs");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for atoll") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("atoll {args:?} did not finish within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
+    }
+    (status.code(), stderr)
+}
+
+#[test]
+fn every_command_ends_quietly_with_141_when_its_reader_has_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[[listener]]\nname = \"kv\"\nkind = \"rpc\"\nplain = true\nip = \"127.0.0.1\"\nport = 0\n",
+        echo_listener("echo")
+    );
+    let config = write_config(dir.path(), &text);
+    let atoll = Atoll::serve(&config);
+    let listening = atoll.listening(2);
+    let kv = listening[1].2.to_string();
+    let commands: &[&[&str]] = &[
+        &["listeners"],
+        &["listeners", "--json"],
+        &["status"],
+        &["status", "--json"],
+        &["uptime", "echo"],
+        &["reload"],
+        &["reload", "--json"],
+        &["env"],
+        &["env", "--json"],
+        &["versions"],
+        &["versions", "--json"],
+        &["rpc", &kv, "put", "k", "v"],
+        &["rpc", &kv, "list"],
+        &["--help"],
+        &["--version"],
+    ];
+    for args in commands {
+        let (code, stderr) = run_into_closed_pipe(dir.path(), args, false);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "atoll {args:?}: {stderr}"
+        );
+        assert_eq!(code, Some(141), "atoll {args:?}: {stderr}");
+        assert_eq!(stderr, "", "atoll {args:?}");
+    }
+}
+
+#[test]
+fn a_failure_with_stderr_closed_too_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    // No config: the error goes to a closed stderr, and must not turn into a panic (101).
+    for args in [
+        &["listeners"][..],
+        &["env"],
+        &["rpc", "127.0.0.1:1", "list"],
+    ] {
+        let (code, _) = run_into_closed_pipe(dir.path(), args, true);
+        assert_eq!(code, Some(1), "atoll {args:?}");
+    }
+}
+
+#[test]
+fn serve_goes_on_logging_when_its_stderr_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    // `info` logs lines from the main thread at start (`serving`) and one per connection.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "log_events = \"info\"\n[app]\nlog_dir = \"$HOME/logs\"\n{}",
+            echo_listener("echo")
+        ),
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_atoll"));
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stderr(closed_pipe());
+    let mut atoll = Atoll::spawn_with_stderr(command);
+    let (_, addr) = listening(&atoll, 1).remove(0);
+    let log = dir.path().join("logs/atoll.log");
+    for n in 0..3 {
+        common::echo_at(addr, format!("ping {n}").as_bytes());
+    }
+    assert!(atoll.is_running(), "serve died of its closed stderr");
+    atoll.signal("TERM");
+    assert_eq!(atoll.exit().code(), Some(0));
+    // The file still has every line.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("serving"), "{text}");
+    assert!(text.contains("connection.start"), "{text}");
+}
+
+// ===== hostile peers =====
+
+#[test]
+fn stalled_tls_handshakes_are_all_counted_but_logged_at_a_bounded_rate() {
+    const STALLED: usize = 300;
+    let pki = Pki::new();
+    let text = format!(
+        "{}handshake_timeout = \"200ms\"\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\n",
+        echo_listener("tls")
+    );
+    let mut atoll = Atoll::serve(&write_config(pki.dir.path(), &text));
+    let (_, addr) = listening(&atoll, 1).remove(0);
+    // Connections that never say a word: each handshake times out.
+    let stalled: Vec<std::net::TcpStream> = (0..STALLED)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    for mut stream in stalled {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut byte = [0u8; 1];
+        // Closed by the server once the handshake timed out (0, or a reset).
+        let read = std::io::Read::read(&mut stream, &mut byte);
+        assert!(
+            !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a stalled handshake was not timed out"
+        );
+    }
+    // The stop sums up what the window did not log.
+    atoll.signal("TERM");
+    assert_eq!(atoll.exit().code(), Some(0));
+    let stderr = atoll.stderr();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("connection.handshake_error listener=tls"))
+        .collect();
+    let suppressed: Vec<usize> = lines
+        .iter()
+        .filter_map(|l| l.split(" suppressed=").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let logged = lines.len() - suppressed.len();
+    assert!(!suppressed.is_empty(), "no summary: {stderr}");
+    assert_eq!(
+        logged + suppressed.iter().sum::<usize>(),
+        STALLED,
+        "every failure is counted: {stderr}"
+    );
+    let lines_per_window = atoll::telemetry::FAILURE_LOG_LINES as usize;
+    assert!(
+        logged <= lines_per_window * (suppressed.len() + 1),
+        "{logged} lines logged: {stderr}"
+    );
+    assert!(lines.len() < STALLED / 5, "{} lines: {stderr}", lines.len());
+    // The last summary's total, with the lines logged after it, is every failure.
+    let last = lines
+        .iter()
+        .rposition(|l| l.contains(" suppressed="))
+        .unwrap();
+    let total: usize = lines[last]
+        .split(" total=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(total + lines.len() - 1 - last, STALLED, "{stderr}");
+    eprintln!("{} lines for {STALLED} stalled handshakes", lines.len());
+}
+
+#[test]
+fn a_static_dir_that_cannot_be_searched_stops_the_start_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("index.html"), "hi").unwrap();
+    std::fs::set_permissions(&site, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[listener]]\nname = \"web\"\nkind = \"http\"\nip = \"127.0.0.1\"\nport = 0\nstatic_dir = \"site\"\n",
+    );
+    let mut command;
+    if nix::unistd::geteuid().is_root() {
+        // Root reads through any permission: run the server as nobody, who owns the folder
+        // (to write its logs) but not the right to look into `site`.
+        let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("running as root, this test needs util-linux's setpriv to drop to nobody");
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        command = Command::new(setpriv);
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        command.arg(env!("CARGO_BIN_EXE_atoll"));
+    } else {
+        command = Command::new(env!("CARGO_BIN_EXE_atoll"));
+    }
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdin(Stdio::null());
+    let line = Atoll::spawn(command).failed(&config);
+    assert!(
+        line.contains("listener `web`: ") && line.contains(&site.display().to_string()),
+        "{line}"
+    );
+    assert!(line.to_lowercase().contains("permission denied"), "{line}");
 }

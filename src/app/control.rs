@@ -17,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::command::{Answer, Request};
 use crate::setup::AppEnv;
+use crate::telemetry::budget::{Clock, LogBudget};
 
 /// The control socket's file name, in the data dir.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -260,6 +261,9 @@ pub async fn serve<C: Commands>(
     listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(listener)?;
     tokio::pin!(stop);
+    // Out of file descriptors (peers of the listeners can cause it), accept fails every
+    // pause: logged like a listener's failures, 10 lines per 10 s then a count.
+    let (clock, failures) = (Clock::new(), LogBudget::default());
     loop {
         tokio::select! {
             () = &mut stop => return Ok(()),
@@ -269,7 +273,13 @@ pub async fn serve<C: Commands>(
                     tokio::spawn(async move { connection(stream, commands).await });
                 }
                 Err(e) => {
-                    tracing::warn!(target: "atoll", error = %e, "control socket: accept failed");
+                    let verdict = failures.take(clock.now());
+                    if let Some(s) = verdict.summary {
+                        tracing::warn!(target: "atoll", suppressed = s.count, total = s.total, "control socket: accept failures not logged");
+                    }
+                    if verdict.log {
+                        tracing::warn!(target: "atoll", error = %e, "control socket: accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },

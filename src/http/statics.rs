@@ -3,6 +3,7 @@
 //! `encoding`, validators, preconditions and ranges in `conditional`, and the response body
 //! type is [`FileBody`].
 
+use std::fmt;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -17,6 +18,7 @@ use super::conditional::{parse_range, Precondition, Span, Validators};
 use super::encoding::{Encoding, Encodings};
 use super::file_body::{FileBody, CHUNK};
 use super::mime;
+use crate::telemetry::budget::{self, Clock, LogBudget, Suppressed};
 
 /// The file a directory is served as.
 const INDEX: &str = "index.html";
@@ -92,7 +94,12 @@ const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'?').add(b'#');
 ///   it around this service); the validators make revalidation cheap either way. `Date` is left
 ///   to the HTTP connection (hyper adds it).
 /// - Errors map to `404` (not found, not a directory, refused path), `403` (permission denied)
-///   and `500` (any other I/O error). Error responses have an empty body.
+///   and `500` (any other I/O error). Error responses have an empty body. A `403` or `500`
+///   means the site is not what its owner meant, so it is logged (`WARN`, target
+///   `atoll::http`) with the root, the path asked for and the OS error, at most
+///   [`FAILURE_LOG_LINES`](crate::telemetry::FAILURE_LOG_LINES) lines per
+///   [`FAILURE_LOG_WINDOW`](crate::telemetry::FAILURE_LOG_WINDOW) for one `StaticFiles` (and
+///   its clones), then one line with how many more there were.
 /// - The file system under the root is trusted not to be rearranged by an attacker *during* a
 ///   request: the check is made on the canonical path, which is then opened.
 #[derive(Debug, Clone)]
@@ -100,19 +107,35 @@ pub struct StaticFiles {
     /// The canonical root, resolved once in [`StaticFiles::new`]. Every file served has a
     /// canonical path under it; that comparison is what keeps symbolic links from leading out.
     root: Arc<Path>,
+    /// The log budget of the files that could not be opened, shared by the clones.
+    failures: Arc<OpenFailures>,
+}
+
+/// Counts the requests answered 403 or 500 because of the file system, for their log lines.
+#[derive(Debug)]
+struct OpenFailures {
+    clock: Clock,
+    budget: LogBudget,
 }
 
 impl StaticFiles {
     /// Serves the directory `root`.
     ///
-    /// The root must exist and be a directory; it is canonicalized once here (a blocking
-    /// call, meant for start-up), so later renames of the path given do not move what is
-    /// served, and a root reached through a symbolic link works.
+    /// The root must exist, be a directory, and be searchable by this process (the `x`
+    /// permission: names in it can be looked up; listing it is not needed, and never done).
+    /// It is canonicalized once here (blocking calls, meant for start-up), so later renames of
+    /// the path given do not move what is served, and a root reached through a symbolic link
+    /// works.
+    ///
+    /// A root that exists but cannot be searched is refused here rather than served: every
+    /// request would be answered `403`, which looks like a working server to a health check
+    /// and like a broken site to everyone else.
     ///
     /// # Errors
     ///
-    /// The I/O error from resolving the path, or one of kind
-    /// [`NotADirectory`](io::ErrorKind::NotADirectory) when it is something else; either way
+    /// The I/O error from resolving the path (or looking a name up in it:
+    /// [`PermissionDenied`](io::ErrorKind::PermissionDenied) when it cannot be searched), or
+    /// one of kind [`NotADirectory`](io::ErrorKind::NotADirectory) when it is something else;
     /// the message names the path.
     pub fn new(root: impl AsRef<Path>) -> io::Result<StaticFiles> {
         let given = root.as_ref();
@@ -126,7 +149,23 @@ impl StaticFiles {
                 format!("static root {} is not a directory", given.display()),
             ));
         }
-        Ok(StaticFiles { root: root.into() })
+        // Looking `.` up in the root needs what serving any file in it needs.
+        if let Err(e) = fs::metadata(root.join(".")) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "static root {}: cannot look up names in it: {e}",
+                    given.display()
+                ),
+            ));
+        }
+        Ok(StaticFiles {
+            root: root.into(),
+            failures: Arc::new(OpenFailures {
+                clock: Clock::new(),
+                budget: LogBudget::default(),
+            }),
+        })
     }
 
     /// The canonical root directory, as resolved by [`StaticFiles::new`].
@@ -183,14 +222,17 @@ impl StaticFiles {
         // Resolving, choosing a variant, opening and reading metadata are all blocking calls;
         // one trip to the blocking pool does them all.
         let root = Arc::clone(&self.root);
-        let opened =
-            match tokio::task::spawn_blocking(move || open(&root, &request, encodings)).await {
-                Ok(Ok(Found::File(opened))) => opened,
-                Ok(Ok(Found::Directory)) => return redirect(path),
-                Ok(Ok(Found::Nothing)) => return empty(StatusCode::NOT_FOUND),
-                Ok(Err(e)) => return empty(status_for(&e)),
-                Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
-            };
+        let opening = move || {
+            let found = open(&root, &request, encodings);
+            (request, found)
+        };
+        let (request, opened) = match tokio::task::spawn_blocking(opening).await {
+            Ok((request, Ok(Found::File(opened)))) => (request, opened),
+            Ok((_, Ok(Found::Directory))) => return redirect(path),
+            Ok((_, Ok(Found::Nothing))) => return empty(StatusCode::NOT_FOUND),
+            Ok((request, Err(e))) => return self.failed(&request.relative, &e),
+            Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
+        };
 
         let validators = Validators::of(opened.len, opened.modified, opened.encoding);
         match validators.evaluate(headers) {
@@ -216,7 +258,7 @@ impl StaticFiles {
             let file = opened.file;
             match tokio::task::spawn_blocking(move || read_region(file, start, count)).await {
                 Ok(Ok(body)) => body,
-                Ok(Err(e)) => return empty(status_for(&e)),
+                Ok(Err(e)) => return self.failed(&request.relative, &e),
                 Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
             }
         };
@@ -246,6 +288,73 @@ impl StaticFiles {
         }
         validators.write(h);
         response
+    }
+
+    /// The answer to a request for `relative` that met `error`; a `403` or `500` is logged
+    /// within the budget.
+    fn failed(&self, relative: &Path, error: &io::Error) -> Response<FileBody> {
+        let status = status_for(error);
+        if status != StatusCode::NOT_FOUND {
+            self.log_failure(relative, error, status);
+        }
+        empty(status)
+    }
+
+    #[cold]
+    fn log_failure(&self, relative: &Path, error: &io::Error, status: StatusCode) {
+        let now = self.failures.clock.now();
+        let verdict = self.failures.budget.take(now);
+        if let Some(s) = verdict.summary {
+            warn_summary(&self.root, s);
+        }
+        if verdict.log {
+            // Debug-quoted: the name comes from the peer and may hold control characters.
+            tracing::warn!(
+                target: "atoll::http",
+                "static_dir {}: cannot open {:?}: {}; answered {}",
+                self.root.display(),
+                relative,
+                Reason(error),
+                status.as_u16()
+            );
+        }
+        if verdict.first_suppressed {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (root, failures) = (self.root.clone(), self.failures.clone());
+                let wait = budget::window_end(now).saturating_sub(now);
+                runtime.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(s) = failures.budget.summary() {
+                        warn_summary(&root, s);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The line that sums up the failures not logged.
+fn warn_summary(root: &Path, s: Suppressed) {
+    tracing::warn!(
+        target: "atoll::http",
+        "static_dir {}: suppressed={} total={} (files that could not be opened, past {} lines per {:?})",
+        root.display(),
+        s.count,
+        s.total,
+        crate::telemetry::FAILURE_LOG_LINES,
+        crate::telemetry::FAILURE_LOG_WINDOW
+    );
+}
+
+/// An I/O error without the `(os error N)` tail: `Permission denied`.
+struct Reason<'a>(&'a io::Error);
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.raw_os_error() {
+            Some(_) => write!(f, "{}", self.0.kind()),
+            None => write!(f, "{}", self.0),
+        }
     }
 }
 
@@ -845,6 +954,50 @@ mod tests {
         assert_eq!(
             get(&f.files, "locked.txt").await.status,
             StatusCode::FORBIDDEN
+        );
+    }
+
+    #[tokio::test]
+    async fn files_that_cannot_be_opened_are_logged_within_a_budget() {
+        use crate::telemetry::capture::Captured;
+        use crate::telemetry::{FAILURE_LOG_LINES, FAILURE_LOG_WINDOW};
+        let captured = Captured::default();
+        let _guard = captured.install();
+        let f = fixture();
+        // A loop of links fails to resolve for root too (permissions would not).
+        std::os::unix::fs::symlink("loop-b", f.root.join("loop-a")).unwrap();
+        std::os::unix::fs::symlink("loop-a", f.root.join("loop-b")).unwrap();
+        for _ in 0..50 {
+            let status = get(&f.files, "loop-a").await.status;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        // What is missing is only missing: not logged.
+        assert_eq!(
+            get(&f.files, "missing.txt").await.status,
+            StatusCode::NOT_FOUND
+        );
+        let lines = captured.lines();
+        assert_eq!(lines.len() as u64, FAILURE_LOG_LINES, "{lines:#?}");
+        let root = f.files.root().display().to_string();
+        for line in &lines {
+            assert!(
+                line.contains(&format!(
+                    "WARN atoll::http: static_dir {root}: cannot open \"loop-a\": "
+                )) && line.ends_with("; answered 500"),
+                "{line}"
+            );
+        }
+        // Once the window is over, one line counts the rest.
+        tokio::time::pause();
+        tokio::time::sleep(FAILURE_LOG_WINDOW * 2).await;
+        let lines = captured.lines();
+        assert_eq!(lines.len() as u64, FAILURE_LOG_LINES + 1, "{lines:#?}");
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .contains(&format!("static_dir {root}: suppressed=40 total=50 ")),
+            "{lines:#?}"
         );
     }
 

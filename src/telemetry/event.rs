@@ -115,23 +115,32 @@ impl EventKind {
 
     /// True for events that report a failure.
     pub fn is_error(self) -> bool {
+        self.failure_index().is_some()
+    }
+
+    /// For a failure, its place among the [`FAILURE_KINDS`] kinds of failure; `None` for the
+    /// other events. [`TracingLogger`](super::TracingLogger) keeps one log budget per place.
+    pub(crate) fn failure_index(self) -> Option<usize> {
         use EventKind::*;
-        matches!(
-            self,
-            AcceptError
-                | Emfile
-                | MaxConnectionsExceeded
-                | HandshakeError
-                | RecvError
-                | SendError
-                | SendfileError
-                | HandlerError
-                | HandlerPanic
-                | ConnectionForced
-                | RpcFailure
-        )
+        Some(match self {
+            AcceptError => 0,
+            Emfile => 1,
+            MaxConnectionsExceeded => 2,
+            HandshakeError => 3,
+            RecvError => 4,
+            SendError => 5,
+            SendfileError => 6,
+            HandlerError => 7,
+            HandlerPanic => 8,
+            ConnectionForced => 9,
+            RpcFailure => 10,
+            _ => return None,
+        })
     }
 }
+
+/// How many kinds of event report a failure.
+pub(crate) const FAILURE_KINDS: usize = 11;
 
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -232,5 +241,43 @@ impl<'a> Event<'a> {
         self.path = Some(path);
         self.status = Some(status);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_a_place_of_its_own() {
+        use EventKind::*;
+        let failures = [
+            AcceptError,
+            Emfile,
+            MaxConnectionsExceeded,
+            HandshakeError,
+            RecvError,
+            SendError,
+            SendfileError,
+            HandlerError,
+            HandlerPanic,
+            ConnectionForced,
+            RpcFailure,
+        ];
+        let mut places: Vec<usize> = failures
+            .iter()
+            .map(|k| k.failure_index().expect("a failure"))
+            .collect();
+        places.sort();
+        assert_eq!(places, (0..FAILURE_KINDS).collect::<Vec<_>>());
+        for other in [
+            ListenerStart,
+            ConnectionStop,
+            Timeout,
+            Econnaborted,
+            HttpRequest,
+        ] {
+            assert!(!other.is_error(), "{other}");
+        }
     }
 }

@@ -5,12 +5,17 @@
 //! load and a branch, and the event is never built.
 //!
 //! atoll ships two subscribers: [`TracingLogger`] logs every event through `tracing` at a chosen
-//! level, [`MetricsRecorder`] feeds counters and histograms to the `metrics` facade.
+//! level, failures at a bounded rate ([`FAILURE_LOG_LINES`] per [`FAILURE_LOG_WINDOW`] of each
+//! kind), and [`MetricsRecorder`] feeds counters and histograms to the `metrics` facade.
 
+pub(crate) mod budget;
+#[cfg(test)]
+pub(crate) mod capture;
 mod event;
 mod logger;
 mod recorder;
 
+pub use budget::{FAILURE_LOG_LINES, FAILURE_LOG_WINDOW};
 pub use event::{Event, EventKind};
 pub use logger::TracingLogger;
 pub use recorder::MetricsRecorder;

@@ -129,10 +129,16 @@ impl Atoll {
     /// Runs `command` with its stdout and stderr read as they come; its stdin is what the
     /// command says (nothing, unless set).
     pub fn spawn(mut command: Command) -> Self {
+        command.stderr(Stdio::piped());
+        Atoll::spawn_with_stderr(command)
+    }
+
+    /// Runs `command` with its stdout read as it comes, and its stderr as the command says:
+    /// when it is not piped, [`stderr`](Self::stderr) stays empty.
+    pub fn spawn_with_stderr(mut command: Command) -> Self {
         let mut child = command
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .expect("atoll runs");
         let out = child.stdout.take().unwrap();
@@ -146,20 +152,21 @@ impl Atoll {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
-        let mut err = child.stderr.take().unwrap();
-        let stderr_reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = err.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
+        let stderr_reader = child.stderr.take().map(|mut err| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = err.read(&mut buf) {
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            })
         });
         Atoll {
             child,
             stdout,
             stderr,
-            stderr_reader: Some(stderr_reader),
+            stderr_reader,
         }
     }
 
