@@ -2,7 +2,8 @@
 //! from outside the program, either inherited at start (socket activation) or received over a
 //! Unix socket with `SCM_RIGHTS` (a live upgrade), setting a thread's CPU scheduling policy
 //! (an upgrade's new process starts at idle priority), and building a value in the allocation
-//! of a box that is done with (an HTTP connection's request futures, one after the other).
+//! of a box that is done with (an HTTP connection's request futures, one after the other), and
+//! a read into the first bytes of a buffer only (an HTTP request head held to its size limit).
 //! Everything else goes through safe APIs.
 #![allow(unsafe_code)]
 
@@ -151,6 +152,25 @@ pub(crate) fn refill<T: ?Sized, V, U>(
         raw.write(make(value));
         Box::into_pin(Box::from_raw(raw))
     }
+}
+
+/// Polls `io` to read into at most `limit` bytes of `buf`'s unfilled part (tokio's `Take` does
+/// the same for a whole stream): a caller that must not let one read pass a bound hands the
+/// reader a shorter buffer.
+pub(crate) fn poll_read_at_most<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut tokio::io::ReadBuf<'_>,
+    limit: usize,
+) -> std::task::Poll<io::Result<()>> {
+    let mut short = buf.take(limit);
+    let polled = Pin::new(io).poll_read(cx, &mut short);
+    let n = short.filled().len();
+    // SAFETY: `short` covers the first `limit` bytes of `buf`'s unfilled part, and the reader
+    // filled (so initialized) its first `n` bytes; those are the next `n` of `buf`.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    polled
 }
 
 #[cfg(test)]

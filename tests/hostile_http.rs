@@ -335,3 +335,45 @@ async fn a_head_that_stops_arriving_is_closed() {
     let answer = raw(t.addr(), b"GET /health HTTP/1.1\r\nhost: a\r\n").await;
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+// ===== A client that stops reading =====
+
+/// Answers with 16 MiB.
+struct Big;
+
+impl Resource for Big {
+    fn routes(&self) -> Vec<String> {
+        vec!["/big".into()]
+    }
+    fn methods(&self) -> &[Method] {
+        &[Method::GET]
+    }
+    async fn get(&self, _req: &mut Request) -> Reply {
+        vec![b'x'; 16 << 20].into()
+    }
+}
+
+/// A client that asks for a large answer and never reads it is cut off once nothing has gone
+/// out for `send_timeout`, instead of holding its connection (and the answer) forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout() {
+    let t = HttpTest::start(
+        HttpListener::new(Handlers::new().resource(Big))
+            .configure(|o| o.send_timeout = Duration::from_millis(300))
+            .configure_http(|o| o.header_read_timeout = Duration::from_millis(200)),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = within("connect", socket.connect(t.addr())).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading, for longer than the send timeout and a check interval.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = Vec::new();
+    let _ = within("the server's close", s.read_to_end(&mut got)).await;
+    assert!(
+        got.len() < 16 << 20,
+        "the whole answer came: the connection was not cut off"
+    );
+}

@@ -57,6 +57,9 @@ pub(crate) enum Verdict {
     Idle,
     /// A request head took longer than `header_read_timeout`: close now.
     HeadTimeout,
+    /// The client has not taken any of what the connection has to send for the socket
+    /// server's `send_timeout`: close now.
+    SendTimeout,
 }
 
 /// The timer's own memory between checks.
@@ -184,8 +187,14 @@ impl Activity {
             .store(self.writes.load(Relaxed).wrapping_add(1), Relaxed);
     }
 
-    /// Decides, when the timer fires, whether the connection has timed out.
-    pub(crate) fn check(&self, opts: &HttpOptions, watch: &mut Watch) -> Verdict {
+    /// Decides, when the timer fires, whether the connection has timed out. `send_timeout`
+    /// is how long a write may find the socket full with no write going through.
+    pub(crate) fn check(
+        &self,
+        opts: &HttpOptions,
+        send_timeout: Duration,
+        watch: &mut Watch,
+    ) -> Verdict {
         let now = self.now();
         let header_ms = opts.header_read_timeout.as_millis() as u64;
         let idle_ms = opts.idle_timeout.as_millis() as u64;
@@ -207,6 +216,15 @@ impl Activity {
         if writes != watch.seen_writes || done != watch.seen_done {
             (watch.seen_writes, watch.seen_done) = (writes, done);
             watch.quiet_since = now;
+        }
+        // A client that stopped reading: nothing went out since the write that found the
+        // socket full. Seen at a check, so it may come up to one check interval late.
+        if self.write_blocked.load(Relaxed) {
+            let due = watch.quiet_since + send_timeout.as_millis() as u64;
+            if now >= due {
+                return Verdict::SendTimeout;
+            }
+            next = next.min(due);
         }
         if !self.busy() {
             let due = watch.quiet_since + idle_ms;
@@ -237,7 +255,8 @@ impl Drop for Streaming {
     }
 }
 
-/// The connection's socket, noting reads and writes in its [`Activity`].
+/// The connection's socket, noting reads and writes in its [`Activity`], and holding what an
+/// HTTP/1 request head may take to its limit.
 #[derive(Debug)]
 pub(crate) struct Watched<S> {
     pub(crate) inner: S,
@@ -245,15 +264,43 @@ pub(crate) struct Watched<S> {
     /// Bytes read from this connection before it reached this process (a handed-over
     /// connection's unparsed request bytes), read before the socket's.
     pub(crate) prefix: Bytes,
+    /// The most bytes read for one request head (`usize::MAX`: no limit). hyper refuses a
+    /// head that fills its buffer unfinished, but checks only after a read, and one read may
+    /// take more than the limit: reads are cut here so that a head never has more to parse.
+    head_limit: usize,
+    /// Bytes read since the last request reached the service, with no request in it.
+    head_bytes: usize,
+    /// `Activity::started` when `head_bytes` began.
+    head_of: u64,
 }
 
 impl<S> Watched<S> {
-    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
+    /// `head_limit`: see the field; hyper's `max_buf_size` for HTTP/1.
+    pub(crate) fn new(inner: S, activity: Arc<Activity>, head_limit: usize) -> Watched<S> {
         Watched {
             inner,
             activity,
             prefix: Bytes::new(),
+            head_limit,
+            head_bytes: 0,
+            head_of: 0,
         }
+    }
+
+    /// How many more bytes the pending request head may take; `usize::MAX` while a request
+    /// is in the service (its body is being read).
+    #[inline]
+    fn head_room(&mut self) -> usize {
+        let started = self.activity.started.load(Relaxed);
+        if started != self.head_of {
+            self.head_of = started;
+            self.head_bytes = 0;
+        }
+        if self.activity.busy() {
+            self.head_bytes = 0;
+            return usize::MAX;
+        }
+        self.head_limit.saturating_sub(self.head_bytes)
     }
 
     /// Serves the prefix (or as much as fits). Out of line: only a handed-over connection's
@@ -296,9 +343,28 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let room = match this.head_limit {
+            usize::MAX => usize::MAX,
+            _ => this.head_room(),
+        };
+        let polled = if buf.remaining() <= room {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else if room == 0 {
+            // hyper answers 431 before it reads again when its buffer holds a whole limit of
+            // head; bytes it took as the body of an answered request leave it less.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request head over max_header_size",
+            )));
+        } else {
+            crate::sys::poll_read_at_most(&mut this.inner, cx, buf, room)
+        };
+        let n = buf.filled().len() - before;
+        if n > 0 {
             this.activity.read();
+            if room != usize::MAX {
+                this.head_bytes += n;
+            }
         }
         polled
     }
@@ -356,7 +422,10 @@ mod tests {
     fn a_silent_new_connection_hits_the_header_timeout() {
         let a = Activity::new();
         let o = opts(0, 1000);
-        assert_eq!(a.check(&o, &mut Watch::default()), Verdict::HeadTimeout);
+        assert_eq!(
+            a.check(&o, Duration::from_secs(30), &mut Watch::default()),
+            Verdict::HeadTimeout
+        );
     }
 
     #[test]
@@ -365,9 +434,32 @@ mod tests {
         a.begin();
         a.end();
         let o = opts(0, 0);
-        assert_eq!(a.check(&o, &mut Watch::default()), Verdict::Idle);
+        assert_eq!(
+            a.check(&o, Duration::from_secs(30), &mut Watch::default()),
+            Verdict::Idle
+        );
         a.read();
-        assert_eq!(a.check(&o, &mut Watch::default()), Verdict::HeadTimeout);
+        assert_eq!(
+            a.check(&o, Duration::from_secs(30), &mut Watch::default()),
+            Verdict::HeadTimeout
+        );
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_hits_the_send_timeout() {
+        let a = Activity::new();
+        a.begin();
+        a.write_blocked.store(true, Relaxed);
+        let o = opts(1000, 1000);
+        assert_eq!(
+            a.check(&o, Duration::ZERO, &mut Watch::default()),
+            Verdict::SendTimeout
+        );
+        a.write_blocked.store(false, Relaxed);
+        assert!(matches!(
+            a.check(&o, Duration::ZERO, &mut Watch::default()),
+            Verdict::Wait(_)
+        ));
     }
 
     #[test]
@@ -376,7 +468,7 @@ mod tests {
         a.begin();
         let o = opts(0, 0);
         assert!(matches!(
-            a.check(&o, &mut Watch::default()),
+            a.check(&o, Duration::from_secs(30), &mut Watch::default()),
             Verdict::Wait(_)
         ));
     }

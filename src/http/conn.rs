@@ -132,7 +132,13 @@ pub(crate) async fn serve(
     // loads instead of a lock in `Notify`.
     let slot = socket.conn.slot.clone();
     let mut registered = false;
-    let mut watched = Watched::new(socket, activity.clone());
+    let send_timeout = socket.conn.shared.opts.send_timeout;
+    // HTTP/1 heads are held to hyper's buffer limit as they are read; HTTP/2 has its own.
+    let head_limit = match h2 {
+        true => usize::MAX,
+        false => super::listener::head_buffer_limit(opts),
+    };
+    let mut watched = Watched::new(socket, activity.clone(), head_limit);
     watched.prefix = prefix;
     let io = TokioIo::new(watched);
     let mut conn = if h2 {
@@ -242,16 +248,20 @@ pub(crate) async fn serve(
             return Poll::Pending;
         }
         timer_waits = false;
-        match activity.check(opts, &mut watch) {
+        match activity.check(opts, send_timeout, &mut watch) {
             Verdict::Wait(at) => timer.as_mut().reset(Instant::from_std(at)),
             Verdict::Idle if !draining => {
                 draining = true;
                 conn.graceful_shutdown();
+                // HTTP/2's graceful close waits for the client to answer a PING; a client
+                // that never does gets one header read timeout, then the connection closes.
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + opts.header_read_timeout);
             }
-            Verdict::Idle => timer
-                .as_mut()
-                .reset(Instant::now() + opts.header_read_timeout),
-            Verdict::HeadTimeout => return Poll::Ready(Ended::Done(Ok(()))),
+            Verdict::Idle | Verdict::HeadTimeout | Verdict::SendTimeout => {
+                return Poll::Ready(Ended::Done(Ok(())))
+            }
         }
     })
     .await;

@@ -272,14 +272,23 @@ impl HttpListener {
     }
 }
 
+/// The most bytes an HTTP/1 request head may take: `max_header_size`, at least 8 KiB (hyper's
+/// smallest read buffer).
+pub(crate) fn head_buffer_limit(opts: &HttpOptions) -> usize {
+    opts.max_header_size.max(8192)
+}
+
 /// hyper's HTTP/1.1 connection builder for these options, writing answers vectored or not.
 fn http1_builder(opts: &HttpOptions, vectored: bool) -> http1::Builder {
     let mut b = http1::Builder::new();
     // Our own timer enforces the header read timeout (hyper's would also cut idle keep-alive
     // connections at the same mark).
+    // half_close: a client may shut its sending half once its request is out (`nc -N`, some
+    // HTTP/1.0 clients) and still get its answer.
     b.timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(opts.max_header_size.max(8192))
+        .max_buf_size(head_buffer_limit(opts))
+        .half_close(true)
         .writev(vectored);
     // Only a different count is set: hyper then parses headers on the heap.
     if opts.max_headers != super::options::DEFAULT_MAX_HEADERS {

@@ -8,7 +8,6 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Version};
 
 use super::body::Body;
-use super::request::find_header;
 
 /// Why a request is refused before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,32 +54,43 @@ impl Refused {
 }
 
 /// Checks `req` against the rules; `None` when it may be routed. On the common request (a few
-/// headers, no repeats, one short Host) this is a scan of the header names and of the Host
-/// value's bytes.
+/// headers, one short Host) this is a scan of the headers and a table lookup per byte of the
+/// Host value: about 100 instructions.
 #[inline]
 pub(crate) fn check<B>(req: &http::Request<B>, max_headers: usize) -> Option<Refused> {
     let headers = req.headers();
     if headers.len() > max_headers {
         return Some(Refused::TooManyHeaders);
     }
-    match find_header(headers, &header::HOST) {
+    // One pass over a small map finds the Host line and any second one, without hashing.
+    let mut host = None;
+    if headers.len() <= 8 {
+        for (name, value) in headers {
+            if name == header::HOST {
+                if host.is_some() {
+                    return Some(Refused::TwoHosts);
+                }
+                host = Some(value);
+            }
+        }
+    } else {
+        let mut all = headers.get_all(header::HOST).iter();
+        host = all.next();
+        if all.next().is_some() {
+            return Some(Refused::TwoHosts);
+        }
+    }
+    match host {
         None if req.version() == Version::HTTP_11 => Some(Refused::NoHost),
         None => None,
-        Some(host) => {
-            // `len` counts every value and `keys_len` every name: equal, no name repeats.
-            if headers.len() != headers.keys_len()
-                && headers.get_all(header::HOST).iter().nth(1).is_some()
-            {
-                return Some(Refused::TwoHosts);
-            }
-            (!valid_host(host.as_bytes())).then_some(Refused::BadHost)
-        }
+        Some(host) => (!valid_host(host.as_bytes())).then_some(Refused::BadHost),
     }
 }
 
 /// Whether `value` is RFC 3986's `host [ ":" port ]`: a bracketed IP literal, or a name (or
 /// IPv4 address) of unreserved, percent and sub-delimiter characters; the port digits. Empty
 /// is allowed: a client sends an empty Host when the target has no authority.
+#[inline]
 fn valid_host(value: &[u8]) -> bool {
     let port = if let Some(literal) = value.strip_prefix(b"[") {
         let Some(end) = literal.iter().position(|&b| b == b']') else {
@@ -105,28 +115,41 @@ fn valid_host(value: &[u8]) -> bool {
     }
 }
 
-/// RFC 3986's `unreserved / pct-encoded / sub-delims`, byte by byte.
+/// RFC 3986's `unreserved / pct-encoded / sub-delims`, byte by byte: a table lookup.
+#[inline(always)]
 fn name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-        )
+    NAME_BYTES[b as usize]
 }
+
+/// Which bytes [`name_byte`] takes.
+static NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
