@@ -46,6 +46,9 @@ pub(crate) struct Activity {
     body_open: AtomicBool,
     /// The socket's last write would have blocked: hyper still holds bytes to send.
     write_blocked: AtomicBool,
+    /// Bytes read with no request in the service since the last one reached it: the
+    /// pending request head's, at most (only the connection's task reads and writes it).
+    head_bytes: AtomicUsize,
 }
 
 /// What the timer found.
@@ -83,6 +86,7 @@ impl Activity {
             streams: AtomicUsize::new(0),
             body_open: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
+            head_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -107,6 +111,7 @@ impl Activity {
         self.started
             .store(self.started.load(Relaxed).wrapping_add(1), Relaxed);
         self.head_since.store(0, Relaxed);
+        self.head_bytes.store(0, Relaxed);
     }
 
     /// Whether a request is in the service now.
@@ -173,10 +178,15 @@ impl Activity {
         }
     }
 
-    /// Bytes arrived. Between requests, they start the header read timeout.
-    fn read(&self) {
-        if !self.busy() && self.head_since.load(Relaxed) == 0 {
-            self.head_since.store(UNSTAMPED, Relaxed);
+    /// `n` bytes arrived. Between requests, they start the header read timeout and count
+    /// toward the pending head.
+    fn read(&self, n: usize) {
+        if !self.busy() {
+            self.head_bytes
+                .store(self.head_bytes.load(Relaxed) + n, Relaxed);
+            if self.head_since.load(Relaxed) == 0 {
+                self.head_since.store(UNSTAMPED, Relaxed);
+            }
         }
     }
 
@@ -267,11 +277,9 @@ pub(crate) struct Watched<S> {
     /// The most bytes read for one request head (`usize::MAX`: no limit). hyper refuses a
     /// head that fills its buffer unfinished, but checks only after a read, and one read may
     /// take more than the limit: reads are cut here so that a head never has more to parse.
+    /// (Bytes of a pipelined head that came in the read of the head before it are not
+    /// counted: such a head may pass the limit by less than one read.)
     head_limit: usize,
-    /// Bytes read since the last request reached the service, with no request in it.
-    head_bytes: usize,
-    /// `Activity::started` when `head_bytes` began.
-    head_of: u64,
 }
 
 impl<S> Watched<S> {
@@ -282,25 +290,7 @@ impl<S> Watched<S> {
             activity,
             prefix: Bytes::new(),
             head_limit,
-            head_bytes: 0,
-            head_of: 0,
         }
-    }
-
-    /// How many more bytes the pending request head may take; `usize::MAX` while a request
-    /// is in the service (its body is being read).
-    #[inline]
-    fn head_room(&mut self) -> usize {
-        let started = self.activity.started.load(Relaxed);
-        if started != self.head_of {
-            self.head_of = started;
-            self.head_bytes = 0;
-        }
-        if self.activity.busy() {
-            self.head_bytes = 0;
-            return usize::MAX;
-        }
-        self.head_limit.saturating_sub(self.head_bytes)
     }
 
     /// Serves the prefix (or as much as fits). Out of line: only a handed-over connection's
@@ -311,7 +301,7 @@ impl<S> Watched<S> {
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix[..n]);
         self.prefix.advance(n);
-        self.activity.read();
+        self.activity.read(n);
     }
 
     /// Notes how a write went: whether the socket left bytes with hyper.
@@ -343,10 +333,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        let room = match this.head_limit {
-            usize::MAX => usize::MAX,
-            _ => this.head_room(),
-        };
+        // While a request is in the service, `head_bytes` stays 0: its body's reads are cut
+        // at the limit too, which is hyper's own buffer limit anyway.
+        let room = this
+            .head_limit
+            .saturating_sub(this.activity.head_bytes.load(Relaxed));
         let polled = if buf.remaining() <= room {
             Pin::new(&mut this.inner).poll_read(cx, buf)
         } else if room == 0 {
@@ -361,10 +352,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         };
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.activity.read();
-            if room != usize::MAX {
-                this.head_bytes += n;
-            }
+            this.activity.read(n);
         }
         polled
     }
@@ -438,7 +426,7 @@ mod tests {
             a.check(&o, Duration::from_secs(30), &mut Watch::default()),
             Verdict::Idle
         );
-        a.read();
+        a.read(1);
         assert_eq!(
             a.check(&o, Duration::from_secs(30), &mut Watch::default()),
             Verdict::HeadTimeout

@@ -54,8 +54,9 @@ impl Refused {
 }
 
 /// Checks `req` against the rules; `None` when it may be routed. On the common request (a few
-/// headers, one short Host) this is a scan of the headers and a table lookup per byte of the
-/// Host value: about 100 instructions.
+/// headers, one short Host) this is one pass over the headers, cheaper than hashing the name
+/// (callgrind: about 110 instructions against 135), and a table lookup per byte of the Host
+/// value.
 #[inline]
 pub(crate) fn check<B>(req: &http::Request<B>, max_headers: usize) -> Option<Refused> {
     let headers = req.headers();
