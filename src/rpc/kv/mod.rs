@@ -1,9 +1,15 @@
 //! The built-in demo service: a key-value store shared by every connection of a daemon, with
 //! `get`, `put`, `delete` and `list`, and a push to every other connected client when a key
 //! changes. The config file's `rpc` kind runs it, and `atoll rpc` calls it.
+//!
+//! The data is a [`KvStore`]: a redb file whose acknowledged changes are on disk (see its
+//! Durability section), shared by every process and listener that opens it.
+//!
+//! - `store`: [`KvStore`], its bounds, reads, and the requests applied.
+//! - `writer`: the writer thread: group commit of every change waiting.
+//! - `files`: the store files this process has open, so a second open shares the first.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,6 +17,12 @@ use serde_json::Value;
 use super::protocol::Protocol;
 use super::service::{Ctx, Reply, Service};
 use crate::error::BoxError;
+
+mod files;
+mod store;
+mod writer;
+use store::Failure;
+pub use store::{KvStore, DEFAULT_MAX_STORE_SIZE, DEFAULT_MAX_VALUE_SIZE};
 
 /// The key-value protocol: identifier `atoll.kv`, version 1.0.0.
 #[derive(Debug)]
@@ -118,167 +130,6 @@ pub struct KvChange {
     pub value: Option<Value>,
 }
 
-/// The default of [`KvStore::max_value_size`]: 1 MiB.
-pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
-/// The default of [`KvStore::max_store_size`]: 64 MiB.
-pub const DEFAULT_MAX_STORE_SIZE: usize = 64 * 1024 * 1024;
-/// What an entry is counted for besides its key and value: the map's node and the key's own
-/// header, roughly.
-const ENTRY_OVERHEAD: usize = 64;
-
-/// The data every connection's instance shares: the map itself, and its bounds.
-///
-/// Sizes are counted as the store holds them in memory, estimated: every value (each element
-/// of an array or a map counts as one) takes the size of a [`Value`], plus its text for
-/// strings and map keys; an entry adds its key and a fixed overhead. A value of 1 MB of
-/// MessagePack may take many times that once decoded (an array of small numbers does), and
-/// the bounds count the latter.
-#[derive(Debug)]
-pub struct KvStore {
-    map: Mutex<Entries>,
-    max_value_size: usize,
-    max_store_size: usize,
-}
-
-/// The map and the bytes it holds, counted as [`KvStore`] says.
-#[derive(Debug, Default)]
-struct Entries {
-    map: BTreeMap<String, Value>,
-    size: usize,
-}
-
-impl Default for KvStore {
-    fn default() -> KvStore {
-        KvStore {
-            map: Mutex::default(),
-            max_value_size: DEFAULT_MAX_VALUE_SIZE,
-            max_store_size: DEFAULT_MAX_STORE_SIZE,
-        }
-    }
-}
-
-/// Why a put was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Refused(String);
-
-impl KvStore {
-    /// An empty store with the default bounds.
-    pub fn new() -> KvStore {
-        KvStore::default()
-    }
-
-    /// The largest value a `put` may store, in bytes as the store counts them (see
-    /// [`KvStore`]). A larger one is refused with a `bad request` error answer naming the
-    /// key and this option; the connection goes on. Config key `max_value_size`. Default is
-    /// 1 MiB ([`DEFAULT_MAX_VALUE_SIZE`]).
-    pub fn max_value_size(mut self, bytes: usize) -> KvStore {
-        self.max_value_size = bytes;
-        self
-    }
-
-    /// The most bytes the whole store may hold, keys, values and a fixed overhead per entry
-    /// (see [`KvStore`]). A `put` that would take it past this is refused with a `bad
-    /// request` error answer naming this option; the connection goes on, and deletes make
-    /// room again. Config key `max_store_size`. Default is 64 MiB
-    /// ([`DEFAULT_MAX_STORE_SIZE`]).
-    pub fn max_store_size(mut self, bytes: usize) -> KvStore {
-        self.max_store_size = bytes;
-        self
-    }
-
-    /// The bytes the store holds now, counted as [`KvStore`] says.
-    pub fn size(&self) -> usize {
-        self.lock().size
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // A poisoned lock only means another instance panicked mid-call; the map itself
-        // is always whole, since every change is one insert or remove with its size.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Applies `request`, and returns the reply and the change to announce, if any; or why a
-    /// put is refused.
-    fn apply(&self, request: KvRequest) -> Result<(KvReply, Option<KvChange>), Refused> {
-        let mut entries = self.lock();
-        Ok(match request {
-            KvRequest::Get { key } => (KvReply::Value(entries.map.get(&key).cloned()), None),
-            KvRequest::Put { key, value } => {
-                let size_of_value = value_size(&value);
-                if size_of_value > self.max_value_size {
-                    return Err(Refused(format!(
-                        "put refused: the value of `{}` takes {size_of_value} bytes, over \
-                         max_value_size ({})",
-                        shorten(&key),
-                        self.max_value_size
-                    )));
-                }
-                let entry = ENTRY_OVERHEAD + key.len() + size_of_value;
-                let freed = entries
-                    .map
-                    .get(&key)
-                    .map_or(0, |old| ENTRY_OVERHEAD + key.len() + value_size(old));
-                let size = entries.size - freed + entry;
-                if size > self.max_store_size {
-                    return Err(Refused(format!(
-                        "put refused: the store would hold {size} bytes, over max_store_size \
-                         ({})",
-                        self.max_store_size
-                    )));
-                }
-                entries.size = size;
-                let previous = entries.map.insert(key.clone(), value.clone());
-                let change = KvChange {
-                    key,
-                    value: Some(value),
-                };
-                (KvReply::Stored { previous }, Some(change))
-            }
-            KvRequest::Delete { key } => {
-                let removed = entries.map.remove(&key);
-                if let Some(old) = &removed {
-                    entries.size -= ENTRY_OVERHEAD + key.len() + value_size(old);
-                }
-                let existed = removed.is_some();
-                let change = existed.then_some(KvChange { key, value: None });
-                (KvReply::Deleted { existed }, change)
-            }
-            KvRequest::List => (KvReply::Keys(entries.map.keys().cloned().collect()), None),
-        })
-    }
-}
-
-/// The size of a value as the store counts it, without recursion (a value nests as deep as
-/// its payload did).
-fn value_size(value: &Value) -> usize {
-    let mut size = 0;
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        size += std::mem::size_of::<Value>();
-        match v {
-            Value::String(s) => size += s.len(),
-            Value::Array(a) => stack.extend(a),
-            Value::Object(m) => {
-                for (k, v) in m {
-                    size += std::mem::size_of::<String>() + k.len();
-                    stack.push(v);
-                }
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
-    size
-}
-
-/// A key short enough for an error message.
-fn shorten(key: &str) -> &str {
-    let mut end = key.len().min(64);
-    while !key.is_char_boundary(end) {
-        end -= 1;
-    }
-    &key[..end]
-}
-
 /// One connection's instance of the key-value service.
 #[derive(Debug)]
 pub struct KvService {
@@ -300,7 +151,7 @@ impl Service for KvService {
         request: KvRequest,
         ctx: &mut Ctx<Self>,
     ) -> Result<Reply<KvReply>, BoxError> {
-        match self.store.apply(request) {
+        match self.store.apply(request).await {
             Ok((reply, change)) => {
                 if let Some(change) = change {
                     ctx.broadcast(&change);
@@ -308,19 +159,24 @@ impl Service for KvService {
                 Ok(Reply::Now(reply))
             }
             // A put over a bound is the client's fault: it is told why, and goes on.
-            Err(Refused(why)) => {
+            Err(Failure::Refused(why)) => {
                 ctx.defer().refuse(why);
+                Ok(Reply::Later)
+            }
+            // The store's, which the client is told; its connection goes on.
+            Err(Failure::Failed(why)) => {
+                ctx.defer().fail(why);
                 Ok(Reply::Later)
             }
         }
     }
 
     async fn cast(&mut self, request: KvRequest, ctx: &mut Ctx<Self>) -> Result<(), BoxError> {
-        match self.store.apply(request) {
+        match self.store.apply(request).await {
             Ok((_, Some(change))) => ctx.broadcast(&change),
             Ok((_, None)) => {}
             // A cast has no one to answer.
-            Err(Refused(why)) => tracing::debug!(
+            Err(Failure::Refused(why) | Failure::Failed(why)) => tracing::debug!(
                 target: "atoll::rpc",
                 listener = %ctx.listener(),
                 connection = ctx.id(),
@@ -335,77 +191,137 @@ impl Service for KvService {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_store_answers_and_announces_changes() {
-        let store = KvStore::new();
-        let put = |k: &str, v: Value| KvRequest::Put {
+    fn put(k: &str, v: Value) -> KvRequest {
+        KvRequest::Put {
             key: k.into(),
             value: v,
-        };
-        let (reply, change) = store.apply(put("a", 1.into())).unwrap();
+        }
+    }
+
+    fn refused(outcome: Result<(KvReply, Option<KvChange>), Failure>) -> String {
+        match outcome {
+            Err(Failure::Refused(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_answers_and_announces_changes() {
+        let store = KvStore::new();
+        let (reply, change) = store.apply(put("a", 1.into())).await.unwrap();
         assert_eq!(reply, KvReply::Stored { previous: None });
         assert_eq!(change.unwrap().value, Some(1.into()));
-        let (reply, _) = store.apply(put("a", 2.into())).unwrap();
+        let (reply, _) = store.apply(put("a", 2.into())).await.unwrap();
         assert_eq!(
             reply,
             KvReply::Stored {
                 previous: Some(1.into())
             }
         );
-        store.apply(put("b", "x".into())).unwrap();
+        store.apply(put("b", "x".into())).await.unwrap();
         assert_eq!(
-            store.apply(KvRequest::List).unwrap().0,
+            store.apply(KvRequest::List).await.unwrap().0,
             KvReply::Keys(vec!["a".into(), "b".into()])
         );
-        let (reply, change) = store.apply(KvRequest::Delete { key: "a".into() }).unwrap();
+        let delete = || KvRequest::Delete { key: "a".into() };
+        let (reply, change) = store.apply(delete()).await.unwrap();
         assert_eq!(reply, KvReply::Deleted { existed: true });
         assert_eq!(change.unwrap().value, None);
-        let (reply, change) = store.apply(KvRequest::Delete { key: "a".into() }).unwrap();
+        let (reply, change) = store.apply(delete()).await.unwrap();
         assert_eq!(reply, KvReply::Deleted { existed: false });
         assert!(change.is_none(), "nothing changed, nothing to announce");
         assert_eq!(
-            store.apply(KvRequest::Get { key: "a".into() }).unwrap().0,
+            store
+                .apply(KvRequest::Get { key: "a".into() })
+                .await
+                .unwrap()
+                .0,
             KvReply::Value(None)
         );
     }
 
-    #[test]
-    fn puts_over_the_bounds_are_refused_and_deletes_make_room() {
+    #[tokio::test]
+    async fn puts_over_the_bounds_are_refused_and_deletes_make_room() {
         let store = KvStore::new().max_value_size(1000).max_store_size(3000);
-        let put = |k: &str, v: &str| KvRequest::Put {
-            key: k.into(),
-            value: v.into(),
-        };
-        let big = "x".repeat(1000);
-        let err = store.apply(put("big", &big)).unwrap_err();
+        let text = |n: usize| Value::String("x".repeat(n));
+        let why = refused(store.apply(put("big", text(1000))).await);
         assert!(
-            err.0.contains("`big`") && err.0.contains("max_value_size (1000)"),
-            "{err:?}"
+            why.contains("`big`") && why.contains("max_value_size (1000)"),
+            "{why}"
         );
-        assert_eq!(store.size(), 0);
-        let fits = "x".repeat(800);
+        assert_eq!(store.size().unwrap(), 0);
         for k in ["a", "b", "c"] {
-            store.apply(put(k, &fits)).unwrap();
+            store.apply(put(k, text(800))).await.unwrap();
         }
-        let err = store.apply(put("d", &fits)).unwrap_err();
-        assert!(err.0.contains("max_store_size (3000)"), "{err:?}");
+        assert_eq!(store.size().unwrap(), 3 * store::counted("a", &text(800)));
+        let why = refused(store.apply(put("d", text(800))).await);
+        assert!(why.contains("max_store_size (3000)"), "{why}");
         // Replacing a value counts only the difference.
-        store.apply(put("a", &"y".repeat(810))).unwrap();
-        store.apply(KvRequest::Delete { key: "b".into() }).unwrap();
-        store.apply(put("d", &fits)).unwrap();
-        store.apply(KvRequest::Delete { key: "a".into() }).unwrap();
-        store.apply(KvRequest::Delete { key: "c".into() }).unwrap();
-        store.apply(KvRequest::Delete { key: "d".into() }).unwrap();
-        assert_eq!(store.size(), 0, "every byte counted in is counted out");
+        store.apply(put("a", text(810))).await.unwrap();
+        store
+            .apply(KvRequest::Delete { key: "b".into() })
+            .await
+            .unwrap();
+        store.apply(put("d", text(800))).await.unwrap();
+        for k in ["a", "c", "d"] {
+            store
+                .apply(KvRequest::Delete { key: k.into() })
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.size().unwrap(),
+            0,
+            "every byte counted in is counted out"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_keeps_what_it_acknowledged_and_a_second_open_shares_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv").join("kv.redb");
+        let first = KvStore::open(&path).unwrap();
+        assert_eq!(first.path(), Some(path.as_path()));
+        first
+            .apply(put("a", serde_json::json!({"n": [1, 2]})))
+            .await
+            .unwrap();
+        // Open again while the first is open: the same database, so the same data.
+        let second = KvStore::open(&path).unwrap();
+        let get = KvRequest::Get { key: "a".into() };
+        assert_eq!(
+            second.apply(get.clone()).await.unwrap().0,
+            KvReply::Value(Some(serde_json::json!({"n": [1, 2]})))
+        );
+        second.apply(put("b", true.into())).await.unwrap();
+        let size = first.size().unwrap();
+        drop((first, second));
+        // Closed, then opened afresh: everything is still there, and its size.
+        let again = KvStore::open(&path).unwrap();
+        assert_eq!(
+            again.apply(KvRequest::List).await.unwrap().0,
+            KvReply::Keys(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(again.size().unwrap(), size);
+        assert!(size > 0);
     }
 
     #[test]
-    fn a_value_counts_as_it_is_held_not_as_it_was_sent() {
-        // A thousand small numbers: a few bytes each in MessagePack, a Value each here.
-        let numbers = Value::Array((0..1000).map(Value::from).collect());
-        assert!(value_size(&numbers) >= 1000 * std::mem::size_of::<Value>());
-        let nested = serde_json::json!({"k": ["ab", {"c": null}]});
-        assert!(value_size(&nested) > 5 * std::mem::size_of::<Value>());
+    fn a_store_that_cannot_be_opened_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"not a folder").unwrap();
+        let below = file.join("kv.redb");
+        let e = KvStore::open(&below).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Store);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("store {}: ", below.display())),
+            "{text}"
+        );
+        // Not a redb file.
+        let e = KvStore::open(&file).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("store {}: ", file.display())), "{e}");
     }
 
     #[test]
