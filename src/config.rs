@@ -615,6 +615,12 @@ mod tests {
             assert!(http_keys.contains(key), "atoll.toml does not show `{key}`");
         }
         let kv = &full.listeners[3];
+        for key in ["service", "path", "max_value_size", "max_store_size"] {
+            assert!(
+                kv.params.contains_key(key),
+                "atoll.toml does not show `{key}`"
+            );
+        }
         for key in crate::rpc::RpcOptions::field_names() {
             assert!(
                 kv.params.contains_key(*key),

@@ -33,6 +33,9 @@ pub enum ErrorKind {
     Config,
     /// A connection handler returned an error.
     Handler,
+    /// A listener's data store (the `rpc` kind's key-value file) cannot be opened, read or
+    /// written: missing folder, no permission, a corrupt file.
+    Store,
     /// A connection handler panicked.
     Panic,
 }
@@ -50,6 +53,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "no such listener",
             ErrorKind::AlreadyRunning => "listener already running",
             ErrorKind::Config => "invalid configuration",
+            ErrorKind::Store => "store error",
             ErrorKind::Handler => "handler error",
             ErrorKind::Panic => "handler panicked",
         }

@@ -43,6 +43,7 @@ mod http_load;
 mod http_server;
 mod idle;
 mod interleave;
+mod kv;
 mod latency;
 mod load;
 mod probe;
@@ -56,7 +57,7 @@ mod window;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: atoll-bench server|load|report|interleave|upgrade [--flag value]... (see bench/README.md)";
+    "usage: atoll-bench server|load|report|interleave|upgrade|kv [--flag value]... (see bench/README.md)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         "report" => report::main(args),
         "interleave" => interleave::main(args),
         "upgrade" => upgrade::main(args),
+        "kv" => kv::main(args),
         _ => Err(USAGE.to_owned()),
     };
     match result {

@@ -125,7 +125,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
             &registry,
             Catalogue::builtin_for(&registry, &version.to_string()),
         );
-        crate::rpc::install(&registry);
+        crate::rpc::install(&registry, config.env.data_dir.clone());
 
         let mut control_fd = None;
         if let Some(sockets) = sockets {

@@ -1,4 +1,7 @@
-//! The `rpc` kind of the config file: a daemon running the built-in key-value service.
+//! The `rpc` kind of the config file: a daemon running the built-in key-value service, its
+//! store in a file under the data directory.
+
+use std::path::{Path, PathBuf};
 
 use super::daemon::Daemon;
 use super::kv::{KvService, KvStore};
@@ -11,20 +14,27 @@ use crate::spec::ListenerSpec;
 /// The services the `rpc` kind can run, by the name its `service` key takes.
 const SERVICES: &[&str] = &["kv"];
 
+/// The folder under the data directory that holds the stores: `kv`.
+const STORE_FOLDER: &str = "kv";
+
 /// Teaches `registry` the `rpc` listener kind: the built-in key-value service
-/// ([`KvService`]) on a daemon.
+/// ([`KvService`]) on a daemon, its store kept in `data_dir`.
 ///
 /// A listener table of this kind takes the socket server's options, [`RpcOptions`] keys,
-/// `service = "kv"` (the default, and the only one built in), the store's bounds
-/// `max_value_size` and `max_store_size` (see [`KvStore`]) and `plain = true` for plain
-/// TCP. Without `plain` it needs a `[listener.tls]` table: RPC is TLS by default, and with a
+/// `service = "kv"` (the default, and the only one built in), the store's file `path` (see
+/// [`KvStore::open`]; default is `DATA_DIR/kv/NAME.redb`, NAME the listener's; a relative
+/// path is taken from the config file's folder), its bounds `max_value_size` and
+/// `max_store_size` (see [`KvStore`]) and `plain = true` for plain TCP. Without `plain` it needs a `[listener.tls]` table: RPC is TLS by default, and with a
 /// `cacert` in it, clients must present a certificate that CA signed. Without `ip` and
 /// `port` it listens on 127.0.0.1 on any free port, which `atoll serve` prints.
-pub fn install(registry: &Registry) {
-    registry.add_kind("rpc", launch);
+/// The store is opened when the listener starts: a file that cannot be opened (its folder
+/// not writable, not a redb file, corrupt) fails the start with an error naming it.
+pub fn install(registry: &Registry, data_dir: impl Into<PathBuf>) {
+    let data_dir = data_dir.into();
+    registry.add_kind("rpc", move |spec| launch(spec, &data_dir));
 }
 
-fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
+fn launch(spec: &ListenerSpec, data_dir: &Path) -> Result<ServerHandle> {
     let bad = |why: String| {
         Error::with_source(ErrorKind::Config, why).context(format!("listener `{}`", spec.name))
     };
@@ -44,14 +54,43 @@ fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
         Some(toml::Value::Boolean(b)) => b,
         Some(other) => return Err(bad(format!("`plain` must be true or false, not {other}"))),
     };
-    let mut store = KvStore::new();
-    if let Some(bytes) = take_size(&mut params, "max_value_size").map_err(&bad)? {
+    let path = match params.remove("path") {
+        None => data_dir
+            .join(STORE_FOLDER)
+            .join(format!("{}.redb", spec.name)),
+        Some(toml::Value::String(p)) if !p.is_empty() => spec.base.join(p),
+        Some(other) => return Err(bad(format!("`path` must be a file path, not {other}"))),
+    };
+    let value_size = take_size(&mut params, "max_value_size").map_err(&bad)?;
+    let store_size = take_size(&mut params, "max_store_size").map_err(&bad)?;
+    let rpc = crate::options::from_table::<RpcOptions>(params).map_err(bad)?;
+    let tls = match (&spec.tls, plain) {
+        (Some(tls), false) => Some(
+            tls.load()
+                .map_err(|e| e.context(format!("listener `{}`", spec.name)))?,
+        ),
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err(bad(
+                "`plain = true` and a [listener.tls] table: choose one".to_owned()
+            ))
+        }
+        (None, false) => {
+            return Err(bad(
+                "kind `rpc` needs a [listener.tls] table, or `plain = true` for plain TCP"
+                    .to_owned(),
+            ))
+        }
+    };
+    // Last, once everything else in the table is known good: a mistake there leaves no file.
+    let mut store =
+        KvStore::open(&path).map_err(|e| e.context(format!("listener `{}`", spec.name)))?;
+    if let Some(bytes) = value_size {
         store = store.max_value_size(bytes);
     }
-    if let Some(bytes) = take_size(&mut params, "max_store_size").map_err(&bad)? {
+    if let Some(bytes) = store_size {
         store = store.max_store_size(bytes);
     }
-    let rpc = crate::options::from_table::<RpcOptions>(params).map_err(bad)?;
     let mut options = spec.options.clone();
     if let Some(set) = &spec.set_options {
         if !set.contains("port") {
@@ -66,23 +105,9 @@ fn launch(spec: &ListenerSpec) -> Result<ServerHandle> {
         .options(options)
         .rpc_options(rpc)
         .telemetry(spec.telemetry.clone());
-    daemon = match (&spec.tls, plain) {
-        (Some(tls), false) => daemon.tls(
-            tls.load()
-                .map_err(|e| e.context(format!("listener `{}`", spec.name)))?,
-        ),
-        (None, true) => daemon.plain(),
-        (Some(_), true) => {
-            return Err(bad(
-                "`plain = true` and a [listener.tls] table: choose one".to_owned()
-            ))
-        }
-        (None, false) => {
-            return Err(bad(
-                "kind `rpc` needs a [listener.tls] table, or `plain = true` for plain TCP"
-                    .to_owned(),
-            ))
-        }
+    daemon = match tls {
+        Some(config) => daemon.tls(config),
+        None => daemon.plain(),
     };
     daemon = daemon.bind(spec.bind());
     Ok(daemon.start()?.server().clone())

@@ -24,7 +24,9 @@
 //! - `daemon`: [`Daemon`], the builder that starts a listener of the socket server whose
 //!   connections are taken over by `serve`, and its [`DaemonHandle`].
 //! - `client`: [`Client`], with call timeouts, casts, pushes, keepalives and reconnection.
-//! - `kv`: the built-in key-value demo service and the `rpc` kind of the config file.
+//! - `kv`: the built-in key-value demo service, its durable store (a redb file shared by
+//!   every process that opens it, with one group-committing writer per process), and `kind`,
+//!   the `rpc` kind of the config file, which keeps that file in the data dir.
 //!
 //! It uses the socket server through [`Action::TakeOver`](crate::Action::TakeOver) and the
 //! registry; nothing below it knows RPC, and it knows nothing of HTTP.
