@@ -75,8 +75,8 @@ pub enum LogEvents {
     /// `"errors"`: only failure events, at `WARN`. The default.
     ///
     /// Whatever the level, failures are logged at a bounded rate: each listener logs at
-    /// most [`FAILURE_LOG_LINES`](crate::telemetry::FAILURE_LOG_LINES) of each kind per
-    /// [`FAILURE_LOG_WINDOW`](crate::telemetry::FAILURE_LOG_WINDOW), then one line with how
+    /// most `failure_log_lines` of each kind per `failure_log_window` ([`Config::failure_log_budget`];
+    /// default 10 per 10 s), then one line with how
     /// many more there were ([`TracingLogger`]).
     #[default]
     Errors,
