@@ -5,6 +5,8 @@
 //!
 //! ```toml
 //! log_events = "errors"   # off, errors (the default), error, warn, info, debug, trace
+//! failure_log_lines = 10  # lines of each kind of failure a listener logs per window
+//! failure_log_window = "10s"
 //!
 //! [app]                   # see `setup`: name, node, home, data_dir, log_dir, priv_dir, lib_dirs
 //! home = "/srv/$APP"
@@ -26,6 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -37,7 +40,9 @@ use crate::handle::ServerHandle;
 use crate::registry::Registry;
 use crate::setup::{AppEnv, AppSettings, ExpandError, OsEnv, Variables};
 use crate::spec::ListenerSpec;
-use crate::telemetry::{Event, EventKind, Subscriber, SubscriptionId, Telemetry, TracingLogger};
+use crate::telemetry::{
+    Event, EventKind, FailureLogBudget, Subscriber, SubscriptionId, Telemetry, TracingLogger,
+};
 
 /// A config file, read and checked: every listener's spec, and how their events are logged.
 #[derive(Debug, Clone)]
@@ -48,6 +53,12 @@ pub struct Config {
     pub listeners: Vec<ListenerSpec>,
     /// How listener events are logged. Default is [`LogEvents::Errors`].
     pub log_events: LogEvents,
+    /// How many lines of each kind of failure a listener logs per window (the keys
+    /// `failure_log_lines` and `failure_log_window`): every listener's telemetry hub carries
+    /// it ([`Telemetry::with_failure_log_budget`]), so its logger and the lines its
+    /// connections log are held to it. Default is [`FailureLogBudget::default()`], 10 lines
+    /// per 10 s. A reload applies a change to the listeners it starts or replaces.
+    pub failure_log_budget: FailureLogBudget,
     /// The application environment: the `[app]` table over the defaults, under the OS
     /// variables.
     pub env: AppEnv,
@@ -64,8 +75,8 @@ pub enum LogEvents {
     /// `"errors"`: only failure events, at `WARN`. The default.
     ///
     /// Whatever the level, failures are logged at a bounded rate: each listener logs at
-    /// most [`FAILURE_LOG_LINES`](crate::telemetry::FAILURE_LOG_LINES) of each kind per
-    /// [`FAILURE_LOG_WINDOW`](crate::telemetry::FAILURE_LOG_WINDOW), then one line with how
+    /// most `failure_log_lines` of each kind per `failure_log_window` ([`Config::failure_log_budget`];
+    /// default 10 per 10 s), then one line with how
     /// many more there were ([`TracingLogger`]).
     #[default]
     Errors,
@@ -98,14 +109,18 @@ impl TryFrom<String> for LogEvents {
 }
 
 impl LogEvents {
-    /// Attaches the matching subscriber to `telemetry`; `None` when events are off.
+    /// Attaches the matching subscriber to `telemetry`, its failures held to the hub's
+    /// [`failure_log_budget`](Telemetry::failure_log_budget); `None` when events are off.
     pub fn attach(self, telemetry: &Telemetry) -> Option<SubscriptionId> {
+        let budget = telemetry.failure_log_budget();
         match self {
             LogEvents::Off => None,
             LogEvents::Errors => {
-                Some(telemetry.attach(ErrorsOnly(TracingLogger::new(Level::WARN))))
+                Some(telemetry.attach(ErrorsOnly(TracingLogger::with_budget(Level::WARN, budget))))
             }
-            LogEvents::All(level) => Some(telemetry.attach(TracingLogger::new(level))),
+            LogEvents::All(level) => {
+                Some(telemetry.attach(TracingLogger::with_budget(level, budget)))
+            }
         }
     }
 }
@@ -134,6 +149,10 @@ struct File {
     listener: Vec<toml::Table>,
     #[serde(default)]
     log_events: Option<Spanned<String>>,
+    #[serde(default)]
+    failure_log_lines: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    failure_log_window: Option<Spanned<toml::Value>>,
     #[serde(default)]
     app: AppSettings,
     #[serde(default)]
@@ -220,6 +239,58 @@ impl Config {
                 LogEvents::try_from(level).map_err(|message| invalid(Place::Line(line), message))?
             }
         };
+        let mut lines = FailureLogBudget::default().lines();
+        if let Some(value) = &file.failure_log_lines {
+            let line = line_of(text, value.span().start);
+            let key = "failure_log_lines";
+            let n = match value.get_ref() {
+                toml::Value::Integer(n) => Ok(*n),
+                toml::Value::String(s) => {
+                    let s = vars
+                        .expand(s, key)
+                        .map_err(|e| expand(Place::Line(line), e))?;
+                    s.trim().parse::<i64>().map_err(drop)
+                }
+                _ => Err(()),
+            };
+            lines = match n.map(u64::try_from) {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) | Err(_) => {
+                    let shown = match value.get_ref() {
+                        toml::Value::String(s) => format!("`{s}`"),
+                        other => other.to_string(),
+                    };
+                    let why =
+                        format!("`{key}` must be a whole number of lines, 0 or more, not {shown}");
+                    return Err(invalid(Place::Line(line), why));
+                }
+            };
+        }
+        let mut window = FailureLogBudget::default().window();
+        if let Some(value) = &file.failure_log_window {
+            let line = line_of(text, value.span().start);
+            let key = "failure_log_window";
+            let bad = |why: String| invalid(Place::Line(line), format!("`{key}`: {why}"));
+            window = match value.get_ref() {
+                toml::Value::Integer(ms) => u64::try_from(*ms)
+                    .map(Duration::from_millis)
+                    .map_err(|_| bad(format!("`{ms}` is not a duration")))?,
+                toml::Value::String(s) => {
+                    let s = vars
+                        .expand(s, key)
+                        .map_err(|e| expand(Place::Line(line), e))?;
+                    crate::options::parse_duration(&s).map_err(&bad)?
+                }
+                other => return Err(bad(format!("`{other}` is not a duration"))),
+            };
+        }
+        let failure_log_budget = FailureLogBudget::new(lines, window).map_err(|e| {
+            let line = file
+                .failure_log_window
+                .as_ref()
+                .map_or(0, |v| line_of(text, v.span().start));
+            invalid(Place::Line(line), format!("`failure_log_window`: {e}"))
+        })?;
         let mut listeners: Vec<ListenerSpec> = Vec::with_capacity(file.listener.len());
         for (i, mut table) in file.listener.into_iter().enumerate() {
             let key = format!("listener[{}]", i + 1);
@@ -233,10 +304,11 @@ impl Config {
             if let Err(e) = vars.expand_table(&mut table, &key) {
                 return Err(expand(place, e));
             }
-            let spec = match ListenerSpec::from_toml(&table, base) {
+            let mut spec = match ListenerSpec::from_toml(&table, base) {
                 Ok(spec) => spec,
                 Err(message) => return Err(invalid(place, message)),
             };
+            spec.telemetry = Arc::new(Telemetry::with_failure_log_budget(failure_log_budget));
             if let Some(first) = listeners.iter().position(|l| l.name == spec.name) {
                 let message = format!("duplicate name: listener #{} has it too", first + 1);
                 return Err(invalid(place, message));
@@ -248,6 +320,7 @@ impl Config {
             path: path.to_owned(),
             listeners,
             log_events,
+            failure_log_budget,
             env,
             vars,
         })
@@ -515,6 +588,34 @@ mod tests {
     }
 
     #[test]
+    fn the_failure_log_budget_is_read_checked_and_given_to_every_listener() {
+        let c = parse(ECHO).unwrap();
+        assert_eq!(c.failure_log_budget, FailureLogBudget::default());
+        let c = parse(&format!(
+            "failure_log_lines = 0\nfailure_log_window = \"2m\"\n{ECHO}"
+        ))
+        .unwrap();
+        let expected = FailureLogBudget::new(0, Duration::from_secs(120)).unwrap();
+        assert_eq!(c.failure_log_budget, expected);
+        assert_eq!(c.listeners[0].telemetry.failure_log_budget(), expected);
+        let c = parse(&format!("failure_log_window = 5000\n{ECHO}")).unwrap();
+        assert_eq!(c.failure_log_budget.window(), Duration::from_secs(5));
+
+        for (text, key) in [
+            ("failure_log_lines = -1", "line 1: `failure_log_lines` must be a whole number"),
+            ("failure_log_lines = \"many\"", "line 1: `failure_log_lines` must be a whole number"),
+            ("failure_log_lines = 1.5", "line 1: `failure_log_lines` must be a whole number"),
+            ("failure_log_window = \"0s\"", "line 1: `failure_log_window`: a failure log window must be from 1s to 86400s, not 0ns"),
+            ("\nfailure_log_window = \"25h\"", "line 2: `failure_log_window`: a failure log window must be from 1s"),
+            ("failure_log_window = \"soon\"", "line 1: `failure_log_window`: `soon` is not a duration"),
+            ("failure_log_window = -3", "line 1: `failure_log_window`: `-3` is not a duration"),
+        ] {
+            let e = fails(&format!("{text}\n{ECHO}"));
+            assert!(e.starts_with(&format!("conf/atoll.toml: {key}")), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.toml");
@@ -607,6 +708,17 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         let full = Config::parse(&uncommented, Path::new("atoll.toml")).unwrap();
+        // The top-level keys, shown with their defaults.
+        assert_eq!(full.log_events, LogEvents::default());
+        assert_eq!(full.failure_log_budget, FailureLogBudget::default());
+        for key in ["log_events", "failure_log_lines", "failure_log_window"] {
+            assert!(
+                uncommented
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{key} = "))),
+                "atoll.toml does not show `{key}`"
+            );
+        }
         let kinds: Vec<_> = full.listeners.iter().map(|l| l.kind.as_str()).collect();
         assert_eq!(kinds, ["echo", "http", "https", "rpc"]);
         let web = &full.listeners[1];

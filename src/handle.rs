@@ -335,6 +335,8 @@ impl ServerHandle {
             forced,
         };
         life.report = Some(report);
+        // Its connections are gone: what their failures' budgets held back is summed up now.
+        self.inner.shared.failure_logs.flush();
         self.emit(EventKind::ListenerStop, Some(self.uptime()));
         self.inner.phase.send_replace(Phase::Stopped);
         report

@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 
 use crate::connections::Table;
 use crate::options::ServerOptions;
+use crate::telemetry::failure_log::FailureLogs;
 use crate::telemetry::Telemetry;
 use crate::timeouts::Timeouts;
 use crate::tls::TlsConfig;
@@ -23,6 +24,10 @@ pub(crate) struct Shared {
     pub(crate) timeouts: Timeouts,
     /// One permit per connection allowed by `max_connections`.
     pub(crate) limiter: Arc<Semaphore>,
+    /// The budgets of the log lines its connections' peers can trigger outside the telemetry
+    /// events, each kind of line with its own, to the hub's
+    /// [`failure_log_budget`](Telemetry::failure_log_budget) as it was at the start.
+    pub(crate) failure_logs: Arc<FailureLogs>,
     next_id: AtomicU64,
 }
 
@@ -34,6 +39,7 @@ impl Shared {
         tls: Option<TlsConfig>,
     ) -> Self {
         let limiter = Arc::new(Semaphore::new(opts.max_connections));
+        let failure_logs = FailureLogs::new(name.clone(), telemetry.failure_log_budget());
         Shared {
             name,
             opts,
@@ -42,6 +48,7 @@ impl Shared {
             table: Table::default(),
             timeouts: Timeouts::default(),
             limiter,
+            failure_logs,
             next_id: AtomicU64::new(1),
         }
     }

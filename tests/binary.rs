@@ -127,6 +127,22 @@ fn an_unknown_key_is_named() {
 }
 
 #[test]
+fn a_bad_failure_log_budget_is_named() {
+    for (setting, key) in [
+        ("failure_log_lines = -1", "`failure_log_lines`"),
+        ("failure_log_lines = \"ten\"", "`failure_log_lines`"),
+        ("failure_log_window = \"0s\"", "`failure_log_window`"),
+        ("failure_log_window = \"2d\"", "`failure_log_window`"),
+    ] {
+        let line = fails_on(&format!("{setting}\n{}", echo_listener("echo")));
+        assert!(
+            line.contains(&format!("line 1: {key}")),
+            "{setting}: {line}"
+        );
+    }
+}
+
+#[test]
 fn a_bad_port_is_named() {
     let text = "[[listener]]\nname = \"echo\"\nkind = \"echo\"\nport = \"x\"\n";
     let line = fails_on(text);
@@ -395,6 +411,49 @@ fn stalled_tls_handshakes_are_all_counted_but_logged_at_a_bounded_rate() {
         .unwrap();
     assert_eq!(total + lines.len() - 1 - last, STALLED, "{stderr}");
     eprintln!("{} lines for {STALLED} stalled handshakes", lines.len());
+}
+
+#[test]
+fn a_configured_failure_log_budget_bounds_the_lines() {
+    const STALLED: usize = 50;
+    let pki = Pki::new();
+    let text = format!(
+        "failure_log_lines = 3\nfailure_log_window = \"1h\"\n{}handshake_timeout = \"200ms\"\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\n",
+        echo_listener("tls")
+    );
+    let mut atoll = Atoll::serve(&write_config(pki.dir.path(), &text));
+    let (_, addr) = listening(&atoll, 1).remove(0);
+    let stalled: Vec<std::net::TcpStream> = (0..STALLED)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    for mut stream in stalled {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let read = std::io::Read::read(&mut stream, &mut [0u8; 1]);
+        assert!(
+            !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a stalled handshake was not timed out"
+        );
+    }
+    atoll.signal("TERM");
+    assert_eq!(atoll.exit().code(), Some(0));
+    let stderr = atoll.stderr();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("connection.handshake_error listener=tls"))
+        .collect();
+    // One window of an hour: 3 lines, then the stop's summary of the rest.
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(
+        lines[..3].iter().all(|l| !l.contains("suppressed=")),
+        "{stderr}"
+    );
+    assert!(
+        lines[3].ends_with(&format!(
+            "suppressed={} total={STALLED} limit=\"3 lines per 3600s\"",
+            STALLED - 3
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]

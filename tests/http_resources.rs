@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use atoll::http::{Data, Handlers, HttpListener, Reply, Request, Resource, Unauthorized};
-use atoll::telemetry::{Event, EventKind, Subscriber};
+use atoll::telemetry::{Event, EventKind, FailureLogBudget, Subscriber, Telemetry};
 use bytes::Bytes;
 use common::http::{curl, raw, req, Client, HttpTest, Resp};
 use common::within;
@@ -1236,4 +1236,129 @@ async fn each_request_is_reported_with_method_path_and_status() {
     assert!(seen.iter().all(|s| s.connection == seen[0].connection));
     // The helper's own subscriber sees the same kind.
     t.events.wait_for(EventKind::HttpRequest, 3).await;
+}
+
+// ===== 8. failures a peer can repeat, logged within the listener's budget =====
+
+/// The lines logged on this thread (the test's current-thread runtime included).
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn containing(&self, text: &str) -> Vec<String> {
+        let all = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        all.lines()
+            .filter(|l| l.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A listener whose failure log budget is 3 lines per hour.
+fn within_three_lines(handlers: Handlers) -> HttpListener {
+    let budget = FailureLogBudget::new(3, std::time::Duration::from_secs(3600)).unwrap();
+    HttpListener::new(handlers).telemetry(Arc::new(Telemetry::with_failure_log_budget(budget)))
+}
+
+#[tokio::test]
+async fn a_failing_mounted_service_is_logged_within_the_listener_budget() {
+    const REQUESTS: usize = 50;
+    let lines = Lines::default();
+    let _guard = lines.install();
+    let failing = tower::service_fn(|_req: http::Request<atoll::http::RequestBody>| async {
+        Err::<http::Response<Full<Bytes>>, _>(std::io::Error::other("the backend is down"))
+    });
+    let t = HttpTest::start(within_three_lines(Handlers::new().service(failing)));
+    let mut c = t.h1().await;
+    for _ in 0..REQUESTS {
+        assert_eq!(c.get("/any").await.status, 500);
+    }
+    let logged = lines.containing("mounted service failed");
+    assert_eq!(logged.len(), 3, "{logged:#?}");
+    assert!(logged[0].contains("the backend is down"), "{}", logged[0]);
+    // The stop sums up the rest.
+    drop(c);
+    within("the stop", t.handle.stop(std::time::Duration::from_secs(5))).await;
+    drop(t);
+    let logged = lines.containing("mounted service failed");
+    assert_eq!(logged.len(), 4, "{logged:#?}");
+    assert!(
+        logged[3].ends_with(&format!(
+            "WARN atoll: mounted service failed: listener=http suppressed={} total={REQUESTS} limit=\"3 lines per 3600s\"",
+            REQUESTS - 3
+        )),
+        "{}",
+        logged[3]
+    );
+}
+
+/// Lists PUT, implements only GET.
+struct Forgetful;
+
+impl Resource for Forgetful {
+    fn routes(&self) -> Vec<String> {
+        vec!["/forgetful".into()]
+    }
+
+    fn methods(&self) -> &[Method] {
+        &[Method::GET, Method::PUT]
+    }
+
+    async fn get(&self, _req: &mut Request) -> Reply {
+        Reply::text("here")
+    }
+}
+
+#[tokio::test]
+async fn a_method_listed_but_not_implemented_is_logged_within_the_listener_budget() {
+    const REQUESTS: usize = 20;
+    let lines = Lines::default();
+    let _guard = lines.install();
+    let t = HttpTest::start(within_three_lines(Handlers::new().resource(Forgetful)));
+    let mut c = t.h1().await;
+    for _ in 0..REQUESTS {
+        let r = c
+            .send(
+                req(Method::PUT, "/forgetful")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 500);
+    }
+    const WHAT: &str = "the resource lists this method but does not implement it";
+    let logged = lines.containing(WHAT);
+    assert_eq!(logged.len(), 3, "{logged:#?}");
+    assert!(logged[0].contains("method=PUT"), "{}", logged[0]);
+    drop(c);
+    within("the stop", t.handle.stop(std::time::Duration::from_secs(5))).await;
+    drop(t);
+    let logged = lines.containing(WHAT);
+    assert_eq!(logged.len(), 4, "{logged:#?}");
+    assert!(
+        logged[3].contains(&format!("suppressed={} total={REQUESTS}", REQUESTS - 3)),
+        "{}",
+        logged[3]
+    );
 }

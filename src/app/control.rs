@@ -18,6 +18,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::command::{Answer, Request};
 use crate::setup::AppEnv;
 use crate::telemetry::budget::{Clock, LogBudget};
+use crate::telemetry::FailureLogBudget;
 
 /// The control socket's file name, in the data dir.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -253,17 +254,20 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ControlErro
 }
 
 /// Answers control connections on `listener` until `stop` resolves, each in its own task.
+/// Its accept failures are logged within `budget` (the config's `failure_log_lines` and
+/// `failure_log_window` when `atoll serve` starts).
 pub async fn serve<C: Commands>(
     listener: std::os::unix::net::UnixListener,
     commands: Arc<C>,
+    budget: FailureLogBudget,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(listener)?;
     tokio::pin!(stop);
     // Out of file descriptors (peers of the listeners can cause it), accept fails every
-    // pause: logged like a listener's failures, 10 lines per 10 s then a count.
-    let (clock, failures) = (Clock::new(), LogBudget::default());
+    // pause: logged like a listener's failures, within the budget, then a count.
+    let (clock, failures) = (Clock::new(), LogBudget::new(budget));
     loop {
         tokio::select! {
             () = &mut stop => return Ok(()),

@@ -195,6 +195,12 @@ pub async fn apply(
             .notes
             .push("log_events applies to listeners started from now on".to_owned());
     }
+    if old.failure_log_budget != new.failure_log_budget {
+        report.notes.push(format!(
+            "failure_log_lines and failure_log_window ({}) apply to listeners started or replaced from now on; the others keep {}",
+            new.failure_log_budget, old.failure_log_budget
+        ));
+    }
     Ok(report)
 }
 

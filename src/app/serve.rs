@@ -181,6 +181,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
         drop(stdout);
 
         let (exit, mut exit_rx) = watch::channel(None);
+        let control_budget = config.failure_log_budget;
         let app = Arc::new(App {
             config_path: path.to_owned(),
             config: StdMutex::new(Arc::new(config)),
@@ -193,9 +194,14 @@ pub fn serve(path: &Path) -> Result<(), String> {
             exit,
         });
         let mut control_stop = app.exit.subscribe();
-        let control_task = tokio::spawn(control::serve(control_listener, app.clone(), async move {
-            let _ = control_stop.wait_for(|e| e.is_some()).await;
-        }));
+        let control_task = tokio::spawn(control::serve(
+            control_listener,
+            app.clone(),
+            control_budget,
+            async move {
+                let _ = control_stop.wait_for(|e| e.is_some()).await;
+            },
+        ));
 
         if idle {
             priority::leave_idle()

@@ -13,6 +13,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::options::HttpOptions;
+use crate::telemetry::failure_log::FailureLogs;
 
 /// `head_since` when a head began but no time is noted yet.
 const UNSTAMPED: u64 = u64::MAX;
@@ -20,6 +21,9 @@ const UNSTAMPED: u64 = u64::MAX;
 /// One connection's activity. Times are milliseconds since `base`.
 #[derive(Debug)]
 pub(crate) struct Activity {
+    /// The listener's log budgets, for the faults of the answers (see
+    /// [`Fault`](super::fault::Fault)); `None` in tests of the timer alone.
+    failure_logs: Option<Arc<FailureLogs>>,
     base: Instant,
     /// Requests handed to the service so far. Only the connection's task writes it (hyper
     /// calls the service there, for HTTP/2 too), so a load and a store do.
@@ -77,6 +81,7 @@ impl Activity {
     /// A connection that just opened: the wait for its first request head starts now.
     pub(crate) fn new() -> Activity {
         Activity {
+            failure_logs: None,
             base: Instant::now(),
             started: AtomicU64::new(0),
             finished: AtomicU64::new(0),
@@ -96,6 +101,17 @@ impl Activity {
         let activity = Activity::new();
         activity.head_since.store(0, Relaxed);
         activity
+    }
+
+    /// Logs the faults of this connection's answers in `logs`, its listener's.
+    pub(crate) fn with_failure_logs(mut self, logs: Arc<FailureLogs>) -> Activity {
+        self.failure_logs = Some(logs);
+        self
+    }
+
+    /// Where the faults of this connection's answers are logged.
+    pub(crate) fn failure_logs(&self) -> Option<&Arc<FailureLogs>> {
+        self.failure_logs.as_ref()
     }
 
     fn now(&self) -> u64 {

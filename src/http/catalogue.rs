@@ -20,6 +20,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handle::ServerHandle;
 use crate::registry::Registry;
 use crate::spec::ListenerSpec;
+use crate::telemetry::FailureLogBudget;
 
 type Factory = Arc<dyn Fn(&Params) -> std::result::Result<Arc<dyn Endpoint>, String> + Send + Sync>;
 
@@ -30,6 +31,10 @@ pub struct Params {
     pub table: toml::Table,
     /// The config file's folder: relative paths start there.
     pub base: PathBuf,
+    /// The listener's failure log budget (its telemetry hub's,
+    /// [`Telemetry::failure_log_budget`](crate::telemetry::Telemetry::failure_log_budget)),
+    /// for resources that log what a peer can trigger. Default is 10 lines per 10 s.
+    pub failure_log_budget: FailureLogBudget,
 }
 
 impl Params {
@@ -129,7 +134,8 @@ impl Catalogue {
                 let s: S = p.parse()?;
                 let dir = p.path("dir")?.unwrap_or_default();
                 let files = StaticFiles::new(&dir)
-                    .map_err(|e| format!("`dir` `{}`: {e}", dir.display()))?;
+                    .map_err(|e| format!("`dir` `{}`: {e}", dir.display()))?
+                    .failure_log_budget(p.failure_log_budget);
                 let prefix = s.prefix.as_deref().unwrap_or("/");
                 Ok(Arc::new(StaticEndpoint::new(prefix, files)) as Arc<dyn Endpoint>)
             }),
@@ -156,11 +162,23 @@ impl Catalogue {
         self.entries.keys().cloned().collect()
     }
 
-    /// Builds the handlers a listener table's `handlers` array declares.
+    /// Builds the handlers a listener table's `handlers` array declares, for a listener of
+    /// the default failure log budget.
     pub fn handlers(
         &self,
         value: Option<&toml::Value>,
         base: &Path,
+    ) -> std::result::Result<Handlers, String> {
+        self.handlers_within(value, base, FailureLogBudget::default())
+    }
+
+    /// Builds the handlers a listener table's `handlers` array declares, for a listener whose
+    /// failure log budget is `budget` ([`Params::failure_log_budget`]).
+    pub fn handlers_within(
+        &self,
+        value: Option<&toml::Value>,
+        base: &Path,
+        budget: FailureLogBudget,
     ) -> std::result::Result<Handlers, String> {
         let mut handlers = Handlers::new();
         let Some(value) = value else {
@@ -217,6 +235,7 @@ impl Catalogue {
                 let params = Params {
                     table: params,
                     base: base.to_owned(),
+                    failure_log_budget: budget,
                 };
                 let endpoint = make(&params).map_err(|why| at(format!("`{name}`: {why}")))?;
                 handlers = handlers.endpoint(endpoint);
@@ -262,7 +281,9 @@ fn update(
     if !without_handlers(old).same_as(&without_handlers(new)) {
         return None;
     }
-    let handlers = match catalogue.handlers(new.params.get("handlers"), &new.base) {
+    // The running listener keeps the budget it started with.
+    let budget = handle.telemetry().failure_log_budget();
+    let handlers = match catalogue.handlers_within(new.params.get("handlers"), &new.base, budget) {
         Ok(handlers) => handlers,
         Err(why) => {
             return Some(Err(Error::with_source(ErrorKind::Config, why)
@@ -280,8 +301,9 @@ fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<Ser
     let handlers_value = params.remove("handlers");
     let mut http = crate::options::from_table::<HttpOptions>(params).map_err(bad)?;
     http.static_dir = http.static_dir.map(|d| spec.base.join(d));
+    let budget = spec.telemetry.failure_log_budget();
     let handlers = catalogue
-        .handlers(handlers_value.as_ref(), &spec.base)
+        .handlers_within(handlers_value.as_ref(), &spec.base, budget)
         .map_err(bad)?;
     let mut options = spec.options.clone();
     if let Some(set) = &spec.set_options {

@@ -121,7 +121,7 @@ pub(crate) async fn serve(
         None => (false, Activity::new(), Bytes::new()),
     };
     let movable = !h2 && !socket.is_secure() && socket.tcp_stream().is_some();
-    let activity = Arc::new(activity);
+    let activity = Arc::new(activity.with_failure_logs(socket.conn.shared.failure_logs.clone()));
     let service = HttpService::new(
         http.clone(),
         activity.clone(),

@@ -241,7 +241,8 @@ impl HttpListener {
             None => None,
             Some(dir) => Some(
                 StaticFiles::new(dir)
-                    .map_err(|e| config(format!("static_dir `{}`: {e}", dir.display())))?,
+                    .map_err(|e| config(format!("static_dir `{}`: {e}", dir.display())))?
+                    .failure_log_budget(self.telemetry.failure_log_budget()),
             ),
         };
         let router = Router::build(&self.handlers, static_dir.as_ref())

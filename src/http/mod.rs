@@ -57,6 +57,7 @@ mod conditional;
 mod conn;
 mod dispatch;
 mod encoding;
+mod fault;
 mod file_body;
 mod handlers;
 pub(crate) mod handoff;

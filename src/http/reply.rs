@@ -5,10 +5,11 @@ use std::fmt;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Serialize;
 
 use super::body::Body;
+use super::fault::Fault;
 
 /// MessagePack's media type, as atoll sends it.
 pub const MSGPACK: &str = "application/msgpack";
@@ -44,6 +45,9 @@ pub struct Reply {
 /// A body not yet encoded.
 pub(crate) enum Content {
     Empty,
+    /// Empty, for a method the resource lists but does not implement: answered `500`, the
+    /// fault noted for the listener's log.
+    Unimplemented(Method),
     Bytes(Bytes, Plain),
     Data(Box<dyn Encode>),
 }
@@ -163,6 +167,7 @@ impl Reply {
         } = self;
         let (body, content_type) = match body {
             Content::Empty => (Body::empty(), None),
+            Content::Unimplemented(method) => return Fault::Unimplemented(method).response(),
             Content::Bytes(b, Plain::Text) => (Body::full(b), Some(TEXT)),
             Content::Bytes(b, Plain::Octets) => (Body::full(b), Some(OCTETS)),
             Content::Data(value) => {
@@ -173,12 +178,8 @@ impl Reply {
                 };
                 match encoded {
                     Ok(bytes) => (Body::full(bytes), Some(t)),
-                    Err(e) => {
-                        tracing::warn!(target: "atoll::http", error = %e, "reply failed to encode");
-                        let mut r = Response::new(Body::empty());
-                        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                        return r;
-                    }
+                    // Logged by the connection, within its listener's budget.
+                    Err(e) => return Fault::Encode(e.to_string()).response(),
                 }
             }
         };
@@ -236,7 +237,7 @@ fn msgpack_wanted(accept: Option<&HeaderValue>) -> bool {
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let body = match &self.body {
-            Content::Empty => "empty",
+            Content::Empty | Content::Unimplemented(_) => "empty",
             Content::Bytes(..) => "bytes",
             Content::Data(_) => "data",
         };

@@ -141,14 +141,12 @@ pub trait Resource: Send + Sync + 'static {
     }
 }
 
-/// A verb listed in `methods` but left to its default: a bug in the resource, said plainly.
+/// A verb listed in `methods` but left to its default: a bug in the resource, said plainly
+/// (logged by the connection, within its listener's failure log budget).
 fn not_implemented(method: Method) -> Reply {
-    tracing::error!(
-        target: "atoll::http",
-        %method,
-        "the resource lists this method but does not implement it"
-    );
-    Reply::new(StatusCode::INTERNAL_SERVER_ERROR)
+    let mut reply = Reply::new(StatusCode::INTERNAL_SERVER_ERROR);
+    reply.body = super::reply::Content::Unimplemented(method);
+    reply
 }
 
 /// A 401 answer: the `WWW-Authenticate` challenge and an optional body.

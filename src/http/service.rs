@@ -22,6 +22,7 @@ use tower::ServiceExt;
 use super::activity::Activity;
 use super::body::Body;
 use super::dispatch::{Endpoint, Responding};
+use super::fault::Fault;
 use super::handlers::Mounted;
 use super::listener::HttpShared;
 use super::path::Bindings;
@@ -213,10 +214,11 @@ impl HttpService {
         let timeout = self.http.options.body_read_timeout;
         let req = req.map(|body| Limited::new(TimedBody::new(body, timeout), max as usize));
         Inner::Waiting(Box::pin(async move {
-            service.oneshot(req).await.unwrap_or_else(|e| {
-                tracing::warn!(target: "atoll::http", error = %e, "mounted service failed");
-                status(StatusCode::INTERNAL_SERVER_ERROR)
-            })
+            // Logged by the answer, within the listener's failure log budget.
+            service
+                .oneshot(req)
+                .await
+                .unwrap_or_else(|e| Fault::Mounted(e.to_string()).response())
         }))
     }
 
@@ -340,6 +342,11 @@ impl Future for Answer {
             // hyper polls no answer again once it is ready.
             Inner::Done => return Poll::Pending,
         };
+        if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+            if let Some(logs) = self.activity.failure_logs() {
+                Fault::log_from(&mut response, logs);
+            }
+        }
         if self.close {
             response
                 .headers_mut()

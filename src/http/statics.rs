@@ -18,7 +18,8 @@ use super::conditional::{parse_range, Precondition, Span, Validators};
 use super::encoding::{Encoding, Encodings};
 use super::file_body::{FileBody, CHUNK};
 use super::mime;
-use crate::telemetry::budget::{self, Clock, LogBudget, Suppressed};
+use crate::telemetry::budget::{Clock, LogBudget, Suppressed};
+use crate::telemetry::FailureLogBudget;
 
 /// The file a directory is served as.
 const INDEX: &str = "index.html";
@@ -96,10 +97,10 @@ const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'?').add(b'#');
 /// - Errors map to `404` (not found, not a directory, refused path), `403` (permission denied)
 ///   and `500` (any other I/O error). Error responses have an empty body. A `403` or `500`
 ///   means the site is not what its owner meant, so it is logged (`WARN`, target
-///   `atoll::http`) with the root, the path asked for and the OS error, at most
-///   [`FAILURE_LOG_LINES`](crate::telemetry::FAILURE_LOG_LINES) lines per
-///   [`FAILURE_LOG_WINDOW`](crate::telemetry::FAILURE_LOG_WINDOW) for one `StaticFiles` (and
-///   its clones), then one line with how many more there were.
+///   `atoll::http`) with the root, the path asked for and the OS error, within a budget
+///   for one `StaticFiles` (and its clones; see
+///   [`failure_log_budget`](StaticFiles::failure_log_budget), 10 lines per 10 s by
+///   default), then one line with how many more there were.
 /// - The file system under the root is trusted not to be rearranged by an attacker *during* a
 ///   request: the check is made on the canonical path, which is then opened.
 #[derive(Debug, Clone)]
@@ -166,6 +167,19 @@ impl StaticFiles {
                 budget: LogBudget::default(),
             }),
         })
+    }
+
+    /// Logs the files that could not be opened within `budget`, with counts of its own (the
+    /// clones made before keep the old budget). Default is [`FailureLogBudget::default()`],
+    /// 10 lines per 10 s; a listener's `static_dir`, and the `static` resource of the config
+    /// file, take the listener's (`failure_log_lines` and `failure_log_window`).
+    #[must_use]
+    pub fn failure_log_budget(mut self, budget: FailureLogBudget) -> StaticFiles {
+        self.failures = Arc::new(OpenFailures {
+            clock: Clock::new(),
+            budget: LogBudget::new(budget),
+        });
+        self
     }
 
     /// The canonical root directory, as resolved by [`StaticFiles::new`].
@@ -305,7 +319,7 @@ impl StaticFiles {
         let now = self.failures.clock.now();
         let verdict = self.failures.budget.take(now);
         if let Some(s) = verdict.summary {
-            warn_summary(&self.root, s);
+            warn_summary(&self.root, s, self.failures.budget.limit());
         }
         if verdict.log {
             // Debug-quoted: the name comes from the peer and may hold control characters.
@@ -321,11 +335,11 @@ impl StaticFiles {
         if verdict.first_suppressed {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let (root, failures) = (self.root.clone(), self.failures.clone());
-                let wait = budget::window_end(now).saturating_sub(now);
+                let wait = self.failures.budget.window_end(now).saturating_sub(now);
                 runtime.spawn(async move {
                     tokio::time::sleep(wait).await;
                     if let Some(s) = failures.budget.summary() {
-                        warn_summary(&root, s);
+                        warn_summary(&root, s, failures.budget.limit());
                     }
                 });
             }
@@ -334,15 +348,13 @@ impl StaticFiles {
 }
 
 /// The line that sums up the failures not logged.
-fn warn_summary(root: &Path, s: Suppressed) {
+fn warn_summary(root: &Path, s: Suppressed, limit: FailureLogBudget) {
     tracing::warn!(
         target: "atoll::http",
-        "static_dir {}: suppressed={} total={} (files that could not be opened, past {} lines per {:?})",
+        "static_dir {}: suppressed={} total={} (files that could not be opened, past {limit})",
         root.display(),
         s.count,
         s.total,
-        crate::telemetry::FAILURE_LOG_LINES,
-        crate::telemetry::FAILURE_LOG_WINDOW
     );
 }
 

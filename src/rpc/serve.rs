@@ -72,13 +72,16 @@ pub(crate) async fn serve<S: Service>(
 
     daemon.peers.remove(id);
     if let Err(panicked) = Guarded::new(instance.terminate(&mut ctx)).await {
-        tracing::warn!(
-            target: "atoll::rpc",
-            listener = %conn.shared.name,
-            connection = id,
-            panic = %panicked,
-            "the service panicked in terminate"
-        );
+        const WHAT: &str = "the service panicked in terminate";
+        conn.shared.failure_logs.record(WHAT, || {
+            tracing::warn!(
+                target: "atoll::rpc",
+                listener = %conn.shared.name,
+                connection = id,
+                panic = %panicked,
+                "{WHAT}"
+            );
+        });
     }
     conn.close(end.linger).await;
     enrolled.exit = end.exit;

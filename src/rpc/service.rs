@@ -593,12 +593,14 @@ impl<S: Service> Ctx<S> {
             Ok(frame) => {
                 self.peers.send_all(&frame, self.id());
             }
-            Err(e) => tracing::warn!(
-                target: "atoll::rpc",
-                listener = %self.listener(),
-                error = %e,
-                "broadcast dropped"
-            ),
+            Err(e) => self.shared.failure_logs.record("broadcast dropped", || {
+                tracing::warn!(
+                    target: "atoll::rpc",
+                    listener = %self.listener(),
+                    error = %e,
+                    "broadcast dropped"
+                );
+            }),
         }
     }
 
@@ -607,11 +609,10 @@ impl<S: Service> Ctx<S> {
     /// another callback, the `Deferred` answers nothing.
     pub fn defer(&mut self) -> Deferred<ReplyOf<S>> {
         if self.call == 0 {
-            tracing::warn!(
-                target: "atoll::rpc",
-                listener = %self.listener(),
-                "defer() outside a call: there is nothing to answer"
-            );
+            const WHAT: &str = "defer() outside a call: there is nothing to answer";
+            self.shared.failure_logs.record(WHAT, || {
+                tracing::warn!(target: "atoll::rpc", listener = %self.listener(), "{WHAT}");
+            });
             return Deferred::new(0, None, self.pusher.max);
         }
         self.deferred = true;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::Level;
 
-use super::budget::{self, Clock, LogBudget, Suppressed, FAILURE_LOG_LINES, FAILURE_LOG_WINDOW};
+use super::budget::{Clock, FailureLogBudget, LogBudget, Suppressed};
 use super::event::FAILURE_KINDS;
 use super::{Event, EventKind, Subscriber};
 
@@ -17,8 +17,10 @@ use super::{Event, EventKind, Subscriber};
 /// # Failures are logged at a bounded rate
 ///
 /// A peer can make a listener fail as often as it connects, so each kind of failure
-/// ([`EventKind::is_error`]) has a budget of [`FAILURE_LOG_LINES`] (10) lines per
-/// [`FAILURE_LOG_WINDOW`] (10 s). Past it, failures of that kind are counted and not
+/// ([`EventKind::is_error`]) has a budget of lines per window ([`FailureLogBudget`]; default
+/// is [`FAILURE_LOG_LINES`](super::FAILURE_LOG_LINES) (10) lines per
+/// [`FAILURE_LOG_WINDOW`](super::FAILURE_LOG_WINDOW) (10 s), see
+/// [`with_budget`](Self::with_budget)). Past it, failures of that kind are counted and not
 /// logged, and once the window ends one line sums them up:
 ///
 /// ```text
@@ -29,7 +31,7 @@ use super::{Event, EventKind, Subscriber};
 /// that kind the listener had in all. The summary comes when the window ends if a tokio
 /// runtime is at hand, else with the next failure of that kind, and at the latest with
 /// `listener.stop`. The budget is per logger: attach one to each listener (a clone starts
-/// with budgets of its own). The limits are fixed. [`MetricsRecorder`](super::MetricsRecorder)
+/// with budgets of its own, and the same limits). [`MetricsRecorder`](super::MetricsRecorder)
 /// counts every event, logged or not. Other events are never held back: at `INFO` and
 /// below, every connection is logged, as asked.
 ///
@@ -58,15 +60,29 @@ struct Failures {
 
 impl TracingLogger {
     /// Logs events at `level`; failure events are logged at `WARN` when `level` is lower, at
-    /// most [`FAILURE_LOG_LINES`] of each kind per [`FAILURE_LOG_WINDOW`].
+    /// most [`FAILURE_LOG_LINES`](super::FAILURE_LOG_LINES) (10) of each kind per
+    /// [`FAILURE_LOG_WINDOW`](super::FAILURE_LOG_WINDOW) (10 s).
     pub fn new(level: Level) -> Self {
+        TracingLogger::with_budget(level, FailureLogBudget::default())
+    }
+
+    /// Logs events at `level`; failure events at `WARN` when `level` is lower, at most as
+    /// many of each kind per window as `budget` says. Default is
+    /// [`FailureLogBudget::default()`], 10 lines per 10 s (the config keys
+    /// `failure_log_lines` and `failure_log_window`).
+    pub fn with_budget(level: Level, budget: FailureLogBudget) -> Self {
         TracingLogger {
             level,
             failures: Arc::new(Failures {
                 clock: Clock::new(),
-                budgets: Default::default(),
+                budgets: std::array::from_fn(|_| LogBudget::new(budget)),
             }),
         }
+    }
+
+    /// The limits of its budgets.
+    pub fn budget(&self) -> FailureLogBudget {
+        self.failures.budgets[0].limit()
     }
 
     /// The level failure events are logged at.
@@ -84,7 +100,10 @@ impl TracingLogger {
         for kind in FAILURE_KIND_LIST {
             if let Some(index) = kind.failure_index() {
                 if let Some(s) = self.failures.budgets[index].summary() {
-                    log(self.failure_level(), &Summary(kind, listener, s));
+                    log(
+                        self.failure_level(),
+                        &Summary(kind, listener, s, self.budget()),
+                    );
                 }
             }
         }
@@ -97,7 +116,10 @@ impl TracingLogger {
         let now = self.failures.clock.now();
         let verdict = self.failures.budgets[index].take(now);
         if let Some(s) = verdict.summary {
-            log(level, &Summary(event.kind, event.listener, s));
+            log(
+                level,
+                &Summary(event.kind, event.listener, s, self.budget()),
+            );
         }
         if verdict.log {
             log(level, &Line(event));
@@ -117,21 +139,22 @@ impl TracingLogger {
         let failures = self.failures.clone();
         let level = self.failure_level();
         let listener = listener.to_owned();
-        let wait = budget::window_end(now).saturating_sub(now);
+        let wait = failures.budgets[index].window_end(now).saturating_sub(now);
         runtime.spawn(async move {
             tokio::time::sleep(wait).await;
-            if let Some(s) = failures.budgets[index].summary() {
-                log(level, &Summary(kind, &listener, s));
+            let budget = &failures.budgets[index];
+            if let Some(s) = budget.summary() {
+                log(level, &Summary(kind, &listener, s, budget.limit()));
             }
         });
     }
 }
 
 impl Clone for TracingLogger {
-    /// The same level, with budgets of its own: a clone attached to another listener does
-    /// not share this one's.
+    /// The same level and limits, with budgets of its own: a clone attached to another
+    /// listener does not share this one's counts.
     fn clone(&self) -> Self {
-        TracingLogger::new(self.level)
+        TracingLogger::with_budget(self.level, self.budget())
     }
 }
 
@@ -152,14 +175,14 @@ const FAILURE_KIND_LIST: [EventKind; FAILURE_KINDS] = [
 
 /// The line that sums up the failures of one kind a listener did not log:
 /// `connection.handshake_error listener=web suppressed=990 total=1000 limit="10 lines per 10s"`.
-struct Summary<'a>(EventKind, &'a str, Suppressed);
+struct Summary<'a>(EventKind, &'a str, Suppressed, FailureLogBudget);
 
 impl fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Summary(kind, listener, s) = self;
+        let Summary(kind, listener, s, limit) = self;
         write!(
             f,
-            "{kind} listener={listener} suppressed={} total={} limit=\"{FAILURE_LOG_LINES} lines per {FAILURE_LOG_WINDOW:?}\"",
+            "{kind} listener={listener} suppressed={} total={} limit=\"{limit}\"",
             s.count, s.total
         )
     }
@@ -234,6 +257,7 @@ impl Subscriber for TracingLogger {
 #[cfg(test)]
 mod tests {
     use super::super::capture::Captured;
+    use super::super::FAILURE_LOG_WINDOW;
     use super::*;
 
     fn failures(logger: &TracingLogger, kind: EventKind, n: usize) {
@@ -288,6 +312,27 @@ mod tests {
         let other = logger.clone();
         failures(&other, EventKind::HandlerPanic, 1);
         assert_eq!(captured.lines().len(), 12);
+    }
+
+    #[test]
+    fn a_budget_of_its_own_bounds_the_lines() {
+        let captured = Captured::default();
+        let _guard = captured.install();
+        let budget = FailureLogBudget::new(3, Duration::from_secs(3600)).unwrap();
+        let logger = TracingLogger::with_budget(Level::WARN, budget);
+        failures(&logger, EventKind::HandshakeError, 50);
+        assert_eq!(captured.lines().len(), 3);
+        // A clone keeps the limits, with counts of its own.
+        let other = logger.clone();
+        assert_eq!(other.budget(), budget);
+        logger.flush("web");
+        let lines = captured.lines();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(
+            lines[3].ends_with("suppressed=47 total=50 limit=\"3 lines per 3600s\""),
+            "{}",
+            lines[3]
+        );
     }
 
     #[test]

@@ -5,17 +5,25 @@
 //! load and a branch, and the event is never built.
 //!
 //! atoll ships two subscribers: [`TracingLogger`] logs every event through `tracing` at a chosen
-//! level, failures at a bounded rate ([`FAILURE_LOG_LINES`] per [`FAILURE_LOG_WINDOW`] of each
-//! kind), and [`MetricsRecorder`] feeds counters and histograms to the `metrics` facade.
+//! level, failures at a bounded rate (a [`FailureLogBudget`] per kind: by default
+//! [`FAILURE_LOG_LINES`] per [`FAILURE_LOG_WINDOW`]), and [`MetricsRecorder`] feeds counters
+//! and histograms to the `metrics` facade.
+//!
+//! A hub also carries the failure log budget of its listener
+//! ([`Telemetry::with_failure_log_budget`]): the lines a peer can trigger outside the events
+//! (a mounted service's error, an RPC service's panic in `terminate`...) are held to it.
 
 pub(crate) mod budget;
 #[cfg(test)]
 pub(crate) mod capture;
 mod event;
+pub(crate) mod failure_log;
 mod logger;
 mod recorder;
 
-pub use budget::{FAILURE_LOG_LINES, FAILURE_LOG_WINDOW};
+pub use budget::{
+    FailureLogBudget, InvalidFailureLogWindow, FAILURE_LOG_LINES, FAILURE_LOG_WINDOW,
+};
 pub use event::{Event, EventKind};
 pub use logger::TracingLogger;
 pub use recorder::MetricsRecorder;
@@ -48,20 +56,17 @@ pub struct SubscriptionId(u64);
 
 type Subscribers = Vec<(SubscriptionId, Arc<dyn Subscriber>)>;
 
-/// A listener's telemetry hub.
+/// A listener's telemetry hub, and the failure log budget of its listener.
 pub struct Telemetry {
     active: AtomicBool,
     subscribers: ArcSwap<Subscribers>,
     next_id: AtomicU64,
+    failure_log_budget: FailureLogBudget,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
-        Telemetry {
-            active: AtomicBool::new(false),
-            subscribers: ArcSwap::from_pointee(Vec::new()),
-            next_id: AtomicU64::new(1),
-        }
+        Telemetry::with_failure_log_budget(FailureLogBudget::default())
     }
 }
 
@@ -69,11 +74,32 @@ impl fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Telemetry")
             .field("subscribers", &self.subscribers.load().len())
+            .field("failure_log_budget", &self.failure_log_budget)
             .finish()
     }
 }
 
 impl Telemetry {
+    /// A hub whose listener holds the log lines a peer can trigger outside the events (a
+    /// mounted HTTP service's error, an RPC service's panic in `terminate`, ...) to `budget`,
+    /// each kind of line with its own; the loggers `log_events` attaches take it too. Default
+    /// ([`Telemetry::default`]) is [`FailureLogBudget::default()`], 10 lines per 10 s (the
+    /// config keys `failure_log_lines` and `failure_log_window`). A listener reads it when it
+    /// starts.
+    pub fn with_failure_log_budget(budget: FailureLogBudget) -> Self {
+        Telemetry {
+            active: AtomicBool::new(false),
+            subscribers: ArcSwap::from_pointee(Vec::new()),
+            next_id: AtomicU64::new(1),
+            failure_log_budget: budget,
+        }
+    }
+
+    /// The failure log budget of this hub's listener.
+    pub fn failure_log_budget(&self) -> FailureLogBudget {
+        self.failure_log_budget
+    }
+
     /// Attaches a subscriber; it sees every event from now on.
     pub fn attach(&self, subscriber: impl Subscriber) -> SubscriptionId {
         self.attach_arc(Arc::new(subscriber))
