@@ -1,5 +1,5 @@
 //! What a listener's acceptors and connections share: its name, options, telemetry, TLS
-//! settings, connection table and connection limit.
+//! settings, connection table, connection limit, and where connections move at an upgrade.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::connections::Table;
+use crate::moved::Destination;
 use crate::options::ServerOptions;
 use crate::telemetry::Telemetry;
 use crate::timeouts::Timeouts;
@@ -23,6 +24,9 @@ pub(crate) struct Shared {
     pub(crate) timeouts: Timeouts,
     /// One permit per connection allowed by `max_connections`.
     pub(crate) limiter: Arc<Semaphore>,
+    /// Where connections move when the listener stops, once an upgrade has set it; until
+    /// then, and without it, they drain.
+    pub(crate) move_to: Destination,
     next_id: AtomicU64,
 }
 
@@ -42,6 +46,7 @@ impl Shared {
             table: Table::default(),
             timeouts: Timeouts::default(),
             limiter,
+            move_to: Destination::default(),
             next_id: AtomicU64::new(1),
         }
     }
