@@ -1,5 +1,7 @@
 //! One connection's task: the TLS handshake, then the callback loop that waits for bytes, a
-//! stop request or the read timeout, and runs the handler's callbacks in turn.
+//! stop request or the read timeout, and runs the handler's callbacks in turn. When the
+//! listener stops with somewhere to move connections, the loop asks the handler between two
+//! callbacks whether this one moves; a connection that moved in resumes the loop here.
 
 use std::future::poll_fn;
 use std::io;
@@ -7,20 +9,35 @@ use std::task::Poll;
 
 use crate::addr::Addr;
 use crate::bind::Accepted;
+use bytes::Bytes;
+
 use crate::buffer;
 use crate::connections::Signal;
 use crate::error::{Error, ErrorKind};
-use crate::handler::{Action, Handler};
+use crate::handler::{Action, Handler, Move};
+use crate::moved::{MoveTo, Moved};
 use crate::socket::{handshake, Conn, Socket, Stream};
 use crate::telemetry::{Event, EventKind};
 
-/// Runs a freshly accepted connection to its end.
+/// Runs a connection to its end: a freshly accepted one (`moved_in` is `None`), or one that
+/// moved in from another process, with the bytes read there and not handled yet (a restored
+/// handler; its connection callback ran in the other process).
 ///
 /// One function on purpose: every `async fn` layer keeps its own copy of what it is given, and
 /// this future is what an idle connection costs. The read timeout is kept by the listener's
 /// sweeper ([`Timeouts`](crate::timeouts::Timeouts)), which wakes the loop through the slot.
-pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Conn) {
-    let stream = match open(accepted, &conn).await {
+pub(crate) async fn run<H: Handler>(
+    mut handler: H,
+    accepted: Accepted,
+    conn: Conn,
+    moved_in: Option<Bytes>,
+) {
+    let opened = match moved_in {
+        // Adopted connections are plain: a TLS listener refuses them.
+        Some(_) => Ok(plain(accepted)),
+        None => open(accepted, &conn).await,
+    };
+    let stream = match opened {
         Ok(stream) => stream,
         Err(e) => {
             let mut socket = Socket::new(Stream::Closed, conn);
@@ -30,7 +47,11 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
     };
     let mut socket = Socket::new(stream, conn);
     socket.conn.emit(EventKind::Ready, |e| e);
-    let mut action = handler.handle_connection(&mut socket).await;
+    let mut action = match moved_in {
+        None => handler.handle_connection(&mut socket).await,
+        Some(unread) if unread.is_empty() => Action::Continue,
+        Some(unread) => handler.handle_data(&unread, &mut socket).await,
+    };
 
     let slot = socket.conn.slot.clone();
     let shared = socket.conn.shared.clone();
@@ -40,6 +61,13 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
     let read_buffer_size = shared.opts.read_buffer_size;
     let mut persistent = shared.opts.read_timeout;
     timeouts.arm(&slot, persistent);
+    // Once the listener stops with somewhere to move connections to, and this one can move:
+    // where it goes, and whether to ask the handler (between callbacks) if it goes now.
+    let mut moving: Option<MoveTo> = None;
+    let mut ask_move = false;
+    // Closing once the peer is quiet (`Action::CloseWhenQuiet`): the read timeout is then the
+    // quiet period, and its expiry closes.
+    let mut quiet = false;
 
     loop {
         match action {
@@ -67,6 +95,11 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
                     return;
                 }
             }
+            Action::CloseWhenQuiet(d) => {
+                quiet = true;
+                persistent = d;
+                timeouts.arm(&slot, d);
+            }
             Action::TakeOver => {
                 let (id, peer): (u64, Addr) = (socket.id(), socket.peer_addr().clone());
                 if let Err(e) = handler.take_over(socket).await {
@@ -83,6 +116,23 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
             // The handler closed the socket itself inside its callback.
             return;
         }
+        if ask_move {
+            ask_move = false;
+            if let Some(to) = &moving {
+                match handler.handle_move(&mut socket).await {
+                    Move::Now(state) => {
+                        move_out(&mut socket, state, to);
+                        return;
+                    }
+                    Move::Later => {}
+                    Move::Never => {
+                        moving = None;
+                        action = handler.handle_shutdown(&mut socket).await;
+                        continue;
+                    }
+                }
+            }
+        }
 
         // A stop request or an expired deadline first, then bytes to read.
         let wake = poll_fn(
@@ -97,13 +147,29 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
         action = match wake {
             Wake::Stop => {
                 stop_seen = true;
-                handler.handle_shutdown(&mut socket).await
+                moving = match socket.can_move() {
+                    true => shared.move_to.get(),
+                    false => None,
+                };
+                match moving {
+                    Some(_) => {
+                        ask_move = true;
+                        Action::Continue
+                    }
+                    None => handler.handle_shutdown(&mut socket).await,
+                }
             }
             // A read may have moved the deadline since the sweeper looked.
             Wake::Timer if !timeouts.is_due(&slot) => Action::Continue,
+            // Quiet for the whole period, unless bytes came just now: those are read first.
+            Wake::Timer if quiet => match socket.peer_is_quiet() {
+                true => Action::Close,
+                false => Action::Continue,
+            },
             Wake::Timer => {
                 timeouts.arm(&slot, persistent);
                 socket.conn.emit(EventKind::Timeout, |e| e);
+                ask_move = moving.is_some();
                 handler.handle_timeout(&mut socket).await
             }
             Wake::Readable(Err(e)) => {
@@ -121,6 +187,7 @@ pub(crate) async fn run<H: Handler>(mut handler: H, accepted: Accepted, conn: Co
                     }
                     Ok(Some(n)) => {
                         timeouts.arm(&slot, persistent);
+                        ask_move = stop_seen;
                         handler.handle_data(&buf[..n], &mut socket).await
                     }
                     Err(e) => {
@@ -146,6 +213,30 @@ async fn open(accepted: Accepted, conn: &Conn) -> Result<Stream, Error> {
             // connection's task, TLS or not.
             Some(tls) => Ok(Stream::Tls(Box::pin(handshake(conn, tls, tcp)).await?)),
         },
+    }
+}
+
+/// The stream of a connection that needs no handshake (one that moved in).
+fn plain(accepted: Accepted) -> Stream {
+    match accepted {
+        Accepted::Tcp(tcp) => Stream::Tcp(tcp),
+        Accepted::Unix(s) => Stream::Unix(s),
+    }
+}
+
+/// Sends the connection to `to`, with the handler's `state`. Bytes the peer sent that were
+/// not read yet stay in the socket, and travel with it.
+fn move_out(socket: &mut Socket, state: Vec<u8>, to: &MoveTo) {
+    match socket.take_tcp().map(|tcp| tcp.into_std()) {
+        Some(Ok(tcp)) => to(Moved {
+            tcp,
+            unread: Bytes::new(),
+            state,
+        }),
+        Some(Err(e)) => {
+            socket.conn.emit(EventKind::HandlerError, |ev| ev.error(&e));
+        }
+        None => {}
     }
 }
 
@@ -195,7 +286,7 @@ mod tests {
         ));
         let permit = shared.limiter.clone().try_acquire_owned().unwrap();
         let conn = Conn::new(shared.clone(), Arc::new(Slot::new(1, peer.into())), permit);
-        let task = super::run(Echo, Accepted::Tcp(tcp), conn);
+        let task = super::run(Echo, Accepted::Tcp(tcp), conn, None);
         let size = std::mem::size_of_val(&task);
         eprintln!("echo connection future: {size} bytes");
         assert!(size <= 1024, "echo connection future is {size} bytes");

@@ -38,6 +38,9 @@ pub enum ErrorKind {
     Store,
     /// A connection handler panicked.
     Panic,
+    /// A listener refused a connection that moved from another process: it serves TLS, is
+    /// full, no longer runs, or its handler could not restore the connection's state.
+    Refused,
 }
 
 impl ErrorKind {
@@ -56,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Store => "store error",
             ErrorKind::Handler => "handler error",
             ErrorKind::Panic => "handler panicked",
+            ErrorKind::Refused => "connection refused",
         }
     }
 }

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use crate::addr::Addr;
 use crate::bind::{self, Listener};
 use crate::connections::ConnectionInfo;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::moved::{MoveTo, Moved, Resume};
 use crate::options::ServerOptions;
 use crate::shared::Shared;
 use crate::socket::{Conn, Socket, Stream};
@@ -62,6 +63,8 @@ struct Inner {
     addrs: Vec<Addr>,
     started: Instant,
     spawner: Spawner,
+    /// Rebuilds the handler of a connection that moved in from another process.
+    resume: Resume,
     extension: Option<Extension>,
     lifecycle: Mutex<Lifecycle>,
     phase: watch::Sender<Phase>,
@@ -90,6 +93,7 @@ impl ServerHandle {
         shared: Arc<Shared>,
         listeners: Vec<Arc<Listener>>,
         spawner: Spawner,
+        resume: Resume,
         extension: Option<Extension>,
     ) -> Result<Self> {
         let addrs = listeners
@@ -101,6 +105,7 @@ impl ServerHandle {
             addrs,
             started: Instant::now(),
             spawner,
+            resume,
             extension,
             lifecycle: Mutex::new(Lifecycle {
                 listeners,
@@ -160,10 +165,27 @@ impl ServerHandle {
         }
     }
 
+    /// Whether a connection accepted by another process may come in: a permit under
+    /// `max_connections`, or why not. Refused over TLS (the handshake is long past), when the
+    /// listener is full, or when it no longer runs.
+    fn admit(&self) -> std::result::Result<tokio::sync::OwnedSemaphorePermit, &'static str> {
+        let s = &self.inner.shared;
+        if s.tls.is_some() {
+            return Err("it serves TLS");
+        }
+        if self.phase() != Phase::Running {
+            return Err("it is not running");
+        }
+        s.limiter
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "it is at max_connections")
+    }
+
     /// Takes in a TCP connection accepted by another process (handed over at an upgrade), as
     /// if this listener's acceptors had accepted it: it counts toward `max_connections`, is
-    /// listed, and drains on stop. `serve` runs it on a task of its own. Refused over TLS
-    /// (the handshake is long past), when the listener is full, or when it no longer runs.
+    /// listed, and drains on stop. `serve` runs it on a task of its own. Refused as
+    /// [`admit`](Self::admit) says.
     pub(crate) fn adopt<F, Fut>(
         &self,
         tcp: tokio::net::TcpStream,
@@ -173,21 +195,47 @@ impl ServerHandle {
         F: FnOnce(Socket) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let permit = self.admit()?;
         let s = &self.inner.shared;
-        if s.tls.is_some() {
-            return Err("it serves TLS".to_owned());
-        }
-        if self.phase() != Phase::Running {
-            return Err("it is not running".to_owned());
-        }
-        let permit = s
-            .limiter
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| "it is at max_connections".to_owned())?;
         let peer = Addr::Inet(tcp.peer_addr().map_err(|e| e.to_string())?);
         Conn::start(s, peer, permit, None, |conn| {
             serve(Socket::new(Stream::Tcp(tcp), conn))
+        });
+        Ok(())
+    }
+
+    /// From now on, when this server stops, each plain TCP connection whose handler agrees
+    /// ([`Handler::handle_move`](crate::Handler::handle_move)) goes to `to`, between two
+    /// callbacks, instead of draining here; the others drain. `atoll upgrade` sends them to
+    /// the new process, which [adopts](Self::adopt_moved) them into the listener of the same
+    /// name. Default is none: every connection drains.
+    pub fn move_connections(&self, to: MoveTo) {
+        self.inner.shared.move_to.set(to);
+    }
+
+    /// Takes in a connection that moved from another process: the handler is rebuilt from
+    /// its state by [`Handler::restore`](crate::Handler::restore) on this listener's initial
+    /// handler, handles the unread bytes first, then the connection goes on as if accepted
+    /// here (it counts toward `max_connections`, is listed, and drains or moves on stop).
+    ///
+    /// Errors are [`ErrorKind::Refused`]: the listener serves TLS, is full, no longer runs,
+    /// or the handler refused the state. The connection is then dropped, so closed.
+    pub fn adopt_moved(&self, moved: Moved) -> Result<()> {
+        let refused = |why: String| {
+            Error::with_source(ErrorKind::Refused, why)
+                .context(format!("listener `{}`", self.name()))
+        };
+        let permit = self.admit().map_err(|why| refused(why.to_owned()))?;
+        let resumed = (self.inner.resume)(&moved.state)
+            .map_err(|e| refused(format!("the handler cannot restore the state: {e}")))?;
+        let Moved { tcp, unread, .. } = moved;
+        let tcp = tcp
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(tcp))
+            .map_err(|e| refused(e.to_string()))?;
+        let peer = Addr::Inet(tcp.peer_addr().map_err(|e| refused(e.to_string()))?);
+        Conn::start(&self.inner.shared, peer, permit, None, |conn| {
+            resumed(tcp, conn, unread)
         });
         Ok(())
     }

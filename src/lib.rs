@@ -52,8 +52,12 @@
 //! - `shared`: what a listener's acceptors and connections share.
 //! - `socket`: [`Socket`], what handlers talk through (recv, send, sendfile, shutdown, close,
 //!   addresses, peer certificate, ALPN, statistics; also `AsyncRead + AsyncWrite`).
-//! - `handler`: the [`Handler`] trait and the [`Action`] each callback answers with.
-//! - `connection`: one connection's task: handshake, then the callback loop.
+//! - `handler`: the [`Handler`] trait, the [`Action`] each callback answers with, and the
+//!   contract for connections that [`Move`] to another process at an upgrade or drain.
+//! - `moved`: a connection on its way to another process ([`Moved`]), where a stopping
+//!   listener sends it ([`MoveTo`]), and how the receiving listener resumes it.
+//! - `connection`: one connection's task: handshake, then the callback loop (which moves the
+//!   connection out when the handler agrees, or resumes one that moved in).
 //! - `acceptor`: an acceptor task: accept, hold to `max_connections`, spawn; backs off on
 //!   errors such as EMFILE instead of dying or spinning.
 //! - `handle`: [`ServerHandle`]: addresses, connections, suspend, resume, stop.
@@ -101,6 +105,7 @@ mod error;
 mod handle;
 mod handler;
 pub mod http;
+mod moved;
 mod options;
 mod registry;
 pub mod rpc;
@@ -122,7 +127,8 @@ pub use config::{Config, ConfigError, LogEvents};
 pub use connections::ConnectionInfo;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handle::{Phase, ServerHandle, StopReport};
-pub use handler::{Action, Handler};
+pub use handler::{Action, Handler, Move, SHUTDOWN_QUIET};
+pub use moved::{MoveTo, Moved};
 pub use options::{parse_duration, ServerOptions, DEFAULT_NUM_ACCEPTORS};
 pub use registry::{Launcher, ListenerInfo, Registry, Updater};
 pub use server::Server;

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::acceptor;
-use crate::bind::{self, Bind, Listener};
+use crate::bind::{self, Accepted, Bind, Listener};
+use crate::connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{Extension, ServerHandle, Spawner};
 use crate::handler::Handler;
+use crate::moved::{BoxedRun, Resume, Resumed};
 use crate::options::ServerOptions;
 use crate::shared::Shared;
 use crate::telemetry::{Subscriber, Telemetry};
@@ -159,11 +161,25 @@ impl<H: Handler> Server<H> {
             self.telemetry,
             self.tls,
         ));
+        let initial = Mutex::new(self.handler.clone());
+        let resume: Resume = Box::new(move |state| {
+            // Cloned out, so that no lock is held while the handler's own code runs.
+            let initial = initial.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let handler = initial.restore(state)?;
+            Ok(Box::new(move |tcp, conn, unread| {
+                Box::pin(connection::run(
+                    handler,
+                    Accepted::Tcp(tcp),
+                    conn,
+                    Some(unread),
+                )) as BoxedRun
+            }) as Resumed)
+        });
         let handler = Mutex::new(self.handler);
         let spawner: Spawner = Box::new(move |listener, shared, index| {
             let handler = handler.lock().unwrap_or_else(|p| p.into_inner()).clone();
             acceptor::spawn(handler, listener, shared, index)
         });
-        ServerHandle::launch(shared, listeners, spawner, self.extension)
+        ServerHandle::launch(shared, listeners, spawner, resume, self.extension)
     }
 }

@@ -1,5 +1,5 @@
 //! What a listener's acceptors and connections share: its name, options, telemetry, TLS
-//! settings, connection table and connection limit.
+//! settings, connection table, connection limit, and where connections move at an upgrade.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::connections::Table;
+use crate::moved::Destination;
 use crate::options::ServerOptions;
 use crate::telemetry::failure_log::FailureLogs;
 use crate::telemetry::Telemetry;
@@ -28,6 +29,9 @@ pub(crate) struct Shared {
     /// events, each kind of line with its own, to the hub's
     /// [`failure_log_budget`](Telemetry::failure_log_budget) as it was at the start.
     pub(crate) failure_logs: Arc<FailureLogs>,
+    /// Where connections move when the listener stops, once an upgrade has set it; until
+    /// then, and without it, they drain.
+    pub(crate) move_to: Destination,
     next_id: AtomicU64,
 }
 
@@ -49,6 +53,7 @@ impl Shared {
             timeouts: Timeouts::default(),
             limiter,
             failure_logs,
+            move_to: Destination::default(),
             next_id: AtomicU64::new(1),
         }
     }

@@ -176,6 +176,12 @@ impl Socket {
         }
     }
 
+    /// Whether the connection can move to another process: plain TCP only (a TLS session's
+    /// state is not portable; Unix socket connections stay).
+    pub(crate) fn can_move(&self) -> bool {
+        matches!(self.stream, Stream::Tcp(_))
+    }
+
     /// The connection's id, unique within its listener.
     pub fn id(&self) -> u64 {
         self.conn.slot.id
@@ -484,10 +490,29 @@ impl Socket {
         match &self.stream {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
-            // rustls may hold decrypted bytes already; the read itself does the waiting.
-            Stream::Tls(_) => Poll::Ready(Ok(())),
+            // Bytes rustls holds already (decrypted, or a record it has not decrypted yet) are
+            // ready; otherwise the TCP socket says. Waiting inside the read instead would
+            // leave a stop request and the read timeout unseen while the peer is silent.
+            Stream::Tls(s) => match s.get_ref().1.wants_read() {
+                false => Poll::Ready(Ok(())),
+                true => s.get_ref().0.poll_read_ready(cx),
+            },
             Stream::Closed => Poll::Ready(Err(closed())),
         }
+    }
+
+    /// True when the peer has sent nothing that waits to be read (or the socket is closed):
+    /// checked without reading, before a close that must not drop the peer's bytes.
+    pub(crate) fn peer_is_quiet(&self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let ready = match &self.stream {
+            Stream::Tcp(s) => s.poll_read_ready(&mut cx),
+            Stream::Unix(s) => s.poll_read_ready(&mut cx),
+            Stream::Tls(s) => s.get_ref().0.poll_read_ready(&mut cx),
+            Stream::Closed => return true,
+        };
+        ready.is_pending()
     }
 
     /// Reads once into `buf`: `Ok(None)` when the readiness was spurious.
@@ -505,7 +530,10 @@ impl Socket {
                 Some(r) => r?,
                 None => return Ok(None),
             },
-            Stream::Tls(s) => s.read(buf).await?,
+            Stream::Tls(s) => match read_ready(&mut **s, buf).await {
+                Some(r) => r?,
+                None => return Ok(None),
+            },
             Stream::Closed => return Err(closed()),
         };
         self.count_recv(n);

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -572,4 +572,139 @@ fn a_failed_upgrade_leaves_the_old_version_serving() {
     )
     .unwrap();
     wait_exit(new_pid, WAIT);
+}
+
+#[test]
+fn echo_connections_move_across_upgrades_and_never_close() {
+    let setup = Setup::new();
+    let reaper = Reaper::default();
+    let mut first = Atoll::serve_binary(&setup.binary("1.0.0"), &setup.config);
+    reaper.add(first.pid());
+    let echo = addr_of(&first.listening(2), "echo");
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let echoed = Arc::new(AtomicU64::new(0));
+
+    // 8 long-lived connections, a message every ~10 ms each; any end is a failure, and
+    // none reconnects.
+    let long_lived: Vec<_> = (0..8)
+        .map(|c| {
+            let (stop, failures, echoed) = (stop.clone(), failures.clone(), echoed.clone());
+            let mut s = TcpStream::connect(echo).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                    let msg = format!("{c}:{n:012}\n");
+                    let mut back = vec![0; msg.len()];
+                    let sent = s
+                        .write_all(msg.as_bytes())
+                        .and_then(|()| s.read_exact(&mut back));
+                    if let Err(e) = sent.map(|()| back == msg.as_bytes()).and_then(|same| {
+                        same.then_some(())
+                            .ok_or_else(|| std::io::Error::other("a different echo"))
+                    }) {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("long-lived {c}, message {n}: {e}"));
+                        break;
+                    }
+                    echoed.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                (n, s)
+            })
+        })
+        .collect();
+    // Connect, send, read the echo, close, in a loop: the connection is cut by no switch.
+    let short_lived = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                let msg = format!("short {n:012}");
+                let echoed = TcpStream::connect(echo).and_then(|mut s| {
+                    s.set_read_timeout(Some(WAIT))?;
+                    s.write_all(msg.as_bytes())?;
+                    let mut back = vec![0; msg.len()];
+                    s.read_exact(&mut back)?;
+                    Ok(back)
+                });
+                match echoed {
+                    Ok(back) if back == msg.as_bytes() => {}
+                    other => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("short-lived {n}: {other:?}")),
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            n
+        })
+    };
+
+    // Waits until the long-lived connections have had some 10 echoes each, from whichever
+    // process serves them now.
+    let traffic = |what: String| {
+        let (from, deadline) = (echoed.load(Ordering::Relaxed), Instant::now() + WAIT);
+        while echoed.load(Ordering::Relaxed) < from + 80 {
+            assert!(Instant::now() < deadline, "no echoes {what}");
+            assert!(failures.lock().unwrap().is_empty(), "{what}: {failures:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    traffic("before the first upgrade".into());
+    let mut old_pid = first.pid();
+    for (i, (to, expect)) in [
+        ("latest", "1.1.0"),
+        (r"^1\.0\.", "1.0.0"),
+        ("latest", "1.1.0"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let answer = ctl(&setup.config, &["upgrade", "--to", to, "--json"]).json();
+        assert_eq!(answer["version"], expect, "upgrade {i}: {answer}");
+        let new_pid = answer["pid"].as_u64().unwrap() as u32;
+        reaper.add(new_pid);
+        // The old process exits once its echo connections have left it.
+        if i == 0 {
+            assert!(first.exited().success(), "{}", first.stderr());
+        } else {
+            wait_exit(old_pid, WAIT);
+        }
+        traffic(format!("after upgrade {i}"));
+        old_pid = new_pid;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let shorts = short_lived.join().unwrap();
+    let mut streams = Vec::new();
+    for t in long_lived {
+        let (n, s) = t.join().unwrap();
+        assert!(n > 0);
+        streams.push(s);
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    assert!(shorts > 0);
+    // Every long-lived connection is still the first one, now served by the third process.
+    for s in &mut streams {
+        s.write_all(b"still here\n").unwrap();
+        let mut back = [0; 11];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"still here\n");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_exit(old_pid, WAIT);
 }

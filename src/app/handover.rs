@@ -8,10 +8,14 @@
 //! `{"failed":"why"}`. Every message is one datagram of JSON, so a peer that sends anything
 //! else is refused, not misread.
 //!
-//! The connection then stays open while the old process drains: each kept-alive HTTP/1
-//! connection it hands over comes as `{"connection":"web","unread":N}` with its socket
-//! attached, followed, when N is not 0, by one datagram of the N bytes already read from it.
-//! The old process closing its end ends the stream.
+//! The connection then stays open while the old process drains: each connection that moves
+//! (a kept-alive HTTP/1 connection, or one whose handler agreed, see
+//! [`Handler::handle_move`](crate::Handler::handle_move)) comes as
+//! `{"connection":"web","unread":N,"state":M}` with its socket attached, followed, when N is
+//! not 0, by one datagram of the N bytes already read from it, then, when M is not 0, by one
+//! datagram of the handler's M bytes of state. `state` is left out when M is 0, so a process
+//! of an earlier version, which knows no `state`, still takes the connections that carry
+//! none. The old process closing its end ends the stream.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,6 +36,10 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// The most unread bytes a handed-over connection may come with: 1 MiB (hyper holds at most
 /// its read buffer's limit, the larger of 8 KiB and `max_header_size`).
 const MAX_UNREAD: usize = 1 << 20;
+
+/// The most state a moving connection's handler may carry: 64 KiB. A connection with more
+/// is not handed over, and closes.
+pub const MAX_STATE: usize = 64 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +62,8 @@ struct Message {
     connection: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unread: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<usize>,
 }
 
 impl Message {
@@ -68,6 +78,7 @@ impl Message {
             version: None,
             connection: None,
             unread: None,
+            state: None,
         }
     }
 }
@@ -257,27 +268,38 @@ pub fn wait_ready(
     }
 }
 
-/// Hands one connection of the listener `listener` over, with the bytes already read from it.
+/// Hands one connection of the listener `listener` over, with the bytes already read from it
+/// and its handler's state.
 pub fn send_connection(
     socket: &Socket,
     listener: &str,
     fd: &OwnedFd,
     unread: &[u8],
+    state: &[u8],
 ) -> io::Result<()> {
-    if unread.len() > MAX_UNREAD {
-        return Err(io::Error::new(
+    let too_long = |what: &str, len: usize, max: usize| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} unread bytes, more than {MAX_UNREAD}", unread.len()),
-        ));
+            format!("{len} bytes of {what}, more than {max}"),
+        )
+    };
+    if unread.len() > MAX_UNREAD {
+        return Err(too_long("unread data", unread.len(), MAX_UNREAD));
+    }
+    if state.len() > MAX_STATE {
+        return Err(too_long("handler state", state.len(), MAX_STATE));
     }
     let message = Message {
         connection: Some(listener.to_owned()),
         unread: Some(unread.len()),
+        state: (!state.is_empty()).then_some(state.len()),
         ..Message::empty()
     };
     send(socket, &message, Some(fd))?;
-    if !unread.is_empty() {
-        sys::send_fds(socket.as_fd(), unread, &[])?;
+    for part in [unread, state] {
+        if !part.is_empty() {
+            sys::send_fds(socket.as_fd(), part, &[])?;
+        }
     }
     Ok(())
 }
@@ -293,6 +315,8 @@ pub struct Handed {
     pub fd: OwnedFd,
     /// The bytes already read from it, to read before the socket's.
     pub unread: Vec<u8>,
+    /// Its handler's state, for [`Handler::restore`](crate::Handler::restore).
+    pub state: Vec<u8>,
 }
 
 /// Waits for the next connection the old process hands over; `None` once it closed its end.
@@ -312,25 +336,42 @@ pub fn receive_connection(socket: &Socket) -> io::Result<Option<Handed>> {
             "a handover message that is not a connection with one socket".to_owned(),
         ));
     };
+    let state_len = message.state.unwrap_or(0);
     if len > MAX_UNREAD {
         return Err(bad(format!("{len} unread bytes, more than {MAX_UNREAD}")));
     }
-    let mut unread = Vec::new();
-    if len > 0 {
-        unread = vec![0; len + 1];
-        let (n, fds) = sys::recv_fds(socket.as_fd(), &mut unread)?;
-        if n != len || !fds.is_empty() {
-            return Err(bad(format!(
-                "{n} unread bytes where the message announced {len}"
-            )));
-        }
-        unread.truncate(len);
+    if state_len > MAX_STATE {
+        return Err(bad(format!(
+            "{state_len} bytes of state, more than {MAX_STATE}"
+        )));
     }
+    let unread = receive_part(socket, len, "unread bytes")?;
+    let state = receive_part(socket, state_len, "bytes of state")?;
     Ok(Some(Handed {
         listener,
         fd,
         unread,
+        state,
     }))
+}
+
+/// Receives the datagram of `len` bytes (none when `len` is 0) that follows a connection's
+/// message.
+fn receive_part(socket: &Socket, len: usize, what: &str) -> io::Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    // One byte more than announced, so that a longer datagram shows instead of being cut.
+    let mut part = vec![0; len + 1];
+    let (n, fds) = sys::recv_fds(socket.as_fd(), &mut part)?;
+    if n != len || !fds.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{n} {what} where the message announced {len}"),
+        ));
+    }
+    part.truncate(len);
+    Ok(part)
 }
 
 /// Connects to the old process at `path` and receives its sockets, waiting up to `timeout`
@@ -423,6 +464,33 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e, "exited with 1");
+    }
+
+    #[test]
+    fn a_connection_crosses_with_its_unread_bytes_and_state() {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (tcp, _) = l.accept().unwrap();
+        for (unread, state) in [
+            (&b"GET /"[..], &b"\x01seven"[..]),
+            (b"", b"\x02"),
+            (b"x", b""),
+        ] {
+            let fd = OwnedFd::from(tcp.try_clone().unwrap());
+            send_connection(&a, "echo", &fd, unread, state).unwrap();
+            let handed = receive_connection(&b).unwrap().unwrap();
+            assert_eq!(handed.listener, "echo");
+            assert_eq!((&handed.unread[..], &handed.state[..]), (unread, state));
+            let moved = std::net::TcpStream::from(handed.fd);
+            assert_eq!(moved.peer_addr().unwrap(), client.local_addr().unwrap());
+        }
+        let too_much = vec![0; MAX_STATE + 1];
+        let fd = OwnedFd::from(tcp);
+        let e = send_connection(&a, "echo", &fd, b"", &too_much).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        drop(a);
+        assert!(receive_connection(&b).unwrap().is_none());
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //! - [`handover`]: passing listening sockets to a new process over a Unix socket.
 //! - [`upgrade`]: the old process's side of an upgrade: choose, start, hand over, wait.
 //! - [`priority`]: the new process starts at idle CPU priority, and leaves it when ready.
-//! - `relay`: kept-alive HTTP/1 connections sent from the old process to the new one
-//!   while the old one drains, and adopted there.
+//! - `relay`: connections that move (kept-alive HTTP/1, and those whose handler agrees) sent
+//!   from the old process to the new one while the old one drains, and adopted there.
 //! - `serve`: the serving loop: start, answer control commands, reload on SIGHUP, stop on
 //!   SIGINT or SIGTERM, drain and exit after an upgrade.
 

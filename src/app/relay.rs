@@ -1,9 +1,11 @@
-//! Kept-alive HTTP/1 connections crossing an upgrade, over the handover connection that stays
-//! open after the new process is ready ([`handover`](super::handover) has the messages).
+//! Connections crossing an upgrade, over the handover connection that stays open after the
+//! new process is ready ([`handover`](super::handover) has the messages): kept-alive HTTP/1
+//! connections, and the socket server's connections whose handler agreed to move.
 //!
-//! In the old process, a [`Relay`] takes each connection a stopping HTTP listener hands over
-//! and sends it on one thread of its own, so the listener's tasks never block on the socket.
-//! In the new process, [`receive`] adopts each one into the listener of the same name.
+//! In the old process, a [`Relay`] takes each connection a stopping listener moves out and
+//! sends it on one thread of its own, so the listener's tasks never block on the socket.
+//! In the new process, [`receive`] adopts each one into the listener of the same name: an
+//! HTTP listener's way, or the socket server's (the handler restored from its state).
 
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
@@ -14,14 +16,14 @@ use bytes::Bytes;
 use socket2::Socket;
 
 use super::handover;
-use crate::http::handoff::{self, HandOff};
+use crate::http::handoff;
+use crate::moved::{MoveTo, Moved};
 use crate::registry::Registry;
 
-/// A connection on its way out.
+/// A connection on its way out, and the listener it leaves.
 struct Outgoing {
     listener: String,
-    tcp: std::net::TcpStream,
-    unread: Bytes,
+    moved: Moved,
 }
 
 /// The old process's sender of handed-over connections.
@@ -38,9 +40,10 @@ impl Relay {
             .name("atoll-relay".to_owned())
             .spawn(move || {
                 for out in rx {
-                    let fd = OwnedFd::from(out.tcp);
+                    let Moved { tcp, unread, state } = out.moved;
+                    let fd = OwnedFd::from(tcp);
                     if let Err(e) =
-                        handover::send_connection(&socket, &out.listener, &fd, &out.unread)
+                        handover::send_connection(&socket, &out.listener, &fd, &unread, &state)
                     {
                         // The client sees its idle connection close, and reconnects.
                         tracing::warn!(
@@ -59,15 +62,14 @@ impl Relay {
     }
 
     /// Where the listener `name` sends its connections.
-    pub(crate) fn to(self: &Arc<Relay>, name: &str) -> HandOff {
+    pub(crate) fn to(self: &Arc<Relay>, name: &str) -> MoveTo {
         let (relay, name) = (self.clone(), name.to_owned());
-        Arc::new(move |tcp, unread| {
+        Arc::new(move |moved| {
             let tx = relay.tx.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(tx) = &*tx {
                 let out = Outgoing {
                     listener: name.clone(),
-                    tcp,
-                    unread,
+                    moved,
                 };
                 // Sent or, with the thread gone, dropped: the connection closes.
                 let _ = tx.send(out);
@@ -103,10 +105,18 @@ pub(crate) fn receive(socket: Socket, registry: Registry, runtime: tokio::runtim
             }
         };
         let tcp = std::net::TcpStream::from(handed.fd);
-        let adopted = registry
-            .get(&handed.listener)
-            .map_err(|_| "no listener of that name runs here".to_owned())
-            .and_then(|handle| handoff::adopt(&handle, tcp, Bytes::from(handed.unread)));
+        let unread = Bytes::from(handed.unread);
+        let adopted = match registry.get(&handed.listener) {
+            Err(_) => Err("no listener of that name runs here".to_owned()),
+            Ok(handle) if handoff::is_http(&handle) => handoff::adopt(&handle, tcp, unread),
+            Ok(handle) => handle
+                .adopt_moved(Moved {
+                    tcp,
+                    unread,
+                    state: handed.state,
+                })
+                .map_err(|e| e.to_string()),
+        };
         if let Err(why) = adopted {
             // Dropped, so closed: the client reconnects.
             tracing::warn!(

@@ -480,8 +480,9 @@ impl App {
         .unwrap_or_else(|e| Err(format!("the upgrade task failed: {e}")));
         match outcome {
             Ok((ready, connection)) => {
-                // Kept-alive HTTP/1 connections follow the sockets when this process drains,
-                // each at its first moment between requests.
+                // Connections that can move follow the sockets when this process drains, each
+                // at its first moment between requests (kept-alive HTTP/1), or when its
+                // handler agrees (see `Handler::handle_move`).
                 let relay = match Relay::start(connection) {
                     Ok(relay) => Some(relay),
                     Err(e) => {
@@ -495,7 +496,7 @@ impl App {
                 for info in self.registry.list() {
                     if let Ok(handle) = self.registry.get(&info.name) {
                         if let Some(relay) = &relay {
-                            crate::http::handoff::hand_over(&handle, relay.to(&info.name));
+                            handle.move_connections(relay.to(&info.name));
                         }
                         let _ = handle.suspend().await;
                     }

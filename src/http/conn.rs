@@ -14,11 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::activity::{Activity, Verdict, Watch, Watched};
-use super::handoff::HandOff;
 use super::listener::HttpShared;
 use super::service::HttpService;
 use crate::connections::Signal;
 use crate::error::BoxError;
+use crate::moved::{MoveTo, Moved};
 use crate::socket::Socket;
 
 type Io = TokioIo<Watched<Socket>>;
@@ -131,6 +131,11 @@ pub(crate) async fn serve(
     // Polled through the slot's loop waker: after the first poll, a wake costs two atomic
     // loads instead of a lock in `Notify`.
     let slot = socket.conn.slot.clone();
+    // Where the connection may move when the listener stops: read only then.
+    let shared = match movable {
+        true => Some(socket.conn.shared.clone()),
+        false => None,
+    };
     let mut registered = false;
     let send_timeout = socket.conn.shared.opts.send_timeout;
     // HTTP/1 heads are held to hyper's buffer limit as they are read; HTTP/2 has its own.
@@ -166,7 +171,7 @@ pub(crate) async fn serve(
     let mut watch = Watch::default();
     let mut draining = false;
     // Where this connection goes once it is between requests, after its listener stopped.
-    let mut handing: Option<HandOff> = None;
+    let mut handing: Option<MoveTo> = None;
 
     // Once the listener stops, the connection waits for its turn within `drain_spread`, then
     // closes: at once when a request is in flight (its answer says `connection: close`).
@@ -211,15 +216,9 @@ pub(crate) async fn serve(
             // An expired read deadline means nothing here: this connection keeps its own.
             if signal == Signal::Stop && !draining {
                 draining = true;
-                if movable {
-                    handing = http
-                        .handoff
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone();
-                    if handing.is_some() {
-                        continue;
-                    }
+                handing = shared.as_ref().and_then(|s| s.move_to.get());
+                if handing.is_some() {
+                    continue;
                 }
                 match turn_of(slot.id, opts.drain_spread) {
                     wait if wait.is_zero() => close(&mut conn, &mut grace),
@@ -280,7 +279,7 @@ pub(crate) async fn serve(
 /// Takes an HTTP/1 connection that is between requests apart and hands its socket, with the
 /// bytes hyper read but did not parse yet, to `to`. Dropping what is left here ends the
 /// connection in this listener's table; the socket itself stays open in the other process.
-fn hand_off(conn: http1::Connection<Io, HttpService>, to: &HandOff) {
+fn hand_off(conn: http1::Connection<Io, HttpService>, to: &MoveTo) {
     let parts = conn.into_parts();
     let mut watched = parts.io.into_inner();
     // A connection handed over again before hyper read all of its own prefix: what hyper
@@ -294,7 +293,12 @@ fn hand_off(conn: http1::Connection<Io, HttpService>, to: &HandOff) {
         Bytes::from(all)
     };
     match watched.inner.take_tcp().map(|tcp| tcp.into_std()) {
-        Some(Ok(tcp)) => to(tcp, unread),
+        Some(Ok(tcp)) => to(Moved {
+            tcp,
+            unread,
+            // hyper's state between requests is none: the next request starts afresh.
+            state: Vec::new(),
+        }),
         Some(Err(e)) => {
             tracing::debug!(target: "atoll::http", error = %e, "cannot hand a connection over");
         }

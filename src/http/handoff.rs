@@ -1,5 +1,6 @@
 //! Moving kept-alive HTTP/1 connections from one process to the next at an upgrade. The old
-//! process's listener, once stopped, hands each plain HTTP/1 connection over at its first
+//! process's listener, once stopped with somewhere to move connections
+//! ([`ServerHandle::move_connections`]), hands each plain HTTP/1 connection over at its first
 //! moment between requests (see [`conn`](super::conn)): its socket, and the bytes hyper read
 //! from it but did not parse yet. The new process adopts it into the listener of the same
 //! name, which reads those bytes first. The client sees one connection that never closed.
@@ -7,30 +8,14 @@
 //! TLS and HTTP/2 connections hold protocol state that cannot move; they drain in the old
 //! process as before.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::listener::HttpControl;
 use crate::handle::ServerHandle;
 
-/// Where a stopping listener sends its connections: the socket and its unread bytes.
-pub(crate) type HandOff = Arc<dyn Fn(std::net::TcpStream, Bytes) + Send + Sync>;
-
-/// From now on, when `handle` stops, its plain HTTP/1 connections go to `to` instead of
-/// closing. False (and nothing set) when `handle` is not an HTTP listener.
-pub(crate) fn hand_over(handle: &ServerHandle, to: HandOff) -> bool {
-    match handle.extension::<HttpControl>() {
-        Some(control) => {
-            *control
-                .http
-                .handoff
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(to);
-            true
-        }
-        None => false,
-    }
+/// Whether `handle` is an HTTP listener, whose moved connections [`adopt`] takes.
+pub(crate) fn is_http(handle: &ServerHandle) -> bool {
+    handle.extension::<HttpControl>().is_some()
 }
 
 /// Serves a connection handed over by another process on `handle`, reading `unread` before
@@ -55,13 +40,13 @@ pub(crate) fn adopt(
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::sync::mpsc;
+    use std::sync::{mpsc, Arc};
     use std::time::Duration;
 
     use http::Method;
 
-    use super::*;
     use crate::http::{Handlers, HttpListener, Reply, Request, Resource};
+    use crate::moved::{MoveTo, Moved};
 
     struct Hello;
 
@@ -120,10 +105,11 @@ mod tests {
 
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        let to: HandOff = Arc::new(move |tcp: std::net::TcpStream, unread: Bytes| {
-            let _ = tx.lock().unwrap().send((tcp, unread));
+        let to: MoveTo = Arc::new(move |moved: Moved| {
+            assert!(moved.state.is_empty());
+            let _ = tx.lock().unwrap().send((moved.tcp, moved.unread));
         });
-        assert!(hand_over(&web, to));
+        web.move_connections(to);
         let stopping = tokio::spawn({
             let web = web.clone();
             async move { web.stop(Duration::from_secs(20)).await }

@@ -10,7 +10,6 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::handlers::Handlers;
-use super::handoff::HandOff;
 use super::options::{HttpOptions, DEFAULT_HTTP_PORT};
 use super::router::Router;
 use super::statics::StaticFiles;
@@ -35,9 +34,6 @@ pub(crate) struct HttpShared {
     pub(crate) h1: http1::Builder,
     pub(crate) h1_vectored: http1::Builder,
     pub(crate) h2: http2::Builder<TokioExecutor>,
-    /// Where connections go when the listener stops, once an upgrade has set it (see
-    /// [`handoff`](super::handoff)); read once per connection, at the stop.
-    pub(crate) handoff: Mutex<Option<HandOff>>,
 }
 
 /// The socket server handler of an HTTP listener: it takes every connection over.
@@ -253,7 +249,6 @@ impl HttpListener {
             h1_vectored: http1_builder(&self.http, true),
             h2: http2_builder(&self.http),
             options: self.http,
-            handoff: Mutex::new(None),
         });
         let control = Arc::new(HttpControl {
             http: http.clone(),
