@@ -480,23 +480,30 @@ pub(crate) async fn handshake(
     result
 }
 
+/// Bytes rustls holds already (decrypted, or a record it has not decrypted yet) are ready;
+/// otherwise the TCP socket says. Waiting inside the read instead would leave a stop request
+/// and the read timeout unseen while the peer is silent. Out of line, so that the plain TCP
+/// path of [`Socket::poll_readable`] stays small enough to inline into the connection loop.
+#[inline(never)]
+fn tls_readable(s: &TlsStream<TcpStream>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    match s.get_ref().1.wants_read() {
+        false => Poll::Ready(Ok(())),
+        true => s.get_ref().0.poll_read_ready(cx),
+    }
+}
+
 // ===== impl Socket: the connection loop's reads =====
 
 impl Socket {
     /// Ready when a read may make progress, without holding a buffer. Uses the stream's own
     /// waker slot rather than a readiness future, which would add 150 bytes to every
     /// connection's task.
+    #[inline]
     pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.stream {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
-            // Bytes rustls holds already (decrypted, or a record it has not decrypted yet) are
-            // ready; otherwise the TCP socket says. Waiting inside the read instead would
-            // leave a stop request and the read timeout unseen while the peer is silent.
-            Stream::Tls(s) => match s.get_ref().1.wants_read() {
-                false => Poll::Ready(Ok(())),
-                true => s.get_ref().0.poll_read_ready(cx),
-            },
+            Stream::Tls(s) => tls_readable(s, cx),
             Stream::Closed => Poll::Ready(Err(closed())),
         }
     }
