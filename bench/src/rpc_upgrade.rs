@@ -104,6 +104,11 @@ async fn run(
                         _ => None,
                     }
                 };
+                if put.is_err() || get.is_err() {
+                    // A client that fails at once (one without `going away`, disconnected)
+                    // never yields: let the runtime's other tasks run.
+                    tokio::task::yield_now().await;
+                }
                 let mut t = tally.lock().unwrap();
                 t.calls += 2 + extra;
                 for outcome in [put, get] {
