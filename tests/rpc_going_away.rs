@@ -1,8 +1,7 @@
 //! RPC calls never fail because a daemon stops its listener: the `going away` frame, with
-//! real sockets. A daemon stopped while another serves the same listening socket, a
-//! registry's replace of an `rpc` listener, both under load from eight tasks sharing one
-//! client; and the frames themselves, with a peer that names the feature and one that does
-//! not. `atoll upgrade` under load is in `rpc_upgrade.rs`.
+//! real sockets. A daemon stopped under load from eight tasks sharing one client, while
+//! another serves the same listening socket; and the frames themselves, with a peer that
+//! names the feature and one that does not.
 
 mod common;
 
