@@ -61,6 +61,7 @@ fn hello_frame(identifier: &str) -> BytesMut {
     let hello = Hello {
         identifier: identifier.into(),
         version: "1.0.0".into(),
+        features: Vec::new(),
     };
     wire::encode(Kind::Hello, 0, &hello, usize::MAX, &mut out).unwrap();
     out

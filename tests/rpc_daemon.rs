@@ -343,6 +343,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         let hello = Hello {
             identifier: identifier.into(),
             version: version.into(),
+            features: Vec::new(),
         };
         self.send(Kind::Hello, 0, &hello).await;
     }
@@ -357,7 +358,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
             theirs,
             Hello {
                 identifier: "test.daemon".into(),
-                version: "1.2.0".into()
+                version: "1.2.0".into(),
+                features: Vec::new(),
             }
         );
     }

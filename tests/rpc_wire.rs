@@ -86,6 +86,7 @@ fn the_documented_examples_are_what_the_encoder_writes() {
     let hello = Hello {
         identifier: "atoll.kv".into(),
         version: "1.0.0".into(),
+        features: Vec::new(),
     };
     assert_documented("the hello", frame_hex(Kind::Hello, 0, &hello));
     let put = KvRequest::Put {
@@ -194,7 +195,7 @@ fn read_plainly(mut data: &[u8], max: usize) -> Reading {
         if data[2] != wire::WIRE_VERSION {
             break Some(WireError::WireVersion(data[2]));
         }
-        if data[3] > 6 {
+        if data[3] > 7 {
             break Some(WireError::UnknownKind(data[3]));
         }
         let len = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
@@ -218,7 +219,7 @@ fn read_plainly(mut data: &[u8], max: usize) -> Reading {
 fn valid_frames(rng: &mut Rng, max: usize) -> Vec<u8> {
     let mut out = BytesMut::new();
     for _ in 0..1 + rng.below(4) {
-        let kind = Kind::from_byte(rng.below(7) as u8).unwrap();
+        let kind = Kind::from_byte(rng.below(8) as u8).unwrap();
         let id = if rng.chance(50) { 0 } else { rng.next() };
         let encoded = match rng.below(4) {
             0 => wire::encode(
@@ -227,6 +228,7 @@ fn valid_frames(rng: &mut Rng, max: usize) -> Vec<u8> {
                 &Hello {
                     identifier: "atoll.kv".into(),
                     version: "1.0.0".into(),
+                    features: Vec::new(),
                 },
                 max,
                 &mut out,

@@ -12,6 +12,7 @@
 //! atoll-bench interleave --targets atoll=P1:PID1,hyper=P2:PID2,axum=P3:PID3 [--cycles 20]
 //!     [--slice 1] [--settle 0.25] [--http-conns 64]
 //! atoll-bench upgrade --atoll BIN --config FILE --port P [--conns 64] [--steady 3] [--after 2]
+//! atoll-bench rpc-upgrade --atoll BIN --config FILE --port P [--upgrades 10] [--every 3.5]
 //! ```
 //!
 //! `load` prints one `metric value` line per result; `report` puts such files side by side.
@@ -34,6 +35,8 @@
 //! - `report`: the side-by-side tables with ratios.
 //! - `upgrade`: HTTP load on a running `atoll serve` through `atoll upgrade`: steady state
 //!   against the upgrade.
+//! - `rpc-upgrade`: RPC calls (kv put then get, eight tasks on one client) through a number
+//!   of upgrades: calls failed and answers wrong.
 
 mod accept;
 mod args;
@@ -50,6 +53,7 @@ mod probe;
 mod report;
 mod rpc_load;
 mod rpc_server;
+mod rpc_upgrade;
 mod server;
 mod upgrade;
 mod window;
@@ -57,7 +61,7 @@ mod window;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: atoll-bench server|load|report|interleave|upgrade|kv [--flag value]... (see bench/README.md)";
+    "usage: atoll-bench server|load|report|interleave|upgrade|rpc-upgrade|kv [--flag value]... (see bench/README.md)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         "report" => report::main(args),
         "interleave" => interleave::main(args),
         "upgrade" => upgrade::main(args),
+        "rpc-upgrade" => rpc_upgrade::main(args),
         "kv" => kv::main(args),
         _ => Err(USAGE.to_owned()),
     };

@@ -19,10 +19,36 @@ use super::{ClientTls, Protocol, RpcError};
 /// background task.
 ///
 /// Cheap to clone: clones share the connection, and calls from many tasks at once are
-/// multiplexed over it. While the connection is down, calls fail at once with
-/// [`RpcError::Disconnected`] and the task reconnects in the background (unless
-/// [`reconnect(false)`](ClientBuilder::reconnect)). Dropping every clone, or
-/// [`close`](Client::close), ends the task.
+/// multiplexed over it. Dropping every clone, or [`close`](Client::close), ends the task.
+///
+/// # When the connection ends
+///
+/// A lost connection is made again in the background, after 100 ms and then with a growing
+/// delay ([`backoff`](ClientBuilder::backoff)). Meanwhile calls and casts wait for it, each
+/// call within its own timeout; a call that times out before any connection was made fails
+/// with [`RpcError::Disconnected`]. Without [`reconnect`](ClientBuilder::reconnect), they fail
+/// at once with it instead.
+///
+/// **Upgrades, reloads and stops** of an atoll daemon cost nothing but a short wait. The
+/// client asks for the wire protocol's `going away` in its hello; a daemon that stops its
+/// listener (the old process of `atoll upgrade`, a reload that replaces the listener, a
+/// [`DaemonHandle`](super::DaemonHandle) stopped) then tells the client, runs every call and
+/// cast the client sent before it heard, and sends their answers; the client sends its later
+/// calls and casts on a new connection, to whichever process or listener now takes them,
+/// which it opens at once. No call fails, none is lost, none runs twice.
+///
+/// Without `going away` (a daemon older than it, or a connection that breaks), a call
+/// written whole to the lost connection and not answered fails with
+/// [`RpcError::Disconnected`], since the server may have run it; calls not yet written whole,
+/// and calls a stopping daemon answered `shutting down` (read, not run), are sent again on
+/// the next connection.
+///
+/// Pushes are per connection: those the server sent on a connection before it went away are
+/// delivered, but a push made while the client has no connection, or by a process the
+/// client was not connected to (during an upgrade both run for a while, and each pushes
+/// only to its own clients), never reaches it. [`on_connect`](ClientBuilder::on_connect) is
+/// called after every reconnection: that is where to read again what pushes would have
+/// told.
 ///
 /// ```no_run
 /// # use serde::{Deserialize, Serialize};
@@ -60,6 +86,8 @@ struct Inner {
     call_timeout: Duration,
     max_frame_size: usize,
     max_unsent: usize,
+    /// Whether calls made while disconnected wait for the reconnection.
+    reconnect: bool,
 }
 
 /// The longest keepalive interval accepted: a day (the connection gives up on a silent server
@@ -86,7 +114,8 @@ impl<P: Protocol> Client<P> {
     }
 
     /// Calls the service and waits for its reply, at most `timeout`. A call that times out is
-    /// forgotten: its reply, if it comes, is dropped.
+    /// forgotten: its reply, if it comes, is dropped. A call that times out while the client
+    /// has no connection fails with [`RpcError::Disconnected`] (it was never sent).
     pub async fn call_timeout(
         &self,
         request: &P::Request,
@@ -99,7 +128,7 @@ impl<P: Protocol> Client<P> {
         let started = std::time::Instant::now();
         let room = match tokio::time::timeout(timeout, self.room(frame.len())).await {
             Ok(room) => room?,
-            Err(_) => return Err(RpcError::Timeout(timeout)),
+            Err(_) => return Err(self.timed_out(timeout)),
         };
         let left = timeout.saturating_sub(started.elapsed());
         let (reply, answer) = oneshot::channel();
@@ -118,13 +147,13 @@ impl<P: Protocol> Client<P> {
             Ok(Err(_)) => Err(self.gone()),
             Err(_) => {
                 let _ = self.inner.commands.send(Command::Cancel(id));
-                Err(RpcError::Timeout(timeout))
+                Err(self.timed_out(timeout))
             }
         }
     }
 
-    /// Sends a request that wants no reply. `Ok` means it was queued on a live connection,
-    /// not that the service handled it. While the connection holds
+    /// Sends a request that wants no reply. `Ok` means it was queued (while reconnecting, for
+    /// the next connection), not that the service handled it. While the connection holds
     /// [`max_unsent`](ClientBuilder::max_unsent) bytes not yet written (the server reads
     /// slowly, or not at all), it waits for room: a client that casts in a loop is held to
     /// the server's pace instead of queueing without end.
@@ -191,10 +220,19 @@ impl<P: Protocol> Client<P> {
         if self.inner.shared.closed.load(Ordering::Acquire) {
             return Err(RpcError::Closed);
         }
-        if !self.is_connected() {
+        if !self.inner.reconnect && !self.is_connected() {
             return Err(RpcError::Disconnected);
         }
         Ok(())
+    }
+
+    /// The error of a call that got no answer within `timeout`.
+    fn timed_out(&self, timeout: Duration) -> RpcError {
+        if self.is_connected() {
+            RpcError::Timeout(timeout)
+        } else {
+            RpcError::Disconnected
+        }
     }
 
     /// The error of a call whose command the task dropped: it ended, or lost the connection
@@ -326,8 +364,9 @@ impl<P: Protocol> ClientBuilder<P> {
         self
     }
 
-    /// Whether a lost connection is made again, in the background. Without it, a client whose
-    /// connection is lost stays disconnected. Default is true.
+    /// Whether a lost connection is made again, in the background; calls made meanwhile wait
+    /// for it. Without it, a client whose connection is lost stays disconnected, and its
+    /// calls fail at once with [`RpcError::Disconnected`]. Default is true.
     pub fn reconnect(mut self, on: bool) -> Self {
         self.reconnect = on;
         self
@@ -466,6 +505,7 @@ impl<P: Protocol> ClientBuilder<P> {
                 call_timeout: self.call_timeout,
                 max_frame_size: self.max_frame_size,
                 max_unsent: self.max_unsent,
+                reconnect: self.reconnect,
             }),
             _protocol: PhantomData,
         })

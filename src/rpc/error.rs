@@ -9,9 +9,11 @@ use std::time::Duration;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RpcError {
-    /// Not connected now: the call was made while the client was disconnected (it fails at
-    /// once, it never waits for a reconnection), or the connection dropped with the call in
-    /// flight. On the server side: the client is gone.
+    /// No connection: the call timed out waiting for a reconnection (or was made while
+    /// disconnected by a client without [`reconnect`](super::ClientBuilder::reconnect)), and
+    /// was never sent; or the connection broke after the call was written, without the
+    /// server saying `going away`, so the server may have run it. On the server side: the
+    /// client is gone.
     Disconnected,
     /// The call got no answer within its timeout.
     Timeout(Duration),

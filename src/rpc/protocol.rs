@@ -122,6 +122,7 @@ impl Identity {
         Hello {
             identifier: self.identifier.clone(),
             version: self.version.clone(),
+            features: Vec::new(),
         }
     }
 
@@ -159,6 +160,7 @@ mod tests {
         Hello {
             identifier: identifier.into(),
             version: version.into(),
+            features: Vec::new(),
         }
     }
 

@@ -12,7 +12,7 @@ use super::server_conn::Conn;
 use super::service::{Backlog, Ctx, Outgoing, PushOf, Pusher, Service};
 use super::state::DaemonState;
 use super::supervisor::{Exit, InstanceInfo};
-use super::wire::codes;
+use super::wire::{codes, features};
 use crate::error::BoxError;
 use crate::socket::Socket;
 
@@ -26,14 +26,18 @@ pub(crate) async fn serve<S: Service>(
     let backlog = Backlog::new(daemon.max_push_backlog, daemon.push_budget.clone());
     let mut conn = Conn::new(socket, rx, daemon.max_frame_size(), backlog.clone());
 
-    if let Err(refusal) = conn.hello(&daemon).await {
-        if let Some(body) = refusal {
-            conn.put_error(0, &body.code, &body.message);
-            conn.report_failure(&body.code, &body.message);
+    let hello = match conn.hello(&daemon).await {
+        Ok(hello) => hello,
+        Err(refusal) => {
+            if let Some(body) = refusal {
+                conn.put_error(0, &body.code, &body.message);
+                conn.report_failure(&body.code, &body.message);
+            }
+            conn.close(true).await;
+            return Ok(());
         }
-        conn.close(true).await;
-        return Ok(());
-    }
+    };
+    conn.going_away = hello.has(features::GOING_AWAY);
 
     let certs = conn.socket.peer_certificates().map(<[_]>::to_vec);
     let pusher = Pusher::new(tx.clone(), daemon.max_frame_size(), backlog);
@@ -57,7 +61,11 @@ pub(crate) async fn serve<S: Service>(
             return end.error.map_or(Ok(()), Err);
         }
     };
-    conn.wbuf.extend_from_slice(&daemon.hello);
+    conn.wbuf.extend_from_slice(if conn.going_away {
+        &daemon.hello_going_away
+    } else {
+        &daemon.hello
+    });
 
     let id = conn.slot.id;
     let info = InstanceInfo {
@@ -301,6 +309,7 @@ mod tests {
         let hello = Hello {
             identifier: "test.serve".into(),
             version: "1.3.0".into(),
+            features: Vec::new(),
         };
         client.send(Kind::Hello, 0, &hello).await;
         let f = client.frame().await;
@@ -474,6 +483,7 @@ mod tests {
         let hello = Hello {
             identifier: "test.serve".into(),
             version: "1.0.0".into(),
+            features: Vec::new(),
         };
         c.send(Kind::Hello, 0, &hello).await;
         let err = c.error(0).await;

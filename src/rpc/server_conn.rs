@@ -122,8 +122,15 @@ pub(super) struct Conn {
     write_failed: bool,
     /// The waker is registered with the slot.
     registered: bool,
-    /// The daemon is stopping: no more frames are read.
+    /// No more frames are read: the daemon is stopping (and the client does not speak `going
+    /// away`, or did not answer it in time), or the client answered `going away`.
     stopping: bool,
+    /// Both hellos named `going away`: a stop is announced with a `going away` frame, and
+    /// calls are still taken until the client answers it.
+    pub(super) going_away: bool,
+    /// When this side sent its `going away` (the client's answer is due within the frame
+    /// timeout).
+    away_since: Option<Instant>,
     /// When the incomplete frame at the front of `rbuf` began.
     partial_since: Option<Instant>,
     max: usize,
@@ -157,6 +164,8 @@ impl Conn {
             write_failed: false,
             registered: false,
             stopping: false,
+            going_away: false,
+            away_since: None,
             partial_since: None,
             max,
             read_chunk,
@@ -171,7 +180,7 @@ impl Conn {
     pub(super) async fn hello<S: Service>(
         &mut self,
         daemon: &DaemonState<S>,
-    ) -> Result<(), Option<ErrorBody>> {
+    ) -> Result<Hello, Option<ErrorBody>> {
         self.arm(daemon.frame_timeout);
         let frame = loop {
             match daemon.hello_decoder.decode(&mut self.rbuf) {
@@ -244,6 +253,9 @@ impl Conn {
                 self.arm(Duration::MAX);
             } else if let Some(since) = self.partial_since {
                 self.arm(daemon.frame_timeout.saturating_sub(since.elapsed()));
+            } else if let Some(since) = self.away_since {
+                // The client's answer to our `going away` is due.
+                self.arm(daemon.frame_timeout.saturating_sub(since.elapsed()));
             } else if got_frame || !idle_armed {
                 self.arm(daemon.idle_timeout);
                 idle_armed = true;
@@ -253,7 +265,7 @@ impl Conn {
                 Wake::Read => {}
                 Wake::Eof if self.rbuf.is_empty() => return End::new(Exit::Normal, false),
                 Wake::Eof | Wake::Failed => return End::new(Exit::Disconnected, false),
-                Wake::Stop => self.stopping = true,
+                Wake::Stop => self.notice_stop(),
                 Wake::Expired if self.partial_since.is_some() => {
                     let why = format!(
                         "frame timeout: a frame did not complete within {:?}",
@@ -261,6 +273,9 @@ impl Conn {
                     );
                     return self.protocol_error(codes::FRAME_TIMEOUT, why);
                 }
+                // No answer to our `going away`: what was read is answered `shutting down`
+                // (not run), and nothing more is read.
+                Wake::Expired if self.away_since.is_some() => self.stopping = true,
                 Wake::Expired => return End::new(Exit::Disconnected, true),
                 Wake::Terminate | Wake::Drained => return End::new(Exit::Stopped, true),
             }
@@ -286,6 +301,15 @@ impl Conn {
             Kind::Cast => self.cast(frame, instance, ctx).await,
             // The client reports its own failure and goes.
             Kind::Error => Some(End::new(Exit::Disconnected, true)),
+            // The client sends nothing more: finish what it sent, then close.
+            Kind::GoingAway if self.going_away => {
+                self.stopping = true;
+                None
+            }
+            Kind::GoingAway => Some(self.protocol_error(
+                codes::BAD_FRAME,
+                "bad frame: a going away frame, but the hellos did not agree on it".to_owned(),
+            )),
             Kind::Hello | Kind::Reply | Kind::Push => Some(self.protocol_error(
                 codes::BAD_FRAME,
                 format!("bad frame: a {} frame from the client", frame.kind.name()),
@@ -293,12 +317,26 @@ impl Conn {
         }
     }
 
-    /// True once the daemon is stopping: calls are then answered `shutting down`.
+    /// True once no more calls are run: they are then answered `shutting down`. A client
+    /// that speaks `going away` is told of a stop instead, and its calls are run until it
+    /// answers.
     fn check_stopping(&mut self) -> bool {
-        if !self.stopping && self.slot.is_stopping() {
-            self.stopping = true;
+        if !self.stopping && self.away_since.is_none() && self.slot.is_stopping() {
+            self.notice_stop();
         }
         self.stopping
+    }
+
+    /// The daemon is stopping: say `going away` to a client that speaks it, else stop reading.
+    fn notice_stop(&mut self) {
+        if self.going_away {
+            if self.away_since.is_none() {
+                wire::going_away(&mut self.wbuf);
+                self.away_since = Some(Instant::now());
+            }
+        } else {
+            self.stopping = true;
+        }
     }
 
     async fn call<S: Service>(
@@ -634,10 +672,8 @@ impl Conn {
     /// request, the deadline, or the end of the drain; meanwhile writes what there is to write.
     async fn wait(&mut self) -> Wake {
         poll_fn(|cx| {
-            match self
-                .slot
-                .poll_signal(cx, &mut self.registered, self.stopping)
-            {
+            let stop_seen = self.stopping || self.away_since.is_some();
+            match self.slot.poll_signal(cx, &mut self.registered, stop_seen) {
                 Poll::Ready(Signal::Stop) => return Poll::Ready(Wake::Stop),
                 // A later read may have moved the deadline since the sweeper looked.
                 Poll::Ready(Signal::Expired) if self.shared.timeouts.is_due(&self.slot) => {
@@ -736,8 +772,8 @@ impl Drop for Conn {
     }
 }
 
-/// Checks that the first frame is a hello this daemon accepts.
-fn check_hello(identity: &Identity, frame: &Frame) -> Result<(), ErrorBody> {
+/// Checks that the first frame is a hello this daemon accepts, and returns it.
+fn check_hello(identity: &Identity, frame: &Frame) -> Result<Hello, ErrorBody> {
     if frame.kind != Kind::Hello {
         return Err(ErrorBody::new(
             codes::BAD_FRAME,
@@ -749,5 +785,6 @@ fn check_hello(identity: &Identity, frame: &Frame) -> Result<(), ErrorBody> {
     }
     let hello: Hello = wire::decode(&frame.payload)
         .map_err(|e| ErrorBody::new(codes::BAD_FRAME, format!("bad frame: hello payload: {e}")))?;
-    identity.check(&hello)
+    identity.check(&hello)?;
+    Ok(hello)
 }

@@ -10,7 +10,7 @@ use super::options::RpcOptions;
 use super::protocol::{Identity, Protocol};
 use super::service::{Peers, PushBudget, PushOf, Service};
 use super::supervisor::Supervisor;
-use super::wire::{self, Decoder, Kind};
+use super::wire::{self, features, Decoder, Hello, Kind};
 
 /// What every connection of one daemon shares.
 pub(crate) struct DaemonState<S: Service> {
@@ -18,8 +18,10 @@ pub(crate) struct DaemonState<S: Service> {
     pub(crate) init: Arc<S::Init>,
     /// The identifier and version clients must name, and the versions accepted.
     pub(crate) identity: Identity,
-    /// The daemon's own hello frame, encoded once.
+    /// The daemon's own hello frame, encoded once: for clients that name no feature...
     pub(crate) hello: Bytes,
+    /// ... and for those that ask for `going away`.
+    pub(crate) hello_going_away: Bytes,
     pub(crate) decoder: Decoder,
     /// The decoder of the frames before the hello is accepted: `max_hello_size`.
     pub(crate) hello_decoder: Decoder,
@@ -59,10 +61,24 @@ impl<S: Service> DaemonState<S> {
             &mut hello,
         )
         .map_err(|e| format!("the daemon's own hello: {e}"))?;
+        let mut hello_going_away = BytesMut::new();
+        let with_feature = Hello {
+            features: vec![features::GOING_AWAY.to_owned()],
+            ..identity.hello()
+        };
+        wire::encode(
+            Kind::Hello,
+            0,
+            &with_feature,
+            rpc.max_frame_size,
+            &mut hello_going_away,
+        )
+        .map_err(|e| format!("the daemon's own hello: {e}"))?;
         Ok(DaemonState {
             init: Arc::new(init),
             identity,
             hello: hello.freeze(),
+            hello_going_away: hello_going_away.freeze(),
             decoder: Decoder::new(rpc.max_frame_size),
             hello_decoder: Decoder::new(rpc.max_hello_size.min(rpc.max_frame_size)),
             frame_timeout: rpc.frame_timeout,

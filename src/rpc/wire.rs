@@ -9,7 +9,7 @@
 //! |--------|------|--------------------------------------------------------------|
 //! | 0      | 2    | magic, `0xA7 0x11`                                           |
 //! | 2      | 1    | wire version, [`WIRE_VERSION`]                               |
-//! | 3      | 1    | type ([`Kind`]): 0 keepalive, 1 hello, 2 error, 3 reply, 4 push, 5 call, 6 cast |
+//! | 3      | 1    | type ([`Kind`]): 0 keepalive, 1 hello, 2 error, 3 reply, 4 push, 5 call, 6 cast, 7 going away |
 //! | 4      | 4    | payload length in bytes                                      |
 //! | 8      | 8    | request id: a call's id, echoed by its reply or error; else 0 |
 //! | 16     | len  | payload, MessagePack                                         |
@@ -62,6 +62,10 @@ pub enum Kind {
     Call = 5,
     /// A request that wants no reply. Id 0.
     Cast = 6,
+    /// Only when both hellos name [`features::GOING_AWAY`]. From the server: it is going
+    /// away and will take no calls after the client's own `going away`; from the client, that
+    /// answer: nothing more follows it on this connection. Id 0, empty.
+    GoingAway = 7,
 }
 
 impl Kind {
@@ -75,6 +79,7 @@ impl Kind {
             4 => Kind::Push,
             5 => Kind::Call,
             6 => Kind::Cast,
+            7 => Kind::GoingAway,
             _ => return None,
         })
     }
@@ -89,6 +94,7 @@ impl Kind {
             Kind::Push => "push",
             Kind::Call => "call",
             Kind::Cast => "cast",
+            Kind::GoingAway => "going away",
         }
     }
 }
@@ -278,6 +284,11 @@ pub fn keepalive(out: &mut BytesMut) {
     put_header(Kind::Keepalive, 0, 0, out);
 }
 
+/// Appends a `going away` frame (empty, id 0) to `out`.
+pub fn going_away(out: &mut BytesMut) {
+    put_header(Kind::GoingAway, 0, 0, out);
+}
+
 /// Appends a frame with this raw payload to `out`. A payload the 32-bit length cannot
 /// state is refused.
 pub fn encode_raw(
@@ -421,12 +432,34 @@ fn put_header(kind: Kind, id: u64, len: u32, out: &mut BytesMut) {
 /// The client sends its own first; the server answers with its own when the identifier is the
 /// same and the client's version is one it accepts, and with an `error` frame otherwise. The
 /// client then checks the server's version against the versions it accepts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The service identifier; both sides must use the same one.
     pub identifier: String,
     /// The sender's protocol version, `MAJOR.MINOR.PATCH`.
     pub version: String,
+    /// The optional parts of the protocol the sender speaks ([`features`]). A client names
+    /// those it wants; the server answers with those of them it speaks too, and only those
+    /// are used. Not sent when empty, so a hello without features is the same bytes as
+    /// before features existed; a receiver ignores the names it does not know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+impl Hello {
+    /// Whether the hello names `feature`.
+    pub fn has(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
+/// The names of the optional parts of the protocol, as hellos list them.
+pub mod features {
+    /// `going away` frames: a server that stops tells the client first, serves every call
+    /// the client sends until the client answers `going away`, then finishes them and
+    /// closes; the client sends its later calls on a new connection. No call is lost or run
+    /// twice.
+    pub const GOING_AWAY: &str = "going away";
 }
 
 /// The payload of an `error` frame.
@@ -468,7 +501,8 @@ pub mod codes {
     pub const SERVER_PANIC: &str = "server panic";
     /// The server dropped the call without replying.
     pub const NO_REPLY: &str = "no reply";
-    /// The daemon is stopping and takes no new calls.
+    /// The daemon is stopping and takes no new calls: this one was read but not started, so
+    /// a client may send it again elsewhere.
     pub const SHUTTING_DOWN: &str = "shutting down";
 }
 
@@ -642,6 +676,7 @@ mod tests {
         let hello = Hello {
             identifier: "kv".into(),
             version: "1.0.0".into(),
+            features: Vec::new(),
         };
         encode(Kind::Hello, 0, &hello, 1024, &mut buf).unwrap();
         let frame = Decoder::default().decode(&mut buf).unwrap().unwrap();
