@@ -345,25 +345,24 @@ fn serve_goes_on_logging_when_its_stderr_is_closed() {
 
 // ===== hostile peers =====
 
-#[test]
-fn stalled_tls_handshakes_are_all_counted_but_logged_at_a_bounded_rate() {
-    const STALLED: usize = 300;
+/// Serves one TLS echo listener `tls` with a 200 ms handshake timeout (`top`: keys before the
+/// listener), opens `stalled` connections that never say a word, waits until each is closed
+/// by its handshake timeout, stops the server and returns its stderr.
+fn stall_tls_handshakes(top: &str, stalled: usize) -> String {
     let pki = Pki::new();
     let text = format!(
-        "{}handshake_timeout = \"200ms\"\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\n",
+        "{top}{}handshake_timeout = \"200ms\"\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\n",
         echo_listener("tls")
     );
     let mut atoll = Atoll::serve(&write_config(pki.dir.path(), &text));
     let (_, addr) = listening(&atoll, 1).remove(0);
-    // Connections that never say a word: each handshake times out.
-    let stalled: Vec<std::net::TcpStream> = (0..STALLED)
+    let streams: Vec<std::net::TcpStream> = (0..stalled)
         .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
         .collect();
-    for mut stream in stalled {
+    for mut stream in streams {
         stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut byte = [0u8; 1];
         // Closed by the server once the handshake timed out (0, or a reset).
-        let read = std::io::Read::read(&mut stream, &mut byte);
+        let read = std::io::Read::read(&mut stream, &mut [0u8; 1]);
         assert!(
             !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
             "a stalled handshake was not timed out"
@@ -372,11 +371,22 @@ fn stalled_tls_handshakes_are_all_counted_but_logged_at_a_bounded_rate() {
     // The stop sums up what the window did not log.
     atoll.signal("TERM");
     assert_eq!(atoll.exit().code(), Some(0));
-    let stderr = atoll.stderr();
-    let lines: Vec<&str> = stderr
+    atoll.stderr()
+}
+
+/// The lines of `stderr` about the `tls` listener's failed handshakes.
+fn handshake_lines(stderr: &str) -> Vec<&str> {
+    stderr
         .lines()
         .filter(|l| l.contains("connection.handshake_error listener=tls"))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn stalled_tls_handshakes_are_all_counted_but_logged_at_a_bounded_rate() {
+    const STALLED: usize = 300;
+    let stderr = stall_tls_handshakes("", STALLED);
+    let lines = handshake_lines(&stderr);
     let suppressed: Vec<usize> = lines
         .iter()
         .filter_map(|l| l.split(" suppressed=").nth(1))
@@ -416,31 +426,11 @@ fn stalled_tls_handshakes_are_all_counted_but_logged_at_a_bounded_rate() {
 #[test]
 fn a_configured_failure_log_budget_bounds_the_lines() {
     const STALLED: usize = 50;
-    let pki = Pki::new();
-    let text = format!(
-        "failure_log_lines = 3\nfailure_log_window = \"1h\"\n{}handshake_timeout = \"200ms\"\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\n",
-        echo_listener("tls")
+    let stderr = stall_tls_handshakes(
+        "failure_log_lines = 3\nfailure_log_window = \"1h\"\n",
+        STALLED,
     );
-    let mut atoll = Atoll::serve(&write_config(pki.dir.path(), &text));
-    let (_, addr) = listening(&atoll, 1).remove(0);
-    let stalled: Vec<std::net::TcpStream> = (0..STALLED)
-        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
-        .collect();
-    for mut stream in stalled {
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let read = std::io::Read::read(&mut stream, &mut [0u8; 1]);
-        assert!(
-            !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-            "a stalled handshake was not timed out"
-        );
-    }
-    atoll.signal("TERM");
-    assert_eq!(atoll.exit().code(), Some(0));
-    let stderr = atoll.stderr();
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("connection.handshake_error listener=tls"))
-        .collect();
+    let lines = handshake_lines(&stderr);
     // One window of an hour: 3 lines, then the stop's summary of the rest.
     assert_eq!(lines.len(), 4, "{stderr}");
     assert!(

@@ -12,11 +12,15 @@
 
 #[path = "../fuzz/common/http_target.rs"]
 mod http_target;
+#[path = "common/rng.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod rng;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use http_target::{check_answer, Control, End, Pause, Target, Timeouts, PREFACE};
+use rng::Rng;
 
 /// Damaged inputs tried; with the seed below, the same ones on every run.
 const CASES: usize = 2500;
@@ -28,30 +32,6 @@ const TIMEOUTS: Timeouts = Timeouts {
     header_read: Duration::from_millis(60),
     idle: Duration::from_millis(60),
 };
-
-/// xorshift64*: small, seeded, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 // ===== seeds =====
 

@@ -8,7 +8,12 @@
 //! for a header it refuses, and must never make room for more than a small multiple of the
 //! bytes it was given, whatever length a header announces.
 
+#[path = "common/rng.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod rng;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rng::Rng;
 
 use atoll::rpc::wire::{
     self, codes, Decoder, ErrorBody, Hello, Kind, WireError, GROW_STEP, HEADER_LEN,
@@ -141,31 +146,6 @@ fn the_documented_codes_are_the_codes() {
 /// Inputs tried; with the seed below, the same ones on every run.
 const CASES: usize = 200_000;
 const SEED: u64 = 0x5eed_a711_c0de;
-
-/// xorshift64*: small, seeded, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// What a plain reading of the whole input finds: its frames, and the fault that stops it,
 /// if any (none when it ends inside a frame or between frames).

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 pub mod control;
 pub mod http;
 pub mod process;
+pub mod rng;
 
 /// Every wait in a test is bounded by this, so a hang fails fast.
 pub const WAIT: Duration = Duration::from_secs(10);
