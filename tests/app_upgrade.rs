@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::control::ctl;
-use common::process::Atoll;
+use common::process::{exited, wait_exit, Atoll, Reaper};
 use common::WAIT;
 
 /// The static file the slow requests fetch: large enough that the socket buffers cannot
@@ -78,47 +78,6 @@ port = 0
             .canonicalize()
             .unwrap()
             .join(format!("lib/atoll-{version}/atoll"))
-    }
-}
-
-/// Kills the processes an upgrade left running when a test fails.
-#[derive(Default)]
-struct Reaper(Mutex<Vec<u32>>);
-
-impl Reaper {
-    fn add(&self, pid: u32) {
-        self.0.lock().unwrap().push(pid);
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in self.0.lock().unwrap().iter() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-/// Whether `pid` has exited (gone, or a zombie nobody has reaped yet).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-fn wait_exit(pid: u32, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !exited(pid) {
-        assert!(Instant::now() < deadline, "pid {pid} did not exit");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `atoll` binary as a child process: killed on drop, its stdout read line by line, its
-//! stderr collected as it comes, signals sent with `kill`.
+//! stderr collected as it comes, signals sent with `kill`; and the processes an upgrade
+//! starts, which are not its children: watched through `/proc`, killed when a test fails.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -245,5 +246,47 @@ impl Drop for Atoll {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Kills the processes an upgrade left running when a test fails.
+#[derive(Default)]
+pub struct Reaper(Mutex<Vec<u32>>);
+
+impl Reaper {
+    pub fn add(&self, pid: u32) {
+        self.0.lock().unwrap().push(pid);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in self.0.lock().unwrap().iter() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Whether `pid` has exited (gone, or a zombie nobody has reaped yet).
+pub fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Waits up to `within` for `pid` to exit.
+pub fn wait_exit(pid: u32, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !exited(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
