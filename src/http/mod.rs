@@ -33,6 +33,8 @@
 //! - `host`, `path`: host and path patterns (cowboy's syntax) and their matching.
 //! - `request`, `reply`, `body`: what a resource reads and answers, and the response body.
 //! - `request_body`: a request body read under a deadline, and within what arrived.
+//! - `fault`: why a request was answered 500, carried on the answer so that the connection
+//!   logs it within its listener's failure log budget.
 //! - `request_rules`: what every request must satisfy before routing (RFC 9112's Host rules,
 //!   `max_headers`).
 //! - `resource`: the [`Resource`] trait; `dispatch` runs one through its hooks.
