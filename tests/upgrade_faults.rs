@@ -382,11 +382,6 @@ fn an_upgrade_asked_during_a_reload_waits_for_it_and_both_answer() {
 }
 
 #[test]
-#[ignore = "fault: a control client killed while its upgrade runs leaves two processes \
-serving: the upgrade completes (the new process reports ready), but control.rs `connection` \
-calls `Commands::answered`, which sets `Exit::HandedOver`, only when the answer was written; \
-the client is gone, so the write fails, the old process never drains nor exits, and both \
-accept on the shared control socket (`status` answers from the two pids in turn)"]
 fn a_control_client_killed_mid_upgrade_leaves_one_process_serving() {
     let setup = Setup::new(&format!("{HEAD}{}", service()));
     let reaper = Reaper::default();

@@ -222,7 +222,8 @@ pub trait Commands: Send + Sync + 'static {
     /// Runs `request`.
     fn run(&self, request: Request) -> impl Future<Output = Answer> + Send;
 
-    /// Called once the answer to `request` has been written.
+    /// Called once the answer to `request` has been written, or could not be (the client
+    /// left, or stopped reading for the request timeout): the command took effect either way.
     fn answered(&self, _request: &Request, _answer: &Answer) {}
 }
 
@@ -323,10 +324,14 @@ async fn connection<C: Commands>(stream: UnixStream, commands: Arc<C>) {
     match request {
         Ok(request) => {
             let answer = commands.run(request.clone()).await;
-            let written = reply(&mut write, &answer).await;
-            if written.is_ok() {
-                commands.answered(&request, &answer);
+            // Bounded: a client that stops reading cannot hold what follows the answer.
+            let written = tokio::time::timeout(REQUEST_TIMEOUT, reply(&mut write, &answer)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                tracing::debug!(target: "atoll", "control socket: the client left before its answer");
             }
+            // What the command did stands whether or not its client is still there to read
+            // the answer: an upgrade that succeeded hands over even if its client was killed.
+            commands.answered(&request, &answer);
         }
         Err(why) => {
             let _ = reply(&mut write, &Answer::failed(why)).await;
