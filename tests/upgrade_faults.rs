@@ -440,9 +440,9 @@ fn the_old_process_killed_mid_drain_leaves_the_new_one_serving() {
     let old = first.pid();
     let listening = first.listening(2);
     let (web, echo_addr) = (addr_of(&listening, "web"), addr_of(&listening, "echo"));
-    // An idle echo connection, which moves to the new process, and a download, which keeps
-    // the old one draining.
-    let mut idle = common::echo_at(echo_addr, b"before\n");
+    // A download, which keeps the old process draining. (An idle echo connection would move
+    // to the new process, but at a moment of its own after the upgrade answers: killing the
+    // old process may come first. Moving is covered by tests/app_upgrade.rs.)
     let mut download = slow_download(web);
     let probe = Probe::start(web, echo_addr);
 
@@ -472,8 +472,7 @@ fn the_old_process_killed_mid_drain_leaves_the_new_one_serving() {
         got < BIG,
         "the download finished although its process was killed"
     );
-    // The moved connection, new connections and the control socket are the new process's.
-    common::echo_sync(&mut idle, b"after\n");
+    // New connections and the control socket are the new process's.
     one_process_answers(&setup.config, new);
     health(web).unwrap();
     probe.finish();
