@@ -377,3 +377,22 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout() {
         "the whole answer came: the connection was not cut off"
     );
 }
+
+/// RFC 9113 8.3.1: an HTTP/2 request whose Host names another authority than its
+/// `:authority` is malformed, answered 400; the same Host as `:authority` is fine.
+#[tokio::test]
+async fn an_http2_host_that_differs_from_the_authority_gets_400() {
+    let t = listener(|_| {});
+    let mut h2 = common::http::Client::h2c(t.addr()).await;
+    let req = common::http::req2(Method::GET, "/health")
+        .header("host", "elsewhere.example")
+        .body(Default::default())
+        .unwrap();
+    let resp = h2.send(req).await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{}", resp.text());
+    let req = common::http::req2(Method::GET, "/health")
+        .header("host", "localhost")
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(h2.send(req).await.status, StatusCode::OK);
+}

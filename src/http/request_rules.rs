@@ -18,6 +18,8 @@ pub(crate) enum Refused {
     TwoHosts,
     /// A Host header that is not `host[:port]`.
     BadHost,
+    /// An HTTP/2 Host header that names another authority than `:authority`.
+    OtherAuthority,
     /// More header fields than `max_headers` (HTTP/2: hyper enforces it for HTTP/1).
     TooManyHeaders,
 }
@@ -37,6 +39,10 @@ impl Refused {
             Refused::BadHost => (
                 StatusCode::BAD_REQUEST,
                 b"bad request: the Host header is not host[:port]\n",
+            ),
+            Refused::OtherAuthority => (
+                StatusCode::BAD_REQUEST,
+                b"bad request: the Host header and :authority differ\n",
             ),
             Refused::TooManyHeaders => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -84,7 +90,20 @@ pub(crate) fn check<B>(req: &http::Request<B>, max_headers: usize) -> Option<Ref
     match host {
         None if req.version() == Version::HTTP_11 => Some(Refused::NoHost),
         None => None,
-        Some(host) => (!valid_host(host.as_bytes())).then_some(Refused::BadHost),
+        Some(host) if !valid_host(host.as_bytes()) => Some(Refused::BadHost),
+        // RFC 9113 8.3.1: an HTTP/2 request whose Host names another authority than its
+        // `:authority` is malformed (a proxy might route by either).
+        Some(host) if req.version() == Version::HTTP_2 => match req.uri().authority() {
+            Some(authority)
+                if !authority
+                    .as_str()
+                    .eq_ignore_ascii_case(host.to_str().unwrap_or("")) =>
+            {
+                Some(Refused::OtherAuthority)
+            }
+            _ => None,
+        },
+        Some(_) => None,
     }
 }
 
@@ -214,5 +233,17 @@ mod tests {
             check(&request(Version::HTTP_11, &["a"]), 0),
             Some(Refused::TooManyHeaders)
         );
+        let h2 = |authority: &str, host: &str| {
+            let req = http::Request::builder()
+                .version(Version::HTTP_2)
+                .uri(format!("http://{authority}/"))
+                .header(header::HOST, host)
+                .body(())
+                .unwrap();
+            check(&req, 100)
+        };
+        assert_eq!(h2("a.example", "a.example"), None);
+        assert_eq!(h2("a.example:8080", "A.example:8080"), None);
+        assert_eq!(h2("a.example", "b.example"), Some(Refused::OtherAuthority));
     }
 }
