@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::control::ctl;
-use common::process::{exited, wait_exit, Atoll, Reaper};
+use common::process::{exited, start_download, terminate, wait_exit, Atoll, Reaper};
 use common::WAIT;
 
 /// The static file the slow requests fetch: large enough that the socket buffers cannot
@@ -162,23 +162,10 @@ struct Slow {
 
 impl Slow {
     fn start(addr: SocketAddr) -> Slow {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream
-            .write_all(b"GET /files/big.bin HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
-            .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
-        let mut some = vec![0; 64 * 1024];
-        stream.read_exact(&mut some).unwrap();
+        let stream = start_download(addr, "/files/big.bin");
         Slow {
             stream,
-            got: some.len(),
+            got: 64 * 1024,
         }
     }
 
@@ -394,12 +381,7 @@ fn ten_upgrades_back_and_forth_lose_nothing() {
         kept_versions, versions,
         "versions on the kept-alive connection"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old_pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_exit(old_pid, WAIT);
+    terminate(old_pid);
 }
 
 #[test]
@@ -525,12 +507,7 @@ fn a_failed_upgrade_leaves_the_old_version_serving() {
     reaper.add(new_pid);
     assert_eq!(health(web).unwrap(), "1.1.0");
     wait_exit(atoll.pid(), WAIT);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(new_pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_exit(new_pid, WAIT);
+    terminate(new_pid);
 }
 
 #[test]
@@ -660,10 +637,5 @@ fn echo_connections_move_across_upgrades_and_never_close() {
         s.read_exact(&mut back).unwrap();
         assert_eq!(&back, b"still here\n");
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old_pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_exit(old_pid, WAIT);
+    terminate(old_pid);
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use atoll::rpc::kv::{Kv, KvReply, KvRequest};
 use atoll::rpc::Client;
 use common::control::ctl;
-use common::process::{wait_exit, Atoll, Reaper};
+use common::process::{terminate, wait_exit, Atoll, Reaper};
 use common::WAIT;
 use serde_json::Value;
 
@@ -202,12 +202,7 @@ fn rpc_calls_ride_through_three_upgrades() {
     assert_eq!(status["pid"], old_pid, "{status}");
     load.finish();
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old_pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_exit(old_pid, WAIT);
+    terminate(old_pid);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::control::{ctl, Outcome};
-use common::process::{exited, wait_exit, Atoll, Reaper};
+use common::process::{exited, start_download, terminate, wait_exit, Atoll, Reaper};
 use common::WAIT;
 
 const HEAD: &str = "[app]\nnode = \"t\"\n\n";
@@ -108,6 +108,25 @@ fn marker_pid(marker: &Path) -> u32 {
     }
 }
 
+/// Serves `setup`'s config with `n` listeners (`web` and `echo` among them), the process noted
+/// in `reaper`; returns it, the addresses of `web` and `echo`, and every listener's.
+fn serve(
+    setup: &Setup,
+    reaper: &Reaper,
+    n: usize,
+) -> (
+    Atoll,
+    SocketAddr,
+    SocketAddr,
+    Vec<(String, String, SocketAddr)>,
+) {
+    let first = Atoll::serve(&setup.config);
+    reaper.add(first.pid());
+    let listening = first.listening(n);
+    let (web, echo) = (addr_of(&listening, "web"), addr_of(&listening, "echo"));
+    (first, web, echo, listening)
+}
+
 fn addr_of(listening: &[(String, String, SocketAddr)], name: &str) -> SocketAddr {
     listening.iter().find(|l| l.0 == name).unwrap().2
 }
@@ -140,25 +159,6 @@ fn echo(addr: SocketAddr, n: u64) -> Result<(), String> {
         true => Ok(()),
         false => Err(format!("echoed {:?}", String::from_utf8_lossy(&back))),
     }
-}
-
-/// Starts downloading the big file: the head and 64 KiB of the body, the rest left unread.
-fn slow_download(web: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect_timeout(&web, WAIT).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream
-        .write_all(b"GET /files/big.bin HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
-    let mut some = vec![0; 64 * 1024];
-    stream.read_exact(&mut some).unwrap();
-    stream
 }
 
 /// Waits up to `within` for `GET /health` to answer 200; the last error if it never does.
@@ -248,10 +248,7 @@ fn ctl_thread(config: &Path, args: &[&str]) -> std::thread::JoinHandle<Outcome> 
 fn two_upgrades_asked_at_once_leave_one_process_serving() {
     let setup = Setup::new(&format!("{HEAD}{}", service()));
     let reaper = Reaper::default();
-    let first = Atoll::serve(&setup.config);
-    reaper.add(first.pid());
-    let listening = first.listening(2);
-    let (web, echo_addr) = (addr_of(&listening, "web"), addr_of(&listening, "echo"));
+    let (first, web, echo_addr, _) = serve(&setup, &reaper, 2);
     let probe = Probe::start(web, echo_addr);
 
     let (a, a_marker) = setup.slow_binary("a", "1");
@@ -325,10 +322,7 @@ fn an_upgrade_asked_during_a_reload_waits_for_it_and_both_answer() {
     let with_gone = format!("{HEAD}{}{}", service(), listener("gone", "echo", "8s", ""));
     let setup = Setup::new(&with_gone);
     let reaper = Reaper::default();
-    let mut first = Atoll::serve(&setup.config);
-    reaper.add(first.pid());
-    let listening = first.listening(3);
-    let (web, echo_addr) = (addr_of(&listening, "web"), addr_of(&listening, "echo"));
+    let (mut first, web, echo_addr, listening) = serve(&setup, &reaper, 3);
     let gone = addr_of(&listening, "gone");
     let mut held = common::echo_at(gone, b"before\n");
     let probe = Probe::start(web, echo_addr);
@@ -385,11 +379,8 @@ fn an_upgrade_asked_during_a_reload_waits_for_it_and_both_answer() {
 fn a_control_client_killed_mid_upgrade_leaves_one_process_serving() {
     let setup = Setup::new(&format!("{HEAD}{}", service()));
     let reaper = Reaper::default();
-    let first = Atoll::serve(&setup.config);
-    reaper.add(first.pid());
+    let (first, web, echo_addr, _) = serve(&setup, &reaper, 2);
     let old = first.pid();
-    let listening = first.listening(2);
-    let (web, echo_addr) = (addr_of(&listening, "web"), addr_of(&listening, "echo"));
     let probe = Probe::start(web, echo_addr);
 
     let (slow, marker) = setup.slow_binary("new", "1");
@@ -435,15 +426,12 @@ fn a_control_client_killed_mid_upgrade_leaves_one_process_serving() {
 fn the_old_process_killed_mid_drain_leaves_the_new_one_serving() {
     let setup = Setup::new(&format!("{HEAD}{}", service()));
     let reaper = Reaper::default();
-    let first = Atoll::serve(&setup.config);
-    reaper.add(first.pid());
+    let (first, web, echo_addr, _) = serve(&setup, &reaper, 2);
     let old = first.pid();
-    let listening = first.listening(2);
-    let (web, echo_addr) = (addr_of(&listening, "web"), addr_of(&listening, "echo"));
     // A download, which keeps the old process draining. (An idle echo connection would move
     // to the new process, but at a moment of its own after the upgrade answers: killing the
     // old process may come first. Moving is covered by tests/app_upgrade.rs.)
-    let mut download = slow_download(web);
+    let mut download = start_download(web, "/files/big.bin");
     let probe = Probe::start(web, echo_addr);
 
     let binary = env!("CARGO_BIN_EXE_atoll");
@@ -476,12 +464,7 @@ fn the_old_process_killed_mid_drain_leaves_the_new_one_serving() {
     one_process_answers(&setup.config, new);
     health(web).unwrap();
     probe.finish();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(new as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_exit(new, WAIT);
+    terminate(new);
 }
 
 #[test]
@@ -498,7 +481,7 @@ fn the_new_process_killed_after_ready_leaves_the_service_answering() {
     let listening = first.listening(2);
     let web = addr_of(&listening, "web");
     // A download keeps the old process draining: it is alive when the new one dies.
-    let download = slow_download(web);
+    let download = start_download(web, "/files/big.bin");
 
     let binary = env!("CARGO_BIN_EXE_atoll");
     let answer = ctl(&setup.config, &["upgrade", "--path", binary, "--json"]).json();

@@ -290,3 +290,37 @@ pub fn wait_exit(pid: u32, within: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Sends SIGTERM to `pid` (a process an upgrade started) and waits for it to exit.
+pub fn terminate(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_exit(pid, WAIT);
+}
+
+/// Starts downloading `path` from the HTTP listener at `addr` on a connection of its own:
+/// reads the head (which must say 200) and the first 64 KiB, and leaves the rest unread, so
+/// the answer keeps its process busy until the caller reads on.
+pub fn start_download(addr: std::net::SocketAddr, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    let mut some = vec![0; 64 * 1024];
+    stream.read_exact(&mut some).unwrap();
+    stream
+}
