@@ -468,20 +468,14 @@ fn the_old_process_killed_mid_drain_leaves_the_new_one_serving() {
 }
 
 #[test]
-#[ignore = "fault: the new process SIGKILLed after it reported ready leaves no one accepting: \
-the old process suspended its listeners when the upgrade answered (serve.rs `upgrade`) and \
-never resumes them, though it is still running (draining) and its relay's handover connection \
-to the new process has ended; every connect is refused until someone restarts the service"]
 fn the_new_process_killed_after_ready_leaves_the_service_answering() {
     let setup = Setup::new(&format!("{HEAD}{}", service()));
     let reaper = Reaper::default();
-    let first = Atoll::serve(&setup.config);
-    reaper.add(first.pid());
+    let (first, web, echo_addr, _) = serve(&setup, &reaper, 2);
     let old = first.pid();
-    let listening = first.listening(2);
-    let web = addr_of(&listening, "web");
     // A download keeps the old process draining: it is alive when the new one dies.
-    let download = start_download(web, "/files/big.bin");
+    let mut download = start_download(web, "/files/big.bin");
+    let probe = Probe::start(web, echo_addr);
 
     let binary = env!("CARGO_BIN_EXE_atoll");
     let answer = ctl(&setup.config, &["upgrade", "--path", binary, "--json"]).json();
@@ -495,12 +489,32 @@ fn the_new_process_killed_after_ready_leaves_the_service_answering() {
     wait_exit(new, WAIT);
     assert!(!exited(old), "the old process stopped draining");
 
-    // Someone answers again: most simply the old process, still running, which can bind the
-    // same addresses again (`resume`).
-    serves_within(web, WAIT).unwrap_or_else(|e| {
-        panic!("nothing answers after the new process died (old pid {old}): {e}")
-    });
+    // The old process, still draining, starts a process in the dead one's place on the same
+    // sockets: the probe's connects, queued meanwhile, are answered, and none fails.
+    serves_within(web, WAIT).unwrap();
+    probe.finish();
     let status = ctl(&setup.config, &["status", "--json"]).json();
-    one_process_answers(&setup.config, status["pid"].as_u64().unwrap() as u32);
-    drop(download);
+    let replacement = status["pid"].as_u64().unwrap() as u32;
+    reaper.add(replacement);
+    assert!(
+        replacement != old && replacement != new,
+        "status answered by {replacement} (old {old}, dead {new})"
+    );
+    one_process_answers(&setup.config, replacement);
+    health(web).unwrap();
+    echo(echo_addr, 1).unwrap();
+
+    // The old process's download finishes whole.
+    let mut buf = vec![0; 1 << 20];
+    let mut got = 64 * 1024;
+    loop {
+        match download.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("the download broke after {got} bytes: {e}"),
+        }
+    }
+    assert_eq!(got, BIG, "the download ended early");
+    wait_exit(old, WAIT);
+    terminate(replacement);
 }

@@ -18,7 +18,7 @@
 //! none. The old process closing its end ends the stream.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -101,10 +101,10 @@ pub struct Ready {
     pub version: String,
 }
 
-fn send(socket: &Socket, message: &Message, fd: Option<&OwnedFd>) -> io::Result<()> {
+fn send(socket: &Socket, message: &Message, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
     let data = serde_json::to_vec(message).map_err(io::Error::other)?;
     match fd {
-        Some(fd) => sys::send_fds(socket.as_fd(), &data, &[fd.as_fd()]),
+        Some(fd) => sys::send_fds(socket.as_fd(), &data, &[fd]),
         None => sys::send_fds(socket.as_fd(), &data, &[]),
     }
 }
@@ -200,7 +200,7 @@ pub fn offer(socket: &Socket, sockets: &Sockets) -> io::Result<()> {
                 listener: Some(name.clone()),
                 ..Message::empty()
             };
-            send(socket, &message, Some(fd))?;
+            send(socket, &message, Some(fd.as_fd()))?;
         }
     }
     if let Some(fd) = &sockets.control {
@@ -208,7 +208,7 @@ pub fn offer(socket: &Socket, sockets: &Sockets) -> io::Result<()> {
             control: true,
             ..Message::empty()
         };
-        send(socket, &message, Some(fd))?;
+        send(socket, &message, Some(fd.as_fd()))?;
     }
     let end = Message {
         end: true,
@@ -273,7 +273,7 @@ pub fn wait_ready(
 pub fn send_connection(
     socket: &Socket,
     listener: &str,
-    fd: &OwnedFd,
+    fd: BorrowedFd<'_>,
     unread: &[u8],
     state: &[u8],
 ) -> io::Result<()> {
@@ -478,7 +478,7 @@ mod tests {
             (b"x", b""),
         ] {
             let fd = OwnedFd::from(tcp.try_clone().unwrap());
-            send_connection(&a, "echo", &fd, unread, state).unwrap();
+            send_connection(&a, "echo", fd.as_fd(), unread, state).unwrap();
             let handed = receive_connection(&b).unwrap().unwrap();
             assert_eq!(handed.listener, "echo");
             assert_eq!((&handed.unread[..], &handed.state[..]), (unread, state));
@@ -487,7 +487,7 @@ mod tests {
         }
         let too_much = vec![0; MAX_STATE + 1];
         let fd = OwnedFd::from(tcp);
-        let e = send_connection(&a, "echo", &fd, b"", &too_much).unwrap_err();
+        let e = send_connection(&a, "echo", fd.as_fd(), b"", &too_much).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         drop(a);
         assert!(receive_connection(&b).unwrap().is_none());

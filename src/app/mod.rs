@@ -17,6 +17,8 @@
 //! - [`priority`]: the new process starts at idle CPU priority, and leaves it when ready.
 //! - `relay`: connections that move (kept-alive HTTP/1, and those whose handler agrees) sent
 //!   from the old process to the new one while the old one drains, and adopted there.
+//! - `standby`: while the old process drains, it watches the new one and starts a process in
+//!   place of one that dies, on the same sockets.
 //! - `serve`: the serving loop: start, answer control commands, reload on SIGHUP, stop on
 //!   SIGINT or SIGTERM, drain and exit after an upgrade.
 
@@ -28,6 +30,7 @@ pub mod priority;
 mod relay;
 pub mod reload;
 mod serve;
+mod standby;
 pub mod systemd;
 pub mod upgrade;
 

@@ -18,7 +18,8 @@ use super::control::{self, Commands};
 use super::handover::{self, Ready};
 use super::priority;
 use super::relay::{self, Relay};
-use super::upgrade::{self, Target};
+use super::standby::{Restart, Standby};
+use super::upgrade::{self, Started, Target};
 use super::{logs, reload, systemd};
 use crate::config::Config;
 use crate::http::Catalogue;
@@ -58,6 +59,8 @@ struct App {
     control: StdMutex<Option<OwnedFd>>,
     /// After an upgrade: where the HTTP listeners send their kept-alive connections.
     relay: StdMutex<Option<Arc<Relay>>>,
+    /// After an upgrade: the watch over the new process while this one drains.
+    standby: StdMutex<Option<Standby>>,
     exit: watch::Sender<Option<Exit>>,
 }
 
@@ -191,6 +194,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
             started: Instant::now(),
             control: StdMutex::new(Some(control_copy)),
             relay: StdMutex::new(None),
+            standby: StdMutex::new(None),
             exit,
         });
         let mut control_stop = app.exit.subscribe();
@@ -275,6 +279,11 @@ pub fn serve(path: &Path) -> Result<(), String> {
                 forced = report.forced,
                 "stopped"
             );
+        }
+        // A process started in place of a dead new one gets its sockets before this one goes.
+        let standby = app.standby.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(standby) = standby {
+            let _ = tokio::task::spawn_blocking(move || standby.close()).await;
         }
         let relay = app.relay.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(relay) = relay {
@@ -474,12 +483,21 @@ impl App {
         let binary = chosen.binary.clone();
         let config_path = self.config_path.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            upgrade::run(&binary, &config_path, &socket_path, sockets, timeout)
+            upgrade::run(&binary, &config_path, &socket_path, &sockets, timeout)
+                .map(|started| (started, sockets, socket_path))
         })
         .await
         .unwrap_or_else(|e| Err(format!("the upgrade task failed: {e}")));
         match outcome {
-            Ok((ready, connection)) => {
+            Ok((
+                Started {
+                    ready,
+                    connection,
+                    child,
+                },
+                sockets,
+                socket_path,
+            )) => {
                 // Connections that can move follow the sockets when this process drains, each
                 // at its first moment between requests (kept-alive HTTP/1), or when its
                 // handler agrees (see `Handler::handle_move`).
@@ -499,6 +517,27 @@ impl App {
                             handle.move_connections(relay.to(&info.name));
                         }
                         let _ = handle.suspend().await;
+                    }
+                }
+                // Until this process exits, a new one that dies is replaced by this version,
+                // on the same sockets (see `standby`).
+                let restart = Restart {
+                    binary: std::env::current_exe()
+                        .ok()
+                        .filter(|exe| exe.is_file())
+                        .unwrap_or_else(|| chosen.binary.clone()),
+                    config: self.config_path.clone(),
+                    socket_path,
+                    timeout,
+                    sockets,
+                    relay: relay.clone(),
+                };
+                match Standby::watch(child, restart) {
+                    Ok(standby) => {
+                        *self.standby.lock().unwrap_or_else(|p| p.into_inner()) = Some(standby)
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "atoll", error = %e, "upgrade: cannot watch the new process")
                     }
                 }
                 *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = relay;

@@ -61,18 +61,30 @@ pub fn choose(target: &Target, env: &AppEnv, running: &Version) -> Result<Chosen
     }
 }
 
+/// A new process that reported ready.
+#[derive(Debug)]
+pub struct Started {
+    /// Its report.
+    pub ready: Ready,
+    /// The handover connection, which stays open for the connections handed over while this
+    /// process drains.
+    pub connection: socket2::Socket,
+    /// The process, unreaped: this one may watch it while it drains (see `standby`), and it
+    /// outlives this one.
+    pub child: Child,
+}
+
 /// Starts `binary serve --config CONFIG` with the handover socket at `socket_path`, hands it
-/// `sockets`, and waits up to `timeout` for it to report ready. Returns its report and the
-/// handover connection, which stays open for the connections handed over while this process
-/// drains. On failure the new process is killed and reaped, and the error says why.
-/// Blocking: run it off the runtime's threads.
+/// copies of `sockets`, and waits up to `timeout` for it to report ready. On failure the new
+/// process is killed and reaped, and the error says why. Blocking: run it off the runtime's
+/// threads.
 pub fn run(
     binary: &Path,
     config: &Path,
     socket_path: &Path,
-    sockets: Sockets,
+    sockets: &Sockets,
     timeout: Duration,
-) -> Result<(Ready, socket2::Socket), String> {
+) -> Result<Started, String> {
     // A timeout too long to add to an instant (a control request may ask for any) waits
     // for a century instead.
     let deadline = Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 24 * 3600));
@@ -88,16 +100,20 @@ pub fn run(
             .stdin(Stdio::null());
         let mut child = priority::spawn(&mut command)
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let result = handshake(&listener, &mut child, &sockets, deadline);
-        if result.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
+        match handshake(&listener, &mut child, sockets, deadline) {
+            Ok((ready, connection)) => Ok(Started {
+                ready,
+                connection,
+                child,
+            }),
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(why)
+            }
         }
-        // On success the child is left running unreaped: it outlives this process.
-        result
     })();
     let _ = std::fs::remove_file(socket_path);
-    drop(sockets);
     outcome
 }
 
