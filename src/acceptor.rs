@@ -108,7 +108,7 @@ async fn accept_loop<H: Handler>(
             }
         };
         let handler = handler.clone();
-        Conn::start(&shared, peer, permit, Some(index), |conn| {
+        Conn::start(&shared, peer, None, permit, Some(index), |conn| {
             connection::run(handler, stream, conn, None)
         });
     }

@@ -16,6 +16,7 @@ use crate::connections::Signal;
 use crate::error::{Error, ErrorKind};
 use crate::handler::{Action, Handler, Move};
 use crate::moved::{MoveTo, Moved};
+use crate::proxy;
 use crate::socket::{handshake, Conn, Socket, Stream};
 use crate::telemetry::{Event, EventKind};
 
@@ -29,13 +30,13 @@ use crate::telemetry::{Event, EventKind};
 pub(crate) async fn run<H: Handler>(
     mut handler: H,
     accepted: Accepted,
-    conn: Conn,
+    mut conn: Conn,
     moved_in: Option<Bytes>,
 ) {
     let opened = match moved_in {
         // Adopted connections are plain: a TLS listener refuses them.
         Some(_) => Ok(plain(accepted)),
-        None => open(accepted, &conn).await,
+        None => open(accepted, &mut conn).await,
     };
     let stream = match opened {
         Ok(stream) => stream,
@@ -204,15 +205,68 @@ pub(crate) async fn run<H: Handler>(
 }
 
 /// The connection's stream, after the TLS handshake when the listener serves TLS.
-async fn open(accepted: Accepted, conn: &Conn) -> Result<Stream, Error> {
+async fn open(accepted: Accepted, conn: &mut Conn) -> Result<Stream, Error> {
     match accepted {
-        Accepted::Unix(s) => Ok(Stream::Unix(s)),
-        Accepted::Tcp(tcp) => match &conn.shared.tls {
-            None => Ok(Stream::Tcp(tcp)),
-            // Boxed: a handshake's state is large, and would otherwise sit in every
-            // connection's task, TLS or not.
-            Some(tls) => Ok(Stream::Tls(Box::pin(handshake(conn, tls, tcp)).await?)),
+        Accepted::Unix(s) => {
+            // No PROXY header on a Unix socket: its peer is local.
+            if conn.shared.reads_proxy_header() && !conn.admit(None) {
+                return Err(Error::with_source(ErrorKind::Refused, PER_IP));
+            }
+            Ok(Stream::Unix(s))
+        }
+        Accepted::Tcp(mut tcp) => {
+            if conn.shared.reads_proxy_header() {
+                // Boxed, as the handshake: only listeners that read a header pay for its state.
+                Box::pin(proxy_header(&mut tcp, conn)).await?;
+            }
+            match &conn.shared.tls {
+                None => Ok(Stream::Tcp(tcp)),
+                // Boxed: a handshake's state is large, and would otherwise sit in every
+                // connection's task, TLS or not.
+                Some(tls) => Ok(Stream::Tls(Box::pin(handshake(conn, tls, tcp)).await?)),
+            }
+        }
+    }
+}
+
+const PER_IP: &str = "the client has max_connections_per_ip connections open";
+
+/// Reads the PROXY header of a fresh connection within `proxy_header_timeout`: the client
+/// it names becomes the connection's peer, which is then counted per IP and reported as
+/// started. A source outside `proxy_trusted`, or a missing, bad or late header, is refused
+/// and reported (`proxy_header_error`).
+#[cold]
+async fn proxy_header(tcp: &mut tokio::net::TcpStream, conn: &mut Conn) -> Result<(), Error> {
+    let opts = &conn.shared.opts;
+    let source = conn.slot.peer().inet();
+    let outcome = match source {
+        Some(from) if !proxy::trusted(&opts.proxy_trusted, from.ip()) => Err(format!(
+            "{} may not send a PROXY header: it is not in proxy_trusted",
+            from.ip()
+        )),
+        _ => match tokio::time::timeout(opts.proxy_header_timeout, proxy::read_header(tcp)).await {
+            Ok(read) => read,
+            Err(_) => Err(format!(
+                "no whole PROXY header within {:?} (proxy_header_timeout)",
+                opts.proxy_header_timeout
+            )),
         },
+    };
+    match outcome {
+        Ok(client) => {
+            if let Some(client) = client {
+                conn.slot.set_client(Addr::Inet(client));
+            }
+            match conn.admit(None) {
+                true => Ok(()),
+                false => Err(Error::with_source(ErrorKind::Refused, PER_IP)),
+            }
+        }
+        Err(why) => {
+            let e = Error::with_source(ErrorKind::Refused, why);
+            conn.emit(EventKind::ProxyHeaderError, |ev| ev.error(&e));
+            Err(e)
+        }
     }
 }
 
@@ -227,11 +281,13 @@ fn plain(accepted: Accepted) -> Stream {
 /// Sends the connection to `to`, with the handler's `state`. Bytes the peer sent that were
 /// not read yet stay in the socket, and travel with it.
 fn move_out(socket: &mut Socket, state: Vec<u8>, to: &MoveTo) {
+    let client = socket.conn.slot.client();
     match socket.take_tcp().map(|tcp| tcp.into_std()) {
         Some(Ok(tcp)) => to(Moved {
             tcp,
             unread: Bytes::new(),
             state,
+            client,
         }),
         Some(Err(e)) => {
             socket.conn.emit(EventKind::HandlerError, |ev| ev.error(&e));

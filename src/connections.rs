@@ -2,7 +2,7 @@
 //! connection (a stop signal first, an abort when the shutdown timeout runs out).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,10 @@ pub(crate) struct Slot {
     pub(crate) id: u64,
     /// Where the table keeps this connection.
     key: AtomicUsize,
-    pub(crate) peer: Addr,
+    /// The socket's peer: the client, or the proxy in front of it.
+    peer: Addr,
+    /// The client's address from a PROXY protocol header, which stands for `peer` once known.
+    client: OnceLock<Box<Addr>>,
     pub(crate) started: Instant,
     stopping: AtomicBool,
     /// When the read timeout runs out, as nanoseconds on the listener's
@@ -57,6 +60,7 @@ impl Slot {
             id,
             key: AtomicUsize::new(usize::MAX),
             peer,
+            client: OnceLock::new(),
             started: Instant::now(),
             stopping: AtomicBool::new(false),
             deadline: AtomicU64::new(u64::MAX),
@@ -64,6 +68,23 @@ impl Slot {
             notify: Notify::new(),
             loop_waker: Mutex::new(None),
         }
+    }
+
+    /// The connection's peer as atoll shows it: the client's address from its PROXY header,
+    /// else the socket's peer.
+    #[inline]
+    pub(crate) fn peer(&self) -> &Addr {
+        self.client.get().map_or(&self.peer, |c| c)
+    }
+
+    /// The client's address a PROXY protocol header gave, if one did.
+    pub(crate) fn client(&self) -> Option<std::net::SocketAddr> {
+        self.client.get().and_then(|c| c.inet())
+    }
+
+    /// Sets the client's address a PROXY protocol header gave (once; later calls do nothing).
+    pub(crate) fn set_client(&self, client: Addr) {
+        let _ = self.client.set(Box::new(client));
     }
 
     /// Resolves once the server has asked this connection to stop.
@@ -208,7 +229,7 @@ impl Table {
             .iter()
             .map(|(s, _)| ConnectionInfo {
                 id: s.id,
-                peer: s.peer.clone(),
+                peer: s.peer().clone(),
                 age: s.started.elapsed(),
             })
             .collect();

@@ -184,11 +184,12 @@ impl ServerHandle {
 
     /// Takes in a TCP connection accepted by another process (handed over at an upgrade), as
     /// if this listener's acceptors had accepted it: it counts toward `max_connections`, is
-    /// listed, and drains on stop. `serve` runs it on a task of its own. Refused as
-    /// [`admit`](Self::admit) says.
+    /// listed, and drains on stop. `serve` runs it on a task of its own. `client`, the address
+    /// its PROXY header gave, stands for its peer. Refused as [`admit`](Self::admit) says.
     pub(crate) fn adopt<F, Fut>(
         &self,
         tcp: tokio::net::TcpStream,
+        client: Option<std::net::SocketAddr>,
         serve: F,
     ) -> std::result::Result<(), String>
     where
@@ -198,7 +199,7 @@ impl ServerHandle {
         let permit = self.admit()?;
         let s = &self.inner.shared;
         let peer = Addr::Inet(tcp.peer_addr().map_err(|e| e.to_string())?);
-        Conn::start(s, peer, permit, None, |conn| {
+        Conn::start(s, peer, client, permit, None, |conn| {
             serve(Socket::new(Stream::Tcp(tcp), conn))
         });
         Ok(())
@@ -228,13 +229,18 @@ impl ServerHandle {
         let permit = self.admit().map_err(|why| refused(why.to_owned()))?;
         let resumed = (self.inner.resume)(&moved.state)
             .map_err(|e| refused(format!("the handler cannot restore the state: {e}")))?;
-        let Moved { tcp, unread, .. } = moved;
+        let Moved {
+            tcp,
+            unread,
+            client,
+            ..
+        } = moved;
         let tcp = tcp
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(tcp))
             .map_err(|e| refused(e.to_string()))?;
         let peer = Addr::Inet(tcp.peer_addr().map_err(|e| refused(e.to_string()))?);
-        Conn::start(&self.inner.shared, peer, permit, None, |conn| {
+        Conn::start(&self.inner.shared, peer, client, permit, None, |conn| {
             resumed(tcp, conn, unread)
         });
         Ok(())

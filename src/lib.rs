@@ -48,6 +48,9 @@
 //!   listeners and inherited descriptors ([`Bind`]).
 //! - `buffer`: the per-thread pool of read buffers, so idle connections hold none.
 //! - `connections`: the table of live connections ([`ConnectionInfo`]) and their stop signals.
+//! - `proxy`: the PROXY protocol header a load balancer sends first ([`ProxyProtocol`]), read
+//!   with a deadline; the client it names stands for the socket's peer.
+//! - `per_ip`: connections open per client address, for `max_connections_per_ip`.
 //! - `timeouts`: read timeouts for every connection, kept by one sweeper task per listener.
 //! - `shared`: what a listener's acceptors and connections share.
 //! - `socket`: [`Socket`], what handlers talk through (recv, send, sendfile, shutdown, close,
@@ -107,6 +110,8 @@ mod handler;
 pub mod http;
 mod moved;
 mod options;
+mod per_ip;
+mod proxy;
 mod registry;
 pub mod rpc;
 mod server;
@@ -130,6 +135,7 @@ pub use handle::{Phase, ServerHandle, StopReport};
 pub use handler::{Action, Handler, Move, SHUTDOWN_QUIET};
 pub use moved::{MoveTo, Moved};
 pub use options::{parse_duration, ServerOptions, DEFAULT_NUM_ACCEPTORS};
+pub use proxy::{ProxyProtocol, MAX_V2_HEADER};
 pub use registry::{Launcher, ListenerInfo, Registry, Updater};
 pub use server::Server;
 pub use socket::Socket;

@@ -24,6 +24,9 @@ pub struct Moved {
     pub unread: Bytes,
     /// The handler's state, as [`Move::Now`](crate::Move::Now) gave it.
     pub state: Vec<u8>,
+    /// The client's address from the connection's PROXY header, on a listener that reads
+    /// one: the new process shows it as the peer, as this one did.
+    pub client: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for Moved {
@@ -32,6 +35,7 @@ impl fmt::Debug for Moved {
             .field("peer", &self.tcp.peer_addr().ok())
             .field("unread", &self.unread.len())
             .field("state", &self.state.len())
+            .field("client", &self.client)
             .finish()
     }
 }

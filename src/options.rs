@@ -7,7 +7,10 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::proxy::ProxyProtocol;
 
 /// How many acceptor tasks share each listening socket by default.
 ///
@@ -73,6 +76,24 @@ pub struct ServerOptions {
     /// Size of the buffer a connection borrows for one read, released again while it is idle.
     /// Default is 8192.
     pub read_buffer_size: usize,
+    /// Whether every connection starts with a PROXY protocol header (version 1 or 2) naming
+    /// the client, as a load balancer sends it (HAProxy's `send-proxy-v2`): `"off"` or
+    /// `"required"`. With `"required"`, the client's address stands for the socket's peer
+    /// everywhere (handler `Socket`, HTTP `Request`, RPC `Ctx`, telemetry, logs,
+    /// `max_connections_per_ip`). Default is `"off"`.
+    pub proxy_protocol: ProxyProtocol,
+    /// The source networks allowed to send a PROXY header, such as `["10.0.0.0/8"]`: a
+    /// connection from anywhere else is closed and counted. Default is empty: any source,
+    /// which is safe only where nothing but the balancer can reach the listener.
+    pub proxy_trusted: Vec<IpNet>,
+    /// How long a connection has to send its whole PROXY header. Default is 5 s.
+    #[serde(with = "duration")]
+    pub proxy_header_timeout: Duration,
+    /// The most connections open at once from one client IP address (the one a PROXY header
+    /// gives, with `proxy_protocol`); a connection over it is closed at once and counted.
+    /// Connections handed over at an upgrade count but are never refused. Default is unset:
+    /// no limit but `max_connections`.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for ServerOptions {
@@ -95,6 +116,10 @@ impl Default for ServerOptions {
             recv_buffer_size: None,
             send_buffer_size: None,
             read_buffer_size: 8192,
+            proxy_protocol: ProxyProtocol::Off,
+            proxy_trusted: Vec::new(),
+            proxy_header_timeout: Duration::from_secs(5),
+            max_connections_per_ip: None,
         }
     }
 }
@@ -112,6 +137,15 @@ impl ServerOptions {
             if value == 0 {
                 return Err(format!("`{name}` must be at least 1"));
             }
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return Err("`max_connections_per_ip` must be at least 1".into());
+        }
+        if !self.proxy_trusted.is_empty() && self.proxy_protocol == ProxyProtocol::Off {
+            return Err(
+                "`proxy_trusted` needs `proxy_protocol = \"required\"`: without it no header is read"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -9,6 +9,8 @@ use tokio::sync::Semaphore;
 use crate::connections::Table;
 use crate::moved::Destination;
 use crate::options::ServerOptions;
+use crate::per_ip::PerIp;
+use crate::proxy::ProxyProtocol;
 use crate::telemetry::failure_log::FailureLogs;
 use crate::telemetry::Telemetry;
 use crate::timeouts::Timeouts;
@@ -32,6 +34,8 @@ pub(crate) struct Shared {
     /// Where connections move when the listener stops, once an upgrade has set it; until
     /// then, and without it, they drain.
     pub(crate) move_to: Destination,
+    /// Connections open per client address, with `max_connections_per_ip`.
+    pub(crate) per_ip: Option<Arc<PerIp>>,
     next_id: AtomicU64,
 }
 
@@ -44,6 +48,7 @@ impl Shared {
     ) -> Self {
         let limiter = Arc::new(Semaphore::new(opts.max_connections));
         let failure_logs = FailureLogs::new(name.clone(), telemetry.failure_log_budget());
+        let per_ip = opts.max_connections_per_ip.map(PerIp::new);
         Shared {
             name,
             opts,
@@ -54,8 +59,15 @@ impl Shared {
             limiter,
             failure_logs,
             move_to: Destination::default(),
+            per_ip,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Whether connections start with a PROXY header this listener reads.
+    #[inline]
+    pub(crate) fn reads_proxy_header(&self) -> bool {
+        self.opts.proxy_protocol == ProxyProtocol::Required
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

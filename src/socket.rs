@@ -25,6 +25,7 @@ use tokio_rustls::server::TlsStream;
 use crate::addr::Addr;
 use crate::connections::Slot;
 use crate::error::{Error, ErrorKind, Result};
+use crate::per_ip::IpPlace;
 use crate::shared::Shared;
 use crate::stats::SocketStats;
 use crate::telemetry::{Event, EventKind};
@@ -47,6 +48,10 @@ pub(crate) struct Conn {
     pub(crate) slot: Arc<Slot>,
     pub(crate) stats: SocketStats,
     _permit: OwnedSemaphorePermit,
+    /// Its place in its client address's count, with `max_connections_per_ip`.
+    ip_place: Option<Box<IpPlace>>,
+    /// Whether `connection_start` was reported, so that its end is too.
+    announced: bool,
 }
 
 impl Conn {
@@ -56,15 +61,23 @@ impl Conn {
             slot,
             stats: SocketStats::default(),
             _permit: permit,
+            ip_place: None,
+            announced: false,
         }
     }
 
     /// Starts a connection of the listener `shared`, under `permit`: gives it the next id and
     /// a slot, reports `connection_start` (with the acceptor that took it, if one did), and
     /// spawns `task` with its `Conn`, listed in the connection table.
+    ///
+    /// A connection an acceptor took (`acceptor` is set) on a listener that reads a PROXY
+    /// header is reported, and counted per IP, once its header is read ([`Conn::admit`]);
+    /// one over `max_connections_per_ip` is closed here. One handed over from another process
+    /// counts per IP but is never refused; `client` is what its PROXY header said there.
     pub(crate) fn start<Fut>(
         shared: &Arc<Shared>,
         peer: Addr,
+        client: Option<std::net::SocketAddr>,
         permit: OwnedSemaphorePermit,
         acceptor: Option<usize>,
         task: impl FnOnce(Conn) -> Fut,
@@ -72,14 +85,57 @@ impl Conn {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let slot = Arc::new(Slot::new(shared.next_connection_id(), peer));
-        let conn = Conn::new(shared.clone(), slot.clone(), permit);
-        conn.emit(EventKind::ConnectionStart, |e| match acceptor {
-            Some(index) => e.acceptor(index),
-            None => e,
-        });
+        if let Some(client) = client {
+            slot.set_client(Addr::Inet(client));
+        }
+        let mut conn = Conn::new(shared.clone(), slot.clone(), permit);
+        if acceptor.is_none() || !shared.reads_proxy_header() {
+            let admitted = match acceptor {
+                Some(_) => conn.admit(acceptor),
+                None => {
+                    conn.count_ip(true);
+                    conn.announce(None);
+                    true
+                }
+            };
+            if !admitted {
+                return;
+            }
+        }
         shared
             .table
             .insert_with(slot, || tokio::spawn(task(conn)).abort_handle());
+    }
+
+    /// Counts the connection against `max_connections_per_ip` by its peer (the client, once a
+    /// PROXY header named it) and reports `connection_start`; false, with the refusal
+    /// reported, when its address is at the limit: the connection is then to be closed.
+    pub(crate) fn admit(&mut self, acceptor: Option<usize>) -> bool {
+        if !self.count_ip(false) {
+            self.emit(EventKind::MaxConnectionsPerIpExceeded, |e| e);
+            return false;
+        }
+        self.announce(acceptor);
+        true
+    }
+
+    fn count_ip(&mut self, force: bool) -> bool {
+        let (Some(per_ip), Some(peer)) = (&self.shared.per_ip, self.slot.peer().inet()) else {
+            return true;
+        };
+        self.ip_place = match force {
+            true => Some(per_ip.force(peer.ip())),
+            false => per_ip.take(peer.ip()),
+        };
+        self.ip_place.is_some()
+    }
+
+    fn announce(&mut self, acceptor: Option<usize>) {
+        self.announced = true;
+        self.emit(EventKind::ConnectionStart, |e| match acceptor {
+            Some(index) => e.acceptor(index),
+            None => e,
+        });
     }
 
     #[inline]
@@ -88,7 +144,7 @@ impl Conn {
         let slot = &self.slot;
         shared
             .telemetry
-            .emit(|| fill(Event::new(kind, &shared.name).connection(slot.id, &slot.peer)));
+            .emit(|| fill(Event::new(kind, &shared.name).connection(slot.id, slot.peer())));
     }
 }
 
@@ -99,9 +155,11 @@ impl Drop for Conn {
             self.emit(EventKind::HandlerPanic, |e| e.error(&why));
         }
         let (started, stats) = (self.slot.started, self.stats);
-        self.emit(EventKind::ConnectionStop, |e| {
-            e.duration(started.elapsed()).stats(stats)
-        });
+        if self.announced {
+            self.emit(EventKind::ConnectionStop, |e| {
+                e.duration(started.elapsed()).stats(stats)
+            });
+        }
         self.shared.table.remove(&self.slot);
     }
 }
@@ -118,7 +176,7 @@ impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Socket")
             .field("id", &self.conn.slot.id)
-            .field("peer", &self.conn.slot.peer)
+            .field("peer", self.conn.slot.peer())
             .field("secure", &self.is_secure())
             .field("stats", &self.conn.stats)
             .finish()
@@ -205,7 +263,7 @@ impl Socket {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> &Addr {
-        &self.conn.slot.peer
+        self.conn.slot.peer()
     }
 
     /// True when the connection runs over TLS.

@@ -64,6 +64,9 @@ struct Message {
     unread: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<usize>,
+    /// A handed-over connection's client, from its PROXY header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<std::net::SocketAddr>,
 }
 
 impl Message {
@@ -79,6 +82,7 @@ impl Message {
             connection: None,
             unread: None,
             state: None,
+            client: None,
         }
     }
 }
@@ -268,14 +272,15 @@ pub fn wait_ready(
     }
 }
 
-/// Hands one connection of the listener `listener` over, with the bytes already read from it
-/// and its handler's state.
+/// Hands one connection of the listener `listener` over, with the bytes already read from it,
+/// its handler's state and the client a PROXY header named.
 pub fn send_connection(
     socket: &Socket,
     listener: &str,
     fd: BorrowedFd<'_>,
     unread: &[u8],
     state: &[u8],
+    client: Option<std::net::SocketAddr>,
 ) -> io::Result<()> {
     let too_long = |what: &str, len: usize, max: usize| {
         io::Error::new(
@@ -293,6 +298,7 @@ pub fn send_connection(
         connection: Some(listener.to_owned()),
         unread: Some(unread.len()),
         state: (!state.is_empty()).then_some(state.len()),
+        client,
         ..Message::empty()
     };
     send(socket, &message, Some(fd))?;
@@ -317,6 +323,8 @@ pub struct Handed {
     pub unread: Vec<u8>,
     /// Its handler's state, for [`Handler::restore`](crate::Handler::restore).
     pub state: Vec<u8>,
+    /// Its client's address from its PROXY header, on a listener that reads one.
+    pub client: Option<std::net::SocketAddr>,
 }
 
 /// Waits for the next connection the old process hands over; `None` once it closed its end.
@@ -352,6 +360,7 @@ pub fn receive_connection(socket: &Socket) -> io::Result<Option<Handed>> {
         fd,
         unread,
         state,
+        client: message.client,
     }))
 }
 
@@ -478,7 +487,7 @@ mod tests {
             (b"x", b""),
         ] {
             let fd = OwnedFd::from(tcp.try_clone().unwrap());
-            send_connection(&a, "echo", fd.as_fd(), unread, state).unwrap();
+            send_connection(&a, "echo", fd.as_fd(), unread, state, None).unwrap();
             let handed = receive_connection(&b).unwrap().unwrap();
             assert_eq!(handed.listener, "echo");
             assert_eq!((&handed.unread[..], &handed.state[..]), (unread, state));
@@ -487,7 +496,7 @@ mod tests {
         }
         let too_much = vec![0; MAX_STATE + 1];
         let fd = OwnedFd::from(tcp);
-        let e = send_connection(&a, "echo", fd.as_fd(), b"", &too_much).unwrap_err();
+        let e = send_connection(&a, "echo", fd.as_fd(), b"", &too_much, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         drop(a);
         assert!(receive_connection(&b).unwrap().is_none());

@@ -129,7 +129,8 @@ fn send_all(rx: &mpsc::Receiver<Outgoing>, to: &ArcSwapOption<Socket>) {
         while let Some(out) = waiting.pop_front() {
             let Outgoing { listener, moved } = &out;
             let fd = moved.tcp.as_fd();
-            match handover::send_connection(&socket, listener, fd, &moved.unread, &moved.state) {
+            let (unread, state) = (&moved.unread, &moved.state);
+            match handover::send_connection(&socket, listener, fd, unread, state, moved.client) {
                 Ok(()) => {}
                 Err(e) if gone(&e) => {
                     tracing::warn!(
@@ -192,12 +193,15 @@ pub(crate) fn receive(socket: Socket, registry: Registry, runtime: tokio::runtim
         let unread = Bytes::from(handed.unread);
         let adopted = match registry.get(&handed.listener) {
             Err(_) => Err("no listener of that name runs here".to_owned()),
-            Ok(handle) if handoff::is_http(&handle) => handoff::adopt(&handle, tcp, unread),
+            Ok(handle) if handoff::is_http(&handle) => {
+                handoff::adopt(&handle, tcp, unread, handed.client)
+            }
             Ok(handle) => handle
                 .adopt_moved(Moved {
                     tcp,
                     unread,
                     state: handed.state,
+                    client: handed.client,
                 })
                 .map_err(|e| e.to_string()),
         };
@@ -240,6 +244,7 @@ mod tests {
             tcp: server,
             unread: Bytes::from_static(b"half a mess"),
             state: b"state".to_vec(),
+            client: Some("192.0.2.1:5000".parse().unwrap()),
         });
         // The send to the dead process breaks first (or, on a slow machine, this retarget
         // comes first): either way the connection arrives at the new one.
@@ -253,6 +258,7 @@ mod tests {
             (&handed.unread[..], &handed.state[..]),
             (&b"half a mess"[..], &b"state"[..])
         );
+        assert_eq!(handed.client, Some("192.0.2.1:5000".parse().unwrap()));
         // The same connection: what the new process writes, the client reads.
         let mut moved = std::net::TcpStream::from(handed.fd);
         moved.write_all(b"age").unwrap();
@@ -276,6 +282,7 @@ mod tests {
             tcp: server,
             unread: Bytes::new(),
             state: Vec::new(),
+            client: None,
         });
         relay.finish();
         client

@@ -292,12 +292,14 @@ fn hand_off(conn: http1::Connection<Io, HttpService>, to: &MoveTo) {
         all.extend_from_slice(&watched.prefix);
         Bytes::from(all)
     };
+    let client = watched.inner.conn.slot.client();
     match watched.inner.take_tcp().map(|tcp| tcp.into_std()) {
         Some(Ok(tcp)) => to(Moved {
             tcp,
             unread,
             // hyper's state between requests is none: the next request starts afresh.
             state: Vec::new(),
+            client,
         }),
         Some(Err(e)) => {
             tracing::debug!(target: "atoll::http", error = %e, "cannot hand a connection over");

@@ -19,12 +19,13 @@ pub(crate) fn is_http(handle: &ServerHandle) -> bool {
 }
 
 /// Serves a connection handed over by another process on `handle`, reading `unread` before
-/// the socket. Refused when `handle` is not a plain HTTP listener, is full or is stopping;
+/// the socket; `client` is the address its PROXY header gave, if any. Refused when `handle` is not a plain HTTP listener, is full or is stopping;
 /// the caller then closes the connection.
 pub(crate) fn adopt(
     handle: &ServerHandle,
     tcp: std::net::TcpStream,
     unread: Bytes,
+    client: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
     let control = handle
         .extension::<HttpControl>()
@@ -32,7 +33,7 @@ pub(crate) fn adopt(
     tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::from_std(tcp).map_err(|e| e.to_string())?;
     let http = control.http.clone();
-    handle.adopt(tcp, move |socket| async move {
+    handle.adopt(tcp, client, move |socket| async move {
         let _ = super::conn::serve(http, socket, Some(unread)).await;
     })
 }

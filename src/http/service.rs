@@ -163,7 +163,7 @@ impl HttpService {
         if !req.body().is_end_stream() {
             self.activity.body_opened();
         }
-        tracing::debug!(target: "atoll::http", peer = %self.slot.peer, ?refused, "request refused");
+        tracing::debug!(target: "atoll::http", peer = %self.slot.peer(), ?refused, "request refused");
         Answer {
             inner: Inner::Ready(refused.response()),
             activity: self.activity.clone(),
@@ -235,7 +235,7 @@ impl HttpService {
             body: Bytes::new(),
             bindings,
             path_info,
-            peer: self.slot.peer.clone(),
+            peer: self.slot.peer().clone(),
         }
     }
 
@@ -357,7 +357,7 @@ impl Future for Answer {
             let code = response.status().as_u16();
             r.server.telemetry.emit(|| {
                 Event::new(EventKind::HttpRequest, &r.server.name)
-                    .connection(r.slot.id, &r.slot.peer)
+                    .connection(r.slot.id, r.slot.peer())
                     .duration(r.started.elapsed())
                     .request(r.method.as_str(), r.uri.path(), code)
             });

@@ -71,7 +71,7 @@ pub(crate) async fn serve<S: Service>(
     let info = InstanceInfo {
         listener: conn.shared.name.clone(),
         id,
-        peer: conn.slot.peer.clone(),
+        peer: conn.slot.peer().clone(),
         started: SystemTime::now(),
     };
     let mut enrolled = Enrolment::new(daemon.clone(), id, pusher, info, tx);

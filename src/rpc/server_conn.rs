@@ -568,7 +568,7 @@ impl Conn {
         let (shared, slot) = (&self.shared, &self.slot);
         shared.telemetry.emit(|| {
             let mut e =
-                Event::new(EventKind::RpcCall, &shared.name).connection(slot.id, &slot.peer);
+                Event::new(EventKind::RpcCall, &shared.name).connection(slot.id, slot.peer());
             if let Some(started) = started {
                 e = e.duration(started.elapsed());
             }
@@ -585,7 +585,7 @@ impl Conn {
             let failure = Failure(why.to_owned());
             shared.telemetry.emit(|| {
                 Event::new(EventKind::RpcFailure, &shared.name)
-                    .connection(slot.id, &slot.peer)
+                    .connection(slot.id, slot.peer())
                     .code(code)
                     .error(&failure)
             });

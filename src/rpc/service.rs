@@ -557,7 +557,7 @@ impl<S: Service> Ctx<S> {
 
     /// The client's address.
     pub fn peer(&self) -> &Addr {
-        &self.slot.peer
+        self.slot.peer()
     }
 
     /// The certificate chain the client presented (leaf first), on TLS daemons that ask for

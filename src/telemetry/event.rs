@@ -32,7 +32,16 @@ pub enum EventKind {
     /// A connection could not get a slot within the `max_connections` retry budget and was
     /// closed.
     MaxConnectionsExceeded,
-    /// A connection was accepted; its task is starting.
+    /// A connection was closed at once because its client (its IP address, after any PROXY
+    /// header) already had `max_connections_per_ip` connections open.
+    MaxConnectionsPerIpExceeded,
+    /// A connection of a listener with `proxy_protocol = "required"` was closed because its
+    /// PROXY header was missing, malformed, late, or came from an untrusted source; `error`
+    /// says which, `peer` is the socket's peer.
+    ProxyHeaderError,
+    /// A connection was accepted; its task is starting. On a listener with
+    /// `proxy_protocol = "required"`, reported once the PROXY header is read, with the
+    /// client's address.
     ConnectionStart,
     /// A connection ended; `duration` is its lifetime and `stats` its byte and packet counts.
     ConnectionStop,
@@ -94,6 +103,8 @@ impl EventKind {
             AcceptError => "acceptor.accept_error",
             Emfile => "acceptor.emfile",
             MaxConnectionsExceeded => "acceptor.max_connections_exceeded",
+            MaxConnectionsPerIpExceeded => "connection.max_per_ip_exceeded",
+            ProxyHeaderError => "connection.proxy_header_error",
             ConnectionStart => "connection.start",
             ConnectionStop => "connection.stop",
             Handshake => "connection.handshake",
@@ -134,13 +145,15 @@ impl EventKind {
             HandlerPanic => 8,
             ConnectionForced => 9,
             RpcFailure => 10,
+            MaxConnectionsPerIpExceeded => 11,
+            ProxyHeaderError => 12,
             _ => return None,
         })
     }
 }
 
 /// How many kinds of event report a failure.
-pub(crate) const FAILURE_KINDS: usize = 11;
+pub(crate) const FAILURE_KINDS: usize = 13;
 
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -263,6 +276,8 @@ mod tests {
             HandlerPanic,
             ConnectionForced,
             RpcFailure,
+            MaxConnectionsPerIpExceeded,
+            ProxyHeaderError,
         ];
         let mut places: Vec<usize> = failures
             .iter()

@@ -171,6 +171,8 @@ const FAILURE_KIND_LIST: [EventKind; FAILURE_KINDS] = [
     EventKind::HandlerPanic,
     EventKind::ConnectionForced,
     EventKind::RpcFailure,
+    EventKind::MaxConnectionsPerIpExceeded,
+    EventKind::ProxyHeaderError,
 ];
 
 /// The line that sums up the failures of one kind a listener did not log:

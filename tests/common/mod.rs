@@ -82,6 +82,7 @@ pub struct Recorded {
     pub bytes: Option<u64>,
     pub error: Option<String>,
     pub recv_bytes: Option<u64>,
+    pub peer: Option<String>,
 }
 
 impl atoll::telemetry::Subscriber for Events {
@@ -92,6 +93,7 @@ impl atoll::telemetry::Subscriber for Events {
             bytes: e.bytes,
             error: e.error.map(|e| e.to_string()),
             recv_bytes: e.stats.map(|s| s.recv_bytes),
+            peer: e.peer.map(|p| p.to_string()),
         });
     }
 }
