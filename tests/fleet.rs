@@ -122,7 +122,12 @@ impl Haproxy {
         );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
-        let haproxy = Command::new("haproxy")
+        // Debian puts it in /usr/sbin, which a non-root PATH may lack.
+        let binary = match Path::new("/usr/sbin/haproxy").exists() {
+            true => "/usr/sbin/haproxy",
+            false => "haproxy",
+        };
+        let haproxy = Command::new(binary)
             .arg("-db")
             .arg("-f")
             .arg(&path)
