@@ -4,7 +4,9 @@
 # then atoll's HTTP listener against bare hyper and axum, with atoll/hyper and atoll/axum ratios,
 # in rounds and then interleaved (the three side by side, loaded in turns of a second, which a
 # drift of the machine reaches alike); then atoll's RPC daemon and client against tarpc, with atoll/tarpc ratios; then `atoll serve`
-# through a zero-downtime upgrade under HTTP load, against its own steady state.
+# through a zero-downtime upgrade under HTTP load, against its own steady state; then `atoll serve`
+# with echo, rpc, http and https listeners through MIX_UPGRADES upgrades under every client kind
+# at once (upgrade-mix: needs h2load and openssl).
 #
 # The server runs pinned to core 0 and the load generator to core 1; every scenario's server
 # gets the same runtime (multi_thread, 1 worker). Rounds alternate the servers (atoll, tokio,
@@ -17,14 +19,15 @@
 #   SCENARIOS=http-interleaved bench/run.sh   # the HTTP servers side by side, loaded in turn
 #
 # Settings (environment): SCENARIOS (what to run, among echo bulk accept idle idle-used acceptors
-# http http-interleaved rpc upgrade, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
+# http http-interleaved rpc upgrade upgrade-mix, separated by spaces or commas; all by default), ROUNDS (3), MEM_ROUNDS (3: rounds that
 # also measure memory), WARMUP (1 s), DURATION (5 s), IDLE_CONNS (10000), HTTP_CONNS (64),
 # RPC_CALLERS (50), ACCEPTORS ("1 2 4 100"), ACCEPT_ROUNDS (2), PORT (7400), SERVER_CPU (0),
 # LOAD_CPU (1), CYCLES (20: cycles of http-interleaved), SLICE (1 s: each server's turn in a
-# cycle), KEEP (keep the raw metric files).
+# cycle), MIX_UPGRADES (20), MIX_EVERY (3 s between upgrades), MIX_RPS (250: requests per second
+# of each h2load connection in upgrade-mix), KEEP (keep the raw metric files).
 set -euo pipefail
 
-SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http http-interleaved rpc upgrade}
+SCENARIOS=${SCENARIOS:-echo bulk accept idle idle-used acceptors http http-interleaved rpc upgrade upgrade-mix}
 SCENARIOS=${SCENARIOS//,/ }
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-1}
@@ -40,12 +43,15 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 CYCLES=${CYCLES:-20}
 SLICE=${SLICE:-1}
+MIX_UPGRADES=${MIX_UPGRADES:-20}
+MIX_EVERY=${MIX_EVERY:-3}
+MIX_RPS=${MIX_RPS:-250}
 
 for s in $SCENARIOS; do
     case $s in
-    echo | bulk | accept | idle | idle-used | acceptors | http | http-interleaved | rpc | upgrade) ;;
+    echo | bulk | accept | idle | idle-used | acceptors | http | http-interleaved | rpc | upgrade | upgrade-mix) ;;
     *)
-        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http http-interleaved rpc upgrade)" >&2
+        echo "unknown scenario \`$s\` in SCENARIOS (known: echo bulk accept idle idle-used acceptors http http-interleaved rpc upgrade upgrade-mix)" >&2
         exit 1
         ;;
     esac
@@ -58,13 +64,16 @@ ulimit -n 20000
 
 cargo build --release -p atoll-bench
 BIN=${CARGO_TARGET_DIR:-target}/release/atoll-bench
-if wants upgrade; then
+if wants upgrade || wants upgrade-mix; then
     cargo build --release -p atoll --bin atoll
     ATOLL=$(realpath "${CARGO_TARGET_DIR:-target}/release/atoll")
 fi
 OUT=$(mktemp -d)
 SERVER_PID=
 SIDE_PIDS=()
+# Configs of the `atoll serve` runs (upgrade scenarios): their serving process changes with
+# every upgrade, so it is found through the control socket.
+SERVE_CONFIGS=()
 
 stop_server() {
     if [[ -n $SERVER_PID ]]; then
@@ -73,9 +82,17 @@ stop_server() {
         SERVER_PID=
     fi
 }
+# stop_serve CONFIG: stops the `atoll serve` of CONFIG, whichever process serves it now. An
+# `atoll serve` left behind would keep the caller's lock (flock) open, and its port taken.
+stop_serve() {
+    local last
+    last=$("$ATOLL" status --json --config "$1" 2>/dev/null | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
+    [[ -z $last ]] || kill "$last" 2>/dev/null || true
+}
 cleanup() {
     stop_server
     for pid in "${SIDE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for config in "${SERVE_CONFIGS[@]}"; do stop_serve "$config"; done
     if [[ -z ${KEEP:-} ]]; then rm -rf "$OUT"; else echo "raw metrics kept in $OUT" >&2; fi
 }
 trap cleanup EXIT
@@ -222,6 +239,7 @@ if wants upgrade; then
     # `home` set, since control commands run from elsewhere than the server.
     printf '[app]\nnode = "bench"\nhome = "%s"\n[[listener]]\nname = "web"\nkind = "http"\nport = %s\n[[listener.handlers]]\nhost = "_"\nresources = ["health"]\n' \
         "$upgrade_dir" "$PORT" >"$upgrade_dir/atoll.toml"
+    SERVE_CONFIGS+=("$upgrade_dir/atoll.toml")
     (cd "$upgrade_dir" && exec taskset -c "$SERVER_CPU" "$ATOLL" serve --config atoll.toml >serve.log 2>&1) &
     for _ in $(seq 100); do
         grep -q '^listening' "$upgrade_dir/serve.log" 2>/dev/null && break
@@ -232,8 +250,50 @@ if wants upgrade; then
         taskset -c "$LOAD_CPU" "$BIN" upgrade --atoll "$ATOLL" --config "$upgrade_dir/atoll.toml" \
             --port "$PORT" --conns "$HTTP_CONNS" --steady "$DURATION" >>"$upgrade_file"
     done
-    last=$("$ATOLL" status --json --config "$upgrade_dir/atoll.toml" | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
-    [[ -z $last ]] || kill "$last"
+    stop_serve "$upgrade_dir/atoll.toml"
+fi
+
+# Upgrade, every client kind: one `atoll serve` with echo (PORT), rpc (PORT+1), http (PORT+2)
+# and https (PORT+3, a certificate from a CA that openssl makes), pinned like the other servers,
+# upgraded MIX_UPGRADES times to the same binary while the clients (on the load core, h2load
+# included) run.
+mix_file=
+if wants upgrade-mix; then
+    mix_dir="$OUT/upgrade-mix"
+    mkdir -p "$mix_dir"
+    # A CA, which the bench's TLS client trusts, and the server's certificate from it.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=atoll bench CA" -keyout "$mix_dir/ca-key.pem" -out "$mix_dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+        -keyout "$mix_dir/key.pem" -out "$mix_dir/cert.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$mix_dir/leaf.ext"
+    openssl x509 -req -in "$mix_dir/cert.csr" -CA "$mix_dir/ca.pem" -CAkey "$mix_dir/ca-key.pem" \
+        -CAcreateserial -days 2 -extfile "$mix_dir/leaf.ext" -out "$mix_dir/cert.pem" 2>/dev/null
+    listener() { printf '[[listener]]\nname = "%s"\nkind = "%s"\nip = "127.0.0.1"\nport = %s\nshutdown_timeout = "20s"\n%b\n' "$@"; }
+    health='[[listener.handlers]]\nhost = "_"\nresources = ["health"]\n'
+    {
+        printf '[app]\nnode = "bench"\nhome = "%s"\n\n' "$mix_dir"
+        listener echo echo "$PORT" ""
+        listener kv rpc "$((PORT + 1))" 'plain = true\n'
+        listener web http "$((PORT + 2))" "$health"
+        listener tls https "$((PORT + 3))" "[listener.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n$health"
+    } >"$mix_dir/atoll.toml"
+    SERVE_CONFIGS+=("$mix_dir/atoll.toml")
+    (cd "$mix_dir" && exec taskset -c "$SERVER_CPU" "$ATOLL" serve --config atoll.toml >serve.log 2>&1) &
+    for _ in $(seq 100); do
+        (( $(grep -c '^listening' "$mix_dir/serve.log" 2>/dev/null || true) >= 4 )) && break
+        sleep 0.1
+    done
+    if (( $(grep -c '^listening' "$mix_dir/serve.log" 2>/dev/null || true) < 4 )); then
+        echo "atoll serve did not start its four listeners:" >&2
+        cat "$mix_dir/serve.log" >&2
+        exit 1
+    fi
+    mix_file="$OUT/upgrade-mix.txt"
+    taskset -c "$LOAD_CPU" "$BIN" upgrade-mix --atoll "$ATOLL" --config "$mix_dir/atoll.toml" \
+        --ca "$mix_dir/ca.pem" --port "$PORT" --upgrades "$MIX_UPGRADES" --every "$MIX_EVERY" --steady "$DURATION" \
+        --rps "$MIX_RPS" >"$mix_file"
+    stop_serve "$mix_dir/atoll.toml"
 fi
 
 echo
@@ -301,4 +361,10 @@ if [[ -n $upgrade_file ]]; then
             }
             printf "\np99 during / steady (medians): %.2f; failures in all rounds:%s\n", med["during_p99_us"] / med["steady_p99_us"], v["upgrade.failures"]
         }' "$upgrade_file"
+fi
+if [[ -n $mix_file ]]; then
+    echo
+    echo "## atoll serve through $MIX_UPGRADES upgrades under every client kind at once (h2load at $MIX_RPS requests/s per connection)"
+    echo
+    cat "$mix_file"
 fi

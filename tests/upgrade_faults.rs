@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::control::{ctl, Outcome};
 use common::process::{exited, start_download, terminate, wait_exit, Atoll, Reaper};
-use common::WAIT;
+use common::{echo_once, WAIT};
 
 const HEAD: &str = "[app]\nnode = \"t\"\n\n";
 
@@ -146,21 +146,6 @@ fn health(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// One round trip on a new echo connection.
-fn echo(addr: SocketAddr, n: u64) -> Result<(), String> {
-    let mut s = TcpStream::connect_timeout(&addr, WAIT).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let msg = format!("probe {n:012}\n");
-    s.write_all(msg.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut back = vec![0; msg.len()];
-    s.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
-    match back == msg.as_bytes() {
-        true => Ok(()),
-        false => Err(format!("echoed {:?}", String::from_utf8_lossy(&back))),
-    }
-}
-
 /// Waits up to `within` for `GET /health` to answer 200; the last error if it never does.
 fn serves_within(web: SocketAddr, within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
@@ -192,7 +177,7 @@ impl Probe {
                 while !stop.load(Ordering::Relaxed) && n < 100_000 {
                     let result = match n % 2 {
                         0 => health(web).map_err(|e| format!("health {n}: {e}")),
-                        _ => echo(echo_addr, n).map_err(|e| format!("echo {n}: {e}")),
+                        _ => echo_once(echo_addr, n).map_err(|e| format!("echo {n}: {e}")),
                     };
                     if let Err(e) = result {
                         failures.lock().unwrap().push(e);

@@ -13,6 +13,9 @@
 //!     [--slice 1] [--settle 0.25] [--http-conns 64]
 //! atoll-bench upgrade --atoll BIN --config FILE --port P [--conns 64] [--steady 3] [--after 2]
 //! atoll-bench rpc-upgrade --atoll BIN --config FILE --port P [--upgrades 10] [--every 3.5]
+//! atoll-bench upgrade-mix --atoll BIN --config FILE --port P [--upgrades 20] [--every 3]
+//!     [--steady 3] [--rps 250]
+//! atoll-bench kv --dir DIR [--stores a,b] [--clients 16] [--seconds 2]
 //! ```
 //!
 //! `load` prints one `metric value` line per result; `report` puts such files side by side.
@@ -37,6 +40,10 @@
 //!   against the upgrade.
 //! - `rpc-upgrade`: RPC calls (kv put then get, eight tasks on one client) through a number
 //!   of upgrades: calls failed and answers wrong.
+//! - `upgrade_mix`: every client kind at once (echo per message and long-lived, HTTP/1.1
+//!   keep-alive, RPC, h2c, h2 and HTTP/1.1 over TLS) through a number of upgrades: per kind,
+//!   answers, failures, and p99 during the upgrades against steady.
+//! - `kv`: the kv store's engine (redb) against the in-memory map, put and get rates and p99.
 
 mod accept;
 mod args;
@@ -56,12 +63,13 @@ mod rpc_server;
 mod rpc_upgrade;
 mod server;
 mod upgrade;
+mod upgrade_mix;
 mod window;
 
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: atoll-bench server|load|report|interleave|upgrade|rpc-upgrade|kv [--flag value]... (see bench/README.md)";
+    "usage: atoll-bench server|load|report|interleave|upgrade|rpc-upgrade|upgrade-mix|kv [--flag value]... (see bench/README.md)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -73,6 +81,7 @@ fn main() -> ExitCode {
         "interleave" => interleave::main(args),
         "upgrade" => upgrade::main(args),
         "rpc-upgrade" => rpc_upgrade::main(args),
+        "upgrade-mix" => upgrade_mix::main(args),
         "kv" => kv::main(args),
         _ => Err(USAGE.to_owned()),
     };

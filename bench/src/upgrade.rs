@@ -160,7 +160,7 @@ async fn run(
     Ok(())
 }
 
-fn exited(pid: u64) -> bool {
+pub(crate) fn exited(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat
@@ -206,7 +206,10 @@ async fn client(addr: SocketAddr, start: Instant, stop: Arc<AtomicBool>, log: Ar
 }
 
 /// One request and its whole response; whether the server closes the connection after it.
-async fn request(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+pub(crate) async fn request<S>(s: &mut S, buf: &mut [u8]) -> io::Result<bool>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     s.write_all(REQUEST).await?;
     let mut filled = 0;
     loop {

@@ -205,3 +205,45 @@ pub async fn curl(args: &[&str]) -> Output {
         .expect("curl must be installed (apt-get install -y curl)");
     out
 }
+
+/// `GET /health` on a kept-alive connection; the version it answers, and whether the server
+/// closes the connection after it (`connection: close`).
+pub fn health_kept(stream: &mut std::net::TcpStream) -> Result<(String, bool), String> {
+    use std::io::Write;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    health_answer(stream)
+}
+
+/// Reads a `GET /health` answer from `stream`: the version, and whether it says
+/// `connection: close`.
+pub fn health_answer(stream: &mut std::net::TcpStream) -> Result<(String, bool), String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => return Err(format!("closed after {} bytes of the head", head.len())),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        return Err(format!("not a 200: {head:?}"));
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no length: {head:?}"))?;
+    let mut body = vec![0; length];
+    stream
+        .read_exact(&mut body)
+        .map_err(|e| format!("body: {e}"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("{e}: {head:?}"))?;
+    let version = json["version"].as_str().unwrap_or("").to_owned();
+    Ok((version, head.contains("connection: close")))
+}

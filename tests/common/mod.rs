@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub mod control;
+pub mod h2load;
 pub mod http;
+pub mod kv_load;
 pub mod process;
 pub mod rng;
 
@@ -165,6 +167,23 @@ pub fn echo_at(addr: SocketAddr, msg: &[u8]) -> std::net::TcpStream {
     let mut s = std::net::TcpStream::connect_timeout(&addr, WAIT).expect("connect");
     echo_sync(&mut s, msg);
     s
+}
+
+/// One round trip on a new echo connection.
+pub fn echo_once(addr: SocketAddr, n: u64) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, WAIT).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let msg = format!("probe {n:012}\n");
+    s.write_all(msg.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut back = vec![0; msg.len()];
+    s.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+    match back == msg.as_bytes() {
+        true => Ok(()),
+        false => Err(format!("echoed {:?}", String::from_utf8_lossy(&back))),
+    }
 }
 
 /// True when the connection was closed by the server (EOF or reset) within the wait.
