@@ -41,7 +41,8 @@ use crate::registry::Registry;
 use crate::setup::{AppEnv, AppSettings, ExpandError, OsEnv, Variables};
 use crate::spec::ListenerSpec;
 use crate::telemetry::{
-    Event, EventKind, FailureLogBudget, Subscriber, SubscriptionId, Telemetry, TracingLogger,
+    Event, EventKind, FailureLogBudget, MetricsRecorder, Subscriber, SubscriptionId, Telemetry,
+    TracingLogger,
 };
 
 /// A config file, read and checked: every listener's spec, and how their events are logged.
@@ -64,6 +65,12 @@ pub struct Config {
     pub env: AppEnv,
     /// The `[vars]` table, expanded.
     pub vars: BTreeMap<String, String>,
+    /// How long `atoll serve` keeps every listener serving after SIGTERM or SIGINT while
+    /// `admin` listeners answer `/readyz` with 503, so that load balancers stop sending new
+    /// connections before the listeners stop (`[app] drain_delay`). A second signal ends the
+    /// delay at once. A reload applies a change at once. Default is 0: the listeners stop at
+    /// once.
+    pub drain_delay: Duration,
 }
 
 /// How a listener's telemetry events are logged through `tracing` (the `log_events` key).
@@ -291,6 +298,15 @@ impl Config {
                 .map_or(0, |v| line_of(text, v.span().start));
             invalid(Place::Line(line), format!("`failure_log_window`: {e}"))
         })?;
+        let drain_delay = match &file.app.drain_delay {
+            None => Duration::ZERO,
+            Some(text) => {
+                let key = "app.drain_delay";
+                let text = vars.expand(text, key).map_err(|e| expand(Place::File, e))?;
+                crate::options::parse_duration(&text)
+                    .map_err(|why| invalid(Place::File, format!("`{key}`: {why}")))?
+            }
+        };
         let mut listeners: Vec<ListenerSpec> = Vec::with_capacity(file.listener.len());
         for (i, mut table) in file.listener.into_iter().enumerate() {
             let key = format!("listener[{}]", i + 1);
@@ -323,6 +339,7 @@ impl Config {
             failure_log_budget,
             env,
             vars,
+            drain_delay,
         })
     }
 
@@ -333,11 +350,11 @@ impl Config {
         let mut started = Vec::with_capacity(self.listeners.len());
         for (i, spec) in self.listeners.iter().enumerate() {
             // Attached before the start, so `listener.start` and `acceptor.start` are logged.
-            let logger = self.log_events.attach(&spec.telemetry);
+            let attached = self.attach(spec);
             match registry.start_spec(spec) {
                 Ok(handle) => started.push(handle),
                 Err(e) => {
-                    if let Some(id) = logger {
+                    for id in attached {
                         spec.telemetry.detach(id);
                     }
                     for handle in started {
@@ -352,6 +369,28 @@ impl Config {
             }
         }
         Ok(started)
+    }
+}
+
+impl Config {
+    /// True when the config has a listener of kind `admin`: then every listener records
+    /// metrics ([`MetricsRecorder`]) for `/metrics` to show. Without one, no listener pays for
+    /// them.
+    pub fn records_metrics(&self) -> bool {
+        self.listeners.iter().any(|l| l.kind == "admin")
+    }
+
+    /// Attaches to `spec`'s telemetry hub, before its listener starts, the subscribers this
+    /// config gives every listener: the logger `log_events` says, and a [`MetricsRecorder`]
+    /// when [`records_metrics`](Self::records_metrics). Returns them, to detach when the start
+    /// fails.
+    pub(crate) fn attach(&self, spec: &ListenerSpec) -> Vec<SubscriptionId> {
+        let mut attached = Vec::new();
+        attached.extend(self.log_events.attach(&spec.telemetry));
+        if self.records_metrics() {
+            attached.push(spec.telemetry.attach(MetricsRecorder::new()));
+        }
+        attached
     }
 }
 

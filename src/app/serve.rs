@@ -22,7 +22,7 @@ use super::standby::{Restart, Standby};
 use super::upgrade::{self, Started, Target};
 use super::{logs, reload, systemd};
 use crate::config::Config;
-use crate::http::Catalogue;
+use crate::http::{Admin, Catalogue, Metrics, Readiness};
 use crate::registry::Registry;
 use crate::setup::versions::find_releases;
 use crate::setup::AppEnv;
@@ -61,6 +61,9 @@ struct App {
     relay: StdMutex<Option<Arc<Relay>>>,
     /// After an upgrade: the watch over the new process while this one drains.
     standby: StdMutex<Option<Standby>>,
+    /// What `admin` listeners answer on `/readyz`: drained at once on SIGTERM or SIGINT,
+    /// `drain_delay` before the listeners stop, and when an upgrade has handed over.
+    readiness: Readiness,
     exit: watch::Sender<Option<Exit>>,
 }
 
@@ -128,6 +131,12 @@ pub fn serve(path: &Path) -> Result<(), String> {
             &registry,
             Catalogue::builtin_for(&registry, &version.to_string()),
         );
+        // Installed whether or not the config has an admin listener yet (a reload may add
+        // one); with none, no listener records anything (see `Config::records_metrics`).
+        let metrics = Metrics::install().map_err(|e| fail(e.to_string()))?;
+        metrics::gauge!("atoll_build_info", "version" => version.to_string()).set(1.0);
+        let readiness = Readiness::new();
+        crate::http::install_admin(&registry, Admin::new(metrics, readiness.clone()));
         crate::rpc::install(&registry, config.env.data_dir.clone());
 
         let mut control_fd = None;
@@ -195,6 +204,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
             control: StdMutex::new(Some(control_copy)),
             relay: StdMutex::new(None),
             standby: StdMutex::new(None),
+            readiness,
             exit,
         });
         let mut control_stop = app.exit.subscribe();
@@ -263,11 +273,26 @@ pub fn serve(path: &Path) -> Result<(), String> {
                 }
             }
         };
+        // Balancers polling /readyz see 503 from now on.
+        app.readiness.drain();
+        if reason == Exit::Stop {
+            let _ = systemd::stopping();
+            let delay = app.config().drain_delay;
+            if !delay.is_zero() {
+                tracing::info!(target: "atoll", "stopping in {}: /readyz answers 503 while the listeners serve on", human_duration(delay));
+                // A second signal (the operator's, or an orchestrator's after a short grace)
+                // ends the delay at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = interrupt.recv() => tracing::info!(target: "atoll", "second signal: drain_delay cut short"),
+                    _ = terminate.recv() => tracing::info!(target: "atoll", "second signal: drain_delay cut short"),
+                }
+            }
+        }
         app.exit.send_replace(Some(reason));
         let _ = control_task.await;
         app.control.lock().unwrap_or_else(|p| p.into_inner()).take();
         if reason == Exit::Stop {
-            let _ = systemd::stopping();
             // The control socket file is ours alone; after a handover it is the new process's.
             let _ = std::fs::remove_file(&control_path);
         }
@@ -341,7 +366,10 @@ impl Commands for App {
                     (to, None) => Target::Release(to.unwrap_or_else(|| "latest".to_owned())),
                 };
                 let timeout = timeout_ms.map_or(DEFAULT_UPGRADE_TIMEOUT, Duration::from_millis);
-                self.upgrade(target, timeout).await
+                let answer = self.upgrade(target, timeout).await;
+                let outcome = if answer.ok { "ok" } else { "failed" };
+                metrics::counter!("atoll_upgrades_total", "outcome" => outcome).increment(1);
+                answer
             }
             Request::Status => self.status().await,
         }
@@ -449,6 +477,8 @@ impl App {
                 Err(why) => Answer::failed(why),
             },
         };
+        let outcome = if answer.ok { "ok" } else { "failed" };
+        metrics::counter!("atoll_reloads_total", "outcome" => outcome).increment(1);
         let _ = systemd::ready();
         answer
     }
@@ -458,7 +488,8 @@ impl App {
     async fn upgrade(&self, target: Target, timeout: Duration) -> Answer {
         let _one_at_a_time = self.changing.lock().await;
         let config = self.config();
-        if self.exit.borrow().is_some() {
+        // Stopping, or waiting out `drain_delay` before it stops.
+        if self.exit.borrow().is_some() || !self.readiness.is_ready() {
             return Answer::failed("this process is already stopping");
         }
         let chosen = match upgrade::choose(&target, &config.env, &self.version) {
