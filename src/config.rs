@@ -588,6 +588,29 @@ mod tests {
     }
 
     #[test]
+    fn drain_delay_is_a_duration_of_the_app_table() {
+        assert_eq!(parse(ECHO).unwrap().drain_delay, Duration::ZERO);
+        let with = |value: &str| parse(&format!("[app]\ndrain_delay = {value}\n{ECHO}"));
+        assert_eq!(
+            with("\"10s\"").unwrap().drain_delay,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            with("1500").unwrap().drain_delay,
+            Duration::from_millis(1500)
+        );
+        let vars = "[vars]\nwait = \"2m\"\n";
+        let c = parse(&format!("[app]\ndrain_delay = \"$wait\"\n{vars}{ECHO}")).unwrap();
+        assert_eq!(c.drain_delay, Duration::from_secs(120));
+        let e = with("\"soon\"").unwrap_err().to_string();
+        assert!(
+            e.starts_with("conf/atoll.toml: `app.drain_delay`: ") && e.contains("soon"),
+            "{e}"
+        );
+        assert!(!parse(ECHO).unwrap().records_metrics());
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_listener() {
         let e = fails(&format!("{ECHO}[[listener]]\nkind = \"echo\"\n"));
         assert_eq!(e, "conf/atoll.toml: listener #2: missing `name`");
@@ -722,15 +745,19 @@ mod tests {
         );
     }
 
-    /// The sample config at the repository root runs an echo, an HTTP and an RPC listener,
-    /// and its commented
+    /// The sample config at the repository root runs an echo, an HTTP, an RPC and an admin
+    /// listener, and its commented
     /// lines (`#key = value`) name every option and still parse once uncommented.
     #[test]
     fn the_sample_config_shows_every_option() {
         let sample = include_str!("../atoll.toml");
         let c = Config::parse(sample, Path::new("atoll.toml")).unwrap();
         let kinds: Vec<_> = c.listeners.iter().map(|l| l.kind.as_str()).collect();
-        assert_eq!(kinds, ["echo", "http", "rpc"]);
+        assert_eq!(kinds, ["echo", "http", "rpc", "admin"]);
+        assert!(c.records_metrics());
+        let admin = &c.listeners[3];
+        assert_eq!(admin.options.ip.to_string(), "127.0.0.1");
+        assert_eq!(admin.options.port, crate::http::DEFAULT_ADMIN_PORT);
         let echo = &c.listeners[0];
         assert_eq!((echo.name.as_str(), echo.kind.as_str()), ("echo", "echo"));
         assert_eq!(echo.options.ip.to_string(), "127.0.0.1");
@@ -759,7 +786,8 @@ mod tests {
             );
         }
         let kinds: Vec<_> = full.listeners.iter().map(|l| l.kind.as_str()).collect();
-        assert_eq!(kinds, ["echo", "http", "https", "rpc"]);
+        assert_eq!(kinds, ["echo", "http", "https", "rpc", "admin"]);
+        assert_eq!(full.drain_delay, Duration::ZERO, "the default drain_delay");
         let web = &full.listeners[1];
         let http_keys: Vec<&str> = web.params.keys().map(String::as_str).collect();
         for key in crate::http::HttpOptions::field_names() {

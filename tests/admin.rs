@@ -90,6 +90,9 @@ async fn metrics_move_with_traffic() {
     assert_eq!(client.get("/nothing").await.status, StatusCode::NOT_FOUND);
     let mut c = echo.connect().await;
     assert_eq!(echo_roundtrip(&mut c, b"0123456789").await, b"0123456789");
+    // Bytes are counted when their connection ends.
+    drop(c);
+    echo.events.wait_for(EventKind::ConnectionStop, 1).await;
     let mut first = full.connect().await;
     assert_eq!(echo_roundtrip(&mut first, b"one").await, b"one");
     let mut second = full.connect().await;
@@ -133,9 +136,18 @@ async fn metrics_move_with_traffic() {
     // More traffic moves the same counters.
     assert_eq!(client.get("/health").await.status, StatusCode::OK);
     assert_eq!(client.get("/nothing").await.status, StatusCode::NOT_FOUND);
+    let mut c = echo.connect().await;
     assert_eq!(echo_roundtrip(&mut c, b"abcde").await, b"abcde");
+    assert_eq!(
+        value(
+            &scrape(&mut scraper).await,
+            "atoll_connections_open",
+            &echo_l
+        ),
+        1.0
+    );
     drop(c);
-    echo.events.wait_for(EventKind::ConnectionStop, 1).await;
+    echo.events.wait_for(EventKind::ConnectionStop, 2).await;
     let after = scrape(&mut scraper).await;
     assert_eq!(value(&after, "atoll_http_requests_total", &ok), 4.0);
     assert_eq!(value(&after, "atoll_http_requests_total", &missing), 2.0);
@@ -144,7 +156,7 @@ async fn metrics_move_with_traffic() {
     assert_eq!(value(&after, "atoll_connections_open", &echo_l), 0.0);
     assert_eq!(
         value(&after, "atoll_connection_duration_seconds", &echo_l),
-        1.0
+        2.0
     );
 }
 

@@ -208,8 +208,8 @@ async fn one_recorder_serves_several_listeners() {
             assert_eq!(echo_roundtrip(&mut c, b"x").await, b"x");
         }
     }
-    a.events.wait_for(EventKind::ConnectionStart, 2).await;
-    b.events.wait_for(EventKind::ConnectionStart, 2).await;
+    a.events.wait_for(EventKind::ConnectionStop, 2).await;
+    b.events.wait_for(EventKind::ConnectionStop, 2).await;
     assert_eq!(
         totals.counter("atoll_connections_accepted_total{listener=a}"),
         2

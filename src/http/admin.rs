@@ -2,9 +2,8 @@
 //!
 //! - `GET /metrics`: every metric in Prometheus's text format (version 0.0.4), rendered by
 //!   the `metrics-exporter-prometheus` recorder ([`Metrics`]) that the listeners'
-//!   [`MetricsRecorder`](crate::telemetry::MetricsRecorder)s feed. The metrics are listed in
-//!   [`telemetry::MetricsRecorder`](crate::telemetry::MetricsRecorder)'s module docs and in
-//!   docs/operations.md. Durations are histograms with buckets from 100 µs to 1 h
+//!   [`MetricsRecorder`](crate::telemetry::MetricsRecorder)s feed. The metrics are listed on
+//!   [`MetricsRecorder`](crate::telemetry::MetricsRecorder) and in docs/operations.md. Durations are histograms with buckets from 100 µs to 1 h
 //!   ([`DURATION_BUCKETS`]).
 //! - `GET /livez`: 200 `ok` while the process runs (a liveness probe).
 //! - `GET /readyz`: 200 `ready` while the node takes new work, 503 `draining` once it is

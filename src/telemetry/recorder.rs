@@ -1,36 +1,8 @@
 //! A subscriber that feeds the `metrics` facade, with each listener's metric handles
-//! registered once, so that an event costs a few atomic adds and no allocation.
-//!
-//! # Metrics
-//!
-//! Every metric is labelled `listener` (the listener's name). Names follow Prometheus's
-//! conventions: counters end in `_total`, durations are histograms in `_seconds`, byte counts
-//! end in `_bytes_total`.
-//!
-//! | name | type | more labels | counts |
-//! | --- | --- | --- | --- |
-//! | `atoll_connections_accepted_total` | counter | | connections accepted (and connections moved in from another process at an upgrade) |
-//! | `atoll_connections_open` | gauge | | connections open now |
-//! | `atoll_connections_refused_total` | counter | `reason` | connections closed at once by a limit or a check (`max_connections_exceeded`, and every other refusal event) |
-//! | `atoll_failures_total` | counter | `event` | other failures: accept errors, EMFILE, TLS handshake errors, read and write errors, handler errors and panics, forced closes, RPC failures (`event` is the event's name, such as `connection.handshake_error`) |
-//! | `atoll_received_bytes_total` | counter | | bytes received by handlers (after TLS) |
-//! | `atoll_sent_bytes_total` | counter | | bytes sent by handlers, files included (before TLS) |
-//! | `atoll_connection_duration_seconds` | histogram | | how long connections lasted: their handler's run, from accept to close |
-//! | `atoll_handshake_duration_seconds` | histogram | | how long TLS handshakes took |
-//! | `atoll_http_requests_total` | counter | `status` | HTTP requests answered, by status class: `1xx`, `2xx`, `3xx`, `4xx`, `5xx` |
-//! | `atoll_http_request_duration_seconds` | histogram | | from a request's head to its response's head: the resource's (or mounted service's) handling |
-//! | `atoll_rpc_calls_total` | counter | `outcome` | RPC calls answered: `ok`, or the error code (see `rpc::wire::codes`) |
-//! | `atoll_rpc_call_duration_seconds` | histogram | | from a call's frame to its reply |
-//!
-//! The `atoll` binary adds `atoll_build_info{version}` (always 1), `atoll_reloads_total{outcome}`
-//! and `atoll_upgrades_total{outcome}` (`ok` or `failed`), which have no listener label.
-//!
-//! Which events are refusals is decided by elimination: every failure event
-//! ([`EventKind::is_error`]) that is not one of the failures listed for
-//! `atoll_failures_total` is a refusal, its `reason` the event's name without its span
-//! (`acceptor.max_connections_exceeded` gives `max_connections_exceeded`). So a new kind of
-//! refusal is counted without a change here.
+//! registered once, so that an event costs a few atomic adds and no allocation. The metrics
+//! are listed on [`MetricsRecorder`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -38,9 +10,45 @@ use metrics::{Counter, Gauge, Histogram};
 
 use super::{Event, EventKind, Subscriber};
 
-/// Records a listener's events as `metrics` (the list is in this module's docs): counters of
-/// connections accepted, refused and failed, a gauge of open connections, byte counters,
-/// HTTP requests by status class, RPC calls by outcome, and duration histograms.
+/// Records a listener's events as `metrics`: counters of connections accepted, refused and
+/// failed, a gauge of open connections, byte counters, HTTP requests by status class, RPC
+/// calls by outcome, and duration histograms.
+///
+/// # Metrics
+///
+/// Every metric is labelled `listener` (the listener's name). Names follow Prometheus's
+/// conventions: counters end in `_total`, durations are histograms in `_seconds`, byte counts
+/// end in `_bytes_total`.
+///
+/// | name | type | more labels | counts |
+/// | --- | --- | --- | --- |
+/// | `atoll_connections_accepted_total` | counter | | connections accepted (and connections moved in from another process at an upgrade) |
+/// | `atoll_connections_open` | gauge | | connections open now |
+/// | `atoll_connections_refused_total` | counter | `reason` | connections closed at once by a limit or a check (`max_connections_exceeded`, and every other refusal event) |
+/// | `atoll_failures_total` | counter | `event` | other failures: accept errors, EMFILE, TLS handshake errors, read and write errors, handler errors and panics, forced closes, RPC failures (`event` is the event's name, such as `connection.handshake_error`) |
+/// | `atoll_received_bytes_total` | counter | | bytes received by handlers (after TLS), counted when their connection ends |
+/// | `atoll_sent_bytes_total` | counter | | bytes sent by handlers, files included (before TLS), counted when their connection ends |
+/// | `atoll_connection_duration_seconds` | histogram | | how long connections lasted: their handler's run, from accept to close |
+/// | `atoll_handshake_duration_seconds` | histogram | | how long TLS handshakes took |
+/// | `atoll_http_requests_total` | counter | `status` | HTTP requests answered, by status class: `1xx`, `2xx`, `3xx`, `4xx`, `5xx` |
+/// | `atoll_http_request_duration_seconds` | histogram | | from a request's head to its response's head: the resource's (or mounted service's) handling |
+/// | `atoll_rpc_calls_total` | counter | `outcome` | RPC calls answered: `ok`, or the error code (see `rpc::wire::codes`) |
+/// | `atoll_rpc_call_duration_seconds` | histogram | | from a call's frame to its reply |
+///
+/// The `atoll` binary adds `atoll_build_info{version}` (always 1), `atoll_reloads_total{outcome}`
+/// and `atoll_upgrades_total{outcome}` (`ok` or `failed`), which have no listener label.
+///
+/// Bytes are counted from a connection's statistics when it ends, not at every read and write,
+/// so that the per-read path pays nothing: a long-lived connection's bytes show when it
+/// closes.
+///
+/// Which events are refusals is decided by elimination: every failure event
+/// ([`EventKind::is_error`]) that is not one of the failures listed for
+/// `atoll_failures_total` is a refusal, its `reason` the event's name without its span
+/// (`acceptor.max_connections_exceeded` gives `max_connections_exceeded`). So a new kind of
+/// refusal is counted without a change here.
+///
+/// # Installing
 ///
 /// Install a `metrics` recorder (the Prometheus exporter of the `admin` kind,
 /// [`http::Metrics`](crate::http::Metrics), or any other) before the listener's first event:
@@ -69,6 +77,10 @@ struct Cache {
 #[derive(Debug)]
 struct ListenerMetrics {
     listener: Box<str>,
+    /// The address of the name its first event carried (the listener's own, which every
+    /// event of that listener carries), until that listener stops: recognising a listener
+    /// by it spares comparing names. 0 once it stopped, as the address may then be reused.
+    seen_at: AtomicUsize,
     accepted: Counter,
     open: Gauge,
     received: Counter,
@@ -162,14 +174,19 @@ impl MetricsRecorder {
         describe_counter!("atoll_upgrades_total", "Live upgrades, by outcome.");
     }
 
-    /// The handles of `listener`, registered on first use.
-    #[inline]
-    fn metrics(&self, listener: &str) -> Option<&ListenerMetrics> {
+    /// Records an event of a listener other than the first this recorder saw, or the first
+    /// event of all.
+    #[cold]
+    #[inline(never)]
+    fn record_other(&self, e: &Event<'_>) {
         let first = self
             .cache
             .first
-            .get_or_init(|| ListenerMetrics::register(listener));
-        (&*first.listener == listener).then_some(first)
+            .get_or_init(|| ListenerMetrics::register(e.listener));
+        match first.is(e.listener) {
+            true => first.record(e),
+            false => self.other(e.listener).record(e),
+        }
     }
 
     fn other(&self, listener: &str) -> Arc<ListenerMetrics> {
@@ -194,10 +211,19 @@ impl MetricsRecorder {
 }
 
 impl Subscriber for MetricsRecorder {
+    #[inline]
     fn on_event(&self, e: &Event<'_>) {
-        match self.metrics(e.listener) {
-            Some(m) => m.record(e),
-            None => self.other(e.listener).record(e),
+        // The events of every read and write: their bytes are counted from the connection's
+        // statistics when it stops, so that the hottest path pays one branch here.
+        if matches!(
+            e.kind,
+            EventKind::Recv | EventKind::Send | EventKind::Sendfile
+        ) {
+            return;
+        }
+        match self.cache.first.get() {
+            Some(m) if m.is(e.listener) => m.record(e),
+            _ => self.record_other(e),
         }
     }
 }
@@ -223,16 +249,23 @@ impl ListenerMetrics {
             rpc_duration: metrics::histogram!("atoll_rpc_call_duration_seconds", "listener" => l),
             failures: Mutex::new(Vec::new()),
             rpc_failed: Mutex::new(Vec::new()),
+            seen_at: AtomicUsize::new(listener.as_ptr() as usize),
             listener: listener.into(),
         }
+    }
+
+    /// True when `name` is this listener's.
+    #[inline]
+    fn is(&self, name: &str) -> bool {
+        let same_place = self.seen_at.load(Ordering::Relaxed) == name.as_ptr() as usize
+            && name.len() == self.listener.len();
+        same_place || *self.listener == *name
     }
 
     #[inline]
     fn record(&self, e: &Event<'_>) {
         use EventKind::*;
         match e.kind {
-            Recv => self.received.increment(e.bytes.unwrap_or(0)),
-            Send | Sendfile => self.sent.increment(e.bytes.unwrap_or(0)),
             HttpRequest => {
                 let class = match e.status {
                     Some(s @ 100..=599) => usize::from(s / 100 - 1),
@@ -249,6 +282,10 @@ impl ListenerMetrics {
             }
             ConnectionStop => {
                 self.open.decrement(1.0);
+                if let Some(s) = e.stats {
+                    self.received.increment(s.recv_bytes);
+                    self.sent.increment(s.send_bytes);
+                }
                 if let Some(d) = e.duration {
                     self.connection_duration.record(d.as_secs_f64());
                 }
@@ -267,6 +304,7 @@ impl ListenerMetrics {
                     self.rpc_duration.record(d.as_secs_f64());
                 }
             }
+            ListenerStop => self.seen_at.store(0, Ordering::Relaxed),
             kind if kind.is_error() => self.failure(kind).increment(1),
             _ => {}
         }
@@ -304,7 +342,7 @@ impl ListenerMetrics {
 }
 
 /// True for the failure events that refuse a connection: every failure but the ones that
-/// happen to accepting or to a connection already served (see the module docs).
+/// happen to accepting or to a connection already served (see [`MetricsRecorder`]).
 fn is_refusal(kind: EventKind) -> bool {
     use EventKind::*;
     kind.is_error()
