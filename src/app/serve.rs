@@ -62,7 +62,9 @@ struct App {
     /// After an upgrade: the watch over the new process while this one drains.
     standby: StdMutex<Option<Standby>>,
     /// What `admin` listeners answer on `/readyz`: drained at once on SIGTERM or SIGINT,
-    /// `drain_delay` before the listeners stop, and when an upgrade has handed over.
+    /// `drain_delay` before the listeners stop. Not after an upgrade's handover: the new
+    /// process serves the same addresses, and a health check that reaches this one on a
+    /// kept-alive connection must not take the node out of rotation.
     readiness: Readiness,
     exit: watch::Sender<Option<Exit>>,
 }
@@ -273,9 +275,9 @@ pub fn serve(path: &Path) -> Result<(), String> {
                 }
             }
         };
-        // Balancers polling /readyz see 503 from now on.
-        app.readiness.drain();
         if reason == Exit::Stop {
+            // Balancers polling /readyz see 503 from now on.
+            app.readiness.drain();
             let _ = systemd::stopping();
             let delay = app.config().drain_delay;
             if !delay.is_zero() {
