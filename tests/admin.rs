@@ -8,14 +8,15 @@ use std::time::Duration;
 use ::http::StatusCode;
 use atoll::echo::Echo;
 use atoll::http::{Admin, Handlers, Health, HttpListener, Metrics, Readiness};
+use atoll::rpc::{Client, Ctx, Daemon, Protocol, Reply, Service};
 use atoll::telemetry::{EventKind, MetricsRecorder};
 use atoll::Server;
-use common::http::{Client, HttpTest};
+use common::http::{self as web_client, HttpTest};
 use common::*;
 use prometheus_parse::{Sample, Scrape, Value};
 
 /// The metrics the admin listener shows now, parsed.
-async fn scrape(admin: &mut Client) -> Vec<Sample> {
+async fn scrape(admin: &mut web_client::Client) -> Vec<Sample> {
     let page = admin.get("/metrics").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
@@ -191,5 +192,60 @@ async fn the_recorder_is_installed_once() {
     assert!(
         page.contains("# HELP atoll_reloads_total Config reloads, by outcome."),
         "{page}"
+    );
+}
+
+/// Answers every number with itself.
+struct Same;
+
+impl Protocol for Same {
+    const IDENTIFIER: &'static str = "test.same";
+    const VERSION: &'static str = "1.0.0";
+    type Request = u64;
+    type Reply = u64;
+    type Push = ();
+}
+
+impl Service for Same {
+    type Protocol = Same;
+    type Init = ();
+
+    async fn init(_: &std::sync::Arc<()>, _ctx: &mut Ctx<Self>) -> Result<Self, atoll::BoxError> {
+        Ok(Same)
+    }
+
+    async fn call(&mut self, n: u64, _ctx: &mut Ctx<Self>) -> Result<Reply<u64>, atoll::BoxError> {
+        Ok(Reply::Now(n))
+    }
+}
+
+#[tokio::test]
+async fn rpc_calls_are_counted_by_outcome() {
+    let (_readiness, admin) = admin();
+    let mut scraper = admin.h1().await;
+    let daemon = Daemon::<Same>::new(())
+        .name("same")
+        .plain()
+        .subscribe(MetricsRecorder::new())
+        .start()
+        .expect("the daemon starts");
+    let client = within(
+        "the client to connect",
+        Client::<Same>::builder(daemon.local_addr().to_string()).connect(),
+    )
+    .await
+    .expect("connect");
+    for n in 1..=3 {
+        assert_eq!(within("a call", client.call(&n)).await.expect("a reply"), n);
+    }
+    let samples = scrape(&mut scraper).await;
+    let l = ("listener", "same");
+    assert_eq!(
+        value(&samples, "atoll_rpc_calls_total", &[l, ("outcome", "ok")]),
+        3.0
+    );
+    assert_eq!(
+        value(&samples, "atoll_rpc_call_duration_seconds", &[l]),
+        3.0
     );
 }

@@ -1,6 +1,9 @@
 //! `atoll serve`: start the config's listeners (adopting sockets handed over by a previous
 //! process or passed by systemd), answer the control socket, reload on SIGHUP, and stop
-//! gracefully on SIGINT or SIGTERM, or drain and exit once an upgrade has handed over.
+//! gracefully on SIGINT or SIGTERM (after `[app] drain_delay` with `/readyz` answering 503,
+//! cut short by a second signal), or drain and exit once an upgrade has handed over. It
+//! installs the process's Prometheus recorder and the `admin` kind, and counts reloads and
+//! upgrades.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
