@@ -41,7 +41,8 @@ use crate::registry::Registry;
 use crate::setup::{AppEnv, AppSettings, ExpandError, OsEnv, Variables};
 use crate::spec::ListenerSpec;
 use crate::telemetry::{
-    Event, EventKind, FailureLogBudget, Subscriber, SubscriptionId, Telemetry, TracingLogger,
+    Event, EventKind, FailureLogBudget, MetricsRecorder, Subscriber, SubscriptionId, Telemetry,
+    TracingLogger,
 };
 
 /// A config file, read and checked: every listener's spec, and how their events are logged.
@@ -64,6 +65,12 @@ pub struct Config {
     pub env: AppEnv,
     /// The `[vars]` table, expanded.
     pub vars: BTreeMap<String, String>,
+    /// How long `atoll serve` keeps every listener serving after SIGTERM or SIGINT while
+    /// `admin` listeners answer `/readyz` with 503, so that load balancers stop sending new
+    /// connections before the listeners stop (`[app] drain_delay`). A second signal ends the
+    /// delay at once. A reload applies a change at once. Default is 0: the listeners stop at
+    /// once.
+    pub drain_delay: Duration,
 }
 
 /// How a listener's telemetry events are logged through `tracing` (the `log_events` key).
@@ -291,6 +298,15 @@ impl Config {
                 .map_or(0, |v| line_of(text, v.span().start));
             invalid(Place::Line(line), format!("`failure_log_window`: {e}"))
         })?;
+        let drain_delay = match &file.app.drain_delay {
+            None => Duration::ZERO,
+            Some(text) => {
+                let key = "app.drain_delay";
+                let text = vars.expand(text, key).map_err(|e| expand(Place::File, e))?;
+                crate::options::parse_duration(&text)
+                    .map_err(|why| invalid(Place::File, format!("`{key}`: {why}")))?
+            }
+        };
         let mut listeners: Vec<ListenerSpec> = Vec::with_capacity(file.listener.len());
         for (i, mut table) in file.listener.into_iter().enumerate() {
             let key = format!("listener[{}]", i + 1);
@@ -323,6 +339,7 @@ impl Config {
             failure_log_budget,
             env,
             vars,
+            drain_delay,
         })
     }
 
@@ -333,11 +350,11 @@ impl Config {
         let mut started = Vec::with_capacity(self.listeners.len());
         for (i, spec) in self.listeners.iter().enumerate() {
             // Attached before the start, so `listener.start` and `acceptor.start` are logged.
-            let logger = self.log_events.attach(&spec.telemetry);
+            let attached = self.attach(spec);
             match registry.start_spec(spec) {
                 Ok(handle) => started.push(handle),
                 Err(e) => {
-                    if let Some(id) = logger {
+                    for id in attached {
                         spec.telemetry.detach(id);
                     }
                     for handle in started {
@@ -352,6 +369,28 @@ impl Config {
             }
         }
         Ok(started)
+    }
+}
+
+impl Config {
+    /// True when the config has a listener of kind `admin`: then every listener records
+    /// metrics ([`MetricsRecorder`]) for `/metrics` to show. Without one, no listener pays for
+    /// them.
+    pub fn records_metrics(&self) -> bool {
+        self.listeners.iter().any(|l| l.kind == "admin")
+    }
+
+    /// Attaches to `spec`'s telemetry hub, before its listener starts, the subscribers this
+    /// config gives every listener: the logger `log_events` says, and a [`MetricsRecorder`]
+    /// when [`records_metrics`](Self::records_metrics). Returns them, to detach when the start
+    /// fails.
+    pub(crate) fn attach(&self, spec: &ListenerSpec) -> Vec<SubscriptionId> {
+        let mut attached = Vec::new();
+        attached.extend(self.log_events.attach(&spec.telemetry));
+        if self.records_metrics() {
+            attached.push(spec.telemetry.attach(MetricsRecorder::new()));
+        }
+        attached
     }
 }
 
@@ -549,6 +588,29 @@ mod tests {
     }
 
     #[test]
+    fn drain_delay_is_a_duration_of_the_app_table() {
+        assert_eq!(parse(ECHO).unwrap().drain_delay, Duration::ZERO);
+        let with = |value: &str| parse(&format!("[app]\ndrain_delay = {value}\n{ECHO}"));
+        assert_eq!(
+            with("\"10s\"").unwrap().drain_delay,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            with("1500").unwrap().drain_delay,
+            Duration::from_millis(1500)
+        );
+        let vars = "[vars]\nwait = \"2m\"\n";
+        let c = parse(&format!("[app]\ndrain_delay = \"$wait\"\n{vars}{ECHO}")).unwrap();
+        assert_eq!(c.drain_delay, Duration::from_secs(120));
+        let e = with("\"soon\"").unwrap_err().to_string();
+        assert!(
+            e.starts_with("conf/atoll.toml: `app.drain_delay`: ") && e.contains("soon"),
+            "{e}"
+        );
+        assert!(!parse(ECHO).unwrap().records_metrics());
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_listener() {
         let e = fails(&format!("{ECHO}[[listener]]\nkind = \"echo\"\n"));
         assert_eq!(e, "conf/atoll.toml: listener #2: missing `name`");
@@ -683,15 +745,19 @@ mod tests {
         );
     }
 
-    /// The sample config at the repository root runs an echo, an HTTP and an RPC listener,
-    /// and its commented
+    /// The sample config at the repository root runs an echo, an HTTP, an RPC and an admin
+    /// listener, and its commented
     /// lines (`#key = value`) name every option and still parse once uncommented.
     #[test]
     fn the_sample_config_shows_every_option() {
         let sample = include_str!("../atoll.toml");
         let c = Config::parse(sample, Path::new("atoll.toml")).unwrap();
         let kinds: Vec<_> = c.listeners.iter().map(|l| l.kind.as_str()).collect();
-        assert_eq!(kinds, ["echo", "http", "rpc"]);
+        assert_eq!(kinds, ["echo", "http", "rpc", "admin"]);
+        assert!(c.records_metrics());
+        let admin = &c.listeners[3];
+        assert_eq!(admin.options.ip.to_string(), "127.0.0.1");
+        assert_eq!(admin.options.port, crate::http::DEFAULT_ADMIN_PORT);
         let echo = &c.listeners[0];
         assert_eq!((echo.name.as_str(), echo.kind.as_str()), ("echo", "echo"));
         assert_eq!(echo.options.ip.to_string(), "127.0.0.1");
@@ -720,7 +786,8 @@ mod tests {
             );
         }
         let kinds: Vec<_> = full.listeners.iter().map(|l| l.kind.as_str()).collect();
-        assert_eq!(kinds, ["echo", "http", "https", "rpc"]);
+        assert_eq!(kinds, ["echo", "http", "https", "rpc", "admin"]);
+        assert_eq!(full.drain_delay, Duration::ZERO, "the default drain_delay");
         let web = &full.listeners[1];
         let http_keys: Vec<&str> = web.params.keys().map(String::as_str).collect();
         for key in crate::http::HttpOptions::field_names() {

@@ -70,7 +70,8 @@
 //!   named listeners.
 //! - [`http`]: HTTP and HTTPS listeners on hyper, leptus's way: host-matched REST
 //!   [`Resource`](http::Resource)s, static files, mounted `tower` services, live route
-//!   upgrades, and the `http`/`https` kinds of the config file. It uses the socket server
+//!   upgrades, the `http`/`https` kinds of the config file, and the `admin` kind (`/metrics`
+//!   for Prometheus, `/livez`, `/readyz`). It uses the socket server
 //!   through [`Action::TakeOver`] and the registry; nothing below it knows HTTP.
 //! - [`rpc`]: RPC daemons and clients, erps's way: a [`Service`](rpc::Service) instance per
 //!   connection, calls, casts and pushes of serde types over a documented framing, mutual

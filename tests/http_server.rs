@@ -1312,7 +1312,7 @@ async fn binary_serves_the_site_with_the_shipped_config() {
         .map(|line| line + "\n")
         .collect();
     assert_eq!(
-        ports, 3,
+        ports, 4,
         "the shipped config's listeners changed:\n{shipped}"
     );
     assert!(
@@ -1321,7 +1321,7 @@ async fn binary_serves_the_site_with_the_shipped_config() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut atoll = Atoll::serve(&write_config(dir.path(), &text));
-    let all = atoll.listening(3);
+    let all = atoll.listening(4);
     let (_, _, addr) = all
         .iter()
         .find(|(name, kind, _)| name == "web" && kind == "http")
@@ -1338,7 +1338,19 @@ async fn binary_serves_the_site_with_the_shipped_config() {
     assert!(r.header("content-type").unwrap().starts_with("text/css"));
     assert_eq!(c.get("/health").await.json()["status"], "ok");
 
-    drop(c);
+    // Its admin listener shows the web listener's requests.
+    let (_, _, admin) = all
+        .iter()
+        .find(|(name, kind, _)| name == "admin" && kind == "admin")
+        .unwrap_or_else(|| panic!("no admin listener: {all:?}"))
+        .clone();
+    let mut a = Client::h1(admin).await;
+    assert_eq!(a.get("/readyz").await.status, 200);
+    let metrics = a.get("/metrics").await.text();
+    let line = "atoll_http_requests_total{listener=\"web\",status=\"2xx\"} 3";
+    assert!(metrics.lines().any(|l| l == line), "{metrics}");
+
+    drop((c, a));
     atoll.signal("TERM");
     assert_eq!(atoll.exit().code(), Some(0), "{}", atoll.stderr());
 }

@@ -445,7 +445,7 @@ fn atoll_env_prints_what_the_config_resolves_to() {
 fn the_sample_config_still_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("atoll.toml");
     let c = Config::load_with(&path, &os()).unwrap();
-    assert_eq!(c.listeners.len(), 3);
+    assert_eq!(c.listeners.len(), 4);
     assert_eq!(c.env.priv_dir, Path::new(env!("CARGO_MANIFEST_DIR")));
     assert!(c.vars.is_empty());
 }

@@ -195,6 +195,12 @@ pub async fn apply(
             .notes
             .push("log_events applies to listeners started from now on".to_owned());
     }
+    if old.records_metrics() != new.records_metrics() {
+        report.notes.push(match new.records_metrics() {
+            true => "metrics are recorded for listeners started or replaced from now on (an admin listener was added)",
+            false => "listeners started before keep recording metrics (no admin listener is left)",
+        }.to_owned());
+    }
     if old.failure_log_budget != new.failure_log_budget {
         report.notes.push(format!(
             "failure_log_lines and failure_log_window ({}) apply to listeners started or replaced from now on; the others keep {}",
@@ -204,8 +210,8 @@ pub async fn apply(
     Ok(report)
 }
 
-/// Starts a listener with `launch`, its events logged as `config` says; the logger goes
-/// again when the start fails.
+/// Starts a listener with `launch`, its events logged and recorded as `config` says; the
+/// subscribers go again when the start fails.
 async fn start<T, F>(
     config: &Config,
     spec: &ListenerSpec,
@@ -214,10 +220,12 @@ async fn start<T, F>(
 where
     F: std::future::Future<Output = crate::Result<T>>,
 {
-    let logger = config.log_events.attach(&spec.telemetry);
+    let attached = config.attach(spec);
     let outcome = launch().await;
-    if let (Err(_), Some(id)) = (&outcome, logger) {
-        spec.telemetry.detach(id);
+    if outcome.is_err() {
+        for id in attached {
+            spec.telemetry.detach(id);
+        }
     }
     outcome
 }

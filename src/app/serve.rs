@@ -1,6 +1,9 @@
 //! `atoll serve`: start the config's listeners (adopting sockets handed over by a previous
 //! process or passed by systemd), answer the control socket, reload on SIGHUP, and stop
-//! gracefully on SIGINT or SIGTERM, or drain and exit once an upgrade has handed over.
+//! gracefully on SIGINT or SIGTERM (after `[app] drain_delay` with `/readyz` answering 503,
+//! cut short by a second signal), or drain and exit once an upgrade has handed over. It
+//! installs the process's Prometheus recorder and the `admin` kind, and counts reloads and
+//! upgrades.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -22,7 +25,7 @@ use super::standby::{Restart, Standby};
 use super::upgrade::{self, Started, Target};
 use super::{logs, reload, systemd};
 use crate::config::Config;
-use crate::http::Catalogue;
+use crate::http::{Admin, Catalogue, Metrics, Readiness};
 use crate::registry::Registry;
 use crate::setup::versions::find_releases;
 use crate::setup::AppEnv;
@@ -61,6 +64,11 @@ struct App {
     relay: StdMutex<Option<Arc<Relay>>>,
     /// After an upgrade: the watch over the new process while this one drains.
     standby: StdMutex<Option<Standby>>,
+    /// What `admin` listeners answer on `/readyz`: drained at once on SIGTERM or SIGINT,
+    /// `drain_delay` before the listeners stop. Not after an upgrade's handover: the new
+    /// process serves the same addresses, and a health check that reaches this one on a
+    /// kept-alive connection must not take the node out of rotation.
+    readiness: Readiness,
     exit: watch::Sender<Option<Exit>>,
 }
 
@@ -128,6 +136,12 @@ pub fn serve(path: &Path) -> Result<(), String> {
             &registry,
             Catalogue::builtin_for(&registry, &version.to_string()),
         );
+        // Installed whether or not the config has an admin listener yet (a reload may add
+        // one); with none, no listener records anything (see `Config::records_metrics`).
+        let metrics = Metrics::install().map_err(|e| fail(e.to_string()))?;
+        metrics::gauge!("atoll_build_info", "version" => version.to_string()).set(1.0);
+        let readiness = Readiness::new();
+        crate::http::install_admin(&registry, Admin::new(metrics, readiness.clone()));
         crate::rpc::install(&registry, config.env.data_dir.clone());
 
         let mut control_fd = None;
@@ -195,6 +209,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
             control: StdMutex::new(Some(control_copy)),
             relay: StdMutex::new(None),
             standby: StdMutex::new(None),
+            readiness,
             exit,
         });
         let mut control_stop = app.exit.subscribe();
@@ -263,11 +278,26 @@ pub fn serve(path: &Path) -> Result<(), String> {
                 }
             }
         };
+        if reason == Exit::Stop {
+            // Balancers polling /readyz see 503 from now on.
+            app.readiness.drain();
+            let _ = systemd::stopping();
+            let delay = app.config().drain_delay;
+            if !delay.is_zero() {
+                tracing::info!(target: "atoll", "stopping in {}: /readyz answers 503 while the listeners serve on", human_duration(delay));
+                // A second signal (the operator's, or an orchestrator's after a short grace)
+                // ends the delay at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = interrupt.recv() => tracing::info!(target: "atoll", "second signal: drain_delay cut short"),
+                    _ = terminate.recv() => tracing::info!(target: "atoll", "second signal: drain_delay cut short"),
+                }
+            }
+        }
         app.exit.send_replace(Some(reason));
         let _ = control_task.await;
         app.control.lock().unwrap_or_else(|p| p.into_inner()).take();
         if reason == Exit::Stop {
-            let _ = systemd::stopping();
             // The control socket file is ours alone; after a handover it is the new process's.
             let _ = std::fs::remove_file(&control_path);
         }
@@ -341,7 +371,10 @@ impl Commands for App {
                     (to, None) => Target::Release(to.unwrap_or_else(|| "latest".to_owned())),
                 };
                 let timeout = timeout_ms.map_or(DEFAULT_UPGRADE_TIMEOUT, Duration::from_millis);
-                self.upgrade(target, timeout).await
+                let answer = self.upgrade(target, timeout).await;
+                let outcome = if answer.ok { "ok" } else { "failed" };
+                metrics::counter!("atoll_upgrades_total", "outcome" => outcome).increment(1);
+                answer
             }
             Request::Status => self.status().await,
         }
@@ -449,6 +482,8 @@ impl App {
                 Err(why) => Answer::failed(why),
             },
         };
+        let outcome = if answer.ok { "ok" } else { "failed" };
+        metrics::counter!("atoll_reloads_total", "outcome" => outcome).increment(1);
         let _ = systemd::ready();
         answer
     }
@@ -458,7 +493,8 @@ impl App {
     async fn upgrade(&self, target: Target, timeout: Duration) -> Answer {
         let _one_at_a_time = self.changing.lock().await;
         let config = self.config();
-        if self.exit.borrow().is_some() {
+        // Stopping, or waiting out `drain_delay` before it stops.
+        if self.exit.borrow().is_some() || !self.readiness.is_ready() {
             return Answer::failed("this process is already stopping");
         }
         let chosen = match upgrade::choose(&target, &config.env, &self.version) {

@@ -50,8 +50,11 @@
 //! - `upgrade`: [`upgrade_all`], [`upgrade()`], [`upgrade_listener`]: swap routes live.
 //! - `builtin`, `catalogue`: the shipped resources, and the [`Catalogue`] the `http` and
 //!   `https` config kinds build handlers from ([`install`]).
+//! - `admin`: the `admin` kind ([`install_admin`]): `/metrics` from the Prometheus recorder
+//!   ([`Metrics`]), `/livez`, and `/readyz` from a [`Readiness`] that drains.
 
 mod activity;
+mod admin;
 mod body;
 mod builtin;
 mod catalogue;
@@ -79,6 +82,7 @@ mod statics;
 mod statics_endpoint;
 mod upgrade;
 
+pub use admin::{install_admin, Admin, Metrics, Readiness, DEFAULT_ADMIN_PORT, DURATION_BUCKETS};
 pub use body::Body;
 pub use builtin::{Health, Listeners};
 pub use catalogue::{install, Catalogue, Params};

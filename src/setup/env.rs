@@ -140,6 +140,12 @@ pub struct AppSettings {
     /// How many rotated log files (`APP.log.1`, the newest, to `APP.log.N`) are kept; 0 keeps
     /// none. Default is 5.
     pub log_files: Option<u32>,
+    /// How long `atoll serve` keeps serving after SIGTERM or SIGINT with `/readyz` answering
+    /// 503, before its listeners stop and drain: a duration (`"5s"`, `"500ms"`, or a whole
+    /// number of milliseconds), read by [`Config`](crate::Config) into
+    /// [`Config::drain_delay`](crate::Config::drain_delay). Default is 0.
+    #[serde(default, deserialize_with = "duration_text")]
+    pub drain_delay: Option<String>,
 }
 
 impl AppSettings {
@@ -152,6 +158,20 @@ impl AppSettings {
     pub(crate) fn log_files_or_default(&self) -> u32 {
         self.log_files.unwrap_or(DEFAULT_LOG_FILES)
     }
+}
+
+/// A duration as written: a string (which may use variables), or a number of milliseconds.
+fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+    Ok(Some(match Raw::deserialize(deserializer)? {
+        Raw::Millis(ms) => format!("{ms}ms"),
+        Raw::Text(text) => text,
+    }))
 }
 
 /// Refuses a `log_max_size` of 0 while the file is read, so the error carries its line: a

@@ -6,8 +6,9 @@
 //!
 //! atoll ships two subscribers: [`TracingLogger`] logs every event through `tracing` at a chosen
 //! level, failures at a bounded rate (a [`FailureLogBudget`] per kind: by default
-//! [`FAILURE_LOG_LINES`] per [`FAILURE_LOG_WINDOW`]), and [`MetricsRecorder`] feeds counters
-//! and histograms to the `metrics` facade.
+//! [`FAILURE_LOG_LINES`] per [`FAILURE_LOG_WINDOW`]), and [`MetricsRecorder`] feeds counters,
+//! a gauge and histograms to the `metrics` facade, each listener's handles registered once
+//! (the metrics, their names and labels are listed in its module, `telemetry/recorder.rs`).
 //!
 //! A hub also carries the failure log budget of its listener
 //! ([`Telemetry::with_failure_log_budget`]): the lines a peer can trigger outside the events
