@@ -1,6 +1,6 @@
 //! A fleet behind HAProxy, as operators run one: three `atoll serve` nodes on loopback
 //! addresses of their own (127.0.0.11 to .13) behind Debian's HAProxy (installed by .ci/run),
-//! which sends `send-proxy-v2` and checks each node's health. Under load through HAProxy each
+//! which sends `send-proxy-v2` and checks each node's `/readyz` on its admin listener. Under load through HAProxy each
 //! node is upgraded in turn and one is restarted with SIGTERM, with no failed request; then
 //! one is killed with `kill -9`, and the test reports how many requests failed before HAProxy
 //! took it out of rotation.
@@ -30,15 +30,20 @@ struct Node {
     ip: String,
     /// The port its `web` listener got at the first start, kept at restarts.
     port: u16,
+    /// Its admin listener's port, where HAProxy checks `/readyz`.
+    admin: u16,
     /// The process serving now (after upgrades, not our child).
     pid: u32,
     first: Option<Atoll>,
 }
 
 impl Node {
-    fn config_text(name: &str, ip: &str, port: u16) -> String {
+    fn config_text(name: &str, ip: &str, port: u16, admin: u16) -> String {
+        // drain_delay above HAProxy's inter x fall (2 x 200 ms): a node stopping with SIGTERM
+        // is out of rotation before it stops accepting.
         format!(
-            "[app]\nnode = \"{name}\"\n\n\
+            "[app]\nnode = \"{name}\"\ndrain_delay = \"1s\"\n\n\
+             [[listener]]\nname = \"admin\"\nkind = \"admin\"\nip = \"{ip}\"\nport = {admin}\n\n\
              [[listener]]\nname = \"web\"\nkind = \"http\"\nip = \"{ip}\"\nport = {port}\n\
              proxy_protocol = \"required\"\nproxy_trusted = [\"127.0.0.0/8\"]\n\
              shutdown_timeout = \"5s\"\n\
@@ -52,19 +57,21 @@ impl Node {
         std::fs::create_dir_all(dir.join("files")).unwrap();
         std::fs::write(dir.join("files/node.txt"), name).unwrap();
         let config = dir.join("atoll.toml");
-        std::fs::write(&config, Node::config_text(name, ip, 0)).unwrap();
+        std::fs::write(&config, Node::config_text(name, ip, 0, 0)).unwrap();
         let atoll = Atoll::serve(&config);
         reaper.add(atoll.pid());
-        let listening = atoll.listening(1);
-        let port = listening[0].2.port();
-        // Restarts come back on the same port.
-        std::fs::write(&config, Node::config_text(name, ip, port)).unwrap();
+        let listening = atoll.listening(2);
+        let port_of = |name: &str| listening.iter().find(|l| l.0 == name).unwrap().2.port();
+        let (port, admin) = (port_of("web"), port_of("admin"));
+        // Restarts come back on the same ports.
+        std::fs::write(&config, Node::config_text(name, ip, port, admin)).unwrap();
         Node {
             name: name.to_owned(),
             dir,
             config,
             ip: ip.to_owned(),
             port,
+            admin,
             pid: atoll.pid(),
             first: Some(atoll),
         }
@@ -84,7 +91,11 @@ impl Node {
         terminate(self.pid);
         let atoll = Atoll::serve(&self.config);
         reaper.add(atoll.pid());
-        assert_eq!(atoll.listening(1)[0].2.port(), self.port);
+        let ports: Vec<u16> = atoll.listening(2).iter().map(|l| l.2.port()).collect();
+        assert!(
+            ports.contains(&self.port) && ports.contains(&self.admin),
+            "{ports:?}"
+        );
         self.pid = atoll.pid();
         self.first = Some(atoll);
     }
@@ -107,7 +118,12 @@ impl Haproxy {
     fn start(dir: &Path, front: SocketAddr, nodes: &[Node]) -> Haproxy {
         let servers: String = nodes
             .iter()
-            .map(|n| format!("    server {} {}:{}\n", n.name, n.ip, n.port))
+            .map(|n| {
+                format!(
+                    "    server {} {}:{} check port {}\n",
+                    n.name, n.ip, n.port, n.admin
+                )
+            })
             .collect();
         let config = format!(
             "global\n    maxconn 4096\n\n\
@@ -115,9 +131,9 @@ impl Haproxy {
              \x20   timeout server 10s\n    retries 3\n    option redispatch 1\n\
              \x20   retry-on conn-failure empty-response\n\n\
              frontend fe\n    bind {front}\n    default_backend nodes\n\n\
-             backend nodes\n    balance roundrobin\n    option httpchk GET /health\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
              \x20   http-check expect status 200\n\
-             \x20   default-server send-proxy-v2 check check-send-proxy inter {CHECK_INTERVAL_MS}ms fall 2 rise 1\n\
+             \x20   default-server send-proxy-v2 inter {CHECK_INTERVAL_MS}ms fall 2 rise 1\n\
              {servers}"
         );
         let path = dir.join("haproxy.cfg");

@@ -487,7 +487,7 @@ fn the_new_process_killed_after_ready_leaves_the_service_answering() {
     );
     one_process_answers(&setup.config, replacement);
     health(web).unwrap();
-    echo(echo_addr, 1).unwrap();
+    echo_once(echo_addr, 1).unwrap();
 
     // The old process's download finishes whole.
     let mut buf = vec![0; 1 << 20];
