@@ -383,3 +383,30 @@ async fn a_file_that_shrinks_under_sendfile_ends_the_connection_not_the_length()
     );
     assert_eq!(&out[head..head + 1000], &data[..1000]);
 }
+
+#[tokio::test]
+async fn static_cache_is_read_from_a_listener_table() {
+    let options: atoll::http::HttpOptions =
+        toml::from_str("static_cache = { size = 0, revalidate_after = \"250ms\" }").unwrap();
+    assert_eq!(
+        options.static_cache,
+        CacheOptions {
+            size: 0,
+            revalidate_after: Duration::from_millis(250),
+            ..CacheOptions::default()
+        }
+    );
+    let wrong = toml::from_str::<atoll::http::HttpOptions>("static_cache = { sise = 1 }");
+    assert!(wrong.unwrap_err().to_string().contains("sise"));
+
+    // Off: every request looks again, so a replaced file is seen at once.
+    let site = Site::new();
+    let root = site.root.clone();
+    let t = HttpTest::start(HttpListener::new(Handlers::new()).configure_http(move |o| {
+        o.static_dir = Some(root);
+        o.static_cache = options.static_cache;
+    }));
+    assert_eq!(get(&t, "/a.txt").await.text(), "one");
+    site.replace("a.txt", "two");
+    assert_eq!(get(&t, "/a.txt").await.text(), "two");
+}

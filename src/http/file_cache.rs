@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
+use serde::Deserialize;
 
 use super::conditional::Validators;
 use super::encoding::Encoding;
@@ -40,8 +41,10 @@ pub(crate) const DESCRIPTOR_WEIGHT: u64 = 64 * 1024;
 /// The weight of an entry beyond its key and contents: the structures around them.
 const ENTRY_WEIGHT: u64 = 512;
 
-/// How [`StaticFiles`](super::StaticFiles) caches what it found on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How [`StaticFiles`](super::StaticFiles) caches what it found on disk; the `static_cache`
+/// table of an `http` or `https` listener (`static_cache = { size = 0 }` turns it off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheOptions {
     /// The most the cache holds, in bytes (contents, plus 64 KiB per file held open, plus a
     /// small overhead per entry). Default is 64 MiB; `0` turns the cache off (every request
@@ -49,6 +52,7 @@ pub struct CacheOptions {
     pub size: u64,
     /// How long an entry is trusted after the file system was last asked: the bound on how
     /// long a change on disk may go unseen. Default is 1 s; zero turns the cache off.
+    #[serde(with = "crate::options::duration")]
     pub revalidate_after: Duration,
     /// The largest file whose contents are held in memory; larger files are held open and
     /// sent from the file (with `sendfile` where the connection allows). Default is 256 KiB.
