@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use serde::Deserialize;
@@ -86,6 +87,8 @@ pub(crate) struct Variant {
     pub(crate) file: Option<Arc<File>>,
     /// Its length, from the open file.
     pub(crate) len: u64,
+    /// The same as a `Content-Length` value, made once for the answers of the whole file.
+    pub(crate) content_length: HeaderValue,
     /// `ETag` and `Last-Modified`, worked out once.
     pub(crate) validators: Validators,
     /// The content coding of a variant; `None` for the original.
@@ -231,5 +234,93 @@ impl FileCache {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.as_ref().map_or(0, |c| c.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(data: &'static [u8]) -> Arc<Entry> {
+        let variant = Variant {
+            data: Some(Bytes::from_static(data)),
+            file: None,
+            len: data.len() as u64,
+            content_length: HeaderValue::from(data.len()),
+            validators: Validators::of(data.len() as u64, None, None),
+            encoding: None,
+        };
+        Arc::new(Entry {
+            checked: Instant::now(),
+            outcome: Outcome::File(Resolved {
+                original: variant,
+                brotli: None,
+                gzip: None,
+                content_type: "text/plain",
+            }),
+        })
+    }
+
+    #[test]
+    fn entries_are_weighed_by_contents_and_key() {
+        let entry = file(b"0123456789");
+        assert_eq!(
+            Weight.weight(&"a.txt".into(), &entry),
+            ENTRY_WEIGHT + 5 + 10
+        );
+        let redirect = Arc::new(Entry {
+            checked: Instant::now(),
+            outcome: Outcome::Redirect,
+        });
+        assert_eq!(Weight.weight(&"dir".into(), &redirect), ENTRY_WEIGHT + 3);
+    }
+
+    #[test]
+    fn an_entry_is_fresh_until_the_bound_and_never_when_off() {
+        let cache = FileCache::new(CacheOptions::default());
+        cache.insert("/a", file(b"a"));
+        assert!(cache.fresh("/a").is_some());
+        assert_eq!(cache.len(), 1);
+        let old = Arc::new(Entry {
+            checked: Instant::now() - Duration::from_secs(2),
+            outcome: Outcome::Redirect,
+        });
+        cache.insert("/old", old);
+        assert!(cache.fresh("/old").is_none(), "past 1 s");
+        cache.remove("/a");
+        assert!(cache.fresh("/a").is_none());
+
+        for off in [
+            CacheOptions {
+                size: 0,
+                ..CacheOptions::default()
+            },
+            CacheOptions {
+                revalidate_after: Duration::ZERO,
+                ..CacheOptions::default()
+            },
+        ] {
+            let cache = FileCache::new(off);
+            cache.insert("/a", file(b"a"));
+            assert!(cache.fresh("/a").is_none());
+            assert_eq!(cache.len(), 0);
+        }
+    }
+
+    #[test]
+    fn the_budget_bounds_what_is_held() {
+        let cache = FileCache::new(CacheOptions {
+            size: 64 * 1024,
+            ..CacheOptions::default()
+        });
+        static DATA: [u8; 4096] = [7; 4096];
+        for i in 0..100 {
+            cache.insert(&format!("/f{i}"), file(&DATA));
+        }
+        let held = cache.len() as u64;
+        assert!(
+            held > 0 && held * (4096 + ENTRY_WEIGHT) <= 64 * 1024,
+            "{held}"
+        );
     }
 }

@@ -319,7 +319,11 @@ impl StaticFiles {
             header::CONTENT_TYPE,
             HeaderValue::from_static(resolved.content_type),
         );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        let content_length = match count == len {
+            true => chosen.content_length.clone(),
+            false => HeaderValue::from(count),
+        };
+        h.insert(header::CONTENT_LENGTH, content_length);
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         if let Some(encoding) = chosen.encoding {
             h.insert(
@@ -552,6 +556,7 @@ fn variant(
         data,
         file,
         len,
+        content_length: HeaderValue::from(len),
         validators,
         encoding,
     })
