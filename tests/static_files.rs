@@ -292,6 +292,12 @@ async fn large_files_go_out_with_sendfile_on_plain_http1() {
     assert!(r.body[..] == data[1000..=2_000_000], "the range differs");
     // A small file on the same connection comes from memory, after the file regions.
     assert_eq!(c.get("/a.txt").await.text(), "one");
+    // A middling file is held in memory and open: here it goes out with sendfile too.
+    std::fs::write(site.root.join("mid.bin"), &data[..100_000]).unwrap();
+    for _ in 0..2 {
+        let r = c.get("/mid.bin").await;
+        assert!(r.body[..] == data[..100_000], "the middling body differs");
+    }
 
     let sent: u64 = t
         .events
@@ -300,7 +306,7 @@ async fn large_files_go_out_with_sendfile_on_plain_http1() {
         .filter(|e| e.kind == EventKind::Sendfile)
         .map(|e| e.bytes.unwrap_or(0))
         .sum();
-    let expected = 2 * data.len() as u64 + 2_000_000 - 1000 + 1;
+    let expected = 2 * data.len() as u64 + 2_000_000 - 1000 + 1 + 2 * 100_000;
     assert_eq!(sent, expected, "bytes sent with sendfile");
     assert!(t.events.count(EventKind::Sendfile) >= 3);
 }
@@ -317,6 +323,16 @@ async fn large_files_are_whole_over_h2c_and_tls_without_sendfile() {
         .send(req2(Method::GET, "/big.bin").body(Full::default()).unwrap())
         .await;
     assert!(r.body[..] == data[..], "h2c: the body differs");
+    std::fs::write(site.root.join("mid.bin"), &data[..100_000]).unwrap();
+    for _ in 0..2 {
+        let r = h2
+            .send(req2(Method::GET, "/mid.bin").body(Full::default()).unwrap())
+            .await;
+        assert!(
+            r.body[..] == data[..100_000],
+            "h2c: the middling body differs"
+        );
+    }
 
     let pki = Pki::new();
     let tls = TlsOptions {
@@ -343,6 +359,11 @@ async fn large_files_are_whole_over_h2c_and_tls_without_sendfile() {
     for _ in 0..2 {
         let r = c.get("/big.bin").await;
         assert!(r.body[..] == data[..], "TLS: the body differs");
+        let r = c.get("/mid.bin").await;
+        assert!(
+            r.body[..] == data[..100_000],
+            "TLS: the middling body differs"
+        );
     }
     assert_eq!(t.events.count(EventKind::Sendfile), 0);
     assert_eq!(secure.events.count(EventKind::Sendfile), 0);

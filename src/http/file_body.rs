@@ -39,6 +39,9 @@ enum Kind {
     Empty,
     /// One non-empty buffer, sent as a single frame.
     Bytes(Bytes),
+    /// A file region whose bytes are also in memory: sent with `sendfile` where the
+    /// connection allows, as one frame from memory otherwise.
+    Held(Bytes, Region),
     /// A file region, read through memory.
     Read(FileRead),
     /// A file region sent by the kernel: placeholder frames, the regions noted in the queue.
@@ -103,14 +106,38 @@ impl FileBody {
         }
     }
 
+    /// A body of `bytes`, which are also the `bytes.len()` bytes of `file` from `offset`.
+    pub(crate) fn held(bytes: Bytes, file: Arc<File>, offset: u64) -> Self {
+        if bytes.is_empty() {
+            return FileBody::empty();
+        }
+        let remaining = bytes.len() as u64;
+        FileBody {
+            kind: Kind::Held(
+                bytes,
+                Region {
+                    file,
+                    offset,
+                    remaining,
+                },
+            ),
+        }
+    }
+
     /// Sends a file region that has not started with `sendfile`, through `queue`, the
     /// connection's.
     pub(crate) fn zero_copy(&mut self, queue: &Arc<ZeroCopy>) {
-        if let Kind::Read(read) = &self.kind {
-            if read.reading.is_none() {
-                if let Kind::Read(read) = std::mem::replace(&mut self.kind, Kind::Empty) {
-                    self.kind = Kind::Send(read.region, queue.clone());
+        let unstarted = match &self.kind {
+            Kind::Read(read) => read.reading.is_none(),
+            Kind::Held(..) => true,
+            _ => false,
+        };
+        if unstarted {
+            match std::mem::replace(&mut self.kind, Kind::Empty) {
+                Kind::Read(FileRead { region, .. }) | Kind::Held(_, region) => {
+                    self.kind = Kind::Send(region, queue.clone());
                 }
+                other => self.kind = other,
             }
         }
     }
@@ -128,7 +155,7 @@ impl FileBody {
     fn remaining(&self) -> u64 {
         match &self.kind {
             Kind::Empty => 0,
-            Kind::Bytes(b) => b.len() as u64,
+            Kind::Bytes(b) | Kind::Held(b, _) => b.len() as u64,
             Kind::Read(r) => r.region.remaining,
             Kind::Send(r, _) => r.remaining,
         }
@@ -140,6 +167,7 @@ impl fmt::Debug for FileBody {
         let kind = match self.kind {
             Kind::Empty => "empty",
             Kind::Bytes(_) => "bytes",
+            Kind::Held(..) => "held",
             Kind::Read(_) => "read",
             Kind::Send(..) => "sendfile",
         };
@@ -161,8 +189,9 @@ impl Body for FileBody {
         let this = self.get_mut();
         match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
-            Kind::Bytes(_) => match std::mem::replace(&mut this.kind, Kind::Empty) {
-                Kind::Bytes(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Kind::Bytes(_) | Kind::Held(..) => match std::mem::replace(&mut this.kind, Kind::Empty)
+            {
+                Kind::Bytes(b) | Kind::Held(b, _) => Poll::Ready(Some(Ok(Frame::data(b)))),
                 _ => Poll::Ready(None),
             },
             Kind::Read(read) => {

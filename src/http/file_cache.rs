@@ -16,8 +16,8 @@
 //! Budget: [`CacheOptions::size`] (64 MiB by default) bounds the weight of the entries: the
 //! contents held, plus [`DESCRIPTOR_WEIGHT`] for each file held open (so the default holds at
 //! most 1,024 descriptors), plus the key and a fixed overhead. Files up to
-//! [`CacheOptions::content_max`] (256 KiB) are held in memory; larger ones are held open and
-//! sent from the descriptor. Entries past the budget are evicted by `quick_cache`'s
+//! [`CacheOptions::content_max`] (256 KiB) are held in memory; files over [`SENDFILE_MIN`]
+//! (64 KiB) are also held open, and sent from the descriptor where `sendfile` can be used. Entries past the budget are evicted by `quick_cache`'s
 //! CLOCK-Pro policy, which keeps often-asked entries over a scan of paths asked once.
 //! Paths that lead nowhere (404) and failures are never cached.
 
@@ -38,6 +38,11 @@ use super::encoding::Encoding;
 /// The weight of a file held open: 64 KiB, so a budget of 64 MiB holds at most 1,024
 /// descriptors even when every entry holds one.
 pub(crate) const DESCRIPTOR_WEIGHT: u64 = 64 * 1024;
+
+/// Files larger than this are held open, also when their contents are held: on a plain
+/// HTTP/1 connection `sendfile` spares the copy from memory to the socket, which for a
+/// 100 KB file costs more than the extra system call (64 KiB).
+pub(crate) const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// The weight of an entry beyond its key and contents: the structures around them.
 const ENTRY_WEIGHT: u64 = 512;
@@ -81,9 +86,10 @@ impl CacheOptions {
 
 /// A file as it was found: the original or a precompressed variant.
 pub(crate) struct Variant {
-    /// Its contents, for a file up to `content_max`; otherwise `None` and `file` is set.
+    /// Its contents, for a file up to `content_max`.
     pub(crate) data: Option<Bytes>,
-    /// The open file, for one larger than `content_max`.
+    /// The open file, for one larger than [`SENDFILE_MIN`]: sent from it with `sendfile`
+    /// where the connection allows, read from it when its contents are not held.
     pub(crate) file: Option<Arc<File>>,
     /// Its length, from the open file.
     pub(crate) len: u64,
@@ -125,10 +131,9 @@ impl Resolved {
         ]
         .into_iter()
         .flatten()
-        .map(|v| match (&v.data, &v.file) {
-            (Some(data), _) => data.len() as u64,
-            (None, Some(_)) => DESCRIPTOR_WEIGHT,
-            (None, None) => 0,
+        .map(|v| {
+            let data = v.data.as_ref().map_or(0, |d| d.len() as u64);
+            data + v.file.as_ref().map_or(0, |_| DESCRIPTOR_WEIGHT)
         })
         .sum()
     }

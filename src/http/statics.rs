@@ -19,7 +19,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use super::conditional::{parse_range, Precondition, Span, Validators};
 use super::encoding::{Encoding, Encodings};
 use super::file_body::FileBody;
-use super::file_cache::{CacheOptions, Entry, FileCache, Outcome, Resolved, Variant};
+use super::file_cache::{CacheOptions, Entry, FileCache, Outcome, Resolved, Variant, SENDFILE_MIN};
 use super::mime;
 use crate::telemetry::budget::{Clock, LogBudget, Suppressed};
 use crate::telemetry::FailureLogBudget;
@@ -87,16 +87,16 @@ const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'?').add(b'#');
 ///   modification time in nanoseconds, in hex (`"1a2b-17f3c0e8d4a1b2c0"`). `If-None-Match`
 ///   uses weak comparison, `If-Match` and `If-Range` strong; dates compare to the second.
 ///   A `304` carries `ETag`, `Last-Modified` and `Vary`, and no body.
-/// - Bodies: a file of up to 256 KiB ([`CacheOptions::content_max`]) is read into memory
-///   once and sent from there; a larger one is sent from the open file: with `sendfile(2)`
-///   on a plain-TCP HTTP/1 connection (counted as a
-///   [`Sendfile`](crate::telemetry::EventKind::Sendfile) event), otherwise read in 64 KiB
-///   chunks. `Content-Length` is always set.
+/// - Bodies: on a plain-TCP HTTP/1 connection, a file over 64 KiB is sent from the open file
+///   with `sendfile(2)` (each call a [`Sendfile`](crate::telemetry::EventKind::Sendfile)
+///   event), a smaller one from memory. On TLS and HTTP/2 connections, a file of up to
+///   256 KiB ([`CacheOptions::content_max`]) is sent from memory, a larger one read from the
+///   open file in 64 KiB chunks. `Content-Length` is always set.
 ///
 /// What was found on disk is cached (see [`CacheOptions`] and [`StaticFiles::cache`]):
 ///
-/// - Per raw request path: a file with its variants, validators, and either its contents
-///   (up to 256 KiB) or its open descriptor, or a directory redirect. A request for a cached
+/// - Per raw request path: a file with its variants, validators, its contents (up to
+///   256 KiB) and its open descriptor (over 64 KiB), or a directory redirect. A request for a cached
 ///   path is answered on its connection's task with no file-system call. Paths that lead
 ///   nowhere and failures are not cached.
 /// - Freshness: an entry is trusted for [`CacheOptions::revalidate_after`] (default 1 s)
@@ -305,9 +305,15 @@ impl StaticFiles {
         let body = match (&chosen.data, &chosen.file) {
             _ if head || count == 0 => FileBody::empty(),
             // The span lies within the length, which is the held contents' length.
-            (Some(data), _) => {
+            (Some(data), None) => {
                 FileBody::bytes(data.slice(start as usize..(start + count) as usize))
             }
+            // Also open: sent from the file where `sendfile` can be, from memory elsewhere.
+            (Some(data), Some(file)) => FileBody::held(
+                data.slice(start as usize..(start + count) as usize),
+                file.clone(),
+                start,
+            ),
             (None, Some(file)) => FileBody::region(file.clone(), start, count),
             (None, None) => FileBody::empty(),
         };
@@ -542,16 +548,17 @@ fn variant(
 ) -> io::Result<Variant> {
     let len = meta.len();
     let validators = Validators::of(len, meta.modified().ok(), encoding);
-    let (data, file) = match usize::try_from(len) {
+    let data = match usize::try_from(len) {
         Ok(small) if len <= content_max => {
             let mut buf = vec![0; small];
             // A file that shrank since its length was read fails here rather than sending
             // fewer bytes than Content-Length promises.
             file.read_exact(&mut buf)?;
-            (Some(Bytes::from(buf)), None)
+            Some(Bytes::from(buf))
         }
-        _ => (None, Some(Arc::new(file))),
+        _ => None,
     };
+    let file = (data.is_none() || len > SENDFILE_MIN).then(|| Arc::new(file));
     Ok(Variant {
         data,
         file,
