@@ -64,6 +64,7 @@ type Reading = Pin<Box<dyn Future<Output = io::Result<io::Result<Bytes>>> + Send
 
 /// A file region being read chunk by chunk.
 struct FileRead {
+    /// What is left to read.
     region: Region,
     /// The read in progress on the blocking pool (waiting for its turn, first).
     reading: Option<Reading>,

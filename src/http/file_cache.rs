@@ -151,6 +151,7 @@ pub(crate) enum Outcome {
 pub(crate) struct Entry {
     /// When the file system was asked.
     pub(crate) checked: Instant,
+    /// What the path led to then.
     pub(crate) outcome: Outcome,
 }
 
@@ -186,8 +187,9 @@ impl Weighter<Box<str>, Arc<Entry>> for Weight {
 /// Outcomes by raw request path, within the budget. Shared by the clones of a
 /// `StaticFiles`.
 pub(crate) struct FileCache {
-    /// `None` when caching is off.
+    /// The entries by raw request path; `None` when caching is off.
     entries: Option<Cache<Box<str>, Arc<Entry>, Weight>>,
+    /// The budget and the freshness bound.
     options: CacheOptions,
 }
 
@@ -201,6 +203,7 @@ impl fmt::Debug for FileCache {
 }
 
 impl FileCache {
+    /// An empty cache within `options`.
     pub(crate) fn new(options: CacheOptions) -> FileCache {
         let entries = options.enabled().then(|| {
             // The estimate sizes the table up front: entries of small files, roughly.
@@ -210,6 +213,7 @@ impl FileCache {
         FileCache { entries, options }
     }
 
+    /// The budget and the freshness bound.
     pub(crate) fn options(&self) -> CacheOptions {
         self.options
     }

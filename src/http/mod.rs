@@ -41,7 +41,11 @@
 //! - `statics`, `mime`, `statics_endpoint`: [`StaticFiles`], and a directory as a route.
 //! - `encoding`, `conditional`: what a static file request negotiates: the precompressed
 //!   variant, and the validators, preconditions and byte range.
-//! - `file_body`: [`FileBody`], a file's response body, streamed in chunks.
+//! - `file_body`: [`FileBody`], a file's response body: in memory, sent with `sendfile`, or
+//!   read in chunks.
+//! - `file_cache`: what [`StaticFiles`] remembers between requests ([`CacheOptions`]: budget
+//!   and freshness bound); `file_work`: the bound on blocking-pool threads doing file work.
+//! - `zero_copy`: a file region sent with `sendfile` in the middle of what hyper writes.
 //! - `handlers`, `router`: [`Handlers`] (hosts and their resources) compiled to routes.
 //! - `options`: [`HttpOptions`], each with its default.
 //! - `activity`, `service`, `conn`: one connection: its timeouts, the per-request service,

@@ -45,6 +45,7 @@ const MAX_SENDFILE: usize = 1 << 30;
 /// A file region waiting to be sent in place of a placeholder.
 #[derive(Debug)]
 struct Region {
+    /// The file, shared with the body and the cache; only sent from with an offset.
     file: Arc<File>,
     /// Where the region starts in the file.
     offset: u64,
@@ -165,6 +166,7 @@ fn is_placeholder(buf: &[u8]) -> bool {
     !buf.is_empty() && at >= start && at < start + PLACEHOLDER_LEN
 }
 
+/// The error that fails a connection whose placeholders and regions disagree (a bug).
 fn mismatch() -> io::Error {
     io::Error::other("a file region and its place in the response disagree")
 }
