@@ -140,6 +140,9 @@ impl Resolved {
 }
 
 /// What a request path leads to, when worth remembering.
+// Boxing the file would add an allocation per entry for nothing: an entry lives in an `Arc`,
+// and redirects are few.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Outcome {
     /// A directory asked for without its trailing slash: `301`.
     Redirect,

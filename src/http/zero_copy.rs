@@ -221,6 +221,6 @@ mod tests {
         assert!(is_placeholder(&frame[9..]));
         assert!(!is_placeholder(&frame[10..]));
         assert!(!is_placeholder(b"0000000000"));
-        assert!(!is_placeholder(&vec![0u8; 10]));
+        assert!(!is_placeholder(&[0u8; 10]));
     }
 }
