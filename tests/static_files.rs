@@ -298,6 +298,19 @@ async fn large_files_go_out_with_sendfile_on_plain_http1() {
         let r = c.get("/mid.bin").await;
         assert!(r.body[..] == data[..100_000], "the middling body differs");
     }
+    let r = c
+        .send(
+            req(Method::GET, "/mid.bin")
+                .header("range", "bytes=70000-")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert!(
+        r.body[..] == data[70_000..100_000],
+        "the middling range differs"
+    );
 
     let sent: u64 = t
         .events
@@ -306,7 +319,7 @@ async fn large_files_go_out_with_sendfile_on_plain_http1() {
         .filter(|e| e.kind == EventKind::Sendfile)
         .map(|e| e.bytes.unwrap_or(0))
         .sum();
-    let expected = 2 * data.len() as u64 + 2_000_000 - 1000 + 1 + 2 * 100_000;
+    let expected = 2 * data.len() as u64 + 2_000_000 - 1000 + 1 + 2 * 100_000 + 30_000;
     assert_eq!(sent, expected, "bytes sent with sendfile");
     assert!(t.events.count(EventKind::Sendfile) >= 3);
 }
