@@ -444,3 +444,41 @@ async fn static_cache_is_read_from_a_listener_table() {
     site.replace("a.txt", "two");
     assert_eq!(get(&t, "/a.txt").await.text(), "two");
 }
+
+#[tokio::test]
+async fn pipelined_requests_get_their_files_in_order() {
+    let site = Site::new();
+    let data = big();
+    std::fs::write(site.root.join("big.bin"), &data).unwrap();
+    std::fs::write(site.root.join("mid.bin"), &data[..100_000]).unwrap();
+    let t = serve(&site.root, Duration::from_secs(3600));
+    let mut s = within("connect", TcpStream::connect(t.addr()))
+        .await
+        .unwrap();
+    // Three requests in one write: two file regions with a small file between them.
+    let three = "GET /big.bin HTTP/1.1\r\nhost: a\r\n\r\n\
+                 GET /a.txt HTTP/1.1\r\nhost: a\r\n\r\n\
+                 GET /mid.bin HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n";
+    s.write_all(three.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    within("three answers", s.read_to_end(&mut out))
+        .await
+        .unwrap();
+    let mut rest = &out[..];
+    for body in [&data[..], b"one", &data[..100_000]] {
+        assert!(rest.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        let head = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(rest[head..].starts_with(body), "a body differs");
+        rest = &rest[head + body.len()..];
+    }
+    assert!(rest.is_empty(), "{} bytes too many", rest.len());
+    assert_eq!(
+        t.events
+            .all()
+            .iter()
+            .filter(|e| e.kind == EventKind::Sendfile)
+            .map(|e| e.bytes.unwrap_or(0))
+            .sum::<u64>(),
+        data.len() as u64 + 100_000
+    );
+}
