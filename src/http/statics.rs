@@ -320,6 +320,8 @@ impl StaticFiles {
 
         let mut response = Response::new(body);
         *response.status_mut() = status;
+        // Room for the seven headers (HTTP/2 adds `Date` to the map) without growing it.
+        *response.headers_mut() = HeaderMap::with_capacity(8);
         let h = response.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
