@@ -13,6 +13,8 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::options::HttpOptions;
+use super::zero_copy::ZeroCopy;
+use crate::socket::Socket;
 use crate::telemetry::failure_log::FailureLogs;
 
 /// `head_since` when a head began but no time is noted yet.
@@ -53,6 +55,9 @@ pub(crate) struct Activity {
     /// Bytes read with no request in the service since the last one reached it: the
     /// pending request head's, at most (only the connection's task reads and writes it).
     head_bytes: AtomicUsize,
+    /// The file regions its socket sends with `sendfile`, on a connection that can
+    /// ([`zero_copy`](super::zero_copy)); `None` elsewhere.
+    zero_copy: Option<Arc<ZeroCopy>>,
 }
 
 /// What the timer found.
@@ -92,7 +97,20 @@ impl Activity {
             body_open: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
             head_bytes: AtomicUsize::new(0),
+            zero_copy: None,
         }
+    }
+
+    /// Lets this connection's file bodies go out with `sendfile`: only for connections whose
+    /// writes all reach [`Watched`]'s vectored write (plain TCP, HTTP/1, vectored writes).
+    pub(crate) fn with_zero_copy(mut self) -> Activity {
+        self.zero_copy = Some(Arc::default());
+        self
+    }
+
+    /// Where this connection's file bodies note their regions, if they may.
+    pub(crate) fn zero_copy(&self) -> Option<&Arc<ZeroCopy>> {
+        self.zero_copy.as_ref()
     }
 
     /// A kept-alive connection handed over by the process before this one: it waits for its
@@ -374,7 +392,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+impl AsyncWrite for Watched<Socket> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -391,7 +409,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let polled = match &this.activity.zero_copy {
+            Some(files) if files.is_pending() => files.poll_write(&mut this.inner, cx, bufs),
+            _ => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        };
         this.noted(polled)
     }
 

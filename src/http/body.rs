@@ -48,20 +48,29 @@ impl Body {
         Body(Kind::Boxed(body.map_err(Into::into).boxed_unsync(), None))
     }
 
-    /// Counts this body on `activity` until it is dropped, if it streams.
+    /// Counts this body on `activity` until it is dropped, if it streams; a file region goes
+    /// out with `sendfile` if the connection allows.
     pub(crate) fn watch(&mut self, activity: &Arc<Activity>) {
         match &mut self.0 {
             Kind::Full(_) => {}
-            Kind::File(_, watch) | Kind::Boxed(_, watch) => {
+            Kind::File(body, watch) => {
                 *watch = Some(Streaming::new(activity));
+                if let Some(queue) = activity.zero_copy() {
+                    body.zero_copy(queue);
+                }
             }
+            Kind::Boxed(_, watch) => *watch = Some(Streaming::new(activity)),
         }
     }
 }
 
 impl From<FileBody> for Body {
     fn from(body: FileBody) -> Body {
-        Body(Kind::File(Box::new(body), None))
+        // A file's contents already in memory are a plain body: no box, nothing streams.
+        match body.into_bytes() {
+            Ok(bytes) => Body(Kind::Full(bytes)),
+            Err(body) => Body(Kind::File(Box::new(body), None)),
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub(crate) struct Validators {
     /// Strong in practice: a change that keeps both the size and the nanosecond mtime is
     /// vanishingly rare, and a variant never shares the original's tag.
     etag: String,
+    /// The same as a header value, made once.
+    etag_value: Option<HeaderValue>,
     /// The modification time in whole seconds since the epoch, when there is one.
     modified: Option<u64>,
     /// `Last-Modified`, when the time can be written as an HTTP date.
@@ -63,8 +65,12 @@ impl Validators {
             }
             _ => None,
         };
+        // The tag is hex digits and a coding name, which a header always holds; were it not,
+        // leaving the header out would beat failing the response.
+        let etag_value = HeaderValue::from_str(&etag).ok();
         Validators {
             etag,
+            etag_value,
             modified,
             last_modified,
         }
@@ -166,10 +172,8 @@ impl Validators {
 
     /// Adds `ETag`, `Last-Modified` and `Vary` to a response for this file.
     pub(crate) fn write(&self, headers: &mut HeaderMap) {
-        // The tag is hex digits and a coding name, which a header always holds; were it not,
-        // leaving the header out would beat failing the response.
-        if let Ok(etag) = HeaderValue::from_str(&self.etag) {
-            headers.insert(header::ETAG, etag);
+        if let Some(etag) = &self.etag_value {
+            headers.insert(header::ETAG, etag.clone());
         }
         if let Some(last_modified) = &self.last_modified {
             headers.insert(header::LAST_MODIFIED, last_modified.clone());

@@ -120,8 +120,18 @@ pub(crate) async fn serve(
         }
         None => (false, Activity::new(), Bytes::new()),
     };
-    let movable = !h2 && !socket.is_secure() && socket.tcp_stream().is_some();
-    let activity = Arc::new(activity.with_failure_logs(socket.conn.shared.failure_logs.clone()));
+    let plain_tcp = !socket.is_secure() && socket.tcp_stream().is_some();
+    let movable = !h2 && plain_tcp;
+    let vectored = opts
+        .vectored_writes
+        .unwrap_or_else(|| http.routes.load().serves_files());
+    let mut activity = activity.with_failure_logs(socket.conn.shared.failure_logs.clone());
+    // hyper's vectored strategy hands a body's frames to the socket uncopied, which is what
+    // lets a file region stand in for its bytes (see `zero_copy`).
+    if movable && vectored {
+        activity = activity.with_zero_copy();
+    }
+    let activity = Arc::new(activity);
     let service = HttpService::new(
         http.clone(),
         activity.clone(),
@@ -149,9 +159,6 @@ pub(crate) async fn serve(
     let mut conn = if h2 {
         Conn::H2(Box::pin(http.h2.serve_connection(io, service)))
     } else {
-        let vectored = opts
-            .vectored_writes
-            .unwrap_or_else(|| http.routes.load().serves_files());
         let h1 = if vectored {
             &http.h1_vectored
         } else {

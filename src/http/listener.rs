@@ -238,7 +238,8 @@ impl HttpListener {
             Some(dir) => Some(
                 StaticFiles::new(dir)
                     .map_err(|e| config(format!("static_dir `{}`: {e}", dir.display())))?
-                    .failure_log_budget(self.telemetry.failure_log_budget()),
+                    .failure_log_budget(self.telemetry.failure_log_budget())
+                    .cache(self.http.static_cache),
             ),
         };
         let router = Router::build(&self.handlers, static_dir.as_ref())

@@ -41,7 +41,11 @@
 //! - `statics`, `mime`, `statics_endpoint`: [`StaticFiles`], and a directory as a route.
 //! - `encoding`, `conditional`: what a static file request negotiates: the precompressed
 //!   variant, and the validators, preconditions and byte range.
-//! - `file_body`: [`FileBody`], a file's response body, streamed in chunks.
+//! - `file_body`: [`FileBody`], a file's response body: in memory, sent with `sendfile`, or
+//!   read in chunks.
+//! - `file_cache`: what [`StaticFiles`] remembers between requests ([`CacheOptions`]: budget
+//!   and freshness bound); `file_work`: the bound on blocking-pool threads doing file work.
+//! - `zero_copy`: a file region sent with `sendfile` in the middle of what hyper writes.
 //! - `handlers`, `router`: [`Handlers`] (hosts and their resources) compiled to routes.
 //! - `options`: [`HttpOptions`], each with its default.
 //! - `activity`, `service`, `conn`: one connection: its timeouts, the per-request service,
@@ -64,6 +68,8 @@ mod dispatch;
 mod encoding;
 mod fault;
 mod file_body;
+mod file_cache;
+mod file_work;
 mod handlers;
 pub(crate) mod handoff;
 mod host;
@@ -81,12 +87,14 @@ mod service;
 mod statics;
 mod statics_endpoint;
 mod upgrade;
+mod zero_copy;
 
 pub use admin::{install_admin, Admin, Metrics, Readiness, DEFAULT_ADMIN_PORT, DURATION_BUCKETS};
 pub use body::Body;
 pub use builtin::{Health, Listeners};
 pub use catalogue::{install, Catalogue, Params};
 pub use file_body::FileBody;
+pub use file_cache::CacheOptions;
 pub use handlers::{Handlers, RequestBody};
 pub use listener::HttpListener;
 pub use options::{HttpOptions, DEFAULT_HTTP_PORT, DEFAULT_MAX_HEADERS, MAX_TIMEOUT};

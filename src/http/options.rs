@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::file_cache::CacheOptions;
+
 /// An HTTP listener's own settings. The socket server's ([`ServerOptions`](crate::ServerOptions))
 /// apply too: acceptors, limits, TLS, shutdown timeout.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +49,11 @@ pub struct HttpOptions {
     /// (index.html for `/`). Absolute, or relative to the config file's folder (the app's
     /// priv dir). Default is none.
     pub static_dir: Option<PathBuf>,
+    /// How `static_dir` caches what it finds on disk: the budget, and how long an entry is
+    /// trusted before the file is checked again (the bound on serving a changed file as it
+    /// was). Default is [`CacheOptions::default()`]: 64 MiB, 1 s, contents held for files up
+    /// to 256 KiB.
+    pub static_cache: CacheOptions,
     /// How long a stopping listener takes to send its keep-alive clients away. Each
     /// connection gets its own moment within this window, spread evenly; from then on its
     /// answers say `connection: close` (HTTP/2: GOAWAY). Clients then reconnect a few at a
@@ -91,6 +98,7 @@ impl Default for HttpOptions {
             body_read_timeout: Duration::from_secs(30),
             http2: true,
             static_dir: None,
+            static_cache: CacheOptions::default(),
             drain_spread: Duration::ZERO,
             vectored_writes: None,
         }

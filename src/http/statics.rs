@@ -1,14 +1,16 @@
 //! Serving the files under one directory: path safety, finding and opening the file, and the
 //! responses. [`StaticFiles`] documents the behaviour; the content codings it negotiates are in
-//! `encoding`, validators, preconditions and ranges in `conditional`, and the response body
-//! type is [`FileBody`].
+//! `encoding`, validators, preconditions and ranges in `conditional`, what it remembers
+//! between requests in `file_cache`, and the response body type is [`FileBody`].
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Instant;
+
+use bytes::Bytes;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -16,7 +18,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 
 use super::conditional::{parse_range, Precondition, Span, Validators};
 use super::encoding::{Encoding, Encodings};
-use super::file_body::{FileBody, CHUNK};
+use super::file_body::FileBody;
+use super::file_cache::{CacheOptions, Entry, FileCache, Outcome, Resolved, Variant, SENDFILE_MIN};
 use super::mime;
 use crate::telemetry::budget::{Clock, LogBudget, Suppressed};
 use crate::telemetry::FailureLogBudget;
@@ -84,8 +87,31 @@ const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'?').add(b'#');
 ///   modification time in nanoseconds, in hex (`"1a2b-17f3c0e8d4a1b2c0"`). `If-None-Match`
 ///   uses weak comparison, `If-Match` and `If-Range` strong; dates compare to the second.
 ///   A `304` carries `ETag`, `Last-Modified` and `Vary`, and no body.
-/// - Bodies: a region of up to 64 KiB is read into memory at once, a larger one is streamed
-///   in 64 KiB chunks; `Content-Length` is always set.
+/// - Bodies: on a plain-TCP HTTP/1 connection, a file over 64 KiB is sent from the open file
+///   with `sendfile(2)` (each call a [`Sendfile`](crate::telemetry::EventKind::Sendfile)
+///   event), a smaller one from memory. On TLS and HTTP/2 connections, a file of up to
+///   256 KiB ([`CacheOptions::content_max`]) is sent from memory, a larger one read from the
+///   open file in 64 KiB chunks. `Content-Length` is always set.
+///
+/// What was found on disk is cached (see [`CacheOptions`] and [`StaticFiles::cache`]):
+///
+/// - Per raw request path: a file with its variants, validators, its contents (up to
+///   256 KiB) and its open descriptor (over 64 KiB), or a directory redirect. A request for a cached
+///   path is answered on its connection's task with no file-system call. Paths that lead
+///   nowhere and failures are not cached.
+/// - Freshness: an entry is trusted for [`CacheOptions::revalidate_after`] (default 1 s)
+///   after the file system was asked; the next request resolves the path again, with every
+///   check above. A file changed, added or removed on disk, or a link swapped, is served as it
+///   now is at most that long after the change. Until then the entry serves what was checked,
+///   from memory or from the descriptor opened then: never anything outside the root. A file
+///   rewritten in place within the bound may be sent with its old length and validators
+///   (a shorter file then ends the response with an error).
+/// - Budget: [`CacheOptions::size`] (default 64 MiB) counts the contents held, 64 KiB per
+///   descriptor held (so at most 1,024 by default), and the keys; past it, entries are
+///   evicted (CLOCK-Pro: often-asked paths stay over a scan of paths asked once).
+/// - Threads: a cached path uses none but the connection's; resolving an uncached path, and
+///   reading a large file through memory, run on tokio's blocking pool, at most 16 at once
+///   process-wide.
 ///
 /// Choices worth knowing:
 ///
@@ -102,7 +128,8 @@ const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'?').add(b'#');
 ///   [`failure_log_budget`](StaticFiles::failure_log_budget), 10 lines per 10 s by
 ///   default), then one line with how many more there were.
 /// - The file system under the root is trusted not to be rearranged by an attacker *during* a
-///   request: the check is made on the canonical path, which is then opened.
+///   request: the check is made on the canonical path, which is then opened. A change after
+///   it is seen within the freshness bound.
 #[derive(Debug, Clone)]
 pub struct StaticFiles {
     /// The canonical root, resolved once in [`StaticFiles::new`]. Every file served has a
@@ -110,6 +137,8 @@ pub struct StaticFiles {
     root: Arc<Path>,
     /// The log budget of the files that could not be opened, shared by the clones.
     failures: Arc<OpenFailures>,
+    /// What was found on disk for recent request paths, shared by the clones.
+    cache: Arc<FileCache>,
 }
 
 /// Counts the requests answered 403 or 500 because of the file system, for their log lines.
@@ -166,7 +195,17 @@ impl StaticFiles {
                 clock: Clock::new(),
                 budget: LogBudget::default(),
             }),
+            cache: Arc::new(FileCache::new(CacheOptions::default())),
         })
+    }
+
+    /// Caches what is found on disk as `options` say (the clones made before keep the old
+    /// cache). Default is [`CacheOptions::default()`]: 64 MiB, each entry trusted for 1 s,
+    /// contents held for files up to 256 KiB.
+    #[must_use]
+    pub fn cache(mut self, options: CacheOptions) -> StaticFiles {
+        self.cache = Arc::new(FileCache::new(options));
+        self
     }
 
     /// Logs the files that could not be opened within `budget`, with counts of its own (the
@@ -211,12 +250,6 @@ impl StaticFiles {
             Method::HEAD => true,
             _ => return method_not_allowed(),
         };
-        let Some(request) = RequestPath::parse(path) else {
-            return empty(StatusCode::NOT_FOUND);
-        };
-        if self.root.as_os_str().len() + request.relative.as_os_str().len() >= MAX_PATH {
-            return empty(StatusCode::NOT_FOUND);
-        }
         // Range is only defined for GET (RFC 9110 §14.2); a HEAD request with one gets the
         // headers of the full response.
         let range = if head {
@@ -233,29 +266,32 @@ impl StaticFiles {
             Encodings::accepted(headers)
         };
 
-        // Resolving, choosing a variant, opening and reading metadata are all blocking calls;
-        // one trip to the blocking pool does them all.
-        let root = Arc::clone(&self.root);
-        let opening = move || {
-            let found = open(&root, &request, encodings);
-            (request, found)
+        // A path checked within the freshness bound is answered from what was found then,
+        // here on the connection's task; any other goes to the blocking pool once.
+        let entry = match self.cache.fresh(path) {
+            Some(entry) => entry,
+            None => match self.load(path).await {
+                Ok(entry) => entry,
+                Err(response) => return response,
+            },
         };
-        let (request, opened) = match tokio::task::spawn_blocking(opening).await {
-            Ok((request, Ok(Found::File(opened)))) => (request, opened),
-            Ok((_, Ok(Found::Directory))) => return redirect(path),
-            Ok((_, Ok(Found::Nothing))) => return empty(StatusCode::NOT_FOUND),
-            Ok((request, Err(e))) => return self.failed(&request.relative, &e),
-            Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
+        let resolved = match &entry.outcome {
+            Outcome::Redirect => return redirect(path),
+            Outcome::File(resolved) => resolved,
         };
+        let chosen = encodings
+            .iter()
+            .find_map(|encoding| resolved.variant(encoding))
+            .unwrap_or(&resolved.original);
 
-        let validators = Validators::of(opened.len, opened.modified, opened.encoding);
+        let validators = &chosen.validators;
         match validators.evaluate(headers) {
             Precondition::Proceed => {}
             Precondition::NotModified => return validators.not_modified(),
             Precondition::Failed => return empty(StatusCode::PRECONDITION_FAILED),
         }
 
-        let len = opened.len;
+        let len = chosen.len;
         let span = match range {
             Some(value) if validators.if_range_allows(headers) => parse_range(value, len),
             _ => Span::Whole,
@@ -266,27 +302,38 @@ impl StaticFiles {
             Span::Unsatisfiable => return range_not_satisfiable(len),
         };
 
-        let body = if head || count == 0 {
-            FileBody::empty()
-        } else {
-            let file = opened.file;
-            match tokio::task::spawn_blocking(move || read_region(file, start, count)).await {
-                Ok(Ok(body)) => body,
-                Ok(Err(e)) => return self.failed(&request.relative, &e),
-                Err(_) => return empty(StatusCode::INTERNAL_SERVER_ERROR),
+        let body = match (&chosen.data, &chosen.file) {
+            _ if head || count == 0 => FileBody::empty(),
+            // The span lies within the length, which is the held contents' length.
+            (Some(data), None) => {
+                FileBody::bytes(data.slice(start as usize..(start + count) as usize))
             }
+            // Also open: sent from the file where `sendfile` can be, from memory elsewhere.
+            (Some(data), Some(file)) => FileBody::held(
+                data.slice(start as usize..(start + count) as usize),
+                file.clone(),
+                start,
+            ),
+            (None, Some(file)) => FileBody::region(file.clone(), start, count),
+            (None, None) => FileBody::empty(),
         };
 
         let mut response = Response::new(body);
         *response.status_mut() = status;
+        // Room for the seven headers (HTTP/2 adds `Date` to the map) without growing it.
+        *response.headers_mut() = HeaderMap::with_capacity(8);
         let h = response.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(opened.content_type),
+            HeaderValue::from_static(resolved.content_type),
         );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        let content_length = match count == len {
+            true => chosen.content_length.clone(),
+            false => HeaderValue::from(count),
+        };
+        h.insert(header::CONTENT_LENGTH, content_length);
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if let Some(encoding) = opened.encoding {
+        if let Some(encoding) = chosen.encoding {
             h.insert(
                 header::CONTENT_ENCODING,
                 HeaderValue::from_static(encoding.token()),
@@ -302,6 +349,42 @@ impl StaticFiles {
         }
         validators.write(h);
         response
+    }
+
+    /// Resolves `path` on the blocking pool (one trip: resolving, choosing, opening, reading
+    /// metadata and small contents), and remembers the outcome. A path that leads nowhere or
+    /// fails is answered (and forgotten, should it have led somewhere before).
+    async fn load(&self, path: &str) -> Result<Arc<Entry>, Response<FileBody>> {
+        let Some(request) = RequestPath::parse(path) else {
+            return Err(empty(StatusCode::NOT_FOUND));
+        };
+        if self.root.as_os_str().len() + request.relative.as_os_str().len() >= MAX_PATH {
+            return Err(empty(StatusCode::NOT_FOUND));
+        }
+        // Taken before the file system is asked: the freshness bound counts from here.
+        let checked = Instant::now();
+        let root = Arc::clone(&self.root);
+        let content_max = self.cache.options().content_max;
+        let resolving = move || {
+            let found = find(&root, &request, content_max);
+            (request, found)
+        };
+        match super::file_work::run(resolving).await {
+            Ok((_, Ok(Some(outcome)))) => {
+                let entry = Arc::new(Entry { checked, outcome });
+                self.cache.insert(path, entry.clone());
+                Ok(entry)
+            }
+            Ok((_, Ok(None))) => {
+                self.cache.remove(path);
+                Err(empty(StatusCode::NOT_FOUND))
+            }
+            Ok((request, Err(e))) => {
+                self.cache.remove(path);
+                Err(self.failed(&request.relative, &e))
+            }
+            Err(_) => Err(empty(StatusCode::INTERNAL_SERVER_ERROR)),
+        }
     }
 
     /// The answer to a request for `relative` that met `error`; a `403` or `500` is logged
@@ -423,78 +506,69 @@ impl RequestPath {
 
 // ===== opening =====
 
-/// What a request path led to on disk.
-#[derive(Debug)]
-enum Found {
-    /// A regular file, open.
-    File(Opened),
-    /// A directory asked for without a trailing slash: redirect.
-    Directory,
-    /// Nothing that may be served: outside the root, not a regular file, a directory without
-    /// an index.
-    Nothing,
-}
-
-/// The file chosen for a request, opened, with what the response needs to know about it.
-#[derive(Debug)]
-struct Opened {
-    /// The open file: the original or a precompressed variant.
-    file: fs::File,
-    /// Its length, from the open file (so it matches what will be read).
-    len: u64,
-    /// Its modification time, when the platform has one.
-    modified: Option<SystemTime>,
-    /// The original's content type, also for a variant.
-    content_type: &'static str,
-    /// The variant's content coding; `None` for the original.
-    encoding: Option<Encoding>,
-}
-
-/// Finds and opens the file for `request` (blocking).
-fn open(root: &Path, request: &RequestPath, encodings: Encodings) -> io::Result<Found> {
+/// Finds the file for `request` and opens it and its variants (blocking). `None`: nothing
+/// that may be served (outside the root, not a regular file, a directory without an index).
+fn find(root: &Path, request: &RequestPath, content_max: u64) -> io::Result<Option<Outcome>> {
     let Some((path, meta)) = resolve(root, &root.join(&request.relative))? else {
-        return Ok(Found::Nothing);
+        return Ok(None);
     };
     let path = if meta.is_dir() {
         if !request.trailing_slash && !request.is_root() {
-            return Ok(Found::Directory);
+            return Ok(Some(Outcome::Redirect));
         }
         // index.html may itself be a link, so it goes through the same check.
         match resolve(root, &path.join(INDEX))? {
             Some((index, meta)) if meta.is_file() => index,
-            _ => return Ok(Found::Nothing),
+            _ => return Ok(None),
         }
     } else if meta.is_file() && !request.trailing_slash {
         path
     } else {
-        return Ok(Found::Nothing);
+        return Ok(None);
     };
-    let content_type = mime::content_type(&path);
-
-    for encoding in encodings.iter() {
-        if let Some((file, meta)) = open_variant(root, &path, encoding) {
-            return Ok(Found::File(Opened {
-                file,
-                len: meta.len(),
-                modified: meta.modified().ok(),
-                content_type,
-                encoding: Some(encoding),
-            }));
-        }
-    }
     let file = fs::File::open(&path)?;
     let meta = file.metadata()?;
     // Checked again on the open file: what was checked by name may have been swapped.
     if !meta.is_file() {
-        return Ok(Found::Nothing);
+        return Ok(None);
     }
-    Ok(Found::File(Opened {
+    Ok(Some(Outcome::File(Resolved {
+        original: variant(file, &meta, None, content_max)?,
+        brotli: open_variant(root, &path, Encoding::Brotli, content_max),
+        gzip: open_variant(root, &path, Encoding::Gzip, content_max),
+        content_type: mime::content_type(&path),
+    })))
+}
+
+/// What is kept of an open regular file: its contents when up to `content_max` bytes, the
+/// file itself otherwise (blocking).
+fn variant(
+    mut file: fs::File,
+    meta: &fs::Metadata,
+    encoding: Option<Encoding>,
+    content_max: u64,
+) -> io::Result<Variant> {
+    let len = meta.len();
+    let validators = Validators::of(len, meta.modified().ok(), encoding);
+    let data = match usize::try_from(len) {
+        Ok(small) if len <= content_max => {
+            let mut buf = vec![0; small];
+            // A file that shrank since its length was read fails here rather than sending
+            // fewer bytes than Content-Length promises.
+            file.read_exact(&mut buf)?;
+            Some(Bytes::from(buf))
+        }
+        _ => None,
+    };
+    let file = (data.is_none() || len > SENDFILE_MIN).then(|| Arc::new(file));
+    Ok(Variant {
+        data,
         file,
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        content_type,
-        encoding: None,
-    }))
+        len,
+        content_length: HeaderValue::from(len),
+        validators,
+        encoding,
+    })
 }
 
 /// Canonicalizes `candidate` and reads its metadata; `None` when it lies outside `root`.
@@ -508,35 +582,22 @@ fn resolve(root: &Path, candidate: &Path) -> io::Result<Option<(PathBuf, fs::Met
     Ok(Some((canonical, meta)))
 }
 
-/// Opens `path` plus the encoding's suffix if it is a regular file under the root. Any
+/// `path` plus the encoding's suffix, if it is a regular file under the root (blocking). Any
 /// failure means "no variant": the original is served instead, so a stray unreadable `.br`
 /// file costs compression, not availability.
-fn open_variant(root: &Path, path: &Path, encoding: Encoding) -> Option<(fs::File, fs::Metadata)> {
+fn open_variant(root: &Path, path: &Path, encoding: Encoding, content_max: u64) -> Option<Variant> {
     let mut name = path.as_os_str().to_owned();
     name.push(encoding.suffix());
-    let (variant, meta) = resolve(root, Path::new(&name)).ok()??;
+    let (variant_path, meta) = resolve(root, Path::new(&name)).ok()??;
     if !meta.is_file() {
         return None;
     }
-    let file = fs::File::open(variant).ok()?;
+    let file = fs::File::open(variant_path).ok()?;
     let meta = file.metadata().ok()?;
-    meta.is_file().then_some((file, meta))
-}
-
-/// Positions `file` at `start` and makes the body for `count` bytes from there (blocking):
-/// read at once when small, streamed otherwise.
-fn read_region(mut file: fs::File, start: u64, count: u64) -> io::Result<FileBody> {
-    file.seek(SeekFrom::Start(start))?;
-    match usize::try_from(count) {
-        Ok(small) if small <= CHUNK => {
-            let mut buf = vec![0; small];
-            // A file that shrank since its length was read fails here rather than sending
-            // fewer bytes than Content-Length promised.
-            file.read_exact(&mut buf)?;
-            Ok(FileBody::bytes(buf))
-        }
-        _ => Ok(FileBody::stream(tokio::fs::File::from_std(file), count)),
+    if !meta.is_file() {
+        return None;
     }
+    variant(file, &meta, Some(encoding), content_max).ok()
 }
 
 /// The status for an I/O error met while resolving or reading.
@@ -611,6 +672,7 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 mod tests {
     use super::*;
     use crate::http::conditional::{seconds, HTTP_DATE_END};
+    use crate::http::file_body::CHUNK;
     use bytes::Bytes;
     use http_body::Body;
     use http_body_util::BodyExt;
