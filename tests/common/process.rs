@@ -249,25 +249,42 @@ impl Drop for Atoll {
     }
 }
 
-/// Kills the processes an upgrade left running when a test fails.
+/// Kills the processes an upgrade left running when a test fails. Each pid is noted with its
+/// start time, so a pid the system has since given to another process is left alone.
 #[derive(Default)]
-pub struct Reaper(Mutex<Vec<u32>>);
+pub struct Reaper(Mutex<Vec<(u32, Option<u64>)>>);
 
 impl Reaper {
     pub fn add(&self, pid: u32) {
-        self.0.lock().unwrap().push(pid);
+        self.0.lock().unwrap().push((pid, start_time(pid)));
     }
 }
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        for pid in self.0.lock().unwrap().iter() {
+        for (pid, started) in self.0.lock().unwrap().iter() {
+            if started.is_none() || start_time(*pid) != *started {
+                continue;
+            }
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(*pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
     }
+}
+
+/// When `pid` started (field 22 of `/proc/PID/stat`, in clock ticks since boot), while it
+/// runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses; `starttime` is the 20th.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Whether `pid` has exited (gone, or a zombie nobody has reaped yet).
