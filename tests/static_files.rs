@@ -482,3 +482,25 @@ async fn pipelined_requests_get_their_files_in_order() {
         data.len() as u64 + 100_000
     );
 }
+
+#[tokio::test]
+async fn the_static_resource_of_a_config_takes_its_own_cache_settings() {
+    let site = Site::new();
+    let catalogue = atoll::http::Catalogue::builtin(&atoll::Registry::new());
+    let handlers = |cache: &str| {
+        let text = format!(
+            "handlers = [{{ host = \"_\", resources = [{{ name = \"static\", dir = \"{}\", {cache} }}] }}]",
+            site.root.display()
+        );
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        catalogue.handlers(table.get("handlers"), &site.root)
+    };
+    let wrong = handlers("cache = { sise = 1 }").unwrap_err();
+    assert!(wrong.contains("sise"), "{wrong}");
+
+    // Off: every request looks again, so a replaced file is seen at once.
+    let t = HttpTest::start(HttpListener::new(handlers("cache = { size = 0 }").unwrap()));
+    assert_eq!(get(&t, "/a.txt").await.text(), "one");
+    site.replace("a.txt", "two");
+    assert_eq!(get(&t, "/a.txt").await.text(), "two");
+}

@@ -64,6 +64,8 @@ impl Params {
 /// [[listener.handlers]]
 /// host = "_"                      # default
 /// resources = ["health", "listeners", { name = "static", dir = "site" }]
+/// # a static resource's cache (defaults: 64 MiB, trusted for 1 s, contents up to 256 KiB):
+/// # { name = "static", dir = "site", cache = { size = 0 } }
 /// ```
 #[derive(Clone, Default)]
 pub struct Catalogue {
@@ -130,12 +132,19 @@ impl Catalogue {
                     #[allow(dead_code)] // read through `Params::path`
                     dir: String,
                     prefix: Option<String>,
+                    /// The cache's settings, as a listener's `static_cache` gives them for
+                    /// its `static_dir`.
+                    #[serde(default)]
+                    cache: Option<super::CacheOptions>,
                 }
                 let s: S = p.parse()?;
                 let dir = p.path("dir")?.unwrap_or_default();
-                let files = StaticFiles::new(&dir)
+                let mut files = StaticFiles::new(&dir)
                     .map_err(|e| format!("`dir` `{}`: {e}", dir.display()))?
                     .failure_log_budget(p.failure_log_budget);
+                if let Some(cache) = s.cache {
+                    files = files.cache(cache);
+                }
                 let prefix = s.prefix.as_deref().unwrap_or("/");
                 Ok(Arc::new(StaticEndpoint::new(prefix, files)) as Arc<dyn Endpoint>)
             }),
