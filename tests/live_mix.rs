@@ -148,6 +148,30 @@ impl std::fmt::Display for Seen {
     }
 }
 
+/// The client's kept-alive connection to `addr`, connected (and counted) when there is none;
+/// `None`, with the failure counted, when connecting fails.
+fn kept<'a>(
+    stream: &'a mut Option<TcpStream>,
+    addr: SocketAddr,
+    tally: &Tally,
+) -> Option<&'a mut TcpStream> {
+    if stream.is_none() {
+        tally.connected();
+        match TcpStream::connect_timeout(&addr, WAIT) {
+            Ok(s) => {
+                s.set_read_timeout(Some(WAIT)).unwrap();
+                *stream = Some(s);
+            }
+            Err(e) => {
+                tally.fail(format!("connect: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+                return None;
+            }
+        }
+    }
+    stream.as_mut()
+}
+
 /// The clients, all running until [`Clients::finish`].
 struct Clients {
     stop: Arc<AtomicBool>,
@@ -185,22 +209,8 @@ impl Clients {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) && n < MAX_TURNS {
                 n += 1;
-                let s = match &mut stream {
-                    Some(s) => s,
-                    None => {
-                        tally.connected();
-                        match TcpStream::connect_timeout(&echo, WAIT) {
-                            Ok(s) => {
-                                s.set_read_timeout(Some(WAIT)).unwrap();
-                                stream.insert(s)
-                            }
-                            Err(e) => {
-                                tally.fail(format!("connect: {e}"));
-                                std::thread::sleep(Duration::from_millis(10));
-                                continue;
-                            }
-                        }
-                    }
+                let Some(s) = kept(&mut stream, echo, tally) else {
+                    continue;
                 };
                 let msg = format!("{n:012}\n");
                 let mut back = vec![0; msg.len()];
@@ -226,22 +236,8 @@ impl Clients {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) && n < MAX_TURNS {
                 n += 1;
-                let s = match &mut stream {
-                    Some(s) => s,
-                    None => {
-                        tally.connected();
-                        match TcpStream::connect_timeout(&web, WAIT) {
-                            Ok(s) => {
-                                s.set_read_timeout(Some(WAIT)).unwrap();
-                                stream.insert(s)
-                            }
-                            Err(e) => {
-                                tally.fail(format!("connect: {e}"));
-                                std::thread::sleep(Duration::from_millis(10));
-                                continue;
-                            }
-                        }
-                    }
+                let Some(s) = kept(&mut stream, web, tally) else {
+                    continue;
                 };
                 match health_kept(s) {
                     Ok((_, close)) => {

@@ -7,14 +7,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atoll::http::{Handlers, HttpListener, Reply, Request, Resource};
 use atoll::rpc::{Client, Ctx, Daemon, Protocol, Service};
 use atoll::telemetry::{EventKind, TracingLogger};
 use atoll::{Action, BoxError, Handler, ProxyProtocol, Server, ServerOptions, Socket};
-use common::{within, TestServer, LOCALHOST};
+use common::{capture_logs, within, TestServer, LOCALHOST};
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -310,14 +310,7 @@ impl Resource for PeerResource {
 
 #[tokio::test]
 async fn an_http_request_and_its_log_line_see_the_client() {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (out, _guard) = capture_logs();
 
     let handle = HttpListener::new(Handlers::new().resource(PeerResource))
         .name("web")
@@ -342,25 +335,11 @@ async fn an_http_request_and_its_log_line_see_the_client() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with(&client), "{response}");
     handle.stop(Duration::from_secs(1)).await;
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     assert!(
         text.contains("http.request listener=web") && text.contains(&format!("peer={client}")),
         "{text}"
     );
-}
-
-/// Captures what `tracing` is given.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 struct PeerProtocol;

@@ -67,30 +67,9 @@ async fn subscribers_attach_and_detach_on_a_running_server() {
     assert_eq!(recvs[0].1.as_deref(), Some(local.as_str()), "peer metadata");
 }
 
-/// Captures what `tracing` is given, to check the logger's output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_tracing_logger_logs_events_at_its_level() {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (out, _guard) = capture_logs();
 
     let server = TestServer::start(Server::new(Echo).name("logged"));
     let id = server
@@ -101,7 +80,7 @@ async fn the_tracing_logger_logs_events_at_its_level() {
     assert_eq!(echo_roundtrip(&mut c, b"x").await, b"x");
     server.handle.telemetry().detach(id);
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     assert!(text.contains("DEBUG"), "{text}");
     assert!(
         text.contains("connection.recv listener=logged connection=1 peer=127.0.0.1:"),

@@ -283,3 +283,36 @@ impl Pki {
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 }
+
+/// What `tracing` logs on this thread, at DEBUG and above, from [`capture_logs`] until the
+/// guard drops.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures this thread's `tracing` output (a current-thread test runtime's tasks included).
+pub fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    (out, tracing::subscriber::set_default(subscriber))
+}
