@@ -329,18 +329,23 @@ fn ten_upgrades_back_and_forth_lose_nothing() {
         failures.len()
     );
     assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
-    // The answered version switched with every upgrade.
-    assert_eq!(versions.len(), 11, "{versions:?}");
-    for (i, v) in versions.iter().enumerate() {
-        assert_eq!(v, ["1.0.0", "1.1.0"][i % 2], "{versions:?}");
-    }
     // The kept-alive connection moved from process to process: never closed, it was answered
-    // by every version in turn.
+    // by every version in turn, switching exactly once per upgrade.
     let (connects, kept_versions) = kept.lock().unwrap().clone();
     assert_eq!(connects, 1, "the kept-alive client had to reconnect");
+    assert_eq!(kept_versions.len(), 11, "{kept_versions:?}");
+    for (i, v) in kept_versions.iter().enumerate() {
+        assert_eq!(v, ["1.0.0", "1.1.0"][i % 2], "{kept_versions:?}");
+    }
+    // New connections saw every version too. Between the new process's ready and the old
+    // one's answer both accept on the same sockets, so a new connection may still reach the
+    // old version then: more switches than upgrades is that overlap, not a fault.
+    assert!(versions.len() >= 11, "{versions:?}");
+    assert_eq!(versions.first().map(String::as_str), Some("1.0.0"));
     assert_eq!(
-        kept_versions, versions,
-        "versions on the kept-alive connection"
+        versions.last().map(String::as_str),
+        Some(version),
+        "{versions:?}"
     );
     terminate(old_pid);
 }
