@@ -200,7 +200,8 @@ impl<S: Service> Daemon<S> {
 
     /// Serves TLS with this configuration; with a client CA in it
     /// ([`TlsOptions::client_ca`](crate::TlsOptions::client_ca)), clients must present a
-    /// certificate, which instances read with
+    /// certificate (or may, with [`ClientAuth::Optional`](crate::ClientAuth::Optional)),
+    /// which instances read with
     /// [`Ctx::peer_certificates`](super::Ctx::peer_certificates). Replaces an earlier
     /// [`plain`](Daemon::plain). Default is none, and a daemon without TLS or `plain` does
     /// not start.

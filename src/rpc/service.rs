@@ -561,7 +561,9 @@ impl<S: Service> Ctx<S> {
     }
 
     /// The certificate chain the client presented (leaf first), on TLS daemons that ask for
-    /// one ([`TlsOptions::client_ca`](crate::TlsOptions::client_ca)).
+    /// one ([`TlsOptions::client_ca`](crate::TlsOptions::client_ca)); `None` when it presented
+    /// none, which only a daemon with [`ClientAuth::Optional`](crate::ClientAuth::Optional)
+    /// lets through.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.certs.as_deref()
     }
