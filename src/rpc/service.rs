@@ -568,6 +568,13 @@ impl<S: Service> Ctx<S> {
         self.certs.as_deref()
     }
 
+    /// The value the daemon forwards to its instances
+    /// ([`Daemon::forward_callers`](super::Daemon::forward_callers)), when it is a `T`; as
+    /// [`caller`](super::caller) reads it.
+    pub fn caller<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        super::caller::caller()
+    }
+
     /// The daemon's listener name.
     pub fn listener(&self) -> &str {
         &self.shared.name
