@@ -209,6 +209,58 @@ async fn required_client_auth_refuses_a_client_without_a_certificate() {
     server.events.wait_for(EventKind::HandshakeError, 1).await;
 }
 
+#[tokio::test]
+async fn an_echo_listener_from_a_config_file_takes_client_auth() {
+    let pki = Pki::new();
+    let text = |name: &str, auth: &str| {
+        format!(
+            "[[listener]]\nname = \"{name}\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = 0\n\
+             [listener.tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\n\
+             cacert = \"ca.pem\"\n{auth}"
+        )
+    };
+    let registry = atoll::Registry::new();
+    let start = |name: &str, auth: &str| {
+        let path = pki.dir.path().join("atoll.toml");
+        let config = atoll::Config::parse(&text(name, auth), &path).expect("the config parses");
+        let handle = registry
+            .start_spec(&config.listeners[0])
+            .expect("it starts");
+        handle.local_addr().inet().unwrap()
+    };
+    let optional = start("optional", "client_auth = \"optional\"\n");
+    let tcp = within("connect", tokio::net::TcpStream::connect(optional)).await;
+    let connect = pki.connector(None, &[]).connect(localhost(), tcp.unwrap());
+    let mut s = within("handshake", connect).await.expect("accepted");
+    assert_eq!(echo_roundtrip(&mut s, b"anonymous").await, b"anonymous");
+
+    // Without the key, as before: a certificate is required.
+    let required = start("required", "");
+    let talk = async {
+        let tcp = tokio::net::TcpStream::connect(required).await?;
+        let mut s = pki.connector(None, &[]).connect(localhost(), tcp).await?;
+        s.write_all(b"hello").await?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    assert!(within("a client without a certificate", talk)
+        .await
+        .is_err());
+    for name in ["optional", "required"] {
+        within("stop", registry.get(name).unwrap().shutdown()).await;
+    }
+
+    // client_auth without cacert: the start fails, naming the listener and the fault.
+    let lone = text("lone", "client_auth = \"optional\"\n").replace("cacert = \"ca.pem\"\n", "");
+    let config = atoll::Config::parse(&lone, &pki.dir.path().join("atoll.toml")).unwrap();
+    let err = registry.start_spec(&config.listeners[0]).unwrap_err();
+    assert_eq!(err.kind(), atoll::ErrorKind::Config);
+    let message = err.to_string();
+    assert!(message.contains("listener `lone`"), "{message}");
+    assert!(message.contains("needs a cacert"), "{message}");
+}
+
 #[test]
 fn client_auth_is_read_from_toml_and_needs_a_cacert() {
     let read = |text: &str| toml::from_str::<TlsOptions>(text);
