@@ -68,7 +68,9 @@ type ExitHook = Arc<dyn Fn(&InstanceInfo, &Exit) + Send + Sync>;
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use std::sync::Arc;
-/// use atoll::rpc::{Exit, Instance, InstanceInfo, Supervise, Supervisor};
+/// use atoll::rpc::{Ctx, Daemon, Exit, Instance, InstanceInfo, Protocol, Reply, Service};
+/// use atoll::rpc::{Supervise, Supervisor};
+/// use atoll::BoxError;
 ///
 /// /// Runs every instance on a task of its own and counts those still running.
 /// #[derive(Default)]
@@ -88,10 +90,31 @@ type ExitHook = Arc<dyn Fn(&InstanceInfo, &Exit) + Send + Sync>;
 ///     }
 /// }
 ///
+/// # struct Ping;
+/// # impl Protocol for Ping {
+/// #     const IDENTIFIER: &'static str = "example.ping";
+/// #     const VERSION: &'static str = "1.0.0";
+/// #     type Request = ();
+/// #     type Reply = ();
+/// #     type Push = ();
+/// # }
+/// # struct Pong;
+/// # impl Service for Pong {
+/// #     type Protocol = Ping;
+/// #     type Init = ();
+/// #     async fn init(_: &Arc<()>, _: &mut Ctx<Self>) -> Result<Self, BoxError> { Ok(Pong) }
+/// #     async fn call(&mut self, _: (), _: &mut Ctx<Self>) -> Result<Reply<()>, BoxError> {
+/// #         Ok(().into())
+/// #     }
+/// # }
 /// let counting = Arc::new(Counting::default());
 /// let supervisor = Supervisor::with(counting.clone());
-/// // Then: Daemon::<MyService>::new(init).supervisor(supervisor.clone()).start()
-/// # assert_eq!(supervisor.count(), 0);
+/// # async {
+/// // Every connection's instance of `Pong` now goes through `counting`.
+/// let daemon = Daemon::<Pong>::new(()).plain().supervisor(supervisor).start()?;
+/// # daemon.shutdown().await;
+/// # Ok::<(), atoll::Error>(())
+/// # };
 /// ```
 pub trait Supervise: Send + Sync + 'static {
     /// Runs `instance` to its end: spawn it, or poll it in a task you keep. Dropping it
