@@ -47,20 +47,22 @@ pub(crate) async fn serve<S: Service>(
         peer: conn.slot.peer().clone(),
         started: SystemTime::now(),
     };
-    let instance = run(daemon.clone(), conn, tx, backlog, info.clone());
-    let error = match (daemon.supervisor.runner(), &daemon.caller) {
-        // The common case, kept free of boxes and channels.
-        (None, None) => instance.await.1,
-        (None, Some(caller)) => caller.enter(instance).await.1,
-        (Some(runner), caller) => {
-            let instance: Pin<Box<dyn Future<Output = Ended> + Send>> = match caller {
-                Some(caller) => Box::pin(caller.enter(instance)),
-                None => Box::pin(instance),
-            };
-            hand_off(runner.clone(), info, instance).await?
-        }
+    let caller = daemon.caller.clone();
+    let Some(runner) = daemon.supervisor.runner().cloned() else {
+        // The common case, on this task, kept free of boxes and channels.
+        let instance = run(daemon, conn, tx, backlog, info);
+        let (_, error) = match caller {
+            None => instance.await,
+            Some(caller) => caller.enter(instance).await,
+        };
+        return error.map_or(Ok(()), Err);
     };
-    error.map_or(Ok(()), Err)
+    let instance = run(daemon, conn, tx, backlog, info.clone());
+    let instance: Pin<Box<dyn Future<Output = Ended> + Send>> = match caller {
+        Some(caller) => Box::pin(caller.enter(instance)),
+        None => Box::pin(instance),
+    };
+    hand_off(runner, info, instance).await?.map_or(Ok(()), Err)
 }
 
 /// How an instance ended, and the error the socket server reports (an instance's failure).
