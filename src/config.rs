@@ -809,6 +809,10 @@ mod tests {
         let spec = &full.listeners[0];
         let tls = spec.tls.as_ref().expect("a commented tls table");
         assert!(tls.cacert.is_some() && !tls.alpn.is_empty() && !tls.sni.is_empty());
+        assert!(
+            tls.client_auth.is_some(),
+            "atoll.toml does not show `client_auth`"
+        );
         assert!(spec.unix.is_some());
 
         // serde lists every field of ServerOptions when it meets an unknown one.

@@ -40,7 +40,8 @@
 //! - [`error`](Error): the one-pointer [`Error`] with a matchable [`ErrorKind`].
 //! - `addr`: [`Addr`], an IP or Unix socket address.
 //! - `options`: [`ServerOptions`], every knob of a listener with its default, readable from TOML.
-//! - `tls`: [`TlsOptions`] (PEM files, client CA, ALPN, SNI) loaded into a [`TlsConfig`].
+//! - `tls`: [`TlsOptions`] (PEM files, client CA required or [optional](ClientAuth), ALPN,
+//!   SNI) loaded into a [`TlsConfig`].
 //! - [`telemetry`]: the [`Event`](telemetry::Event)s, the hub subscribers attach to, and the
 //!   `tracing` and `metrics` subscribers.
 //! - `stats`: [`SocketStats`], a connection's byte and packet counts.
@@ -143,7 +144,7 @@ pub use socket::Socket;
 pub use sockets::{Inherited, Origin, SocketPool};
 pub use spec::ListenerSpec;
 pub use stats::SocketStats;
-pub use tls::{SniCert, TlsConfig, TlsOptions};
+pub use tls::{ClientAuth, SniCert, TlsConfig, TlsOptions};
 
 /// The README's examples, compiled by `cargo test`.
 #[cfg(doctest)]

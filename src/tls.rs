@@ -1,5 +1,5 @@
-//! TLS settings: certificate chains and keys from PEM files, optional client-certificate
-//! verification against a CA file, ALPN, and SNI with several certificates.
+//! TLS settings: certificate chains and keys from PEM files, client-certificate verification
+//! against a CA file (required or optional), ALPN, and SNI with several certificates.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,10 +23,20 @@ pub struct TlsOptions {
     pub cert: PathBuf,
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// PEM file of CA certificates. When set, every client must present a certificate signed by
-    /// one of them, or the handshake fails. Default is unset (no client certificates asked).
+    /// PEM file of CA certificates. When set, clients are asked for a certificate, which must
+    /// be signed by one of them or the handshake fails; whether a client may present none is
+    /// [`client_auth`](TlsOptions::client_auth)'s choice. Default is unset (no client
+    /// certificates asked).
     #[serde(default)]
     pub cacert: Option<PathBuf>,
+    /// Whether a client must present a certificate (`"required"`) or may connect without one
+    /// (`"optional"`); a certificate that is presented is verified either way, and the
+    /// connection's handler reads it
+    /// ([`Socket::peer_certificates`](crate::Socket::peer_certificates)). Only meaningful with
+    /// `cacert`: setting it without one is an error. Default is unset, which is
+    /// [`ClientAuth::Required`] when `cacert` is set.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
     /// ALPN protocols offered, most preferred first (e.g. `["h2", "http/1.1"]`). Default is
     /// none.
     #[serde(default)]
@@ -35,6 +45,20 @@ pub struct TlsOptions {
     /// names none of them gets `cert`. Default is none.
     #[serde(default)]
     pub sni: Vec<SniCert>,
+}
+
+/// Whether a TLS listener with a client CA ([`TlsOptions::cacert`]) lets clients connect
+/// without a certificate; written `"required"` or `"optional"` in a config file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Every client must present a certificate signed by the CA; one without is refused in the
+    /// handshake. The default.
+    #[default]
+    Required,
+    /// A client is asked for a certificate and may present none; one it presents must still be
+    /// signed by the CA, or the handshake fails.
+    Optional,
 }
 
 /// A certificate served to clients that ask for `host` through SNI.
@@ -59,10 +83,32 @@ impl TlsOptions {
         }
     }
 
-    /// Requires client certificates signed by a CA in `cacert`.
+    /// Asks clients for certificates signed by a CA in `cacert`; they must present one unless
+    /// [`client_auth`](TlsOptions::client_auth) says [`ClientAuth::Optional`]. Default is
+    /// none (no client certificates asked).
     #[must_use]
     pub fn client_ca(mut self, cacert: impl Into<PathBuf>) -> Self {
         self.cacert = Some(cacert.into());
+        self
+    }
+
+    /// Whether clients must present a certificate or may connect without one; needs
+    /// [`client_ca`](TlsOptions::client_ca).
+    ///
+    /// ```
+    /// use atoll::{ClientAuth, TlsOptions};
+    ///
+    /// // Clients with a certificate from ca.pem are known by it; the others still connect.
+    /// let options = TlsOptions::new("cert.pem", "key.pem")
+    ///     .client_ca("ca.pem")
+    ///     .client_auth(ClientAuth::Optional);
+    /// assert_eq!(options.client_auth, Some(ClientAuth::Optional));
+    /// ```
+    ///
+    /// Default is unset: [`ClientAuth::Required`] when there is a client CA.
+    #[must_use]
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.client_auth = Some(auth);
         self
     }
 
@@ -89,8 +135,18 @@ impl TlsOptions {
         self
     }
 
-    /// Reads every file and builds the TLS configuration; errors name the file at fault.
+    /// Reads every file and builds the TLS configuration; errors name the file at fault, or
+    /// say that `client_auth` is set without `cacert`.
     pub fn load(&self) -> Result<TlsConfig> {
+        if let (Some(auth), None) = (self.client_auth, &self.cacert) {
+            return Err(Error::with_source(
+                ErrorKind::Config,
+                format!(
+                    "client_auth = \"{}\" needs a cacert to verify client certificates against",
+                    auth.name()
+                ),
+            ));
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let default = certified_key(&provider, &self.cert, &self.key)?;
         let mut by_name = HashMap::new();
@@ -111,15 +167,30 @@ impl TlsOptions {
                     roots.add(cert).map_err(|e| cert_error(ca, e.to_string()))?;
                 }
                 let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .map_err(|e| cert_error(ca, e.to_string()))?;
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = match self.client_auth.unwrap_or_default() {
+                    ClientAuth::Required => verifier,
+                    ClientAuth::Optional => verifier.allow_unauthenticated(),
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| cert_error(ca, e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
         let mut config = builder.with_cert_resolver(Arc::new(SniResolver { by_name, default }));
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         Ok(TlsConfig::from_rustls(Arc::new(config)))
+    }
+}
+
+impl ClientAuth {
+    /// The name a config file uses.
+    fn name(self) -> &'static str {
+        match self {
+            ClientAuth::Required => "required",
+            ClientAuth::Optional => "optional",
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use atoll::rpc::wire::{self, Decoder, ErrorBody, Hello, Kind};
 use atoll::rpc::{
     Client, ClientTls, Ctx, Daemon, DaemonHandle, Deferred, Protocol, Reply, RpcError, Service,
 };
-use atoll::{BoxError, TlsOptions};
+use atoll::{BoxError, ClientAuth, TlsOptions};
 use bytes::{BufMut, BytesMut};
 use common::*;
 use serde::{Deserialize, Serialize};
@@ -501,6 +501,8 @@ enum TestReq {
     Hang,
     /// Answers "slept" after this many milliseconds, in the call.
     Sleep(u64),
+    /// Answers "certs=N", N the length of the client's certificate chain (0 without one).
+    Certs,
 }
 
 struct TestProtocol;
@@ -558,6 +560,10 @@ impl Service for TestService {
             TestReq::Sleep(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 "slept".to_owned().into()
+            }
+            TestReq::Certs => {
+                let n = ctx.peer_certificates().map_or(0, <[_]>::len);
+                format!("certs={n}").into()
             }
         })
     }
@@ -943,8 +949,14 @@ async fn an_incompatible_version_is_refused_by_either_side() {
 
 /// A daemon requiring client certificates signed by the test CA.
 fn mtls_daemon(pki: &Pki) -> DaemonHandle {
+    tls_daemon(pki, ClientAuth::Required)
+}
+
+/// A daemon asking for client certificates signed by the test CA, with `auth`.
+fn tls_daemon(pki: &Pki, auth: ClientAuth) -> DaemonHandle {
     let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
         .client_ca(&pki.ca)
+        .client_auth(auth)
         .load()
         .expect("the certificates load");
     Daemon::<TestService>::new(())
@@ -1028,4 +1040,32 @@ async fn a_server_certificate_from_an_unknown_ca_is_refused() {
         matches!(&err, RpcError::Tls(m) if m.contains("certificate")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn optional_client_auth_shows_instances_the_certificate_when_there_is_one() {
+    let pki = Pki::new();
+    let d = tls_daemon(&pki, ClientAuth::Optional);
+    let certs_seen = |tls: ClientTls| {
+        let addr = format!("localhost:{}", d.port());
+        async move {
+            let client = TestClient::builder(addr).tls(tls).connect().await?;
+            client.call(&TestReq::Certs).await
+        }
+    };
+    let with_cert = ClientTls::new(&pki.ca).client_cert(&pki.client_cert, &pki.client_key);
+    let seen = within("a client with a certificate", certs_seen(with_cert)).await;
+    assert_eq!(seen.unwrap(), "certs=1");
+    let bare = ClientTls::new(&pki.ca);
+    let seen = within("a client without a certificate", certs_seen(bare)).await;
+    assert_eq!(seen.expect("accepted without a certificate"), "certs=0");
+    let rogue = ClientTls::new(&pki.ca).client_cert(&pki.rogue_cert, &pki.rogue_key);
+    let err = within(
+        "a client with a certificate from another CA",
+        certs_seen(rogue),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RpcError::Tls(_)), "{err:?}");
+    within("shutdown", d.shutdown()).await;
 }

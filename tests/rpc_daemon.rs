@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use atoll::rpc::wire::{self, codes, Decoder, ErrorBody, Frame, Hello, Kind};
 use atoll::rpc::{
-    Ctx, Daemon, DaemonHandle, Deferred, Exit, InstanceInfo, Protocol, Reply, RpcError, Service,
-    Supervisor,
+    Ctx, Daemon, DaemonHandle, Deferred, Exit, Instance as Started, InstanceInfo, Protocol, Reply,
+    RpcError, Service, Supervise, Supervisor,
 };
 use atoll::telemetry::{Event, EventKind, Subscriber};
 use atoll::{BoxError, ErrorKind, Phase, Registry, TlsOptions};
@@ -53,6 +53,8 @@ enum Req {
     Flood(usize),
     /// The same from a task of its own, which reports to `Held::flooded`; answers at once.
     FloodLater(usize),
+    /// The name of the current span and the value the daemon forwards, if any.
+    Context,
 }
 
 /// What the test shares with every instance.
@@ -63,6 +65,8 @@ struct Held {
     release: Notify,
     /// What a `FloodLater` task saw: pushes taken, and the refusal.
     flooded: Mutex<Option<(usize, Option<RpcError>)>>,
+    /// Makes `init` fail.
+    refuse: Mutex<bool>,
 }
 
 impl Held {
@@ -80,6 +84,9 @@ impl Service for Instance {
     type Init = Arc<Held>;
 
     async fn init(init: &Arc<Arc<Held>>, _ctx: &mut Ctx<Self>) -> Result<Self, BoxError> {
+        if *init.refuse.lock().unwrap() {
+            return Err("refused on purpose".into());
+        }
         Ok(Instance {
             held: Arc::clone(init),
         })
@@ -137,6 +144,13 @@ impl Service for Instance {
                     *held.flooded.lock().unwrap() = Some((taken, refused));
                 });
                 "started".to_owned().into()
+            }
+            Req::Context => {
+                let span = tracing::Span::current();
+                let name = span.metadata().map(|m| m.name());
+                let value = ctx.caller::<String>();
+                assert_eq!(value, atoll::rpc::caller::<String>(), "both ways agree");
+                format!("{name:?} {:?}", value.as_deref()).into()
             }
         })
     }
@@ -772,6 +786,149 @@ async fn the_supervisor_can_end_one_instance() {
     assert_eq!(*exits.lock().unwrap(), [Exit::Stopped]);
     assert_eq!(b.call(1, &Req::Echo("b".into())).await, "b");
     assert!(!f.handle.supervisor().terminate("rpc", id));
+}
+
+// ===== a supervisor of the user's own, and the starter's context =====
+
+/// Runs each instance on a task of its own (or drops it, when `refuse`), and records what it
+/// is told.
+#[derive(Default)]
+struct Spawner {
+    refuse: bool,
+    started: Mutex<Vec<InstanceInfo>>,
+    exits: Mutex<Vec<(u64, Exit)>>,
+}
+
+impl Supervise for Spawner {
+    fn start(&self, instance: Started) {
+        self.started.lock().unwrap().push(instance.info().clone());
+        if !self.refuse {
+            tokio::spawn(instance);
+        }
+    }
+
+    fn exited(&self, info: &InstanceInfo, exit: &Exit) {
+        self.exits.lock().unwrap().push((info.id, exit.clone()));
+    }
+}
+
+impl Spawner {
+    fn exits(&self) -> Vec<(u64, Exit)> {
+        self.exits.lock().unwrap().clone()
+    }
+}
+
+/// A plain daemon whose instances `spawner` runs; the table's exit hooks recorded too.
+fn supervised(spawner: &Arc<Spawner>) -> (Fixture, Arc<Mutex<Vec<Exit>>>) {
+    let sup = Supervisor::with(spawner.clone());
+    let hooked = Arc::new(Mutex::new(Vec::new()));
+    let h = hooked.clone();
+    sup.on_exit(move |_: &InstanceInfo, exit: &Exit| h.lock().unwrap().push(exit.clone()));
+    (Fixture::start(|d| d.plain().supervisor(sup)), hooked)
+}
+
+#[tokio::test]
+async fn a_custom_supervisor_starts_each_instance_and_hears_how_it_ended() {
+    let spawner = Arc::new(Spawner::default());
+    let (f, hooked) = supervised(&spawner);
+    let mut a = f.open().await;
+    assert_eq!(a.call(1, &Req::Echo("served".into())).await, "served");
+    let listed = f.handle.instances();
+    assert_eq!(listed.len(), 1, "the table still lists it");
+    let started = spawner.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        (started[0].id, &started[0].peer),
+        (listed[0].id, &listed[0].peer)
+    );
+    drop(a);
+    until("the end", || !spawner.exits().is_empty()).await;
+    assert_eq!(spawner.exits(), [(listed[0].id, Exit::Normal)]);
+    assert_eq!(*hooked.lock().unwrap(), [Exit::Normal], "the hooks ran too");
+    assert_eq!(f.handle.instance_count(), 0);
+
+    // An instance whose init fails is heard of too (the table never listed it).
+    *f.held.refuse.lock().unwrap() = true;
+    let mut b = f.raw().await;
+    b.say_hello("test.daemon", "1.0.0").await;
+    assert_eq!(b.error(0).await.message, "refused on purpose");
+    until("the failed end", || spawner.exits().len() == 2).await;
+    let (_, exit) = &spawner.exits()[1];
+    assert!(
+        matches!(exit, Exit::Failed { code, .. } if code == codes::SERVER_ERROR),
+        "{exit:?}"
+    );
+    assert_eq!(hooked.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_instance_the_supervisor_drops_refuses_its_connection() {
+    let spawner = Arc::new(Spawner {
+        refuse: true,
+        ..Spawner::default()
+    });
+    let (f, _) = supervised(&spawner);
+    let mut c = f.raw().await;
+    c.say_hello("test.daemon", "1.0.0").await;
+    assert!(c.closed().await, "closed without a hello");
+    until("the end", || !spawner.exits().is_empty()).await;
+    assert!(matches!(spawner.exits()[..], [(_, Exit::Stopped)]));
+    assert_eq!(f.handle.instance_count(), 0);
+    // The daemon goes on.
+    assert_eq!(spawner.started.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stop_drains_and_then_ends_instances_a_custom_supervisor_runs() {
+    let spawner = Arc::new(Spawner::default());
+    let (f, hooked) = supervised(&spawner);
+    let mut c = f.open().await;
+    c.send(Kind::Call, 1, &Req::Hold).await;
+    assert_eq!(c.call(2, &Req::Echo("x".into())).await, "x");
+    let report = within("the stop", f.handle.stop(Duration::from_millis(200))).await;
+    assert_eq!(
+        (report.drained, report.forced),
+        (0, 1),
+        "held open until then"
+    );
+    until("the end", || !spawner.exits().is_empty()).await;
+    assert!(matches!(spawner.exits()[..], [(_, Exit::Stopped)]));
+    assert_eq!(*hooked.lock().unwrap(), [Exit::Stopped]);
+    assert_eq!(f.handle.instance_count(), 0);
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn instances_run_in_the_span_and_with_the_value_of_the_code_that_started_the_daemon() {
+    // Spans exist only where a subscriber listens; this test's runtime runs on this thread.
+    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+    let span = tracing::info_span!("starter");
+    let forwarding =
+        span.in_scope(|| Fixture::start(|d| d.plain().forward_callers(String::from("blue"))));
+    let spawner = Arc::new(Spawner::default());
+    let supervised = span.in_scope(|| {
+        Fixture::start(|d| {
+            d.plain()
+                .supervisor(Supervisor::with(spawner.clone()))
+                .forward_callers(String::from("green"))
+        })
+    });
+    let not_forwarding = span.in_scope(Fixture::plain);
+
+    let mut c = forwarding.open().await;
+    assert_eq!(
+        c.call(1, &Req::Context).await,
+        r#"Some("starter") Some("blue")"#
+    );
+    let mut c = supervised.open().await;
+    assert_eq!(
+        c.call(1, &Req::Context).await,
+        r#"Some("starter") Some("green")"#
+    );
+    let mut c = not_forwarding.open().await;
+    let seen = c.call(1, &Req::Context).await;
+    assert!(seen.ends_with(" None"), "{seen}");
+    assert!(!seen.contains("starter"), "{seen}");
 }
 
 // ===== starting and stopping =====

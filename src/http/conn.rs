@@ -137,6 +137,7 @@ pub(crate) async fn serve(
         activity.clone(),
         socket.conn.shared.clone(),
         socket.conn.slot.clone(),
+        socket.peer_certificates().map(Arc::from),
     );
     // Polled through the slot's loop waker: after the first poll, a wake costs two atomic
     // loads instead of a lock in `Notify`.

@@ -5,11 +5,13 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
 use super::path::Bindings;
@@ -36,6 +38,8 @@ pub struct Request {
     pub(crate) bindings: Bindings,
     pub(crate) path_info: String,
     pub(crate) peer: Addr,
+    /// The client's certificate chain, shared by its connection's requests.
+    pub(crate) peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 impl Request {
@@ -101,6 +105,14 @@ impl Request {
     /// The client's address.
     pub fn peer_addr(&self) -> &Addr {
         &self.peer
+    }
+
+    /// The certificate chain the client presented (leaf first), on `https` listeners that ask
+    /// for one ([`TlsOptions::client_ca`](crate::TlsOptions::client_ca)); `None` when it
+    /// presented none, which only [`ClientAuth::Optional`](crate::ClientAuth::Optional) lets
+    /// through.
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        self.peer_certificates.as_deref()
     }
 
     /// Values a hook left for later ones (`init` can store the authenticated user, say).

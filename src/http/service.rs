@@ -17,6 +17,7 @@ use http::{Method, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::Limited;
 use hyper::body::Incoming;
+use rustls::pki_types::CertificateDer;
 use tower::ServiceExt;
 
 use super::activity::Activity;
@@ -45,6 +46,8 @@ pub(crate) struct HttpService {
     pub(crate) activity: Arc<Activity>,
     pub(crate) server: Arc<Shared>,
     pub(crate) slot: Arc<Slot>,
+    /// The client's certificate chain, copied once per connection for its requests.
+    peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
     /// The allocation of the last resource future that answered within `call`, for the next
     /// request's.
     spare: Cell<Option<Responding>>,
@@ -139,6 +142,7 @@ impl HttpService {
         activity: Arc<Activity>,
         server: Arc<Shared>,
         slot: Arc<Slot>,
+        peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
     ) -> Self {
         HttpService {
             routes: RefCell::new(Cache::new(RoutesOf(http.clone()))),
@@ -146,6 +150,7 @@ impl HttpService {
             activity,
             server,
             slot,
+            peer_certificates,
             spare: Cell::new(None),
         }
     }
@@ -236,6 +241,7 @@ impl HttpService {
             bindings,
             path_info,
             peer: self.slot.peer().clone(),
+            peer_certificates: self.peer_certificates.clone(),
         }
     }
 

@@ -2,11 +2,13 @@
 //! takes every connection over and serves it with an instance of the [`Service`]; and its
 //! running [`DaemonHandle`].
 
+use std::any::Any;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::caller::Caller;
 use super::options::{RpcOptions, DEFAULT_RPC_PORT};
 use super::protocol::Protocol;
 use super::serve::serve;
@@ -114,6 +116,8 @@ pub struct Daemon<S: Service> {
     tls: Option<TlsConfig>,
     plain: bool,
     supervisor: Supervisor,
+    /// The value forwarded to instances, with the span current at `start`.
+    forwarded: Option<Arc<dyn Any + Send + Sync>>,
     telemetry: Arc<Telemetry>,
     bind: Bind,
 }
@@ -126,6 +130,7 @@ impl<S: Service> fmt::Debug for Daemon<S> {
             .field("rpc", &self.rpc)
             .field("tls", &self.tls.is_some())
             .field("plain", &self.plain)
+            .field("forward_callers", &self.forwarded.is_some())
             .finish()
     }
 }
@@ -146,6 +151,7 @@ impl<S: Service> Daemon<S> {
             tls: None,
             plain: false,
             supervisor: Supervisor::new(),
+            forwarded: None,
             telemetry: Arc::default(),
             bind: Bind::Tcp,
         }
@@ -200,7 +206,8 @@ impl<S: Service> Daemon<S> {
 
     /// Serves TLS with this configuration; with a client CA in it
     /// ([`TlsOptions::client_ca`](crate::TlsOptions::client_ca)), clients must present a
-    /// certificate, which instances read with
+    /// certificate (or may, with [`ClientAuth::Optional`](crate::ClientAuth::Optional)),
+    /// which instances read with
     /// [`Ctx::peer_certificates`](super::Ctx::peer_certificates). Replaces an earlier
     /// [`plain`](Daemon::plain). Default is none, and a daemon without TLS or `plain` does
     /// not start.
@@ -218,10 +225,73 @@ impl<S: Service> Daemon<S> {
         self
     }
 
-    /// Keeps the daemon's instances in this table, which other daemons may share. Default is
-    /// a table of the daemon's own.
+    /// Keeps the daemon's instances in this table, which other daemons may share; made with
+    /// [`Supervisor::with`], it hands them to a supervisor of yours to run (erps's
+    /// `server_supervisor`, see [`Supervise`](super::Supervise)). Default is a table of the
+    /// daemon's own, each instance running on its connection's task.
     pub fn supervisor(mut self, supervisor: Supervisor) -> Daemon<S> {
         self.supervisor = supervisor;
+        self
+    }
+
+    /// Runs every instance inside the context of the code that calls
+    /// [`start`](Daemon::start) (erps's `forward_callers`): the `tracing` span current there,
+    /// so what instances log carries its fields, and `value`, which their callbacks read with
+    /// [`Ctx::caller`](super::Ctx::caller) or [`caller`](super::caller). It holds wherever
+    /// the instance runs, a [`Supervise`](super::Supervise)'s task included.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use atoll::rpc::{Ctx, Daemon, Protocol, Reply, Service};
+    /// use atoll::BoxError;
+    ///
+    /// /// Who started the daemon, for its instances.
+    /// struct Tenant(String);
+    ///
+    /// struct Whoami;
+    ///
+    /// impl Protocol for Whoami {
+    ///     const IDENTIFIER: &'static str = "example.whoami";
+    ///     const VERSION: &'static str = "1.0.0";
+    ///     type Request = ();
+    ///     type Reply = String;
+    ///     type Push = ();
+    /// }
+    ///
+    /// struct Instance;
+    ///
+    /// impl Service for Instance {
+    ///     type Protocol = Whoami;
+    ///     type Init = ();
+    ///
+    ///     async fn init(_: &Arc<()>, _: &mut Ctx<Self>) -> Result<Self, BoxError> {
+    ///         // Logged inside the `tenant` span of the code that started the daemon.
+    ///         tracing::info!("instance started");
+    ///         Ok(Instance)
+    ///     }
+    ///
+    ///     async fn call(&mut self, _: (), ctx: &mut Ctx<Self>) -> Result<Reply<String>, BoxError> {
+    ///         let tenant = ctx.caller::<Tenant>().ok_or("no tenant")?;
+    ///         Ok(tenant.0.clone().into())
+    ///     }
+    /// }
+    ///
+    /// # async {
+    /// let span = tracing::info_span!("tenant", name = "blue");
+    /// let daemon = span.in_scope(|| {
+    ///     Daemon::<Instance>::new(())
+    ///         .plain()
+    ///         .forward_callers(Tenant("blue".into()))
+    ///         .start()
+    /// })?;
+    /// # daemon.shutdown().await;
+    /// # Ok::<(), atoll::Error>(())
+    /// # };
+    /// ```
+    ///
+    /// Default is none: instances run in no span of their starter's, and see no value.
+    pub fn forward_callers<T: Send + Sync + 'static>(mut self, value: T) -> Daemon<S> {
+        self.forwarded = Some(Arc::new(value));
         self
     }
 
@@ -277,8 +347,9 @@ impl<S: Service> Daemon<S> {
             ));
         }
         check(&self.rpc).map_err(config)?;
-        let daemon =
+        let mut daemon =
             DaemonState::<S>::new(self.init, &self.rpc, self.supervisor.clone()).map_err(config)?;
+        daemon.caller = self.forwarded.map(Caller::here);
         let token = daemon.token;
         let daemon = Arc::new(daemon);
         let control = Arc::new(DaemonControl {

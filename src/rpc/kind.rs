@@ -24,8 +24,10 @@ const STORE_FOLDER: &str = "kv";
 /// `service = "kv"` (the default, and the only one built in), the store's file `path` (see
 /// [`KvStore::open`]; default is `DATA_DIR/kv/NAME.redb`, NAME the listener's; a relative
 /// path is taken from the config file's folder), its bounds `max_value_size` and
-/// `max_store_size` (see [`KvStore`]) and `plain = true` for plain TCP. Without `plain` it needs a `[listener.tls]` table: RPC is TLS by default, and with a
-/// `cacert` in it, clients must present a certificate that CA signed. Without `ip` and
+/// `max_store_size` (see [`KvStore`]) and `plain = true` for plain TCP. Without `plain` it
+/// needs a `[listener.tls]` table: RPC is TLS by default, and with a `cacert` in it, clients
+/// must present a certificate that CA signed (or may present none, with
+/// `client_auth = "optional"`). Without `ip` and
 /// `port` it listens on 127.0.0.1 on any free port, which `atoll serve` prints.
 /// The store is opened when the listener starts: a file that cannot be opened (its folder
 /// not writable, not a redb file, corrupt) fails the start with an error naming it.

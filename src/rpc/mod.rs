@@ -14,7 +14,10 @@
 //! - `options`: [`RpcOptions`], the daemon's settings with their defaults.
 //! - `service`: the [`Service`] trait, one instance per connection, and its [`Ctx`]: push,
 //!   deferred replies, disconnect.
-//! - `supervisor`: [`Supervisor`], the table of live server instances.
+//! - `supervisor`: [`Supervisor`], the table of live server instances, and [`Supervise`],
+//!   a supervisor of the user's own that runs them.
+//! - `caller`: the context of the code that started a daemon (its span and a value,
+//!   [`caller`]), which instances run in when the daemon forwards it.
 //! - `state`: what every connection of one daemon shares.
 //! - `guard`: a service callback's panic, caught and returned.
 //! - `server_conn`: the loop of one daemon-side connection: hello, then frames in, replies
@@ -35,6 +38,7 @@ mod options;
 mod protocol;
 pub mod wire;
 // ===== service side =====
+mod caller;
 mod daemon;
 mod guard;
 mod serve;
@@ -42,9 +46,10 @@ mod server_conn;
 mod service;
 mod state;
 mod supervisor;
+pub use caller::caller;
 pub use daemon::{Daemon, DaemonHandle};
 pub use service::{Ctx, Deferred, Pusher, Reply, Service};
-pub use supervisor::{Exit, InstanceInfo, Supervisor};
+pub use supervisor::{Exit, Instance, InstanceInfo, Supervise, Supervisor};
 // ===== client side =====
 mod client;
 mod client_conn;

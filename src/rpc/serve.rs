@@ -1,17 +1,20 @@
-//! One connection on the daemon side, from start to end: the hello and the instance's `init`,
-//! its entries in the daemon's tables, the connection's loop
-//! ([`server_conn`](super::server_conn)), and `terminate`.
+//! One connection on the daemon side, from start to end: the hello; then the instance, run on
+//! the connection's task or handed to the user's [`Supervise`], inside the starter's context
+//! when the daemon forwards it: its `init`, its entries in the daemon's tables, the
+//! connection's loop ([`server_conn`](super::server_conn)), and `terminate`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::guard::Guarded;
 use super::server_conn::Conn;
 use super::service::{Backlog, Ctx, Outgoing, PushOf, Pusher, Service};
 use super::state::DaemonState;
-use super::supervisor::{Exit, InstanceInfo};
+use super::supervisor::{Exit, Instance, InstanceInfo, Supervise};
 use super::wire::{codes, features};
 use crate::error::BoxError;
 use crate::socket::Socket;
@@ -38,7 +41,78 @@ pub(crate) async fn serve<S: Service>(
         }
     };
     conn.going_away = hello.has(features::GOING_AWAY);
+    let info = InstanceInfo {
+        listener: conn.shared.name.clone(),
+        id: conn.slot.id,
+        peer: conn.slot.peer().clone(),
+        started: SystemTime::now(),
+    };
+    let caller = daemon.caller.clone();
+    let Some(runner) = daemon.supervisor.runner().cloned() else {
+        // The common case, on this task, kept free of boxes and channels.
+        let instance = run(daemon, conn, tx, backlog, info);
+        let (_, error) = match caller {
+            None => instance.await,
+            Some(caller) => caller.enter(instance).await,
+        };
+        return error.map_or(Ok(()), Err);
+    };
+    let instance = run(daemon, conn, tx, backlog, info.clone());
+    let instance: Pin<Box<dyn Future<Output = Ended> + Send>> = match caller {
+        Some(caller) => Box::pin(caller.enter(instance)),
+        None => Box::pin(instance),
+    };
+    hand_off(runner, info, instance).await?.map_or(Ok(()), Err)
+}
 
+/// How an instance ended, and the error the socket server reports (an instance's failure).
+type Ended = (Exit, Option<BoxError>);
+
+/// Hands the instance to the user's supervisor and waits for its end, so the socket server
+/// counts the connection open until then. When this wait is dropped (the stop's shutdown
+/// timeout aborting the connection's task), the instance is ended wherever it runs.
+async fn hand_off(
+    runner: Arc<dyn Supervise>,
+    info: InstanceInfo,
+    instance: Pin<Box<dyn Future<Output = Ended> + Send>>,
+) -> Result<Option<BoxError>, BoxError> {
+    let (done, ended) = oneshot::channel();
+    let (cancel, cancelled) = oneshot::channel::<()>();
+    let watcher = runner.clone();
+    let seen = info.clone();
+    let run = async move {
+        let (exit, error) = tokio::select! {
+            biased;
+            ended = instance => ended,
+            // Only ever the sender's drop: the connection's task is gone.
+            _ = cancelled => (Exit::Stopped, None),
+        };
+        watcher.exited(&seen, &exit);
+        let _ = done.send(error);
+    };
+    runner.start(Instance::new(info.clone(), run));
+    let _cancel_on_drop = cancel;
+    match ended.await {
+        Ok(error) => Ok(error),
+        Err(_) => {
+            runner.exited(&info, &Exit::Stopped);
+            Err(format!(
+                "the supervisor dropped the instance of connection {} unfinished",
+                info.id
+            )
+            .into())
+        }
+    }
+}
+
+/// One instance from its `init` to its `terminate`, and the connection's close.
+async fn run<S: Service>(
+    daemon: Arc<DaemonState<S>>,
+    mut conn: Conn,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    backlog: Arc<Backlog>,
+    info: InstanceInfo,
+) -> Ended {
     let certs = conn.socket.peer_certificates().map(<[_]>::to_vec);
     let pusher = Pusher::new(tx.clone(), daemon.max_frame_size(), backlog);
     let mut ctx = Ctx::<S>::new(
@@ -53,12 +127,12 @@ pub(crate) async fn serve<S: Service>(
         Ok(Err(e)) => {
             let end = conn.fail(0, codes::SERVER_ERROR, e.to_string(), e);
             conn.close(true).await;
-            return end.error.map_or(Ok(()), Err);
+            return (end.exit, end.error);
         }
         Err(panicked) => {
             let end = conn.panicked(0, panicked);
             conn.close(true).await;
-            return end.error.map_or(Ok(()), Err);
+            return (end.exit, end.error);
         }
     };
     conn.wbuf.extend_from_slice(if conn.going_away {
@@ -68,12 +142,6 @@ pub(crate) async fn serve<S: Service>(
     });
 
     let id = conn.slot.id;
-    let info = InstanceInfo {
-        listener: conn.shared.name.clone(),
-        id,
-        peer: conn.slot.peer().clone(),
-        started: SystemTime::now(),
-    };
     let mut enrolled = Enrolment::new(daemon.clone(), id, pusher, info, tx);
 
     let end = conn.run(&daemon, &mut instance, &mut ctx).await;
@@ -92,9 +160,9 @@ pub(crate) async fn serve<S: Service>(
         });
     }
     conn.close(end.linger).await;
-    enrolled.exit = end.exit;
+    enrolled.exit = end.exit.clone();
     drop(enrolled);
-    end.error.map_or(Ok(()), Err)
+    (end.exit, end.error)
 }
 
 /// An instance's entries in its daemon's tables, removed when it ends, even when the stop's

@@ -561,9 +561,18 @@ impl<S: Service> Ctx<S> {
     }
 
     /// The certificate chain the client presented (leaf first), on TLS daemons that ask for
-    /// one ([`TlsOptions::client_ca`](crate::TlsOptions::client_ca)).
+    /// one ([`TlsOptions::client_ca`](crate::TlsOptions::client_ca)); `None` when it presented
+    /// none, which only a daemon with [`ClientAuth::Optional`](crate::ClientAuth::Optional)
+    /// lets through.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.certs.as_deref()
+    }
+
+    /// The value the daemon forwards to its instances
+    /// ([`Daemon::forward_callers`](super::Daemon::forward_callers)), when it is a `T`; as
+    /// [`caller`](super::caller) reads it.
+    pub fn caller<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        super::caller::caller()
     }
 
     /// The daemon's listener name.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::caller::Caller;
 use super::options::RpcOptions;
 use super::protocol::{Identity, Protocol};
 use super::service::{Peers, PushBudget, PushOf, Service};
@@ -27,8 +28,10 @@ pub(crate) struct DaemonState<S: Service> {
     pub(crate) hello_decoder: Decoder,
     pub(crate) frame_timeout: Duration,
     pub(crate) idle_timeout: Duration,
-    /// The table of live instances, maybe shared with other daemons.
+    /// The table of live instances, maybe shared with other daemons, and where they run.
     pub(crate) supervisor: Supervisor,
+    /// The context instances run in, when the daemon forwards its starter's.
+    pub(crate) caller: Option<Caller>,
     /// This daemon's name for its instances in the supervisor.
     pub(crate) token: u64,
     /// This daemon's live instances, for broadcasts.
@@ -84,6 +87,7 @@ impl<S: Service> DaemonState<S> {
             frame_timeout: rpc.frame_timeout,
             idle_timeout: rpc.idle_timeout,
             supervisor,
+            caller: None,
             token: Supervisor::daemon_token(),
             peers: Arc::new(Peers::default()),
             max_push_backlog: rpc.max_push_backlog,

@@ -1,10 +1,14 @@
 //! [`Supervisor`]: the table of live server instances, which one or several daemons share;
-//! list them, count them, end one, and hear how each one ended.
+//! list them, count them, end one, and hear how each one ended. Optionally with a
+//! [`Supervise`] of the user's own, which runs the instances (erps's `server_supervisor`).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -49,6 +53,137 @@ pub enum Exit {
 
 type ExitHook = Arc<dyn Fn(&InstanceInfo, &Exit) + Send + Sync>;
 
+/// A supervisor of your own, which daemons hand their instances to (erps's
+/// `server_supervisor: {module, name}`): put it in a [`Supervisor`] with
+/// [`Supervisor::with`] and give that to the daemons
+/// ([`Daemon::supervisor`](super::Daemon::supervisor)).
+///
+/// Each connection whose hello the daemon accepts becomes an [`Instance`], a future that
+/// runs the service's `init`, its calls and casts, and its `terminate`; the daemon hands it
+/// to [`start`](Supervise::start), which decides where it runs (a `tokio::spawn`, a runtime
+/// of its own, a `JoinSet` it watches...), and tells [`exited`](Supervise::exited) how it
+/// ended. The connection counts as open until the instance ends, so a stopping daemon still
+/// drains it, and at its shutdown timeout ends it wherever it runs.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use atoll::rpc::{Ctx, Daemon, Exit, Instance, InstanceInfo, Protocol, Reply, Service};
+/// use atoll::rpc::{Supervise, Supervisor};
+/// use atoll::BoxError;
+///
+/// /// Runs every instance on a task of its own and counts those still running.
+/// #[derive(Default)]
+/// struct Counting {
+///     running: AtomicUsize,
+/// }
+///
+/// impl Supervise for Counting {
+///     fn start(&self, instance: Instance) {
+///         self.running.fetch_add(1, Ordering::Relaxed);
+///         tokio::spawn(instance);
+///     }
+///
+///     fn exited(&self, info: &InstanceInfo, exit: &Exit) {
+///         self.running.fetch_sub(1, Ordering::Relaxed);
+///         tracing::info!(listener = %info.listener, id = info.id, ?exit, "instance ended");
+///     }
+/// }
+///
+/// # struct Ping;
+/// # impl Protocol for Ping {
+/// #     const IDENTIFIER: &'static str = "example.ping";
+/// #     const VERSION: &'static str = "1.0.0";
+/// #     type Request = ();
+/// #     type Reply = ();
+/// #     type Push = ();
+/// # }
+/// # struct Pong;
+/// # impl Service for Pong {
+/// #     type Protocol = Ping;
+/// #     type Init = ();
+/// #     async fn init(_: &Arc<()>, _: &mut Ctx<Self>) -> Result<Self, BoxError> { Ok(Pong) }
+/// #     async fn call(&mut self, _: (), _: &mut Ctx<Self>) -> Result<Reply<()>, BoxError> {
+/// #         Ok(().into())
+/// #     }
+/// # }
+/// let counting = Arc::new(Counting::default());
+/// let supervisor = Supervisor::with(counting.clone());
+/// # async {
+/// // Every connection's instance of `Pong` now goes through `counting`.
+/// let daemon = Daemon::<Pong>::new(()).plain().supervisor(supervisor).start()?;
+/// # daemon.shutdown().await;
+/// # Ok::<(), atoll::Error>(())
+/// # };
+/// ```
+pub trait Supervise: Send + Sync + 'static {
+    /// Runs `instance` to its end: spawn it, or poll it in a task you keep. Dropping it
+    /// unpolled refuses the connection: it closes without a hello, and
+    /// [`exited`](Supervise::exited) hears [`Exit::Stopped`].
+    fn start(&self, instance: Instance);
+
+    /// Told how an instance given to [`start`](Supervise::start) ended, once it has: after
+    /// its `terminate` and its connection's close, and after the [`Supervisor::on_exit`]
+    /// hooks. Unlike those hooks, it also hears of instances whose `init` failed
+    /// ([`Exit::Failed`]). It runs where the instance ran, so it should be quick. Default
+    /// does nothing.
+    fn exited(&self, info: &InstanceInfo, exit: &Exit) {
+        let _ = (info, exit);
+    }
+}
+
+impl<T: Supervise> Supervise for Arc<T> {
+    fn start(&self, instance: Instance) {
+        (**self).start(instance)
+    }
+
+    fn exited(&self, info: &InstanceInfo, exit: &Exit) {
+        (**self).exited(info, exit)
+    }
+}
+
+/// One connection's server instance, as a daemon hands it to [`Supervise::start`]: a future
+/// that serves the connection from the service's `init` to its `terminate`. Spawn it or
+/// await it; it is `Send` and `'static`.
+#[must_use = "an instance does nothing unless polled; dropping it refuses the connection"]
+pub struct Instance {
+    info: InstanceInfo,
+    run: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Instance {
+    pub(crate) fn new(
+        info: InstanceInfo,
+        run: impl Future<Output = ()> + Send + 'static,
+    ) -> Instance {
+        Instance {
+            info,
+            run: Box::pin(run),
+        }
+    }
+
+    /// Which connection it serves.
+    pub fn info(&self) -> &InstanceInfo {
+        &self.info
+    }
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Future for Instance {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.run.as_mut().poll(cx)
+    }
+}
+
 struct Entry {
     info: InstanceInfo,
     /// The daemon the instance belongs to ([`Supervisor::daemon_token`]).
@@ -62,12 +197,16 @@ struct Inner {
     entries: Mutex<HashMap<u64, Entry>>,
     hooks: Mutex<Vec<ExitHook>>,
     next_key: AtomicU64,
+    /// Where instances run: the user's [`Supervise`], or (none) each on its connection's
+    /// task.
+    runner: Option<Arc<dyn Supervise>>,
 }
 
 /// The table of live server instances: one entry per connection whose hello was accepted, from
 /// its [`init`](super::Service::init) to its end. Every daemon has one; give several daemons
 /// the same one ([`Daemon::supervisor`](super::Daemon::supervisor)) to see all their instances
-/// together. Clones share the same table.
+/// together. Clones share the same table. Made with [`Supervisor::with`], it also hands the
+/// instances to a [`Supervise`] of yours to run.
 #[derive(Clone, Default)]
 pub struct Supervisor {
     inner: Arc<Inner>,
@@ -77,6 +216,7 @@ impl fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Supervisor")
             .field("instances", &self.count())
+            .field("custom", &self.inner.runner.is_some())
             .finish()
     }
 }
@@ -90,9 +230,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Supervisor {
-    /// An empty table.
+    /// An empty table; each instance runs on its connection's task.
     pub fn new() -> Supervisor {
         Supervisor::default()
+    }
+
+    /// An empty table whose daemons hand every instance to `runner`
+    /// ([`Supervise::start`]) and tell it how each ended ([`Supervise::exited`]).
+    pub fn with(runner: impl Supervise) -> Supervisor {
+        Supervisor {
+            inner: Arc::new(Inner {
+                runner: Some(Arc::new(runner)),
+                ..Inner::default()
+            }),
+        }
     }
 
     /// The live instances, by listener name then connection id.
@@ -123,6 +274,11 @@ impl Supervisor {
     }
 
     // ===== for the daemons =====
+
+    /// The user's supervisor, if any.
+    pub(crate) fn runner(&self) -> Option<&Arc<dyn Supervise>> {
+        self.inner.runner.as_ref()
+    }
 
     /// A token unique to one daemon, naming its instances.
     pub(crate) fn daemon_token() -> u64 {
