@@ -67,9 +67,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Re-reads the config file and applies the difference, as SIGHUP does: new listeners
-    /// start, removed ones drain and stop, changed ones are updated or replaced without
-    /// refusing a connection. A config that fails to load changes nothing.
+    /// Re-reads the server's own config file and applies the difference, as SIGHUP does: new
+    /// listeners start, removed ones drain and stop, changed ones are updated or replaced
+    /// without refusing a connection. A config that fails to load changes nothing. `--config`
+    /// must name the file the server was started with; another file is refused, naming both.
     Reload {
         #[command(flatten)]
         target: Target,
@@ -174,7 +175,10 @@ fn main() -> ExitCode {
         Command::Listeners { target } => control(&target, Request::Listeners),
         Command::Uptime { name, target } => control(&target, Request::Uptime { name }),
         Command::Stop { name, target } => control(&target, Request::Stop { name }),
-        Command::Reload { target } => control(&target, Request::Reload),
+        Command::Reload { target } => {
+            let config = Some(absolute(target.config.clone()));
+            control(&target, Request::Reload { config })
+        }
         Command::Status { target } => control(&target, Request::Status),
         Command::Upgrade {
             to,
@@ -265,17 +269,18 @@ fn fail(message: &str) -> ExitCode {
 fn control(target: &Target, request: Request) -> Result<(), Failure> {
     // Only the environment: a reload must reach the server to be told what is wrong with
     // the rest of the file.
-    let env = Config::load_env(&target.config).map_err(|e| e.to_string())?;
+    let env = Config::load_env(&target.config).map_err(|e| failed(target.json, e.to_string()))?;
     let path = atoll::app::control::socket_path(&env);
     // Long enough for a drain or an upgrade; the server bounds those itself.
     let wait = match &request {
         Request::Upgrade { timeout_ms, .. } => {
             Duration::from_millis(timeout_ms.unwrap_or(0)) + Duration::from_secs(60)
         }
-        Request::Stop { .. } | Request::Reload => Duration::from_secs(3600),
+        Request::Stop { .. } | Request::Reload { .. } => Duration::from_secs(3600),
         _ => Duration::from_secs(10),
     };
-    let answer = atoll::app::control::call(&path, &request, wait).map_err(|e| e.to_string())?;
+    let answer = atoll::app::control::call(&path, &request, wait)
+        .map_err(|e| failed(target.json, e.to_string()))?;
     if target.json {
         print(format_args!("{:#}\n", answer.data))?;
     } else if answer.ok {
@@ -287,6 +292,19 @@ fn control(target: &Target, request: Request) -> Result<(), Failure> {
     }
 }
 
+/// A command's failure before any answer: with `--json`, `{"error": MESSAGE}` on stdout
+/// first, as a failed answer prints, so a program reading JSON always gets JSON.
+fn failed(json: bool, message: String) -> Failure {
+    if json {
+        if let Err(Failure::BrokenPipe) =
+            print(format_args!("{:#}\n", serde_json::json!({ "error": message })))
+        {
+            return Failure::BrokenPipe;
+        }
+    }
+    Failure::Message(message)
+}
+
 /// `path` from the working directory, as the server (which may run elsewhere) needs it.
 fn absolute(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
@@ -294,7 +312,7 @@ fn absolute(path: PathBuf) -> PathBuf {
 
 /// `atoll env`: the resolved environment and variables of the config at `path`.
 fn env(path: &Path, json: bool) -> Result<(), Failure> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load(path).map_err(|e| failed(json, e.to_string()))?;
     let text = if json {
         atoll::setup::describe_json(&config.env, &config.vars)
     } else {
@@ -306,7 +324,7 @@ fn env(path: &Path, json: bool) -> Result<(), Failure> {
 /// `atoll versions`: the releases of the app in the config's lib dirs. The running version is
 /// the release whose binary this is, else this build's own version.
 fn versions(path: &Path, json: bool) -> Result<(), Failure> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load(path).map_err(|e| failed(json, e.to_string()))?;
     let installed = atoll::setup::versions::find_releases(&config.env.name, &config.env.lib_dirs);
     let running = std::env::current_exe()
         .ok()
