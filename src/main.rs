@@ -296,9 +296,10 @@ fn control(target: &Target, request: Request) -> Result<(), Failure> {
 /// first, as a failed answer prints, so a program reading JSON always gets JSON.
 fn failed(json: bool, message: String) -> Failure {
     if json {
-        if let Err(Failure::BrokenPipe) =
-            print(format_args!("{:#}\n", serde_json::json!({ "error": message })))
-        {
+        if let Err(Failure::BrokenPipe) = print(format_args!(
+            "{:#}\n",
+            serde_json::json!({ "error": message })
+        )) {
             return Failure::BrokenPipe;
         }
     }
@@ -345,6 +346,8 @@ fn rpc(
     tls: Option<ClientTls>,
     timeout: std::time::Duration,
 ) -> Result<(), Failure> {
+    check_host_port(&addr)?;
+    let plain = tls.is_none();
     let request = KvRequest::from_args(method, args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -358,17 +361,86 @@ fn rpc(
         if let Some(tls) = tls {
             builder = builder.tls(tls);
         }
-        let client = builder
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let reply = client
-            .call(&request)
-            .await
-            .map_err(|e| format!("{method} on {addr} failed: {e}"));
+        let client = match builder.connect().await {
+            Ok(client) => client,
+            Err(e) if plain && not_rpc(&e) => return Err(not_an_rpc_listener(&addr, &e)),
+            Err(e) => return Err(format!("cannot connect to {addr}: {e}")),
+        };
+        let reply = match client.call(&request).await {
+            Ok(reply) => Ok(reply),
+            // A peer that took the hello but breaks at the first call: an echo listener
+            // sends the hello back, and then the call.
+            Err(e) if plain && not_rpc(&e) => Err(not_an_rpc_listener(&addr, &e)),
+            Err(e) => Err(format!("{method} on {addr} failed: {e}")),
+        };
         client.close().await;
         reply
     })?;
     let json = serde_json::to_string(&reply).map_err(|e| format!("cannot print the reply: {e}"))?;
     print(format_args!("{json}\n"))
+}
+
+/// Refuses an RPC address without a port (`localhost`) before any lookup, which would only
+/// say "invalid socket address".
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let port = addr
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(_))) if !host.is_empty() => Ok(()),
+        _ => Err(format!(
+            "`{addr}` is not an RPC address: expected HOST:PORT, such as 127.0.0.1:4040 or localhost:4040"
+        )),
+    }
+}
+
+/// Whether `e` says the peer does not speak atoll's RPC protocol (rather than being down,
+/// slow or refusing).
+fn not_rpc(e: &atoll::rpc::RpcError) -> bool {
+    use atoll::rpc::RpcError;
+    matches!(
+        e,
+        RpcError::Protocol(_)
+            | RpcError::Decode(_)
+            | RpcError::WrongIdentifier(_)
+            | RpcError::IncompatibleVersion(_)
+            | RpcError::Disconnected
+    )
+}
+
+/// `ADDR is not an atoll RPC listener`, with what a short probe of it gets back: the probe
+/// sends the RPC magic and a line, and reads for up to a second.
+fn not_an_rpc_listener(addr: &str, e: &atoll::rpc::RpcError) -> String {
+    use std::io::Read;
+    use std::net::{TcpStream, ToSocketAddrs};
+    const PROBE: &[u8] = b"\xa7\x11 atoll rpc probe\r\n\r\n";
+    let wait = Duration::from_secs(1);
+    let got: Option<String> = (|| {
+        let to = addr.to_socket_addrs().ok()?.next()?;
+        let mut stream = TcpStream::connect_timeout(&to, wait).ok()?;
+        stream.set_read_timeout(Some(wait)).ok()?;
+        stream.set_write_timeout(Some(wait)).ok()?;
+        stream.write_all(PROBE).ok()?;
+        let mut buf = [0u8; 256];
+        Some(match stream.read(&mut buf) {
+            Ok(0) => "it closes the connection without a word".to_owned(),
+            // An RPC listener after all (it answers with a frame): the failure was another.
+            Ok(n) if n >= 2 && buf[..2] == PROBE[..2] && !PROBE.starts_with(&buf[..n]) => {
+                return None
+            }
+            Ok(n) if PROBE.starts_with(&buf[..n]) => {
+                "it sends back what it is sent (an echo listener?)".to_owned()
+            }
+            Ok(n) => {
+                let first = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
+                let text = String::from_utf8_lossy(first);
+                format!("it answers {:?}", text.trim_end())
+            }
+            Err(_) => "it sends nothing".to_owned(),
+        })
+    })();
+    match got {
+        Some(got) => format!("{addr} is not an atoll RPC listener ({e}); {got}"),
+        None => format!("{addr}: {e}"),
+    }
 }

@@ -131,7 +131,9 @@ impl Registry {
     /// which takes the lock again: it is built only once this lookup's guard is gone.
     fn launcher(&self, spec: &ListenerSpec) -> Result<Launcher> {
         let found = self.lock().kinds.get(&spec.kind).cloned();
-        found.ok_or_else(|| unknown_kind(spec, &self.kinds()))
+        let launch = found.ok_or_else(|| unknown_kind(spec, &self.kinds()))?;
+        tls_files_readable(spec)?;
+        Ok(launch)
     }
 
     /// Registers a kind of listener, so specs naming it can be started.
@@ -345,4 +347,24 @@ impl Registry {
         self.lock().listeners.clear();
         out
     }
+}
+
+/// Fails, naming the file, when a TLS file of `spec` (certificate, key, CA, SNI pairs) is
+/// missing or cannot be opened: `certs/web.pem: file not found`, not a `bad certificate`.
+fn tls_files_readable(spec: &ListenerSpec) -> Result<()> {
+    let Some(tls) = &spec.tls else {
+        return Ok(());
+    };
+    let files = [&tls.cert, &tls.key]
+        .into_iter()
+        .chain(tls.cacert.as_ref())
+        .chain(tls.sni.iter().flat_map(|s| [&s.cert, &s.key]));
+    for file in files {
+        if let Err(e) = std::fs::File::open(file) {
+            return Err(
+                Error::with_source(ErrorKind::Certificate, e).context(file.display().to_string())
+            );
+        }
+    }
+    Ok(())
 }

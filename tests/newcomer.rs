@@ -82,11 +82,18 @@ fn control_commands_find_the_server_from_another_directory() {
     let status = atoll_in(elsewhere.path(), &["status", "--config", config_arg]).ok();
     assert!(status.contains(&format!("pid {}", atoll.pid())), "{status}");
     // The config it names is absolute, whatever directory the client runs in.
-    assert!(status.contains(&format!("config {config_arg}\n")), "{status}");
+    assert!(
+        status.contains(&format!("config {config_arg}\n")),
+        "{status}"
+    );
     let listeners = atoll_in(elsewhere.path(), &["listeners", "--config", config_arg]).ok();
     assert!(listeners.contains("echo"), "{listeners}");
     // The data dir is beside the config file, not in the server's working directory.
-    assert!(config.parent().unwrap().join("data.t/control.sock").exists());
+    assert!(config
+        .parent()
+        .unwrap()
+        .join("data.t/control.sock")
+        .exists());
 }
 
 // ===== 2: reload --config OTHER =====
@@ -132,7 +139,10 @@ fn sighup_and_sigterm_are_logged_and_reloaded_listeners_announced() {
     std::fs::write(&config, format!("{ECHO}{ECHO2}")).unwrap();
     atoll.signal("HUP");
     let started = atoll.listening(1);
-    assert_eq!((started[0].0.as_str(), started[0].1.as_str()), ("echo2", "echo"));
+    assert_eq!(
+        (started[0].0.as_str(), started[0].1.as_str()),
+        ("echo2", "echo")
+    );
     atoll.wait_for_log("SIGHUP received");
     atoll.wait_for_log("reload (SIGHUP): started echo2");
 
@@ -154,7 +164,10 @@ fn sighup_and_sigterm_are_logged_and_reloaded_listeners_announced() {
         let line = format!("stopped listener=\"{name}\" drained=");
         assert!(stderr.contains(&line), "no {line}: {stderr}");
     }
-    assert!(stderr.contains("stopped: exiting drained=1 forced=0"), "{stderr}");
+    assert!(
+        stderr.contains("stopped: exiting drained=1 forced=0"),
+        "{stderr}"
+    );
 }
 
 // ===== 5: --json failures are JSON =====
@@ -167,14 +180,23 @@ fn json_failures_are_json() {
     assert_eq!(out.code, 1, "{out:?}");
     let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");
     assert!(
-        json["error"].as_str().unwrap().contains("no atoll serve is running"),
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("no atoll serve is running"),
         "{json}"
     );
     // A config that cannot be read.
-    let out = atoll_in(dir.path(), &["listeners", "--json", "--config", "missing.toml"]);
+    let out = atoll_in(
+        dir.path(),
+        &["listeners", "--json", "--config", "missing.toml"],
+    );
     assert_eq!(out.code, 1, "{out:?}");
     let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");
-    assert!(json["error"].as_str().unwrap().contains("missing.toml"), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("missing.toml"),
+        "{json}"
+    );
 
     // A running server, then a config broken by an edit.
     let atoll = Atoll::serve(&config);
@@ -187,4 +209,69 @@ fn json_failures_are_json() {
     let out = atoll_in(dir.path(), &["env", "--json"]);
     assert_eq!(out.code, 1, "{out:?}");
     let _: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");
+}
+
+// ===== 8: error wording =====
+
+#[test]
+fn a_missing_certificate_file_is_said_to_be_missing() {
+    let (_dir, config) = config(
+        r#"
+[[listener]]
+name = "web"
+kind = "https"
+ip = "127.0.0.1"
+port = 0
+[listener.tls]
+cert = "nope.pem"
+key = "nope-key.pem"
+[[listener.handlers]]
+host = "_"
+resources = ["health"]
+"#,
+    );
+    let line = Atoll::fails_with(&config);
+    assert!(line.contains("nope.pem: file not found"), "{line}");
+    assert!(!line.contains("bad certificate"), "{line}");
+}
+
+#[test]
+fn a_port_in_use_is_said_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (_dir, config) = config(&ECHO.replace("port = 0", &format!("port = {port}")));
+    let line = Atoll::fails_with(&config);
+    assert!(
+        line.ends_with(&format!(
+            "cannot listen on 127.0.0.1:{port}: address in use"
+        )),
+        "{line}"
+    );
+    assert_eq!(line.to_lowercase().matches("in use").count(), 1, "{line}");
+}
+
+#[test]
+fn rpc_says_host_port_is_expected_and_names_a_listener_that_is_not_rpc() {
+    let (dir, config) = config(&format!(
+        "{ECHO}\n[[listener]]\nname = \"web\"\nkind = \"http\"\nip = \"127.0.0.1\"\nport = 0\n\
+         [[listener.handlers]]\nhost = \"_\"\nresources = [\"health\"]\n"
+    ));
+    let line = atoll_in(dir.path(), &["rpc", "localhost", "list"]).fails();
+    assert!(line.contains("expected HOST:PORT"), "{line}");
+
+    let atoll = Atoll::serve(&config);
+    let listening = atoll.listening(2);
+    for (name, _, addr) in &listening {
+        let addr = addr.to_string();
+        let line = atoll_in(dir.path(), &["rpc", &addr, "list", "--timeout", "5s"]).fails();
+        assert!(
+            line.contains(&format!("{addr} is not an atoll RPC listener")),
+            "{name}: {line}"
+        );
+        let got = match name.as_str() {
+            "echo" => "it sends back what it is sent",
+            _ => "it answers \"HTTP/1.1 400",
+        };
+        assert!(line.contains(got), "{name}: {line}");
+    }
 }

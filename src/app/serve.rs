@@ -332,7 +332,9 @@ pub(crate) const LIFECYCLE: &str = "atoll::app";
 
 /// Prints `listening name=NAME kind=KIND addr=ADDR` on stdout for each listener, at start
 /// and for the ones a reload starts or replaces.
-fn announce<'a>(listeners: impl Iterator<Item = (&'a crate::spec::ListenerSpec, &'a ServerHandle)>) {
+fn announce<'a>(
+    listeners: impl Iterator<Item = (&'a crate::spec::ListenerSpec, &'a ServerHandle)>,
+) {
     let mut text = String::new();
     for (spec, handle) in listeners {
         text += &format!(
@@ -344,7 +346,9 @@ fn announce<'a>(listeners: impl Iterator<Item = (&'a crate::spec::ListenerSpec, 
     }
     // A closed stdout is no reason to stop serving.
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 /// The version of the release whose binary this is, else the crate's.
