@@ -78,6 +78,11 @@ enum Command {
     /// Replaces the running process with another version without refusing a connection: the
     /// new one gets every listening socket, and the old one drains and exits once the new
     /// one is ready. If the new one fails, the old one keeps serving.
+    ///
+    /// The new process is not a child of the shell: after an `atoll serve` started in a
+    /// terminal is upgraded, Ctrl-C there no longer reaches the server, and its output goes to
+    /// the log file (LOG_DIR/APP.log) instead of the terminal. Stop it with `kill -TERM PID`,
+    /// PID as printed here or by `atoll status`.
     Upgrade {
         /// The installed release to run: `latest` (the default), `next`, or a regular
         /// expression over the versions.

@@ -275,3 +275,146 @@ fn rpc_says_host_port_is_expected_and_names_a_listener_that_is_not_rpc() {
         assert!(line.contains(got), "{name}: {line}");
     }
 }
+
+// ===== 7: an upgrade from a terminal =====
+
+#[test]
+fn the_new_process_of_an_upgrade_does_not_write_to_the_old_ones_terminal() {
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::OwnedFd;
+
+    let (_dir, config) = config(ECHO);
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let out = OwnedFd::from(pty.slave.try_clone().unwrap());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_atoll"));
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(config.parent().unwrap())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(pty.slave));
+    let mut old = command.spawn().expect("atoll runs");
+    let reaper = common::process::Reaper::default();
+    reaper.add(old.id());
+    // The terminal's output, line by line, read as it comes (a full terminal would block).
+    let (tx, lines) = std::sync::mpsc::channel();
+    let master = std::fs::File::from(pty.master);
+    std::thread::spawn(move || {
+        for line in BufReader::new(master).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("a `listening` line on the terminal");
+        if line.starts_with("listening name=echo") {
+            break;
+        }
+    }
+
+    let binary = env!("CARGO_BIN_EXE_atoll");
+    let answer = ctl(&config, &["upgrade", "--path", binary, "--json"]).json();
+    let new_pid = answer["pid"].as_u64().unwrap() as u32;
+    reaper.add(new_pid);
+    for fd in [1, 2] {
+        let target = std::fs::read_link(format!("/proc/{new_pid}/fd/{fd}")).unwrap();
+        assert_eq!(target, Path::new("/dev/null"), "fd {fd} of the new process");
+    }
+    common::process::wait_exit(old.id(), WAIT);
+    let _ = old.wait();
+    let status = ctl(&config, &["status", "--json"]).json();
+    assert_eq!(status["pid"], new_pid);
+    common::process::terminate(new_pid);
+}
+
+// ===== 1: the README's commands =====
+
+/// The `atoll ...` commands of the README: the lines of its code blocks, and the inline ones,
+/// each without its comment, split into words (single quotes removed).
+fn readme_commands() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut found = Vec::new();
+    let mut in_block = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if in_block {
+            let line = line.strip_prefix("$ ").unwrap_or(line);
+            if line.starts_with("atoll ") {
+                found.push(line.split(" #").next().unwrap().trim().to_owned());
+            }
+        } else {
+            for (i, part) in line.split('`').enumerate() {
+                // `atoll ...` stands for any command.
+                if i % 2 == 1 && part.starts_with("atoll ") && !part.contains("...") {
+                    found.push(part.to_owned());
+                }
+            }
+        }
+    }
+    found
+        .iter()
+        .map(|c| c.split_whitespace().map(|w| w.replace('\'', "")).collect())
+        .collect()
+}
+
+#[test]
+fn the_readme_says_how_to_get_atoll_and_its_commands_work_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let quick_start = readme
+        .split("## Quick start")
+        .nth(1)
+        .expect("a quick start");
+    let quick_start = quick_start.split("\n## ").next().unwrap();
+    assert!(
+        quick_start.contains("cargo install --path ."),
+        "{quick_start}"
+    );
+    assert!(
+        quick_start.contains("target/release/atoll"),
+        "{quick_start}"
+    );
+
+    let commands = readme_commands();
+    assert!(commands.len() >= 10, "{commands:?}");
+    // An RPC daemon where the README's is (127.0.0.1:4040): on a free port instead.
+    let (dir, config) = config(
+        "[app]\nnode = \"t\"\n[[listener]]\nname = \"kv\"\nkind = \"rpc\"\nip = \"127.0.0.1\"\n\
+         port = 0\nplain = true\n",
+    );
+    let atoll = Atoll::serve(&config);
+    let kv = atoll.listening(1)[0].2.to_string();
+    let mut rpc_calls = 0;
+    for words in &commands {
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        assert_eq!(words[0], "atoll");
+        if args[0] == "rpc" && args.len() >= 3 {
+            let mut args = args.clone();
+            args[1] = &kv;
+            let out = atoll_in(dir.path(), &args).ok();
+            let _: serde_json::Value =
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{words:?}: {e}: {out}"));
+            rpc_calls += 1;
+        } else {
+            // The subcommand and its options exist as written.
+            let mut help = vec![args[0], "--help"];
+            help.extend(args[1..].iter().filter(|a| a.starts_with("--")));
+            let out = atoll_in(dir.path(), &help[..2]).ok();
+            for option in &help[2..] {
+                assert!(out.contains(option), "{words:?}: no {option} in {out}");
+            }
+        }
+    }
+    assert!(rpc_calls >= 4, "{commands:?}");
+}
