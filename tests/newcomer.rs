@@ -418,3 +418,42 @@ fn the_readme_says_how_to_get_atoll_and_its_commands_work_as_written() {
     }
     assert!(rpc_calls >= 4, "{commands:?}");
 }
+
+// ===== 6: one way to upgrade, in the unit and the guide =====
+
+#[test]
+fn the_systemd_unit_and_the_guide_describe_one_upgrade_without_a_current_link() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("dist/systemd/atoll.service")).unwrap();
+    let guide = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the unit"))
+            .to_owned()
+    };
+    assert!(
+        !unit.contains("/current"),
+        "the unit still uses a `current` link"
+    );
+    let exec = value("ExecStart");
+    let binary = exec.split_whitespace().next().unwrap();
+    let config = exec.split_whitespace().last().unwrap();
+    // The documentation is the config file the unit runs, which exists wherever it runs.
+    assert_eq!(value("Documentation"), format!("file:{config}"));
+    // The guide's steps name the same binary and config, and the same upgrade command.
+    let section = guide
+        .split("### Upgrade under systemd")
+        .nth(1)
+        .expect("an `Upgrade under systemd` section");
+    let section = section.split("\n## ").next().unwrap();
+    assert!(
+        section.contains(binary),
+        "{binary} not in the guide's steps"
+    );
+    let upgrade = format!("--config {config}");
+    assert!(section.contains(&upgrade) && unit.contains(&upgrade));
+    let install = format!("install -m 755 /opt/atoll/lib/atoll-1.1.0/atoll {binary}");
+    assert!(section.contains(&install) && unit.contains(&install));
+    assert!(!section.contains("/opt/atoll/current"));
+}
