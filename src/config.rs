@@ -71,6 +71,18 @@ pub struct Config {
     /// delay at once. A reload applies a change at once. Default is 0: the listeners stop at
     /// once.
     pub drain_delay: Duration,
+    /// Each listener's table as written, variables expanded, in file order (the same order
+    /// as [`listeners`](Self::listeners)): what [`find_env_vars`](Self::find_env_vars) searches.
+    pub listener_tables: Vec<toml::Table>,
+}
+
+/// Where [`Config::find_env_vars`] found a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundKey {
+    /// `app`, or `listener NAME`.
+    pub owner: String,
+    /// The value, variables expanded.
+    pub value: toml::Value,
 }
 
 /// How a listener's telemetry events are logged through `tracing` (the `log_events` key).
@@ -308,6 +320,7 @@ impl Config {
             }
         };
         let mut listeners: Vec<ListenerSpec> = Vec::with_capacity(file.listener.len());
+        let mut listener_tables = Vec::with_capacity(file.listener.len());
         for (i, mut table) in file.listener.into_iter().enumerate() {
             let key = format!("listener[{}]", i + 1);
             let name = match table.get("name") {
@@ -330,6 +343,7 @@ impl Config {
                 return Err(invalid(place, message));
             }
             listeners.push(spec);
+            listener_tables.push(table);
         }
         let (env, vars) = vars.into_parts();
         Ok(Config {
@@ -340,6 +354,60 @@ impl Config {
             env,
             vars,
             drain_delay,
+            listener_tables,
+        })
+    }
+
+    /// Every place the key `key` is set, expanded: the `[app]` table first (its resolved
+    /// value, defaults and OS variables included, when `key` is one of its keys), then each
+    /// listener that sets it, in file order. A dotted key looks into nested tables
+    /// (`tls.cert`). This is setup's `find_env_vars`, over one config file's tables rather
+    /// than over loaded applications; `atoll env --find KEY` prints it.
+    pub fn find_env_vars(&self, key: &str) -> Vec<FoundKey> {
+        let mut found = Vec::new();
+        if let Some(value) = self.app_value(key.strip_prefix("app.").unwrap_or(key)) {
+            found.push(FoundKey {
+                owner: "app".to_owned(),
+                value,
+            });
+        }
+        for (spec, table) in self.listeners.iter().zip(&self.listener_tables) {
+            let mut value = None;
+            let mut at = Some(table);
+            for (i, part) in key.split('.').enumerate() {
+                let here = at.and_then(|t| t.get(part));
+                if i + 1 == key.split('.').count() {
+                    value = here.cloned();
+                } else {
+                    at = here.and_then(toml::Value::as_table);
+                }
+            }
+            if let Some(value) = value {
+                found.push(FoundKey {
+                    owner: format!("listener {}", spec.name),
+                    value,
+                });
+            }
+        }
+        found
+    }
+
+    /// The resolved `[app]` value of `key`, when it is one of its keys.
+    fn app_value(&self, key: &str) -> Option<toml::Value> {
+        let env = &self.env;
+        let path = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned());
+        Some(match key {
+            "name" => toml::Value::String(env.name.clone()),
+            "node" => toml::Value::String(env.node.clone()),
+            "home" => path(&env.home),
+            "data_dir" => path(&env.data_dir),
+            "log_dir" => path(&env.log_dir),
+            "priv_dir" => path(&env.priv_dir),
+            "log_max_size" => toml::Value::Integer(env.log_max_size.min(i64::MAX as u64) as i64),
+            "log_files" => toml::Value::Integer(env.log_files.into()),
+            "lib_dirs" => toml::Value::Array(env.lib_dirs.iter().map(|d| path(d)).collect()),
+            "drain_delay" => toml::Value::String(format!("{}ms", self.drain_delay.as_millis())),
+            _ => return None,
         })
     }
 

@@ -129,7 +129,7 @@ mod tls;
 
 pub use addr::Addr;
 pub use bind::Bind;
-pub use config::{Config, ConfigError, LogEvents};
+pub use config::{Config, ConfigError, FoundKey, LogEvents};
 pub use connections::ConnectionInfo;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handle::{Phase, ServerHandle, StopReport};

@@ -110,6 +110,11 @@ enum Command {
         /// Print JSON instead of `key = value` lines.
         #[arg(long)]
         json: bool,
+        /// Print only where the key KEY is set, expanded: `[app]` (resolved) and each listener
+        /// that sets it (`atoll env --find port`, `--find tls.cert`), one `OWNER = VALUE` line
+        /// each. Exits 1 when no table has it.
+        #[arg(long, value_name = "KEY")]
+        find: Option<String>,
     },
     /// Lists the releases installed in the lib dirs (ATOLL_SETUP_LIBS, ATOLL_LIBS), the running
     /// one marked with `*`.
@@ -198,7 +203,7 @@ fn main() -> ExitCode {
                 timeout_ms: Some(timeout.as_millis().min(u64::MAX as u128) as u64),
             },
         ),
-        Command::Env { config, json } => env(&config, json),
+        Command::Env { config, json, find } => env(&config, json, find.as_deref()),
         Command::Versions { config, json } => versions(&config, json),
         Command::Rpc {
             addr,
@@ -317,8 +322,33 @@ fn absolute(path: PathBuf) -> PathBuf {
 }
 
 /// `atoll env`: the resolved environment and variables of the config at `path`.
-fn env(path: &Path, json: bool) -> Result<(), Failure> {
+fn env(path: &Path, json: bool, find: Option<&str>) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| failed(json, e.to_string()))?;
+    if let Some(key) = find {
+        let found = config.find_env_vars(key);
+        if found.is_empty() {
+            return Err(failed(
+                json,
+                format!("{}: no table sets `{key}`", path.display()),
+            ));
+        }
+        return if json {
+            let list: Vec<_> = found
+                .iter()
+                .map(|f| serde_json::json!({ "owner": f.owner, "value": f.value }))
+                .collect();
+            print(format_args!("{:#}\n", serde_json::Value::Array(list)))
+        } else {
+            let lines: String = found
+                .iter()
+                .map(|f| match &f.value {
+                    toml::Value::String(s) => format!("{} = {s}\n", f.owner),
+                    other => format!("{} = {other}\n", f.owner),
+                })
+                .collect();
+            print(lines)
+        };
+    }
     let text = if json {
         atoll::setup::describe_json(&config.env, &config.vars)
     } else {
