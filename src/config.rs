@@ -134,12 +134,26 @@ impl LogEvents {
         let budget = telemetry.failure_log_budget();
         match self {
             LogEvents::Off => None,
-            LogEvents::Errors => {
-                Some(telemetry.attach(ErrorsOnly(TracingLogger::with_budget(Level::WARN, budget))))
-            }
+            LogEvents::Errors => Some(telemetry.attach(SaidElsewhere(ErrorsOnly(
+                TracingLogger::with_budget(Level::WARN, budget),
+            )))),
             LogEvents::All(level) => {
-                Some(telemetry.attach(TracingLogger::with_budget(level, budget)))
+                Some(telemetry.attach(SaidElsewhere(TracingLogger::with_budget(level, budget))))
             }
+        }
+    }
+}
+
+/// Passes every event on but `listener.error`: a listener that cannot start is the failure
+/// of the start or reload that asked for it, which says so itself, on one line (`atoll
+/// serve`'s error, the reload's answer); a log line too would say it twice.
+#[derive(Debug)]
+struct SaidElsewhere<S>(S);
+
+impl<S: Subscriber> Subscriber for SaidElsewhere<S> {
+    fn on_event(&self, event: &Event<'_>) {
+        if event.kind != EventKind::ListenerError {
+            self.0.on_event(event);
         }
     }
 }

@@ -137,7 +137,7 @@ pub use handler::{Action, Handler, Move, SHUTDOWN_QUIET};
 pub use moved::{MoveTo, Moved};
 pub use options::{parse_duration, ServerOptions, DEFAULT_NUM_ACCEPTORS};
 pub use proxy::{ProxyProtocol, MAX_V2_HEADER};
-pub use registry::{Launcher, ListenerInfo, Registry, Updater};
+pub use registry::{Launcher, ListenerInfo, Registry, Updater, Uptime};
 pub use server::Server;
 pub use socket::Socket;
 pub use sockets::{Inherited, Origin, SocketPool};

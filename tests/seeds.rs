@@ -82,3 +82,71 @@ fn atoll_env_find_prints_each_place_and_fails_on_none() {
     let line = ctl(&config, &["env", "--find", "nothing"]).fails();
     assert!(line.contains("no table sets `nothing`"), "{line}");
 }
+
+// ===== leptus's listener_uptime =====
+
+/// `GET path` on `addr`, over HTTP/1.1 with `connection: close`; the body parsed as JSON.
+fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// An uptime value: days, hours, minutes, seconds and the total, consistent.
+fn check_uptime(v: &serde_json::Value) -> f64 {
+    let part = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    let total = v["total_secs"].as_f64().unwrap();
+    let whole =
+        part("days") * 86_400 + part("hours") * 3600 + part("minutes") * 60 + part("seconds");
+    assert!(
+        part("hours") < 24 && part("minutes") < 60 && part("seconds") < 60,
+        "{v}"
+    );
+    assert_eq!(whole, total as u64, "{v}");
+    total
+}
+
+#[test]
+fn listener_uptime_is_a_value_in_listeners_atoll_uptime_and_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().canonicalize().unwrap().join("atoll.toml");
+    std::fs::write(
+        &config,
+        "[app]\nnode = \"t\"\n[[listener]]\nname = \"web\"\nkind = \"http\"\nip = \"127.0.0.1\"\n\
+         port = 0\n[[listener.handlers]]\nhost = \"_\"\nresources = [\"listeners\"]\n",
+    )
+    .unwrap();
+    let atoll = common::process::Atoll::serve(&config);
+    let web = atoll.listening(1)[0].2;
+
+    let shown = get_json(web, "/listeners/web");
+    let first = check_uptime(&shown["uptime_dhms"]);
+    let json = ctl(&config, &["uptime", "web", "--json"]).json();
+    let second = check_uptime(&json["uptime_dhms"]);
+    assert!(second >= first, "{first} then {second}");
+    let json = ctl(&config, &["listeners", "--json"]).json();
+    let third = check_uptime(&json[0]["uptime_dhms"]);
+    assert!(third >= second, "{second} then {third}");
+
+    // The library's value (`Registry::uptime` gives it too: tests/registry.rs), and its
+    // parts for a long uptime.
+    let long = atoll::Uptime::from(std::time::Duration::from_secs(
+        2 * 86_400 + 3 * 3600 + 4 * 60 + 5,
+    ));
+    assert_eq!(
+        (long.days(), long.hours(), long.minutes(), long.seconds()),
+        (2, 3, 4, 5)
+    );
+    assert_eq!(long.to_string(), "2d 03:04:05");
+    check_uptime(&serde_json::to_value(long).unwrap());
+}

@@ -370,8 +370,12 @@ impl Commands for App {
             Request::Listeners => self.listeners(),
             Request::Uptime { name } => match self.registry.uptime(&name) {
                 Ok(up) => Answer::done(
-                    format!("{name} up {}\n", human_duration(up)),
-                    json!({ "name": name, "uptime_secs": up.as_secs_f64() }),
+                    format!("{name} up {}\n", human_duration(up.duration())),
+                    json!({
+                        "name": name,
+                        "uptime_secs": up.duration().as_secs_f64(),
+                        "uptime_dhms": up,
+                    }),
                 ),
                 Err(e) => Answer::failed(e.to_string()),
             },
@@ -458,6 +462,7 @@ impl App {
                     "kind": l.kind,
                     "addr": l.addr.to_string(),
                     "uptime_secs": l.uptime.as_secs_f64(),
+                    "uptime_dhms": crate::registry::Uptime::from(l.uptime),
                     "connections": l.connections,
                 })
             })
