@@ -281,11 +281,10 @@ fn rpc_says_host_port_is_expected_and_names_a_listener_that_is_not_rpc() {
 #[test]
 fn the_new_process_of_an_upgrade_does_not_write_to_the_old_ones_terminal() {
     use std::io::{BufRead, BufReader};
-    use std::os::fd::OwnedFd;
 
     let (_dir, config) = config(ECHO);
     let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
-    let out = OwnedFd::from(pty.slave.try_clone().unwrap());
+    let out = pty.slave.try_clone().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_atoll"));
     command
         .args(["serve", "--config"])
