@@ -150,3 +150,100 @@ fn listener_uptime_is_a_value_in_listeners_atoll_uptime_and_the_registry() {
     assert_eq!(long.to_string(), "2d 03:04:05");
     check_uptime(&serde_json::to_value(long).unwrap());
 }
+
+// ===== setup's read_config_script: include =====
+
+fn listener(name: &str) -> String {
+    format!("[[listener]]\nname = \"{name}\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = 0\n")
+}
+
+#[test]
+fn include_merges_files_in_order_and_errors_name_the_included_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let config = root.join("atoll.toml");
+    std::fs::create_dir(root.join("conf.d")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "include = [\"conf.d/*.toml\", \"extra.toml\"]\n[app]\nnode = \"t\"\n{}",
+            listener("main")
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("conf.d/20-b.toml"), listener("b")).unwrap();
+    std::fs::write(
+        root.join("conf.d/10-a.toml"),
+        listener("a") + &listener("a2"),
+    )
+    .unwrap();
+    std::fs::write(root.join("conf.d/notes.txt"), "not a config").unwrap();
+    std::fs::write(root.join("extra.toml"), listener("x")).unwrap();
+
+    let c = Config::load(&config).unwrap();
+    let names: Vec<&str> = c.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["main", "a", "a2", "b", "x"]);
+    assert_eq!(c.listener_files[1], root.join("conf.d/10-a.toml"));
+    assert_eq!(c.listener_files[0], config);
+
+    // A bad listener in an included file: the error names that file and the listener.
+    std::fs::write(
+        root.join("conf.d/20-b.toml"),
+        listener("b") + "num_acceptors = \"many\"\n",
+    )
+    .unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    let b = root.join("conf.d/20-b.toml");
+    assert!(
+        e.starts_with(&format!("{}: listener `b`: ", b.display())),
+        "{e}"
+    );
+    assert!(e.contains("num_acceptors"), "{e}");
+    // A syntax error: the file and its line.
+    std::fs::write(&b, format!("{}name = \n", listener("b"))).unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}: line 6: ", b.display())), "{e}");
+    // Only listeners in an included file.
+    std::fs::write(&b, "[app]\nnode = \"x\"\n").unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}: line 1: ", b.display())), "{e}");
+    assert!(e.contains("[[listener]] tables only"), "{e}");
+    // The same name in two files.
+    std::fs::write(&b, listener("a")).unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}: listener `a`: duplicate name: ", b.display()))
+            && e.contains("10-a.toml"),
+        "{e}"
+    );
+    // A file named without wildcards must exist.
+    std::fs::remove_file(&b).unwrap();
+    std::fs::remove_file(root.join("extra.toml")).unwrap();
+    let e = Config::load(&config).unwrap_err().to_string();
+    assert!(e.contains("extra.toml: cannot read"), "{e}");
+}
+
+#[test]
+fn atoll_serve_starts_included_listeners_and_a_reload_adds_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let config = root.join("atoll.toml");
+    std::fs::create_dir(root.join("conf.d")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "include = [\"conf.d/*.toml\"]\n[app]\nnode = \"t\"\n{}",
+            listener("main")
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("conf.d/web.toml"), listener("one")).unwrap();
+    let atoll = common::process::Atoll::serve(&config);
+    let names: Vec<String> = atoll.listening(2).into_iter().map(|l| l.0).collect();
+    assert_eq!(names, ["main", "one"]);
+
+    std::fs::write(root.join("conf.d/zz.toml"), listener("two")).unwrap();
+    let text = ctl(&config, &["reload"]).ok();
+    assert!(text.contains("started two"), "{text}");
+    assert_eq!(atoll.listening(1)[0].0, "two");
+}
