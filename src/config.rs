@@ -23,6 +23,17 @@
 //!
 //! Variables are expanded in every string (see [`setup`](crate::setup)) before the
 //! listeners are read, so every kind of listener gets them.
+//!
+//! # Included files
+//!
+//! `include = ["conf.d/*.toml"]` (a top-level key) pulls in the `[[listener]]` tables of
+//! other files, so operators can keep one file per listener (setup's `read_config_script`
+//! and plugin roots, for listeners). Patterns are taken from the config's folder, may hold
+//! `*` and `?` in their file name, and are read in order, each one's files by name; their
+//! listeners follow the config's own, in that order. An included file holds `[[listener]]`
+//! tables only; it shares the config's `[app]`, `[vars]` and folder (the base of relative
+//! paths). An error in it names it (`conf.d/web.toml: listener `web`: ...`). A reload reads
+//! the files again, so adding a file and reloading starts its listeners.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +82,21 @@ pub struct Config {
     /// delay at once. A reload applies a change at once. Default is 0: the listeners stop at
     /// once.
     pub drain_delay: Duration,
+    /// Each listener's table as written, variables expanded, in file order (the same order
+    /// as [`listeners`](Self::listeners)): what [`find_env_vars`](Self::find_env_vars) searches.
+    pub listener_tables: Vec<toml::Table>,
+    /// The file each listener was read from, in the same order: this config's `path`, or a
+    /// file it includes (`include = ["conf.d/*.toml"]`). Errors about a listener name it.
+    pub listener_files: Vec<PathBuf>,
+}
+
+/// Where [`Config::find_env_vars`] found a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundKey {
+    /// `app`, or `listener NAME`.
+    pub owner: String,
+    /// The value, variables expanded.
+    pub value: toml::Value,
 }
 
 /// How a listener's telemetry events are logged through `tracing` (the `log_events` key).
@@ -122,12 +148,26 @@ impl LogEvents {
         let budget = telemetry.failure_log_budget();
         match self {
             LogEvents::Off => None,
-            LogEvents::Errors => {
-                Some(telemetry.attach(ErrorsOnly(TracingLogger::with_budget(Level::WARN, budget))))
-            }
+            LogEvents::Errors => Some(telemetry.attach(SaidElsewhere(ErrorsOnly(
+                TracingLogger::with_budget(Level::WARN, budget),
+            )))),
             LogEvents::All(level) => {
-                Some(telemetry.attach(TracingLogger::with_budget(level, budget)))
+                Some(telemetry.attach(SaidElsewhere(TracingLogger::with_budget(level, budget))))
             }
+        }
+    }
+}
+
+/// Passes every event on but `listener.error`: a listener that cannot start is the failure
+/// of the start or reload that asked for it, which says so itself, on one line (`atoll
+/// serve`'s error, the reload's answer); a log line too would say it twice.
+#[derive(Debug)]
+struct SaidElsewhere<S>(S);
+
+impl<S: Subscriber> Subscriber for SaidElsewhere<S> {
+    fn on_event(&self, event: &Event<'_>) {
+        if event.kind != EventKind::ListenerError {
+            self.0.on_event(event);
         }
     }
 }
@@ -164,6 +204,83 @@ struct File {
     app: AppSettings,
     #[serde(default)]
     vars: BTreeMap<String, String>,
+    #[serde(default)]
+    include: Vec<String>,
+}
+
+/// A file pulled in by `include`: listeners only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Included {
+    #[serde(default)]
+    listener: Vec<toml::Table>,
+}
+
+/// The files `include` names, in order: each pattern's matches sorted by name. A pattern is a
+/// path relative to the config's folder whose last part may hold `*` and `?` wildcards
+/// (`conf.d/*.toml`); one without wildcards names a file that must exist. A pattern that
+/// matches nothing adds nothing.
+fn included_files(dir: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for pattern in patterns {
+        let full = dir.join(pattern);
+        let name = full
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("`include`: `{pattern}` names no file"))?;
+        if !name.contains(['*', '?']) {
+            files.push(full);
+            continue;
+        }
+        let folder = full.parent().unwrap_or(dir);
+        if folder.to_string_lossy().contains(['*', '?']) {
+            return Err(format!(
+                "`include`: `{pattern}`: wildcards are allowed in the file name only"
+            ));
+        }
+        let entries = match std::fs::read_dir(folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("`include`: cannot read {}: {e}", folder.display())),
+        };
+        let mut matched: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| !n.starts_with('.') && wildcard(name, n))
+            })
+            .map(|entry| entry.path())
+            .collect();
+        matched.sort();
+        files.extend(matched);
+    }
+    Ok(files)
+}
+
+/// Whether `text` matches `pattern`, where `*` is any run of characters and `?` one.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 // ===== impl Config =====
@@ -230,10 +347,41 @@ impl Config {
             };
             invalid(place, e.message().to_owned())
         })?;
-        if file.listener.is_empty() {
+        let base = path.parent().unwrap_or(Path::new(""));
+        // Every listener table, with the file it comes from: this one's, then the included
+        // files' in order.
+        let mut tables: Vec<(PathBuf, usize, toml::Table)> = file
+            .listener
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (path.to_owned(), i + 1, t))
+            .collect();
+        let includes = included_files(&config_dir(path, os), &file.include)
+            .map_err(|m| invalid(Place::File, m))?;
+        for included in includes {
+            let text = std::fs::read_to_string(&included)
+                .map_err(|e| ConfigError::new(&included, Place::File, Fault::Read(e)))?;
+            let more: Included = toml::from_str(&text).map_err(|e| {
+                let place = match e.span() {
+                    Some(span) => Place::Line(line_of(&text, span.start)),
+                    None => Place::File,
+                };
+                let message = format!(
+                    "{} (an included file holds [[listener]] tables only)",
+                    e.message()
+                );
+                ConfigError::new(&included, place, Fault::Invalid(message))
+            })?;
+            tables.extend(
+                more.listener
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| (included.clone(), i + 1, t)),
+            );
+        }
+        if tables.is_empty() {
             return Err(invalid(Place::File, "no [[listener]] table".to_owned()));
         }
-        let base = path.parent().unwrap_or(Path::new(""));
         let vars = Variables::resolve(&file.app, &file.vars, &config_dir(path, os), os)
             .map_err(|e| expand(Place::File, e))?;
         let log_events = match file.log_events {
@@ -307,16 +455,22 @@ impl Config {
                     .map_err(|why| invalid(Place::File, format!("`{key}`: {why}")))?
             }
         };
-        let mut listeners: Vec<ListenerSpec> = Vec::with_capacity(file.listener.len());
-        for (i, mut table) in file.listener.into_iter().enumerate() {
-            let key = format!("listener[{}]", i + 1);
+        let mut listeners: Vec<ListenerSpec> = Vec::with_capacity(tables.len());
+        let mut listener_tables = Vec::with_capacity(tables.len());
+        let mut listener_files: Vec<PathBuf> = Vec::with_capacity(tables.len());
+        for (from, i, mut table) in tables {
+            let at = from.clone();
+            let invalid =
+                |place, message: String| ConfigError::new(&at, place, Fault::Invalid(message));
+            let expand = |place, e: ExpandError| ConfigError::new(&at, place, Fault::Expand(e));
+            let key = format!("listener[{i}]");
             let name = match table.get("name") {
                 Some(toml::Value::String(s)) if !s.is_empty() => {
                     vars.expand(s, &format!("{key}.name")).ok()
                 }
                 _ => None,
             };
-            let place = Place::Listener { name, index: i + 1 };
+            let place = Place::Listener { name, index: i };
             if let Err(e) = vars.expand_table(&mut table, &key) {
                 return Err(expand(place, e));
             }
@@ -326,10 +480,18 @@ impl Config {
             };
             spec.telemetry = Arc::new(Telemetry::with_failure_log_budget(failure_log_budget));
             if let Some(first) = listeners.iter().position(|l| l.name == spec.name) {
-                let message = format!("duplicate name: listener #{} has it too", first + 1);
+                let message = match listener_files[first] == from {
+                    true => format!("duplicate name: listener #{} has it too", first + 1),
+                    false => format!(
+                        "duplicate name: {} has a listener of that name too",
+                        listener_files[first].display()
+                    ),
+                };
                 return Err(invalid(place, message));
             }
             listeners.push(spec);
+            listener_tables.push(table);
+            listener_files.push(from);
         }
         let (env, vars) = vars.into_parts();
         Ok(Config {
@@ -340,6 +502,61 @@ impl Config {
             env,
             vars,
             drain_delay,
+            listener_tables,
+            listener_files,
+        })
+    }
+
+    /// Every place the key `key` is set, expanded: the `[app]` table first (its resolved
+    /// value, defaults and OS variables included, when `key` is one of its keys), then each
+    /// listener that sets it, in file order. A dotted key looks into nested tables
+    /// (`tls.cert`). This is setup's `find_env_vars`, over one config file's tables rather
+    /// than over loaded applications; `atoll env --find KEY` prints it.
+    pub fn find_env_vars(&self, key: &str) -> Vec<FoundKey> {
+        let mut found = Vec::new();
+        if let Some(value) = self.app_value(key.strip_prefix("app.").unwrap_or(key)) {
+            found.push(FoundKey {
+                owner: "app".to_owned(),
+                value,
+            });
+        }
+        for (spec, table) in self.listeners.iter().zip(&self.listener_tables) {
+            let mut value = None;
+            let mut at = Some(table);
+            for (i, part) in key.split('.').enumerate() {
+                let here = at.and_then(|t| t.get(part));
+                if i + 1 == key.split('.').count() {
+                    value = here.cloned();
+                } else {
+                    at = here.and_then(toml::Value::as_table);
+                }
+            }
+            if let Some(value) = value {
+                found.push(FoundKey {
+                    owner: format!("listener {}", spec.name),
+                    value,
+                });
+            }
+        }
+        found
+    }
+
+    /// The resolved `[app]` value of `key`, when it is one of its keys.
+    fn app_value(&self, key: &str) -> Option<toml::Value> {
+        let env = &self.env;
+        let path = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned());
+        Some(match key {
+            "name" => toml::Value::String(env.name.clone()),
+            "node" => toml::Value::String(env.node.clone()),
+            "home" => path(&env.home),
+            "data_dir" => path(&env.data_dir),
+            "log_dir" => path(&env.log_dir),
+            "priv_dir" => path(&env.priv_dir),
+            "log_max_size" => toml::Value::Integer(env.log_max_size.min(i64::MAX as u64) as i64),
+            "log_files" => toml::Value::Integer(env.log_files.into()),
+            "lib_dirs" => toml::Value::Array(env.lib_dirs.iter().map(|d| path(d)).collect()),
+            "drain_delay" => toml::Value::String(format!("{}ms", self.drain_delay.as_millis())),
+            _ => return None,
         })
     }
 
@@ -364,7 +581,8 @@ impl Config {
                         name: Some(spec.name.clone()),
                         index: i + 1,
                     };
-                    return Err(ConfigError::new(&self.path, place, Fault::Start(e)));
+                    let file = self.listener_files.get(i).unwrap_or(&self.path);
+                    return Err(ConfigError::new(file, place, Fault::Start(e)));
                 }
             }
         }

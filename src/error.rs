@@ -173,11 +173,29 @@ impl fmt::Display for Error {
         if let Some(c) = &self.inner.context {
             write!(f, "{c}: ")?;
         }
-        f.write_str(self.inner.kind.describe())?;
-        if let Some(s) = &self.inner.source {
-            write!(f, ": {s}")?;
+        let io = self
+            .inner
+            .source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<io::Error>());
+        match (self.inner.kind, io) {
+            // The kind says it all; the OS's "Address already in use" would say it twice.
+            (ErrorKind::AddressInUse, Some(e)) if e.kind() == io::ErrorKind::AddrInUse => {
+                f.write_str(self.inner.kind.describe())
+            }
+            // A certificate, key or CA file that is not there is not a bad certificate.
+            (ErrorKind::Certificate, Some(e)) if e.kind() == io::ErrorKind::NotFound => {
+                f.write_str("file not found")
+            }
+            (ErrorKind::Certificate, Some(e)) => write!(f, "cannot read the file: {e}"),
+            _ => {
+                f.write_str(self.inner.kind.describe())?;
+                if let Some(s) = &self.inner.source {
+                    write!(f, ": {s}")?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 

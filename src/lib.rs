@@ -130,7 +130,7 @@ mod tls;
 
 pub use addr::Addr;
 pub use bind::Bind;
-pub use config::{Config, ConfigError, LogEvents};
+pub use config::{Config, ConfigError, FoundKey, LogEvents};
 pub use connections::ConnectionInfo;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handle::{Phase, ServerHandle, StopReport};
@@ -138,7 +138,7 @@ pub use handler::{Action, Handler, Move, SHUTDOWN_QUIET};
 pub use moved::{MoveTo, Moved};
 pub use options::{parse_duration, ServerOptions, DEFAULT_NUM_ACCEPTORS};
 pub use proxy::{ProxyProtocol, MAX_V2_HEADER};
-pub use registry::{Launcher, ListenerInfo, Registry, Updater};
+pub use registry::{Launcher, ListenerInfo, Registry, Updater, Uptime};
 pub use server::Server;
 pub use socket::Socket;
 pub use sockets::{Inherited, Origin, SocketPool};

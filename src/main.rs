@@ -67,9 +67,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Re-reads the config file and applies the difference, as SIGHUP does: new listeners
-    /// start, removed ones drain and stop, changed ones are updated or replaced without
-    /// refusing a connection. A config that fails to load changes nothing.
+    /// Re-reads the server's own config file and applies the difference, as SIGHUP does: new
+    /// listeners start, removed ones drain and stop, changed ones are updated or replaced
+    /// without refusing a connection. A config that fails to load changes nothing. `--config`
+    /// must name the file the server was started with; another file is refused, naming both.
     Reload {
         #[command(flatten)]
         target: Target,
@@ -77,6 +78,11 @@ enum Command {
     /// Replaces the running process with another version without refusing a connection: the
     /// new one gets every listening socket, and the old one drains and exits once the new
     /// one is ready. If the new one fails, the old one keeps serving.
+    ///
+    /// The new process is not a child of the shell: after an `atoll serve` started in a
+    /// terminal is upgraded, Ctrl-C there no longer reaches the server, and its output goes to
+    /// the log file (LOG_DIR/APP.log) instead of the terminal. Stop it with `kill -TERM PID`,
+    /// PID as printed here or by `atoll status`.
     Upgrade {
         /// The installed release to run: `latest` (the default), `next`, or a regular
         /// expression over the versions.
@@ -104,6 +110,11 @@ enum Command {
         /// Print JSON instead of `key = value` lines.
         #[arg(long)]
         json: bool,
+        /// Print only where the key KEY is set, expanded: `[app]` (resolved) and each listener
+        /// that sets it (`atoll env --find port`, `--find tls.cert`), one `OWNER = VALUE` line
+        /// each. Exits 1 when no table has it.
+        #[arg(long, value_name = "KEY")]
+        find: Option<String>,
     },
     /// Lists the releases installed in the lib dirs (ATOLL_SETUP_LIBS, ATOLL_LIBS), the running
     /// one marked with `*`.
@@ -174,7 +185,10 @@ fn main() -> ExitCode {
         Command::Listeners { target } => control(&target, Request::Listeners),
         Command::Uptime { name, target } => control(&target, Request::Uptime { name }),
         Command::Stop { name, target } => control(&target, Request::Stop { name }),
-        Command::Reload { target } => control(&target, Request::Reload),
+        Command::Reload { target } => {
+            let config = Some(absolute(target.config.clone()));
+            control(&target, Request::Reload { config })
+        }
         Command::Status { target } => control(&target, Request::Status),
         Command::Upgrade {
             to,
@@ -189,7 +203,7 @@ fn main() -> ExitCode {
                 timeout_ms: Some(timeout.as_millis().min(u64::MAX as u128) as u64),
             },
         ),
-        Command::Env { config, json } => env(&config, json),
+        Command::Env { config, json, find } => env(&config, json, find.as_deref()),
         Command::Versions { config, json } => versions(&config, json),
         Command::Rpc {
             addr,
@@ -265,17 +279,18 @@ fn fail(message: &str) -> ExitCode {
 fn control(target: &Target, request: Request) -> Result<(), Failure> {
     // Only the environment: a reload must reach the server to be told what is wrong with
     // the rest of the file.
-    let env = Config::load_env(&target.config).map_err(|e| e.to_string())?;
+    let env = Config::load_env(&target.config).map_err(|e| failed(target.json, e.to_string()))?;
     let path = atoll::app::control::socket_path(&env);
     // Long enough for a drain or an upgrade; the server bounds those itself.
     let wait = match &request {
         Request::Upgrade { timeout_ms, .. } => {
             Duration::from_millis(timeout_ms.unwrap_or(0)) + Duration::from_secs(60)
         }
-        Request::Stop { .. } | Request::Reload => Duration::from_secs(3600),
+        Request::Stop { .. } | Request::Reload { .. } => Duration::from_secs(3600),
         _ => Duration::from_secs(10),
     };
-    let answer = atoll::app::control::call(&path, &request, wait).map_err(|e| e.to_string())?;
+    let answer = atoll::app::control::call(&path, &request, wait)
+        .map_err(|e| failed(target.json, e.to_string()))?;
     if target.json {
         print(format_args!("{:#}\n", answer.data))?;
     } else if answer.ok {
@@ -287,14 +302,53 @@ fn control(target: &Target, request: Request) -> Result<(), Failure> {
     }
 }
 
+/// A command's failure before any answer: with `--json`, `{"error": MESSAGE}` on stdout
+/// first, as a failed answer prints, so a program reading JSON always gets JSON.
+fn failed(json: bool, message: String) -> Failure {
+    if json {
+        if let Err(Failure::BrokenPipe) = print(format_args!(
+            "{:#}\n",
+            serde_json::json!({ "error": message })
+        )) {
+            return Failure::BrokenPipe;
+        }
+    }
+    Failure::Message(message)
+}
+
 /// `path` from the working directory, as the server (which may run elsewhere) needs it.
 fn absolute(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
 /// `atoll env`: the resolved environment and variables of the config at `path`.
-fn env(path: &Path, json: bool) -> Result<(), Failure> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+fn env(path: &Path, json: bool, find: Option<&str>) -> Result<(), Failure> {
+    let config = Config::load(path).map_err(|e| failed(json, e.to_string()))?;
+    if let Some(key) = find {
+        let found = config.find_env_vars(key);
+        if found.is_empty() {
+            return Err(failed(
+                json,
+                format!("{}: no table sets `{key}`", path.display()),
+            ));
+        }
+        return if json {
+            let list: Vec<_> = found
+                .iter()
+                .map(|f| serde_json::json!({ "owner": f.owner, "value": f.value }))
+                .collect();
+            print(format_args!("{:#}\n", serde_json::Value::Array(list)))
+        } else {
+            let lines: String = found
+                .iter()
+                .map(|f| match &f.value {
+                    toml::Value::String(s) => format!("{} = {s}\n", f.owner),
+                    other => format!("{} = {other}\n", f.owner),
+                })
+                .collect();
+            print(lines)
+        };
+    }
     let text = if json {
         atoll::setup::describe_json(&config.env, &config.vars)
     } else {
@@ -306,7 +360,7 @@ fn env(path: &Path, json: bool) -> Result<(), Failure> {
 /// `atoll versions`: the releases of the app in the config's lib dirs. The running version is
 /// the release whose binary this is, else this build's own version.
 fn versions(path: &Path, json: bool) -> Result<(), Failure> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load(path).map_err(|e| failed(json, e.to_string()))?;
     let installed = atoll::setup::versions::find_releases(&config.env.name, &config.env.lib_dirs);
     let running = std::env::current_exe()
         .ok()
@@ -327,6 +381,8 @@ fn rpc(
     tls: Option<ClientTls>,
     timeout: std::time::Duration,
 ) -> Result<(), Failure> {
+    check_host_port(&addr)?;
+    let plain = tls.is_none();
     let request = KvRequest::from_args(method, args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -340,17 +396,86 @@ fn rpc(
         if let Some(tls) = tls {
             builder = builder.tls(tls);
         }
-        let client = builder
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let reply = client
-            .call(&request)
-            .await
-            .map_err(|e| format!("{method} on {addr} failed: {e}"));
+        let client = match builder.connect().await {
+            Ok(client) => client,
+            Err(e) if plain && not_rpc(&e) => return Err(not_an_rpc_listener(&addr, &e)),
+            Err(e) => return Err(format!("cannot connect to {addr}: {e}")),
+        };
+        let reply = match client.call(&request).await {
+            Ok(reply) => Ok(reply),
+            // A peer that took the hello but breaks at the first call: an echo listener
+            // sends the hello back, and then the call.
+            Err(e) if plain && not_rpc(&e) => Err(not_an_rpc_listener(&addr, &e)),
+            Err(e) => Err(format!("{method} on {addr} failed: {e}")),
+        };
         client.close().await;
         reply
     })?;
     let json = serde_json::to_string(&reply).map_err(|e| format!("cannot print the reply: {e}"))?;
     print(format_args!("{json}\n"))
+}
+
+/// Refuses an RPC address without a port (`localhost`) before any lookup, which would only
+/// say "invalid socket address".
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let port = addr
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(_))) if !host.is_empty() => Ok(()),
+        _ => Err(format!(
+            "`{addr}` is not an RPC address: expected HOST:PORT, such as 127.0.0.1:4040 or localhost:4040"
+        )),
+    }
+}
+
+/// Whether `e` says the peer does not speak atoll's RPC protocol (rather than being down,
+/// slow or refusing).
+fn not_rpc(e: &atoll::rpc::RpcError) -> bool {
+    use atoll::rpc::RpcError;
+    matches!(
+        e,
+        RpcError::Protocol(_)
+            | RpcError::Decode(_)
+            | RpcError::WrongIdentifier(_)
+            | RpcError::IncompatibleVersion(_)
+            | RpcError::Disconnected
+    )
+}
+
+/// `ADDR is not an atoll RPC listener`, with what a short probe of it gets back: the probe
+/// sends the RPC magic and a line, and reads for up to a second.
+fn not_an_rpc_listener(addr: &str, e: &atoll::rpc::RpcError) -> String {
+    use std::io::Read;
+    use std::net::{TcpStream, ToSocketAddrs};
+    const PROBE: &[u8] = b"\xa7\x11 atoll rpc probe\r\n\r\n";
+    let wait = Duration::from_secs(1);
+    let got: Option<String> = (|| {
+        let to = addr.to_socket_addrs().ok()?.next()?;
+        let mut stream = TcpStream::connect_timeout(&to, wait).ok()?;
+        stream.set_read_timeout(Some(wait)).ok()?;
+        stream.set_write_timeout(Some(wait)).ok()?;
+        stream.write_all(PROBE).ok()?;
+        let mut buf = [0u8; 256];
+        Some(match stream.read(&mut buf) {
+            Ok(0) => "it closes the connection without a word".to_owned(),
+            // An RPC listener after all (it answers with a frame): the failure was another.
+            Ok(n) if n >= 2 && buf[..2] == PROBE[..2] && !PROBE.starts_with(&buf[..n]) => {
+                return None
+            }
+            Ok(n) if PROBE.starts_with(&buf[..n]) => {
+                "it sends back what it is sent (an echo listener?)".to_owned()
+            }
+            Ok(n) => {
+                let first = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
+                let text = String::from_utf8_lossy(first);
+                format!("it answers {:?}", text.trim_end())
+            }
+            Err(_) => "it sends nothing".to_owned(),
+        })
+    })();
+    match got {
+        Some(got) => format!("{addr} is not an atoll RPC listener ({e}); {got}"),
+        None => format!("{addr}: {e}"),
+    }
 }

@@ -14,6 +14,7 @@ use crate::handler::Handler;
 use crate::server::Server;
 use crate::sockets::{Carried, Inherited, Origin, SocketPool};
 use crate::spec::{unknown_kind, ListenerSpec};
+use crate::telemetry::{Event, EventKind};
 
 /// Starts a listener of one kind from its spec.
 pub type Launcher = Arc<dyn Fn(&ListenerSpec) -> Result<ServerHandle> + Send + Sync>;
@@ -31,6 +32,70 @@ pub struct ListenerInfo {
     pub uptime: Duration,
     /// How many connections are open.
     pub connections: usize,
+}
+
+/// How long a listener has been running: days, then hours, minutes and seconds (leptus's
+/// `{Days, {H, M, S}}`), over the whole [`Duration`]. Ordered by the duration. Its `Display`
+/// is `2d 03:04:05`; serialized, it is `{"days": 2, "hours": 3, "minutes": 4, "seconds": 5,
+/// "total_secs": 183845.2}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uptime(Duration);
+
+impl Uptime {
+    /// The whole uptime.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+
+    /// Whole days.
+    pub fn days(self) -> u64 {
+        self.0.as_secs() / 86_400
+    }
+
+    /// Hours past the days, 0 to 23.
+    pub fn hours(self) -> u8 {
+        (self.0.as_secs() / 3600 % 24) as u8
+    }
+
+    /// Minutes past the hours, 0 to 59.
+    pub fn minutes(self) -> u8 {
+        (self.0.as_secs() / 60 % 60) as u8
+    }
+
+    /// Seconds past the minutes, 0 to 59 (the fraction is in [`duration`](Self::duration)).
+    pub fn seconds(self) -> u8 {
+        (self.0.as_secs() % 60) as u8
+    }
+}
+
+impl From<Duration> for Uptime {
+    fn from(d: Duration) -> Self {
+        Uptime(d)
+    }
+}
+
+impl fmt::Display for Uptime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let u = *self;
+        let (h, m, s) = (u.hours(), u.minutes(), u.seconds());
+        write!(f, "{}d {h:02}:{m:02}:{s:02}", u.days())
+    }
+}
+
+impl serde::Serialize for Uptime {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = serializer.serialize_struct("Uptime", 5)?;
+        st.serialize_field("days", &self.days())?;
+        st.serialize_field("hours", &self.hours())?;
+        st.serialize_field("minutes", &self.minutes())?;
+        st.serialize_field("seconds", &self.seconds())?;
+        st.serialize_field("total_secs", &self.0.as_secs_f64())?;
+        st.end()
+    }
 }
 
 struct Entry {
@@ -131,7 +196,9 @@ impl Registry {
     /// which takes the lock again: it is built only once this lookup's guard is gone.
     fn launcher(&self, spec: &ListenerSpec) -> Result<Launcher> {
         let found = self.lock().kinds.get(&spec.kind).cloned();
-        found.ok_or_else(|| unknown_kind(spec, &self.kinds()))
+        let launch = found.ok_or_else(|| unknown_kind(spec, &self.kinds()))?;
+        tls_files_readable(spec)?;
+        Ok(launch)
     }
 
     /// Registers a kind of listener, so specs naming it can be started.
@@ -186,15 +253,17 @@ impl Registry {
     /// starting the server gives.
     pub fn start_spec(&self, spec: &ListenerSpec) -> Result<ServerHandle> {
         self.check_free(&self.lock(), &spec.name)?;
-        let launch = self.launcher(spec)?;
-        let handle = match self.sockets.take(&spec.name) {
-            None => launch(spec)?,
-            Some(sockets) => {
-                let mut spec = spec.clone();
-                spec.carried = Carried::new(sockets);
-                launch(&spec)?
-            }
-        };
+        let launched = self
+            .launcher(spec)
+            .and_then(|launch| match self.sockets.take(&spec.name) {
+                None => launch(spec),
+                Some(sockets) => {
+                    let mut spec = spec.clone();
+                    spec.carried = Carried::new(sockets);
+                    launch(&spec)
+                }
+            });
+        let handle = launched.inspect_err(|e| listener_error(spec, e))?;
         self.insert(&spec.kind, handle)
     }
 
@@ -208,7 +277,9 @@ impl Registry {
         same_address: bool,
     ) -> Result<(ServerHandle, ServerHandle)> {
         let old = self.get(&spec.name)?;
-        let launch = self.launcher(spec)?;
+        let launch = self
+            .launcher(spec)
+            .inspect_err(|e| listener_error(spec, e))?;
         let mut spec = spec.clone();
         if same_address {
             let fds = old.listening_sockets().await?;
@@ -217,7 +288,7 @@ impl Registry {
                 origin: Origin::Handover,
             });
         }
-        let new = launch(&spec)?;
+        let new = launch(&spec).inspect_err(|e| listener_error(&spec, e))?;
         self.lock().listeners.insert(
             spec.name.clone(),
             Entry {
@@ -309,9 +380,12 @@ impl Registry {
         }
     }
 
-    /// How long the listener `name` has been running.
-    pub fn uptime(&self, name: &str) -> Result<Duration> {
-        self.get(name).map(|h| h.uptime())
+    /// How long the listener `name` has been running, as leptus's `listener_uptime` gives
+    /// it: days and a time of day ([`Uptime::days`], [`hours`](Uptime::hours)...), and the
+    /// whole [`Duration`] ([`Uptime::duration`]). `/listeners` and `atoll uptime --json` show
+    /// the same value.
+    pub fn uptime(&self, name: &str) -> Result<Uptime> {
+        self.get(name).map(|h| Uptime::from(h.uptime()))
     }
 
     /// Stops the listener `name` (see [`ServerHandle::stop`]), waiting up to `timeout`, or its
@@ -345,4 +419,30 @@ impl Registry {
         self.lock().listeners.clear();
         out
     }
+}
+
+/// Fails, naming the file, when a TLS file of `spec` (certificate, key, CA, SNI pairs) is
+/// missing or cannot be opened: `certs/web.pem: file not found`, not a `bad certificate`.
+fn tls_files_readable(spec: &ListenerSpec) -> Result<()> {
+    let Some(tls) = &spec.tls else {
+        return Ok(());
+    };
+    let files = [&tls.cert, &tls.key]
+        .into_iter()
+        .chain(tls.cacert.as_ref())
+        .chain(tls.sni.iter().flat_map(|s| [&s.cert, &s.key]));
+    for file in files {
+        if let Err(e) = std::fs::File::open(file) {
+            return Err(
+                Error::with_source(ErrorKind::Certificate, e).context(file.display().to_string())
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Emits `listener.error` on `spec`'s hub: the listener it describes did not start.
+fn listener_error(spec: &ListenerSpec, e: &Error) {
+    spec.telemetry
+        .emit(|| Event::new(EventKind::ListenerError, &spec.name).error(e));
 }

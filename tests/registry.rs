@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use atoll::echo::Echo;
+use atoll::telemetry::EventKind;
 use atoll::{ErrorKind, ListenerSpec, Registry, Server};
 use common::*;
 use tokio::net::TcpStream;
@@ -40,6 +41,9 @@ async fn list_uptime_and_stop_by_name() {
     assert_eq!(listed[1].addr, *b.local_addr());
 
     let before = registry.uptime("alpha").unwrap();
+    // leptus's `{Days, {H, M, S}}`, over the whole duration.
+    assert_eq!((before.days(), before.hours(), before.minutes()), (0, 0, 0));
+    assert!(before.duration() < WAIT);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(
         registry.uptime("alpha").unwrap() > before,
@@ -134,4 +138,51 @@ async fn a_failed_replace_leaves_the_registry_usable() {
         .unwrap();
     echo_roundtrip(&mut s, b"after").await;
     within("stop all", registry.stop_all()).await;
+}
+
+/// ThousandIsland's `[:listener, :error]`: a listener that cannot start emits
+/// `listener.error` on its spec's hub, with the error its caller gets: at a start (an address
+/// in use) and at a replace, as a reload does (a TLS file that is missing).
+#[tokio::test]
+async fn a_listener_that_cannot_start_emits_listener_error() {
+    let registry = Registry::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut busy = spec("busy");
+    busy.options.port = taken.local_addr().unwrap().port();
+    let events = Events::default();
+    busy.telemetry.attach(events.clone());
+    let e = registry.start_spec(&busy).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AddressInUse);
+    assert_eq!(events.kinds(), [EventKind::ListenerError]);
+    assert!(EventKind::ListenerError.is_error());
+    assert_eq!(EventKind::ListenerError.name(), "listener.error");
+    assert_eq!(
+        events.first_error(EventKind::ListenerError),
+        Some(e.to_string())
+    );
+    assert!(registry.list().is_empty());
+
+    let running = registry.start_spec(&spec("alpha")).unwrap();
+    let mut tls = spec("alpha");
+    tls.tls = Some(atoll::TlsOptions::new(
+        "/no/such/cert.pem",
+        "/no/such/key.pem",
+    ));
+    let events = Events::default();
+    tls.telemetry.attach(events.clone());
+    let e = within("replace", registry.replace(&tls, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Certificate);
+    assert!(
+        e.to_string().contains("/no/such/cert.pem: file not found"),
+        "{e}"
+    );
+    assert_eq!(events.kinds(), [EventKind::ListenerError]);
+    // The running listener is left as it was.
+    assert_eq!(
+        registry.get("alpha").unwrap().local_addr(),
+        running.local_addr()
+    );
+    let _ = within("stop", registry.stop("alpha", Some(WAIT))).await;
 }

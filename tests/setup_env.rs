@@ -37,9 +37,11 @@ fn defaults() {
     let env = env_of(ECHO, &os());
     assert_eq!(env.name, "atoll");
     assert_eq!(env.node, "box");
-    assert_eq!(env.home, Path::new("/work"));
-    assert_eq!(env.data_dir, Path::new("/work/data.box"));
-    assert_eq!(env.log_dir, Path::new("/work/log.box"));
+    // Home is the config file's folder, not the working directory: a control command run
+    // anywhere with `--config /etc/atoll/atoll.toml` finds the server's data dir.
+    assert_eq!(env.home, Path::new("/etc/atoll"));
+    assert_eq!(env.data_dir, Path::new("/etc/atoll/data.box"));
+    assert_eq!(env.log_dir, Path::new("/etc/atoll/log.box"));
     assert_eq!(env.priv_dir, Path::new("/etc/atoll"));
     assert!(env.lib_dirs.is_empty());
     assert_eq!((env.log_max_size, env.log_files), (10 * 1024 * 1024, 5));
@@ -48,7 +50,7 @@ fn defaults() {
     // working directory.
     let c = Config::parse_with(ECHO, Path::new("conf/atoll.toml"), &OsEnv::new("/w")).unwrap();
     assert_eq!(c.env.node, "nonode");
-    assert_eq!(c.env.log_dir, Path::new("/w/log.nonode"));
+    assert_eq!(c.env.log_dir, Path::new("/w/conf/log.nonode"));
     assert_eq!(c.env.priv_dir, Path::new("/w/conf"));
     let c = Config::parse_with(ECHO, Path::new("atoll.toml"), &OsEnv::new("/w")).unwrap();
     assert_eq!(c.env.priv_dir, Path::new("/w"));
@@ -305,7 +307,7 @@ resources = ["health", { name = "static", dir = "$site", prefix = "/$$" }]
     assert_eq!(tls.alpn, ["h2", "http/1.1"]);
 
     let handlers: toml::Value = toml::from_str(
-        r#"handlers = [{ host = "box.example.com", resources = ["health", { name = "static", dir = "/work/data.box/site", prefix = "/$" }] }]"#,
+        r#"handlers = [{ host = "box.example.com", resources = ["health", { name = "static", dir = "/etc/atoll/data.box/site", prefix = "/$" }] }]"#,
     )
     .unwrap();
     assert_eq!(
@@ -313,7 +315,7 @@ resources = ["health", { name = "static", dir = "$site", prefix = "/$$" }]
         handlers.get("handlers")
     );
 
-    assert_eq!(c.vars["site"], "/work/data.box/site");
+    assert_eq!(c.vars["site"], "/etc/atoll/data.box/site");
     assert_eq!(c.vars["certs"], "/etc/atoll/certs");
 }
 
@@ -326,9 +328,9 @@ fn user_variables_refer_to_each_other() {
     assert_eq!(
         got,
         [
-            ("a", "/work/a"),
-            ("b", "/work/ab"),
-            ("c", "/work/ab/c"),
+            ("a", "/etc/atoll/a"),
+            ("b", "/etc/atoll/ab"),
+            ("c", "/etc/atoll/ab/c"),
             ("cost", "$5")
         ]
     );

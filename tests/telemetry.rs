@@ -89,3 +89,98 @@ async fn the_tracing_logger_logs_events_at_its_level() {
     assert!(text.contains(" bytes=1"), "{text}");
     assert!(!text.contains("None"), "absent fields printed: {text}");
 }
+
+/// Says which callbacks ran; shuts its writing side down when told `half`; says GOODBYE when
+/// the server stops.
+#[derive(Clone)]
+struct Callbacks(Arc<Mutex<Vec<&'static str>>>);
+
+impl atoll::Handler for Callbacks {
+    async fn handle_connection(&mut self, _socket: &mut atoll::Socket) -> atoll::Action {
+        self.0.lock().unwrap().push("connection");
+        atoll::Action::Continue
+    }
+
+    async fn handle_data(&mut self, data: &[u8], socket: &mut atoll::Socket) -> atoll::Action {
+        self.0.lock().unwrap().push("data");
+        if data == b"half" {
+            if let Err(e) = socket.shutdown(std::net::Shutdown::Write).await {
+                return atoll::Action::Error(e.into());
+            }
+        }
+        atoll::Action::Continue
+    }
+
+    async fn handle_close(&mut self, _socket: &mut atoll::Socket) {
+        self.0.lock().unwrap().push("close");
+    }
+
+    async fn handle_shutdown(&mut self, socket: &mut atoll::Socket) -> atoll::Action {
+        self.0.lock().unwrap().push("shutdown");
+        let _ = socket.send(b"GOODBYE").await;
+        atoll::Action::Close
+    }
+}
+
+/// ThousandIsland's handler and socket events, each asserted: a socket shut down by the
+/// handler (`connection.socket_shutdown`), a peer that closes (the close callback), and a
+/// server that stops (the shutdown callback, which can still write).
+#[tokio::test]
+async fn handler_shutdown_close_and_socket_events_are_all_emitted() {
+    use tokio::io::AsyncReadExt;
+    let calls = Callbacks(Arc::new(Mutex::new(Vec::new())));
+    let server = TestServer::start(Server::new(calls.clone()).name("callbacks"));
+
+    // The handler shuts its writing side: the client reads the end, then closes.
+    let mut c = server.connect().await;
+    c.write_all(b"half").await.unwrap();
+    let mut rest = Vec::new();
+    within("the server's end", c.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    drop(c);
+    server.events.wait_for(EventKind::ConnectionStop, 1).await;
+    assert_eq!(*calls.0.lock().unwrap(), ["connection", "data", "close"]);
+
+    // The server stops while a connection is open: the shutdown callback says GOODBYE.
+    let mut c = server.connect().await;
+    server.events.wait_for(EventKind::Ready, 2).await;
+    let stop = tokio::spawn({
+        let handle = server.handle.clone();
+        async move { handle.stop(WAIT).await }
+    });
+    let mut said = Vec::new();
+    within("GOODBYE", c.read_to_end(&mut said)).await.unwrap();
+    assert_eq!(said, b"GOODBYE");
+    within("stop", stop).await.unwrap();
+    assert_eq!(
+        *calls.0.lock().unwrap(),
+        ["connection", "data", "close", "connection", "shutdown"]
+    );
+
+    use EventKind::*;
+    let of = |id: u64| -> Vec<EventKind> {
+        server
+            .events
+            .all()
+            .into_iter()
+            .filter(|e| e.connection == Some(id))
+            .map(|e| e.kind)
+            .collect()
+    };
+    let ids: Vec<u64> = server
+        .events
+        .all()
+        .iter()
+        .filter(|e| e.kind == ConnectionStart)
+        .filter_map(|e| e.connection)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(
+        of(ids[0]),
+        [ConnectionStart, Ready, Recv, SocketShutdown, ConnectionStop]
+    );
+    assert_eq!(of(ids[1]), [ConnectionStart, Ready, Send, ConnectionStop]);
+    assert_eq!(server.events.count(ListenerStop), 1);
+}

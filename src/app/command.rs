@@ -24,7 +24,13 @@ pub enum Request {
         name: String,
     },
     /// Re-reads the config file and applies the difference.
-    Reload,
+    Reload {
+        /// The config file the client was given, absolute. A server started with another
+        /// file refuses, naming both: a reload always re-reads the server's own file, the one
+        /// SIGHUP, an upgrade and a restart read too. Absent from older clients: no check.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<PathBuf>,
+    },
     /// Replaces the running process with another binary, handing it every listening socket.
     Upgrade {
         /// `latest`, `next` or a regular expression over the installed versions.

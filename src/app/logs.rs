@@ -27,7 +27,9 @@
 //! Both copies get the same lines, in tracing-subscriber's default format; stderr is colored
 //! only when it is a terminal, the file never. `RUST_LOG`, when set, is the filter (see
 //! [`EnvFilter`]); otherwise `log_events` decides: `warn,atoll=LEVEL` for a level
-//! (`"info"`, ...), else `warn`.
+//! (`"info"`, ...), else `warn`; and the lines of the target `atoll::app`, what the process
+//! does (serving, a stop and the signal that asked it, each listener's drained and forced
+//! connections, reloads, upgrades), are logged at INFO in every case.
 //!
 //! # When the file fails
 //!
@@ -84,9 +86,17 @@ pub fn init(env: &AppEnv, log_events: LogEvents) -> Result<(), String> {
 /// `RUST_LOG` when set (and valid), else the filter `log_events` implies.
 fn filter(log_events: LogEvents) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // What the process does (serving, stopping and why, each listener's drain, reloads,
+        // upgrades) is always said, at INFO; listener events follow `log_events`.
+        let app = super::serve::LIFECYCLE;
         EnvFilter::new(match log_events {
-            LogEvents::All(level) => format!("warn,atoll={}", level.as_str().to_lowercase()),
-            _ => "warn".to_owned(),
+            LogEvents::All(level) => {
+                let app_level = level.max(tracing::Level::INFO);
+                let level = level.as_str().to_lowercase();
+                let app_level = app_level.as_str().to_lowercase();
+                format!("warn,atoll={level},{app}={app_level}")
+            }
+            _ => format!("warn,{app}=info"),
         })
     })
 }

@@ -25,6 +25,7 @@ use super::standby::{Restart, Standby};
 use super::upgrade::{self, Started, Target};
 use super::{logs, reload, systemd};
 use crate::config::Config;
+use crate::handle::ServerHandle;
 use crate::http::{Admin, Catalogue, Metrics, Readiness};
 use crate::registry::Registry;
 use crate::setup::versions::find_releases;
@@ -181,21 +182,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
                 .map_err(|e| fail(format!("cannot copy the control socket: {e}")))?,
         );
 
-        let mut announce = String::new();
-        for (spec, handle) in config.listeners.iter().zip(&handles) {
-            announce += &format!(
-                "listening name={} kind={} addr={}\n",
-                spec.name,
-                spec.kind,
-                handle.local_addr()
-            );
-        }
-        // A closed stdout is no reason to stop serving.
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout
-            .write_all(announce.as_bytes())
-            .and_then(|()| stdout.flush());
-        drop(stdout);
+        announce(config.listeners.iter().zip(&handles));
 
         let (exit, mut exit_rx) = watch::channel(None);
         let control_budget = config.failure_log_budget;
@@ -255,19 +242,26 @@ pub fn serve(path: &Path) -> Result<(), String> {
             }
         }
         let _ = systemd::ready();
-        tracing::info!(target: "atoll", pid = std::process::id(), %version, "serving");
+        tracing::info!(target: LIFECYCLE, pid = std::process::id(), %version, "serving");
 
         let reason = loop {
             tokio::select! {
-                _ = interrupt.recv() => break Exit::Stop,
-                _ = terminate.recv() => break Exit::Stop,
+                _ = interrupt.recv() => {
+                    tracing::info!(target: LIFECYCLE, "SIGINT received: stopping");
+                    break Exit::Stop;
+                }
+                _ = terminate.recv() => {
+                    tracing::info!(target: LIFECYCLE, "SIGTERM received: stopping");
+                    break Exit::Stop;
+                }
                 _ = hangup.recv() => {
+                    tracing::info!(target: LIFECYCLE, "SIGHUP received: reloading {}", app.config_path.display());
                     let app = app.clone();
                     tokio::spawn(async move {
                         let answer = app.reload().await;
                         match answer.ok {
-                            true => tracing::info!(target: "atoll", "reload (SIGHUP): {}", answer.text.trim_end().replace('\n', "; ")),
-                            false => tracing::error!(target: "atoll", "reload (SIGHUP) failed: {}", answer.text),
+                            true => tracing::info!(target: LIFECYCLE, "reload (SIGHUP): {}", answer.text.trim_end().replace('\n', "; ")),
+                            false => tracing::error!(target: LIFECYCLE, "reload (SIGHUP) failed: {}", answer.text),
                         }
                     });
                 }
@@ -284,13 +278,13 @@ pub fn serve(path: &Path) -> Result<(), String> {
             let _ = systemd::stopping();
             let delay = app.config().drain_delay;
             if !delay.is_zero() {
-                tracing::info!(target: "atoll", "stopping in {}: /readyz answers 503 while the listeners serve on", human_duration(delay));
+                tracing::info!(target: LIFECYCLE, "stopping in {}: /readyz answers 503 while the listeners serve on", human_duration(delay));
                 // A second signal (the operator's, or an orchestrator's after a short grace)
                 // ends the delay at once.
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = interrupt.recv() => tracing::info!(target: "atoll", "second signal: drain_delay cut short"),
-                    _ = terminate.recv() => tracing::info!(target: "atoll", "second signal: drain_delay cut short"),
+                    _ = interrupt.recv() => tracing::info!(target: LIFECYCLE, "second signal (SIGINT): drain_delay cut short"),
+                    _ = terminate.recv() => tracing::info!(target: LIFECYCLE, "second signal (SIGTERM): drain_delay cut short"),
                 }
             }
         }
@@ -301,15 +295,23 @@ pub fn serve(path: &Path) -> Result<(), String> {
             // The control socket file is ours alone; after a handover it is the new process's.
             let _ = std::fs::remove_file(&control_path);
         }
+        let (mut drained, mut forced) = (0, 0);
         for (name, report) in registry.stop_all().await {
+            drained += report.drained;
+            forced += report.forced;
             tracing::info!(
-                target: "atoll",
+                target: LIFECYCLE,
                 listener = name,
                 drained = report.drained,
                 forced = report.forced,
                 "stopped"
             );
         }
+        let how = match reason {
+            Exit::Stop => "stopped",
+            Exit::HandedOver => "handed over and drained",
+        };
+        tracing::info!(target: LIFECYCLE, drained, forced, "{how}: exiting");
         // A process started in place of a dead new one gets its sockets before this one goes.
         let standby = app.standby.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(standby) = standby {
@@ -321,6 +323,32 @@ pub fn serve(path: &Path) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// The target of the lines that say what the process does (serving, a stop and its signal,
+/// each listener's drain, a reload, an upgrade): logged at INFO whatever `log_events` is
+/// (see `logs`).
+pub(crate) const LIFECYCLE: &str = "atoll::app";
+
+/// Prints `listening name=NAME kind=KIND addr=ADDR` on stdout for each listener, at start
+/// and for the ones a reload starts or replaces.
+fn announce<'a>(
+    listeners: impl Iterator<Item = (&'a crate::spec::ListenerSpec, &'a ServerHandle)>,
+) {
+    let mut text = String::new();
+    for (spec, handle) in listeners {
+        text += &format!(
+            "listening name={} kind={} addr={}\n",
+            spec.name,
+            spec.kind,
+            handle.local_addr()
+        );
+    }
+    // A closed stdout is no reason to stop serving.
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 /// The version of the release whose binary this is, else the crate's.
@@ -342,8 +370,12 @@ impl Commands for App {
             Request::Listeners => self.listeners(),
             Request::Uptime { name } => match self.registry.uptime(&name) {
                 Ok(up) => Answer::done(
-                    format!("{name} up {}\n", human_duration(up)),
-                    json!({ "name": name, "uptime_secs": up.as_secs_f64() }),
+                    format!("{name} up {}\n", human_duration(up.duration())),
+                    json!({
+                        "name": name,
+                        "uptime_secs": up.duration().as_secs_f64(),
+                        "uptime_dhms": up,
+                    }),
                 ),
                 Err(e) => Answer::failed(e.to_string()),
             },
@@ -357,7 +389,10 @@ impl Commands for App {
                 ),
                 Err(e) => Answer::failed(e.to_string()),
             },
-            Request::Reload => self.reload().await,
+            Request::Reload { config } => match self.other_file(config.as_deref()) {
+                Some(why) => Answer::failed(why),
+                None => self.reload().await,
+            },
             Request::Upgrade {
                 to,
                 path,
@@ -427,6 +462,7 @@ impl App {
                     "kind": l.kind,
                     "addr": l.addr.to_string(),
                     "uptime_secs": l.uptime.as_secs_f64(),
+                    "uptime_dhms": crate::registry::Uptime::from(l.uptime),
                     "connections": l.connections,
                 })
             })
@@ -445,13 +481,15 @@ impl App {
     async fn status(&self) -> Answer {
         let config = self.config();
         let binary = std::env::current_exe().unwrap_or_default();
+        // Absolute: the client may run in another directory.
+        let config_path = std::path::absolute(&config.path).unwrap_or(config.path.clone());
         let up = self.started.elapsed();
         let text = format!(
             "pid {}\nversion {}\nbinary {}\nconfig {}\nuptime {}\nlisteners {}\n",
             std::process::id(),
             self.version,
             binary.display(),
-            config.path.display(),
+            config_path.display(),
             human_duration(up),
             self.registry.list().len(),
         );
@@ -459,11 +497,35 @@ impl App {
             "pid": std::process::id(),
             "version": self.version.to_string(),
             "binary": binary,
-            "config": config.path,
+            "config": config_path,
             "uptime_secs": up.as_secs_f64(),
             "listeners": self.registry.list().len(),
         });
         Answer::done(text, data)
+    }
+
+    /// Why a reload asked with `--config given` is refused: `given` is not the file this
+    /// server runs. Reloading from it instead would last only until the next SIGHUP, upgrade
+    /// or restart, which all read the server's own file again.
+    fn other_file(&self, given: Option<&Path>) -> Option<String> {
+        let given = given?;
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if same(given, &self.config_path) {
+            return None;
+        }
+        let own = std::path::absolute(&self.config_path).unwrap_or(self.config_path.clone());
+        Some(format!(
+            "reload: this server (pid {}) runs {}, not {}; a reload re-reads the server's own \
+             file: edit {} and reload, or start {} as another server; nothing was changed",
+            std::process::id(),
+            own.display(),
+            given.display(),
+            own.display(),
+            given.display(),
+        ))
     }
 
     /// Re-reads the config file and applies the difference (see [`reload`]).
@@ -476,6 +538,16 @@ impl App {
             Ok(new) => match reload::apply(&self.registry, &current, &new).await {
                 Ok(report) => {
                     let answer = Answer::done(report.text(), report.json());
+                    let fresh: Vec<_> = new
+                        .listeners
+                        .iter()
+                        .filter(|spec| {
+                            report.started.contains(&spec.name)
+                                || report.replaced.iter().any(|(name, _)| *name == spec.name)
+                        })
+                        .filter_map(|spec| Some((spec, self.registry.get(&spec.name).ok()?)))
+                        .collect();
+                    announce(fresh.iter().map(|(spec, handle)| (*spec, handle)));
                     *self.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
                     answer
                 }
@@ -579,7 +651,7 @@ impl App {
                 *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = relay;
                 let _ = systemd::main_pid(ready.pid);
                 tracing::info!(
-                    target: "atoll",
+                    target: LIFECYCLE,
                     pid = ready.pid,
                     version = ready.version,
                     binary = %chosen.binary.display(),

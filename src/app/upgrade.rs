@@ -1,7 +1,14 @@
 //! The old process's side of a zero-downtime upgrade: pick the binary, start it, hand it
 //! every listening socket and the control socket, and wait until it reports ready. Until then
 //! nothing changes here, so a new version that fails leaves this one serving.
+//!
+//! The new process inherits this one's stdout and stderr, unless they are a terminal: then
+//! they go to `/dev/null` (its log lines still reach `LOG_DIR/APP.log`), since it runs on
+//! after this one exits, in the background of the shell that started this one, where Ctrl-C
+//! does not reach it. Stop it with `kill -TERM PID` (the pid `atoll upgrade` prints, or
+//! `atoll status`'s).
 
+use std::io::IsTerminal;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -97,7 +104,9 @@ pub fn run(
             .arg("--config")
             .arg(config)
             .env(handover::SOCKET_VAR, socket_path)
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(away_from_terminal(std::io::stdout().is_terminal()))
+            .stderr(away_from_terminal(std::io::stderr().is_terminal()));
         let mut child = priority::spawn(&mut command)
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         match handshake(&listener, &mut child, sockets, deadline) {
@@ -115,6 +124,18 @@ pub fn run(
     })();
     let _ = std::fs::remove_file(socket_path);
     outcome
+}
+
+/// The new process's stdout or stderr: this process's (a pipe, a file, the journal), but
+/// not a terminal. The new process outlives this one, and the shell that started this one
+/// takes its terminal back when this one exits: a new process still writing there, out of
+/// the reach of Ctrl-C, would surprise. Its log lines still go to `LOG_DIR/APP.log`, and
+/// `atoll listeners` shows what it serves.
+fn away_from_terminal(is_terminal: bool) -> Stdio {
+    match is_terminal {
+        true => Stdio::null(),
+        false => Stdio::inherit(),
+    }
 }
 
 fn handshake(

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::reply::{Data, Reply};
 use super::request::Request;
 use super::resource::Resource;
-use crate::registry::{ListenerInfo, Registry};
+use crate::registry::{ListenerInfo, Registry, Uptime};
 
 /// `GET /health` (or another path): `{"status": "ok", "version": ...}`.
 #[derive(Debug, Clone)]
@@ -94,20 +94,18 @@ struct Shown {
     uptime_secs: f64,
     /// Uptime as leptus shows it: days, then hours:minutes:seconds.
     uptime: String,
+    /// The same as a value: `{"days", "hours", "minutes", "seconds", "total_secs"}`, as
+    /// `Registry::uptime` and `atoll uptime --json` give it.
+    uptime_dhms: Uptime,
     connections: usize,
 }
 
 impl From<ListenerInfo> for Shown {
     fn from(l: ListenerInfo) -> Shown {
-        let secs = l.uptime.as_secs();
+        let up = Uptime::from(l.uptime);
         Shown {
-            uptime: format!(
-                "{}d {:02}:{:02}:{:02}",
-                secs / 86_400,
-                secs / 3600 % 24,
-                secs / 60 % 60,
-                secs % 60
-            ),
+            uptime: up.to_string(),
+            uptime_dhms: up,
             uptime_secs: l.uptime.as_secs_f64(),
             addr: l.addr.to_string(),
             name: l.name,

@@ -119,8 +119,9 @@ pub struct AppSettings {
     pub name: Option<String>,
     /// The node's name, `$NODE`. Default is the host name, else `"nonode"`.
     pub node: Option<String>,
-    /// The home directory, `$HOME`. `ATOLL_HOME` wins over it. Default is the working
-    /// directory.
+    /// The home directory, `$HOME`. `ATOLL_HOME` wins over it. Default is the config file's
+    /// folder (setup's default is the working directory; atoll's lets a control command run
+    /// from anywhere with `--config FILE` find the server started with that file).
     pub home: Option<String>,
     /// Where the application keeps its data, `$DATA_DIR`. `ATOLL_DATA_DIR` wins over it.
     /// Default is `HOME/data.NODE`.
@@ -196,7 +197,7 @@ pub struct AppEnv {
     /// The node's name, `$NODE`: tells apart the directories of instances that share a home.
     /// Default is the host name, else `"nonode"`.
     pub node: String,
-    /// The home directory, `$HOME` (`ATOLL_HOME`). Default is the working directory.
+    /// The home directory, `$HOME` (`ATOLL_HOME`). Default is the config file's folder.
     pub home: PathBuf,
     /// Where the application keeps its data, `$DATA_DIR` (`ATOLL_DATA_DIR`). Default is
     /// `HOME/data.NODE`.

@@ -267,8 +267,11 @@ impl Resolver<'_> {
                 Some(template) => self.setting(template, "app", "node"),
                 None => Ok(os.host_name().unwrap_or("nonode").to_owned()),
             },
+            // The config file's folder, not the working directory: a control command run
+            // from anywhere with `--config FILE` finds the data dir (and the control socket)
+            // of the server started with that file.
             "HOME" => dir(self, HOME_VAR, &settings.home, "home", &mut |_| {
-                Ok(os.cwd().to_string_lossy().into_owned())
+                Ok(config_dir.to_string_lossy().into_owned())
             }),
             "DATA_DIR" => dir(
                 self,
@@ -698,9 +701,10 @@ mod tests {
         let v = resolve(AppSettings::default(), &[], &os()).unwrap();
         let env = v.env();
         assert_eq!((env.name.as_str(), env.node.as_str()), ("atoll", "box"));
-        assert_eq!(env.home, Path::new("/work"));
-        assert_eq!(env.data_dir, Path::new("/work/data.box"));
-        assert_eq!(env.log_dir, Path::new("/work/log.box"));
+        // Home is the config file's folder, wherever the process runs.
+        assert_eq!(env.home, Path::new("/etc/atoll"));
+        assert_eq!(env.data_dir, Path::new("/etc/atoll/data.box"));
+        assert_eq!(env.log_dir, Path::new("/etc/atoll/log.box"));
         assert_eq!(env.priv_dir, Path::new("/etc/atoll"));
         assert!(env.lib_dirs.is_empty());
         let env = resolve(AppSettings::default(), &[], &OsEnv::new("/w"))
@@ -708,7 +712,7 @@ mod tests {
             .into_parts()
             .0;
         assert_eq!(env.node, "nonode");
-        assert_eq!(env.data_dir, Path::new("/w/data.nonode"));
+        assert_eq!(env.data_dir, Path::new("/etc/atoll/data.nonode"));
     }
 
     #[test]
@@ -763,12 +767,12 @@ mod tests {
             &os().with_var("USER", "ann"),
         )
         .unwrap();
-        assert_eq!(v.user()["certs"], "/work/etc/certs");
+        assert_eq!(v.user()["certs"], "/etc/atoll/etc/certs");
         assert_eq!(v.user()["price"], "$5 for ann");
         assert_eq!(v.env().data_dir, Path::new("/mnt/atoll/data"));
         assert_eq!(
             v.expand("$certs/a.pem", "x").unwrap(),
-            "/work/etc/certs/a.pem"
+            "/etc/atoll/etc/certs/a.pem"
         );
     }
 

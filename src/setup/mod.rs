@@ -9,7 +9,7 @@
 //! [app]                          # every key optional; values may use variables
 //! name = "shop"                  # $APP: default "atoll"
 //! node = "n1"                    # $NODE: default the host name, else "nonode"
-//! home = "/srv/$APP"             # $HOME: default the working directory
+//! home = "/srv/$APP"             # $HOME: default the config file's folder
 //! data_dir = "$HOME/data"        # $DATA_DIR: default HOME/data.NODE
 //! log_dir = "/var/log/$APP"      # $LOG_DIR: default HOME/log.NODE
 //! priv_dir = "priv"              # $PRIV_DIR: default the config file's folder

@@ -168,7 +168,12 @@ pub struct Installed {
     pub warnings: Vec<Warning>,
 }
 
-/// Lists every release of `app` in the release folders directly inside `lib_dirs`.
+/// Lists every release of `app` in the release folders directly inside `lib_dirs`: setup's
+/// `find_app`, with two differences. The version comes from each folder's `release.toml`
+/// (setup's from the `.app` file; neither needs a version in the folder's name); and there is
+/// no fallback to an "OTP root": a Rust binary has no system-wide library tree, so only the
+/// lib dirs given are searched. The list is sorted by ascending version (setup's is in the
+/// order found), so [`pick`] can take the highest of a kind.
 ///
 /// A folder without a [`MANIFEST_FILE`] is not a release and is skipped quietly, as is a
 /// release of another app. A lib dir or manifest that cannot be read, a manifest that does not
@@ -431,6 +436,21 @@ impl fmt::Display for Which {
 /// [`Which::Latest`], the lowest above `running` for [`Which::Next`] (an error without
 /// `running`), the highest matching version for [`Which::Matching`]. Of equal versions, the
 /// one in the earliest lib dir is taken.
+///
+/// # Where atoll differs from setup, and why
+///
+/// - **A regular expression picks the highest matching version, not the first.** setup's
+///   `pick_vsn` returns the first match of a list in ascending order, i.e. the *lowest*
+///   matching version, so `"^1\."` would roll back to 1.0.0 rather than to the newest 1.x
+///   fix. An operator who names a series wants its newest release; to name one version,
+///   anchor the expression (`^1\.2\.0$`). (A regular expression also matches anywhere in
+///   the version text, as setup's `re:run` does: `1.1.0` matches `21.1.0` too.)
+/// - **`next` with nothing running is an error, not the first version.** setup returns the
+///   first entry when the application is not loaded; here `running` is always known to
+///   `atoll upgrade` (the running process's version), and a library caller that passes `None`
+///   gets [`PickErrorKind::NoRunningVersion`] instead of a silent downgrade to the oldest release.
+/// - **Nothing found is an error value** ([`PickError`]), not an exception, and it names the
+///   lib dirs and the versions found.
 ///
 /// When nothing fits, the error says what was wanted, where it looked and what it found:
 /// `no release of atoll matches /^2\./ in /a/lib:/b/lib (found 1.0.0, 1.1.0)`.

@@ -83,6 +83,11 @@ pub enum EventKind {
     /// that are not the protocol, or a hello was refused. `code` says which, `error` why;
     /// only that connection ends.
     RpcFailure,
+    /// The listener could not start: binding its address failed (in use, not permitted...),
+    /// a TLS file is missing or bad, or its kind refused its settings; `error` says why.
+    /// Emitted on the hub of the spec that failed, at a start or at a reload that starts or
+    /// replaces it (ThousandIsland's `[:listener, :error]`); the caller gets the same error.
+    ListenerError,
 }
 
 impl EventKind {
@@ -121,6 +126,7 @@ impl EventKind {
             HandlerError => "connection.handler_error",
             HandlerPanic => "connection.handler_panic",
             ConnectionForced => "connection.forced",
+            ListenerError => "listener.error",
         }
     }
 
@@ -147,13 +153,14 @@ impl EventKind {
             RpcFailure => 10,
             MaxConnectionsPerIpExceeded => 11,
             ProxyHeaderError => 12,
+            ListenerError => 13,
             _ => return None,
         })
     }
 }
 
 /// How many kinds of event report a failure.
-pub(crate) const FAILURE_KINDS: usize = 13;
+pub(crate) const FAILURE_KINDS: usize = 14;
 
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -278,6 +285,7 @@ mod tests {
             RpcFailure,
             MaxConnectionsPerIpExceeded,
             ProxyHeaderError,
+            ListenerError,
         ];
         let mut places: Vec<usize> = failures
             .iter()

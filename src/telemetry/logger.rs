@@ -173,6 +173,7 @@ const FAILURE_KIND_LIST: [EventKind; FAILURE_KINDS] = [
     EventKind::RpcFailure,
     EventKind::MaxConnectionsPerIpExceeded,
     EventKind::ProxyHeaderError,
+    EventKind::ListenerError,
 ];
 
 /// The line that sums up the failures of one kind a listener did not log:
