@@ -94,7 +94,7 @@ mod zero_copy;
 
 pub use admin::{install_admin, Admin, Metrics, Readiness, DEFAULT_ADMIN_PORT, DURATION_BUCKETS};
 pub use body::Body;
-pub use builtin::{Health, Listeners};
+pub use builtin::{Health, Listeners, WebSocketEcho};
 pub use catalogue::{install, Catalogue, Params};
 pub use file_body::FileBody;
 pub use file_cache::CacheOptions;
