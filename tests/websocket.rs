@@ -57,6 +57,11 @@ impl WebSocketHandler for Echo {
             tokio::spawn(async move { sender.send("sent from a task").await });
             return WsAction::Continue;
         }
+        if text == "flood" {
+            // Until the peer, which reads nothing, makes a send time out.
+            while ws.send(vec![0u8; 64 * 1024]).await.is_ok() {}
+            return WsAction::Continue;
+        }
         if text == "close please" {
             return WsAction::Close(4001, "as asked".into());
         }
@@ -371,6 +376,21 @@ async fn unmasked_client_frame_closes_with_1002() {
     let (op, payload) = raw_frame(&mut s).await;
     assert_eq!(op, 0x8);
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+}
+
+#[tokio::test]
+async fn peer_that_reads_nothing_is_cut_off_at_send_timeout() {
+    let echo = Echo::default();
+    let listener = HttpListener::new(Handlers::new().websocket(route(&echo)))
+        .configure(|o| o.send_timeout = Duration::from_millis(200));
+    let t = HttpTest::start(listener);
+    let mut s = raw_ws(t.addr(), "/ws").await;
+    // "flood", masked with a zero key; then this client reads nothing.
+    s.write_all(&[0x81, 0x85, 0, 0, 0, 0, b'f', b'l', b'o', b'o', b'd'])
+        .await
+        .unwrap();
+    let seen = closes_seen(&echo.closes, 1).await;
+    assert_eq!(seen, [(1006, "send timeout".into())]);
 }
 
 #[tokio::test]

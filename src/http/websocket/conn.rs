@@ -2,6 +2,7 @@
 //! other tasks send through.
 
 use std::fmt;
+use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
@@ -32,6 +33,11 @@ pub(crate) struct ConnState {
     pub(crate) id: u64,
     pub(crate) peer: Addr,
     pub(crate) secure: bool,
+    /// The listener's `send_timeout`: how long one write may wait for a peer that does not
+    /// read.
+    pub(crate) send_timeout: Duration,
+    /// A write timed out: the peer reads nothing, so no close frame can reach it either.
+    pub(crate) stalled: bool,
 }
 
 /// The connection a callback runs on: send to the peer, hand out a [`WsSender`], join and
@@ -43,12 +49,26 @@ pub struct WsConn<'a> {
 
 impl WsConn<'_> {
     /// Sends a message and waits until the socket took it. Fails with
-    /// [`Closed`](ErrorKind::Closed) once the connection is closing or gone.
+    /// [`Closed`](ErrorKind::Closed) once the connection is closing or gone, and with
+    /// [`Timeout`](ErrorKind::Timeout) when the peer took none of it for the listener's
+    /// `send_timeout` (the connection then ends, without a close frame).
     pub async fn send(&mut self, message: impl Into<WsMessage>) -> Result<()> {
-        self.ws
-            .send(message.into().into_frame())
-            .await
-            .map_err(|e| Error::with_source(ErrorKind::Closed, e.to_string()))
+        let sent = tokio::time::timeout(
+            self.state.send_timeout,
+            self.ws.send(message.into().into_frame()),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::with_source(ErrorKind::Closed, e.to_string())),
+            Err(_) => {
+                self.state.stalled = true;
+                Err(Error::with_source(
+                    ErrorKind::Timeout,
+                    "the peer took nothing within send_timeout",
+                ))
+            }
+        }
     }
 
     /// A handle to send on this connection from other tasks.

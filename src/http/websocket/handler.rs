@@ -163,7 +163,8 @@ pub trait WebSocketHandler: Clone + Send + Sync + 'static {
     /// The connection ended, with the code that closed it: the peer's (1005 when its close
     /// frame had none), the one this side sent (a [`WsAction::Close`], 1001 at a stop, 1002,
     /// 1007 or 1009 for a peer that broke the protocol or a limit), or 1006 when the socket
-    /// ended without a close frame. Called once, last. Default does nothing.
+    /// ended without a close frame (reason `send timeout` when the peer read nothing for the
+    /// listener's `send_timeout`). Called once, last. Default does nothing.
     fn handle_close(&mut self, code: u16, reason: &str) -> impl Future<Output = ()> + Send {
         let _ = (code, reason);
         async {}

@@ -122,7 +122,10 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
         id: socket.id(),
         peer: socket.peer_addr().clone(),
         secure: socket.is_secure(),
+        send_timeout: socket.conn.shared.opts.send_timeout,
+        stalled: false,
     };
+    let send_timeout = state.send_timeout;
     macro_rules! cx {
         () => {
             &mut WsConn {
@@ -136,6 +139,9 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
     let mut last_ping = last_heard;
     let mut turn: Turn = handler.handle_connection(cx!()).await.into();
     let (code, reason) = loop {
+        if state.stalled {
+            break (close_code::ABNORMAL, "send timeout".to_owned());
+        }
         match turn {
             Turn::Go => {}
             Turn::Close(code, reason) => {
@@ -183,18 +189,14 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
                 }
             }
             Some(out) = rx.recv() => match out {
-                Outgoing::Send(message) => match ws.send(message.into_frame()).await {
-                    Ok(()) => Turn::Go,
-                    Err(e) => failed(e),
-                },
+                Outgoing::Send(message) => {
+                    send_within(&mut ws, message.into_frame(), send_timeout).await
+                }
                 Outgoing::Close(code, reason) => Turn::Close(code, reason),
             },
             _ = sleep_until(ping_at) => {
                 last_ping = Instant::now();
-                match ws.send(Message::Ping(Bytes::new())).await {
-                    Ok(()) => Turn::Go,
-                    Err(e) => failed(e),
-                }
+                send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
             }
             _ = sleep_until(deadline) => {
                 last_heard = Instant::now();
@@ -208,6 +210,16 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
         state.groups.leave(group, state.id);
     }
     handler.handle_close(code, &reason).await;
+}
+
+/// Sends `message`, within the listener's `send_timeout`: a peer that takes none of it for
+/// that long reads nothing, so the connection ends without a close frame.
+async fn send_within(ws: &mut WsStream, message: Message, within: std::time::Duration) -> Turn {
+    match tokio::time::timeout(within, ws.send(message)).await {
+        Ok(Ok(())) => Turn::Go,
+        Ok(Err(e)) => failed(e),
+        Err(_) => Turn::Ended(close_code::ABNORMAL, "send timeout".to_owned()),
+    }
 }
 
 /// What a failed read or write means: a broken rule of the peer's is answered with its close
