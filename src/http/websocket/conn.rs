@@ -27,7 +27,12 @@ pub(crate) enum Outgoing {
 
 /// The connection's own state, apart from the framed stream.
 pub(crate) struct ConnState {
-    pub(crate) sender: WsSender,
+    /// The queue other tasks send through, made at the first [`WsConn::sender`] or
+    /// [`WsConn::join`]: a connection that never hands one out holds none (its first block
+    /// alone is about 1.5 KiB).
+    pub(crate) queue: Option<(WsSender, mpsc::Receiver<Outgoing>)>,
+    /// The queue's length.
+    pub(crate) queue_len: usize,
     pub(crate) groups: Groups,
     pub(crate) joined: Vec<String>,
     pub(crate) id: u64,
@@ -38,6 +43,27 @@ pub(crate) struct ConnState {
     pub(crate) send_timeout: Duration,
     /// A write timed out: the peer reads nothing, so no close frame can reach it either.
     pub(crate) stalled: bool,
+}
+
+impl ConnState {
+    fn sender(&mut self) -> &WsSender {
+        let len = self.queue_len;
+        &self
+            .queue
+            .get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(len);
+                (WsSender { tx }, rx)
+            })
+            .0
+    }
+
+    /// The next message other tasks queued; pending while there is no queue.
+    pub(crate) async fn queued(&mut self) -> Option<Outgoing> {
+        match &mut self.queue {
+            Some((_, rx)) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// The connection a callback runs on: send to the peer, hand out a [`WsSender`], join and
@@ -72,15 +98,15 @@ impl WsConn<'_> {
     }
 
     /// A handle to send on this connection from other tasks.
-    pub fn sender(&self) -> WsSender {
-        self.state.sender.clone()
+    pub fn sender(&mut self) -> WsSender {
+        self.state.sender().clone()
     }
 
     /// Joins the group `name` of the route's [`Groups`]: what is broadcast to it comes here
     /// too, until the connection ends or [`leave`](Self::leave)s it.
     pub fn join(&mut self, name: &str) {
         if !self.state.joined.iter().any(|g| g == name) {
-            let tx = self.state.sender.tx.clone();
+            let tx = self.state.sender().tx.clone();
             self.state.groups.join(name, self.state.id, tx);
             self.state.joined.push(name.to_owned());
         }

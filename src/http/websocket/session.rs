@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -17,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::conn::{ConnState, Outgoing, WsConn, WsSender, WsStream};
+use super::conn::{ConnState, Outgoing, WsConn, WsStream};
 use super::handler::{close_code, WebSocketHandler, WsAction};
 use super::route::WsOptions;
 use crate::http::activity::Watched;
@@ -114,9 +113,9 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
     let socket = &ws.get_ref().inner;
     let stopping = socket.stopping();
     let shutdown_timeout = socket.conn.shared.opts.shutdown_timeout;
-    let (tx, mut rx) = mpsc::channel(opts.send_queue);
     let mut state = ConnState {
-        sender: WsSender { tx },
+        queue: None,
+        queue_len: opts.send_queue,
         groups: opts.groups.clone(),
         joined: Vec::new(),
         id: socket.id(),
@@ -188,7 +187,7 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
                     None => Turn::Ended(close_code::ABNORMAL, String::new()),
                 }
             }
-            Some(out) = rx.recv() => match out {
+            Some(out) = state.queued() => match out {
                 Outgoing::Send(message) => {
                     send_within(&mut ws, message.into_frame(), send_timeout).await
                 }
