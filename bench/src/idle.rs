@@ -91,7 +91,7 @@ async fn echo_once(stream: &mut TcpStream) -> io::Result<()> {
 }
 
 /// The RSS once it stops moving: the last connections' tasks may not have run yet.
-async fn settled_rss(probe: &Probe) -> io::Result<u64> {
+pub(crate) async fn settled_rss(probe: &Probe) -> io::Result<u64> {
     let mut last = probe.rss_kib()?;
     let mut same = 0;
     for _ in 0..SETTLE_TRIES {

@@ -16,12 +16,23 @@ use crate::{accept, bulk, echo, http_load, idle, rpc_load};
 /// A scenario's results: metric name (`scenario.what_unit`) and value.
 pub(crate) type Metrics = Vec<(&'static str, f64)>;
 
-const SCENARIOS: &[&str] = &["echo", "bulk", "accept", "idle", "idle-used", "http", "rpc"];
+const SCENARIOS: &[&str] = &[
+    "echo",
+    "bulk",
+    "accept",
+    "idle",
+    "idle-used",
+    "http",
+    "rpc",
+    "ws",
+    "ws-idle",
+];
 
-/// `load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http,rpc] [--warmup 1]
-/// [--duration 5] [--echo-conns 50] [--bulk-conns 4] [--accept-loops 8] [--idle-conns 10000]
-/// [--http-conns 64] [--rpc-impl atoll|tarpc] [--rpc-callers 50]`: `--rpc-impl` names the
-/// server under test, whose client library the rpc scenario calls with (required for `rpc`).
+/// `load --port P --pid PID [--scenarios echo,bulk,accept,idle,idle-used,http,rpc,ws,ws-idle]
+/// [--warmup 1] [--duration 5] [--echo-conns 50] [--bulk-conns 4] [--accept-loops 8]
+/// [--idle-conns 10000] [--http-conns 64] [--rpc-impl atoll|tarpc] [--rpc-callers 50]`:
+/// `--rpc-impl` names the server under test, whose client library the rpc scenario calls with
+/// (required for `rpc`). `ws` runs `--http-conns` connections, `ws-idle` `--idle-conns`.
 pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
     let flags = Flags::parse(
         args,
@@ -87,6 +98,8 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
                 "idle" => idle::run(addr, idle_conns, false, &probe).await,
                 "http" => http_load::run(addr, http_conns, timing, &probe).await,
                 "rpc" => rpc_load::run(addr, &rpc_impl, rpc_callers, timing, &probe).await,
+                "ws" => crate::ws_load::run(addr, http_conns, timing, &probe).await,
+                "ws-idle" => crate::ws_load::idle(addr, idle_conns, &probe).await,
                 _ => idle::run(addr, idle_conns, true, &probe).await,
             }
             .map_err(|e| format!("scenario `{scenario}`: {e}"))?;

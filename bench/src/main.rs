@@ -43,6 +43,8 @@
 //! - `upgrade_mix`: every client kind at once (echo per message and long-lived, HTTP/1.1
 //!   keep-alive, RPC, h2c, h2 and HTTP/1.1 over TLS) through a number of upgrades: per kind,
 //!   answers, failures, and p99 during the upgrades against steady.
+//! - `ws_server`, `ws_load`: atoll's WebSocket route against tokio-tungstenite directly,
+//!   and the `ws` and `ws-idle` scenarios.
 //! - `kv`: the kv store's engine (redb) against the in-memory map, put and get rates and p99.
 
 mod accept;
@@ -65,6 +67,8 @@ mod server;
 mod upgrade;
 mod upgrade_mix;
 mod window;
+mod ws_load;
+mod ws_server;
 
 use std::process::ExitCode;
 

@@ -10,6 +10,8 @@
 //!
 //! RPC (`--protocol rpc`): `atoll` and `tarpc`, see [`crate::rpc_server`].
 //!
+//! WebSocket (`--protocol ws`): `atoll` and `tungstenite`, see [`crate::ws_server`].
+//!
 //! All listen with the options atoll sets by default (`SO_REUSEADDR`, `TCP_NODELAY` on the
 //! listening socket, which accepted sockets inherit, backlog 1024), so only the server code
 //! differs.
@@ -65,7 +67,10 @@ pub(crate) fn main(args: impl Iterator<Item = String>) -> Result<(), String> {
         "echo" => runtime.block_on(serve_echo(&implementation, addr, acceptors, sockets)),
         "http" => runtime.block_on(http_server::serve(&implementation, addr)),
         "rpc" => runtime.block_on(rpc_server::serve(&implementation, addr)),
-        other => Err(format!("unknown --protocol `{other}` (echo, http or rpc)")),
+        "ws" => runtime.block_on(crate::ws_server::serve(&implementation, addr)),
+        other => Err(format!(
+            "unknown --protocol `{other}` (echo, http, rpc or ws)"
+        )),
     }
 }
 

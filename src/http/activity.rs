@@ -5,7 +5,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::options::HttpOptions;
+use super::websocket::session::Session;
 use super::zero_copy::ZeroCopy;
 use crate::socket::Socket;
 use crate::telemetry::failure_log::FailureLogs;
@@ -58,6 +59,9 @@ pub(crate) struct Activity {
     /// The file regions its socket sends with `sendfile`, on a connection that can
     /// ([`zero_copy`](super::zero_copy)); `None` elsewhere.
     zero_copy: Option<Arc<ZeroCopy>>,
+    /// A WebSocket route's session, from its 101 answer until the connection's task runs it
+    /// once hyper has let go of the socket.
+    upgrade: Mutex<Option<Box<dyn Session>>>,
 }
 
 /// What the timer found.
@@ -98,6 +102,7 @@ impl Activity {
             write_blocked: AtomicBool::new(false),
             head_bytes: AtomicUsize::new(0),
             zero_copy: None,
+            upgrade: Mutex::new(None),
         }
     }
 
@@ -166,6 +171,23 @@ impl Activity {
     /// A request was answered.
     pub(crate) fn end(&self) {
         self.finished.fetch_add(1, Relaxed);
+    }
+
+    /// The answer switched protocols (101): from now on the socket carries another protocol
+    /// (a route's WebSocket `session`, or a mounted service's), so it counts as one request
+    /// that never ends: its bytes are no request head, and no HTTP timeout applies.
+    #[cold]
+    pub(crate) fn switched(&self, session: Option<Box<dyn Session>>) {
+        self.begin();
+        *self.upgrade.lock().unwrap_or_else(|p| p.into_inner()) = session;
+    }
+
+    /// The session of a route's 101, to run on the socket hyper let go of.
+    pub(crate) fn take_session(&self) -> Option<Box<dyn Session>> {
+        self.upgrade
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// A request came with a body that is not yet read to its end.

@@ -1,5 +1,5 @@
-//! The resources the `atoll` binary ships: a health check and the list of running listeners
-//! with their uptime.
+//! The resources the `atoll` binary ships: a health check, the list of running listeners
+//! with their uptime, and a WebSocket echo.
 
 use http::{Method, StatusCode};
 use serde::Serialize;
@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::reply::{Data, Reply};
 use super::request::Request;
 use super::resource::Resource;
+use super::websocket::{close_code, WebSocketHandler, WsAction, WsConn};
 use crate::registry::{ListenerInfo, Registry, Uptime};
 
 /// `GET /health` (or another path): `{"status": "ok", "version": ...}`.
@@ -137,5 +138,28 @@ impl Resource for Listeners {
                 None => (StatusCode::NOT_FOUND, format!("no listener `{name}`\n")).into(),
             },
         }
+    }
+}
+
+/// The `websocket_echo` catalogue entry's handler: sends every text and binary message back
+/// as it came. Mount it with [`WebSocket::new`](super::websocket::WebSocket::new).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebSocketEcho;
+
+impl WebSocketHandler for WebSocketEcho {
+    async fn handle_text(&mut self, text: &str, ws: &mut WsConn<'_>) -> WsAction {
+        echoed(ws.send(text).await)
+    }
+
+    async fn handle_binary(&mut self, data: &[u8], ws: &mut WsConn<'_>) -> WsAction {
+        echoed(ws.send(data).await)
+    }
+}
+
+/// A send that failed means the connection is closing already.
+fn echoed(sent: crate::Result<()>) -> WsAction {
+    match sent {
+        Ok(()) => WsAction::Continue,
+        Err(_) => WsAction::Close(close_code::GOING_AWAY, String::new()),
     }
 }

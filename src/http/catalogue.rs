@@ -9,13 +9,14 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::builtin::{Health, Listeners};
+use super::builtin::{Health, Listeners, WebSocketEcho};
 use super::dispatch::Endpoint;
 use super::handlers::Handlers;
 use super::listener::HttpListener;
 use super::options::{HttpOptions, DEFAULT_HTTP_PORT};
 use super::statics::StaticFiles;
 use super::statics_endpoint::StaticEndpoint;
+use super::websocket::WebSocket;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::ServerHandle;
 use crate::registry::Registry;
@@ -86,7 +87,10 @@ impl Catalogue {
 
     /// The resources the binary ships: `health` (settings `path`, default `/health`, and
     /// `version`), `listeners` (the running listeners of `registry`, setting `prefix`,
-    /// default `/listeners`) and `static` (the files of `dir` under `prefix`, default `/`).
+    /// default `/listeners`), `static` (the files of `dir` under `prefix`, default `/`) and
+    /// `websocket_echo` (a [`WebSocket`] route echoing every message, setting `path`, default
+    /// `/ws`, and the route's own: `origins`, `max_message_size`, `max_frame_size`,
+    /// `read_timeout`, `ping_interval`, `send_queue`).
     pub fn builtin(registry: &Registry) -> Catalogue {
         Catalogue::builtin_for(registry, env!("CARGO_PKG_VERSION"))
     }
@@ -147,6 +151,43 @@ impl Catalogue {
                 }
                 let prefix = s.prefix.as_deref().unwrap_or("/");
                 Ok(Arc::new(StaticEndpoint::new(prefix, files)) as Arc<dyn Endpoint>)
+            }),
+        );
+        c.entries.insert(
+            "websocket_echo".to_owned(),
+            Arc::new(|p: &Params| {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct S {
+                    path: Option<String>,
+                    origins: Option<Vec<String>>,
+                    max_message_size: Option<usize>,
+                    max_frame_size: Option<usize>,
+                    read_timeout: Option<toml::Value>,
+                    ping_interval: Option<toml::Value>,
+                    send_queue: Option<usize>,
+                }
+                let s: S = p.parse()?;
+                let mut ws = WebSocket::new(s.path.as_deref().unwrap_or("/ws"), WebSocketEcho);
+                if let Some(origins) = s.origins {
+                    ws = ws.origins(origins);
+                }
+                if let Some(n) = s.max_message_size {
+                    ws = ws.max_message_size(n);
+                }
+                if let Some(n) = s.max_frame_size {
+                    ws = ws.max_frame_size(n);
+                }
+                if let Some(d) = s.read_timeout {
+                    ws = ws.read_timeout(duration("read_timeout", &d)?);
+                }
+                if let Some(d) = s.ping_interval {
+                    ws = ws.ping_interval(duration("ping_interval", &d)?);
+                }
+                if let Some(n) = s.send_queue {
+                    ws = ws.send_queue(n);
+                }
+                Ok(Arc::new(ws) as Arc<dyn Endpoint>)
             }),
         );
         c
@@ -350,4 +391,14 @@ fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<Ser
         (None, false) => {}
     }
     listener.bind(spec.bind()).http_options(http).start()
+}
+
+/// A duration setting: `"30s"`, `"500ms"`, or a number of milliseconds.
+fn duration(key: &str, value: &toml::Value) -> std::result::Result<std::time::Duration, String> {
+    let parsed = match value {
+        toml::Value::String(s) => crate::parse_duration(s),
+        toml::Value::Integer(ms) if *ms >= 0 => Ok(std::time::Duration::from_millis(*ms as u64)),
+        other => Err(format!("not a duration: {other}")),
+    };
+    parsed.map_err(|why| format!("`{key}`: {why}"))
 }

@@ -31,7 +31,7 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// inline: it is the common case, and the connection's task holds it either way.
 #[allow(clippy::large_enum_variant)]
 enum Conn {
-    H1(http1::Connection<Io, HttpService>),
+    H1(http1::UpgradeableConnection<Io, HttpService>),
     H2(Pin<Box<http2::Connection<Io, HttpService, TokioExecutor>>>),
 }
 
@@ -165,7 +165,7 @@ pub(crate) async fn serve(
         } else {
             &http.h1
         };
-        Conn::H1(h1.serve_connection(io, service))
+        Conn::H1(h1.serve_connection(io, service).with_upgrades())
     };
     // The first check comes at the sooner of the two timeouts; each check then sets the next
     // from what it sees (the end of the last request, a head that began).
@@ -272,6 +272,7 @@ pub(crate) async fn serve(
         }
     })
     .await;
+    let session = activity.take_session();
     match (ended, conn, handing) {
         (Ended::HandOff, Conn::H1(conn), Some(to)) => hand_off(conn, &to),
         // Errors here are the client's doing (a reset, a malformed request hyper already
@@ -281,14 +282,22 @@ pub(crate) async fn serve(
         }
         _ => {}
     }
+    // A WebSocket route answered 101: hyper has let go of the socket, and the connection
+    // goes on here as a WebSocket, under the same stop and connection count.
+    if let Some(session) = session {
+        session.run().await;
+    }
     Ok(())
 }
 
 /// Takes an HTTP/1 connection that is between requests apart and hands its socket, with the
 /// bytes hyper read but did not parse yet, to `to`. Dropping what is left here ends the
 /// connection in this listener's table; the socket itself stays open in the other process.
-fn hand_off(conn: http1::Connection<Io, HttpService>, to: &MoveTo) {
-    let parts = conn.into_parts();
+fn hand_off(conn: http1::UpgradeableConnection<Io, HttpService>, to: &MoveTo) {
+    // `None` only once upgraded, and an upgraded connection is never at rest.
+    let Some(parts) = conn.into_parts() else {
+        return;
+    };
     let mut watched = parts.io.into_inner();
     // A connection handed over again before hyper read all of its own prefix: what hyper
     // holds came first, the rest of the prefix after.

@@ -14,6 +14,7 @@ use super::request_body::TimedBody;
 use super::resource::Resource;
 use super::statics::StaticFiles;
 use super::statics_endpoint::StaticEndpoint;
+use super::websocket::{WebSocket, WebSocketHandler};
 use crate::error::BoxError;
 
 /// The request body a mounted service reads: hyper's, cut off at the listener's
@@ -135,6 +136,12 @@ impl Handlers {
             .map_response(|r: Response<B>| r.map(Body::new))
             .map_err(Into::<BoxError>::into);
         self.current().service = Some(BoxCloneSyncService::new(mounted));
+        self
+    }
+
+    /// Adds a WebSocket route to the current host (see [`WebSocket`]).
+    pub fn websocket<H: WebSocketHandler>(mut self, route: WebSocket<H>) -> Handlers {
+        self.current().endpoints.push(Arc::new(route));
         self
     }
 

@@ -54,6 +54,8 @@
 //! - `upgrade`: [`upgrade_all`], [`upgrade()`], [`upgrade_listener`]: swap routes live.
 //! - `builtin`, `catalogue`: the shipped resources, and the [`Catalogue`] the `http` and
 //!   `https` config kinds build handlers from ([`install`]).
+//! - [`websocket`]: WebSocket routes ([`websocket::WebSocket`]), their handlers and groups;
+//!   `conn` hands an upgraded connection to its session.
 //! - `admin`: the `admin` kind ([`install_admin`]): `/metrics` from the Prometheus recorder
 //!   ([`Metrics`]), `/livez`, and `/readyz` from a [`Readiness`] that drains.
 
@@ -87,11 +89,12 @@ mod service;
 mod statics;
 mod statics_endpoint;
 mod upgrade;
+pub mod websocket;
 mod zero_copy;
 
 pub use admin::{install_admin, Admin, Metrics, Readiness, DEFAULT_ADMIN_PORT, DURATION_BUCKETS};
 pub use body::Body;
-pub use builtin::{Health, Listeners};
+pub use builtin::{Health, Listeners, WebSocketEcho};
 pub use catalogue::{install, Catalogue, Params};
 pub use file_body::FileBody;
 pub use file_cache::CacheOptions;

@@ -31,6 +31,7 @@ use super::request::{find_header, Request};
 use super::request_body::{read_whole, TimedBody};
 use super::request_rules::{self, Refused};
 use super::router::{Found, Router};
+use super::websocket::session::Upgrade;
 use crate::connections::Slot;
 use crate::shared::Shared;
 use crate::telemetry::{Event, EventKind};
@@ -348,6 +349,12 @@ impl Future for Answer {
             // hyper polls no answer again once it is ready.
             Inner::Done => return Poll::Pending,
         };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let session = response.extensions_mut().remove::<Upgrade>();
+            self.activity.switched(session.and_then(|u| u.take()));
+            // The connection is the new protocol's now: no `connection: close`.
+            self.close = false;
+        }
         if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
             if let Some(logs) = self.activity.failure_logs() {
                 Fault::log_from(&mut response, logs);

@@ -1,0 +1,207 @@
+//! What a callback gets: [`WsConn`], the connection it runs on, and [`WsSender`], a handle
+//! other tasks send through.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+
+use super::groups::Groups;
+use super::message::WsMessage;
+use crate::addr::Addr;
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::activity::Watched;
+use crate::socket::Socket;
+
+/// The framed connection.
+pub(crate) type WsStream = WebSocketStream<Watched<Socket>>;
+
+/// What other tasks (a [`WsSender`], a broadcast) ask a connection to do.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Send(WsMessage),
+    Close(u16, String),
+}
+
+/// The connection's own state, apart from the framed stream.
+pub(crate) struct ConnState {
+    /// The queue other tasks send through, made at the first [`WsConn::sender`] or
+    /// [`WsConn::join`]: a connection that never hands one out holds none (its first block
+    /// alone is about 1.5 KiB).
+    pub(crate) queue: Option<(WsSender, mpsc::Receiver<Outgoing>)>,
+    /// The queue's length.
+    pub(crate) queue_len: usize,
+    pub(crate) groups: Groups,
+    pub(crate) joined: Vec<String>,
+    pub(crate) id: u64,
+    pub(crate) peer: Addr,
+    pub(crate) secure: bool,
+    /// The listener's `send_timeout`: how long one write may wait for a peer that does not
+    /// read.
+    pub(crate) send_timeout: Duration,
+    /// A write timed out: the peer reads nothing, so no close frame can reach it either.
+    pub(crate) stalled: bool,
+}
+
+impl ConnState {
+    fn sender(&mut self) -> &WsSender {
+        let len = self.queue_len;
+        &self
+            .queue
+            .get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(len);
+                (WsSender { tx }, rx)
+            })
+            .0
+    }
+
+    /// The next message other tasks queued; pending while there is no queue.
+    pub(crate) async fn queued(&mut self) -> Option<Outgoing> {
+        match &mut self.queue {
+            Some((_, rx)) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The connection a callback runs on: send to the peer, hand out a [`WsSender`], join and
+/// leave groups.
+pub struct WsConn<'a> {
+    pub(crate) ws: &'a mut WsStream,
+    pub(crate) state: &'a mut ConnState,
+}
+
+impl WsConn<'_> {
+    /// Sends a message and waits until the socket took it. Fails with
+    /// [`Closed`](ErrorKind::Closed) once the connection is closing or gone, and with
+    /// [`Timeout`](ErrorKind::Timeout) when the peer took none of it for the listener's
+    /// `send_timeout` (the connection then ends, without a close frame).
+    pub async fn send(&mut self, message: impl Into<WsMessage>) -> Result<()> {
+        let sent = tokio::time::timeout(
+            self.state.send_timeout,
+            self.ws.send(message.into().into_frame()),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::with_source(ErrorKind::Closed, e.to_string())),
+            Err(_) => {
+                self.state.stalled = true;
+                Err(Error::with_source(
+                    ErrorKind::Timeout,
+                    "the peer took nothing within send_timeout",
+                ))
+            }
+        }
+    }
+
+    /// A handle to send on this connection from other tasks.
+    pub fn sender(&mut self) -> WsSender {
+        self.state.sender().clone()
+    }
+
+    /// Joins the group `name` of the route's [`Groups`]: what is broadcast to it comes here
+    /// too, until the connection ends or [`leave`](Self::leave)s it.
+    pub fn join(&mut self, name: &str) {
+        if !self.state.joined.iter().any(|g| g == name) {
+            let tx = self.state.sender().tx.clone();
+            self.state.groups.join(name, self.state.id, tx);
+            self.state.joined.push(name.to_owned());
+        }
+    }
+
+    /// Leaves the group `name`.
+    pub fn leave(&mut self, name: &str) {
+        self.state.joined.retain(|g| g != name);
+        self.state.groups.leave(name, self.state.id);
+    }
+
+    /// The groups of the route this connection belongs to.
+    pub fn groups(&self) -> &Groups {
+        &self.state.groups
+    }
+
+    /// The connection's id, unique within its listener.
+    pub fn id(&self) -> u64 {
+        self.state.id
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> &Addr {
+        &self.state.peer
+    }
+
+    /// Whether it runs over TLS (`wss`).
+    pub fn is_secure(&self) -> bool {
+        self.state.secure
+    }
+}
+
+impl fmt::Debug for WsConn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsConn")
+            .field("id", &self.state.id)
+            .field("peer", &self.state.peer)
+            .finish()
+    }
+}
+
+/// Sends on one connection from any task. Messages wait in the connection's queue (the
+/// route's [`send_queue`](super::WebSocket::send_queue) long) and go out between callbacks,
+/// in order. Clones send on the same connection.
+#[derive(Clone)]
+pub struct WsSender {
+    pub(crate) tx: mpsc::Sender<Outgoing>,
+}
+
+impl WsSender {
+    /// Queues a message, waiting while the queue is full. Fails with
+    /// [`Closed`](ErrorKind::Closed) once the connection has ended.
+    pub async fn send(&self, message: impl Into<WsMessage>) -> Result<()> {
+        self.tx
+            .send(Outgoing::Send(message.into()))
+            .await
+            .map_err(|_| closed())
+    }
+
+    /// Queues a message if there is room now: [`Closed`](ErrorKind::Closed) once the
+    /// connection has ended, [`Io`](ErrorKind::Io) when its queue is full (a peer that reads
+    /// slower than it is sent to).
+    pub fn try_send(&self, message: impl Into<WsMessage>) -> Result<()> {
+        self.tx
+            .try_send(Outgoing::Send(message.into()))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    Error::with_source(ErrorKind::Io, "the connection's send queue is full")
+                }
+                mpsc::error::TrySendError::Closed(_) => closed(),
+            })
+    }
+
+    /// Asks the connection to start the close handshake with `code` and `reason`.
+    pub async fn close(&self, code: u16, reason: impl Into<String>) -> Result<()> {
+        self.tx
+            .send(Outgoing::Close(code, reason.into()))
+            .await
+            .map_err(|_| closed())
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl fmt::Debug for WsSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsSender")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+fn closed() -> Error {
+    Error::with_source(ErrorKind::Closed, "the WebSocket connection has ended")
+}

@@ -1,0 +1,66 @@
+//! WebSocket (RFC 6455) on HTTP and HTTPS listeners: a [`WebSocket`] route accepts the
+//! upgrade after its checks and serves each connection with a clone of a
+//! [`WebSocketHandler`], whose callbacks run in the manner of the socket server's
+//! [`Handler`](crate::Handler).
+//!
+//! The framing is tokio-tungstenite's: it joins fragmented messages (control frames may come
+//! between fragments), answers pings, requires masked client frames, checks text as UTF-8
+//! (across fragments), and enforces the size limits from each frame's header before its
+//! payload is read. The route adds the codes of a peer at fault (1002 protocol, 1007 invalid
+//! UTF-8, 1009 over a limit), keepalive pings, a read deadline, and 1001 at a stop.
+//!
+//! ```
+//! use atoll::http::websocket::{WebSocket, WebSocketHandler, WsAction, WsConn};
+//! use atoll::http::{Handlers, HttpListener};
+//!
+//! #[derive(Clone)]
+//! struct Echo;
+//!
+//! impl WebSocketHandler for Echo {
+//!     async fn handle_text(&mut self, text: &str, ws: &mut WsConn<'_>) -> WsAction {
+//!         let _ = ws.send(text).await;
+//!         WsAction::Continue
+//!     }
+//! }
+//!
+//! let listener = HttpListener::new(Handlers::new().websocket(WebSocket::new("/ws", Echo)));
+//! # let _ = listener;
+//! ```
+//!
+//! # What is not there
+//!
+//! - permessage-deflate (RFC 7692): tungstenite does not implement it, so it is never
+//!   negotiated; a client offering it gets uncompressed messages, as the RFC allows.
+//! - HTTP/2's extended CONNECT (RFC 8441): hyper's server does not announce it, so browsers
+//!   open their WebSockets over HTTP/1.1 (on a connection of their own with TLS).
+//! - Moving to a new process at a zero-downtime upgrade: WebSocket connections stay and
+//!   drain like a stop: [`handle_shutdown`](WebSocketHandler::handle_shutdown), then 1001,
+//!   then the peer's close frame, up to the listener's shutdown timeout. Clients reconnect,
+//!   and the new process answers.
+//! - A mounted service's (an axum `Router`'s) own WebSocket routes work, but their
+//!   connections run on the service's tasks: the listener's stop does not send them 1001.
+//!
+//! # Layout
+//!
+//! - `route`: [`WebSocket`], the route: handshake checks, `Origin`, limits and timers.
+//! - `handler`: [`WebSocketHandler`], [`WsAction`] and the [`close_code`]s.
+//! - `conn`: [`WsConn`], what a callback sends through, and [`WsSender`] for other tasks.
+//! - `groups`: [`Groups`], named groups to broadcast to.
+//! - `message`: [`WsMessage`], a message to send.
+//! - `session`: one connection after the 101: its loop, pings, deadline, close handshake.
+
+mod conn;
+mod groups;
+mod handler;
+mod message;
+mod route;
+pub(crate) mod session;
+
+pub use conn::{WsConn, WsSender};
+pub use groups::Groups;
+pub use handler::{close_code, WebSocketHandler, WsAction};
+pub use message::WsMessage;
+pub use route::{
+    WebSocket, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PING_INTERVAL,
+    DEFAULT_SEND_QUEUE, DEFAULT_WS_READ_TIMEOUT,
+};

@@ -1,0 +1,266 @@
+//! One WebSocket connection's life after the 101: the framed stream on the socket hyper gave
+//! back, its callbacks, keepalive pings, the read deadline, the close handshake, and the stop.
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::conn::{ConnState, Outgoing, WsConn, WsStream};
+use super::handler::{close_code, WebSocketHandler, WsAction};
+use super::route::WsOptions;
+use crate::http::activity::Watched;
+use crate::socket::Socket;
+
+/// A session to run once hyper has handed the connection back: carried from the route to
+/// the connection's task in the 101 response's extensions (which must be `Clone`, hence the
+/// shared slot; only the first taker gets it).
+#[derive(Clone)]
+pub(crate) struct Upgrade(pub(crate) Arc<Mutex<Option<Box<dyn Session>>>>);
+
+impl Upgrade {
+    pub(crate) fn take(&self) -> Option<Box<dyn Session>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// A WebSocket connection to run on the connection's task.
+pub(crate) trait Session: Send {
+    fn run(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+impl std::fmt::Debug for dyn Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session")
+    }
+}
+
+/// A route's accepted upgrade: the handler clone that admitted it, waiting for the socket.
+pub(crate) struct Live<H> {
+    pub(crate) on_upgrade: hyper::upgrade::OnUpgrade,
+    pub(crate) handler: H,
+    pub(crate) opts: Arc<WsOptions>,
+}
+
+impl<H: WebSocketHandler> Session for Live<H> {
+    fn run(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let Live {
+                on_upgrade,
+                handler,
+                opts,
+            } = *self;
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            // The socket itself, not hyper's box around it: reads and writes go straight to
+            // it, and the listener's stop reaches the connection through it.
+            let Ok(parts) = upgraded.downcast::<TokioIo<Watched<Socket>>>() else {
+                tracing::debug!(target: "atoll::http", "upgraded connection of an unknown kind");
+                return;
+            };
+            let mut watched = parts.io.into_inner();
+            // Frames the client sent right behind its request, read by hyper already.
+            if !parts.read_buf.is_empty() {
+                watched.prefix = if watched.prefix.is_empty() {
+                    parts.read_buf
+                } else {
+                    Bytes::from([&parts.read_buf[..], &watched.prefix[..]].concat())
+                };
+            }
+            let ws =
+                WebSocketStream::from_raw_socket(watched, Role::Server, Some(opts.config())).await;
+            drive(ws, handler, &opts).await;
+        })
+    }
+}
+
+/// How long the end of the connection waits to shut its write side down (TLS's close_notify
+/// on a peer that stopped reading): 1 s.
+const SHUTDOWN_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How one turn of the loop ended.
+enum Turn {
+    Go,
+    /// Close with this code and reason: send the close frame, wait for the peer's.
+    Close(u16, String),
+    /// The connection is over: the peer's close (answered), or the socket is gone.
+    Ended(u16, String),
+}
+
+impl From<WsAction> for Turn {
+    fn from(action: WsAction) -> Turn {
+        match action {
+            WsAction::Continue => Turn::Go,
+            WsAction::Close(code, reason) => Turn::Close(code, reason),
+        }
+    }
+}
+
+/// Runs the connection to its end: callbacks for what arrives, what other tasks queue,
+/// keepalive pings, the read deadline, the stop.
+async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsOptions) {
+    let socket = &ws.get_ref().inner;
+    let stopping = socket.stopping();
+    let shutdown_timeout = socket.conn.shared.opts.shutdown_timeout;
+    let mut state = ConnState {
+        queue: None,
+        queue_len: opts.send_queue,
+        groups: opts.groups.clone(),
+        joined: Vec::new(),
+        id: socket.id(),
+        peer: socket.peer_addr().clone(),
+        secure: socket.is_secure(),
+        send_timeout: socket.conn.shared.opts.send_timeout,
+        stalled: false,
+    };
+    let send_timeout = state.send_timeout;
+    macro_rules! cx {
+        () => {
+            &mut WsConn {
+                ws: &mut ws,
+                state: &mut state,
+            }
+        };
+    }
+    let mut stopping = pin!(stopping);
+    let mut last_heard = Instant::now();
+    let mut last_ping = last_heard;
+    let mut turn: Turn = handler.handle_connection(cx!()).await.into();
+    let (code, reason) = loop {
+        if state.stalled {
+            break (close_code::ABNORMAL, "send timeout".to_owned());
+        }
+        match turn {
+            Turn::Go => {}
+            Turn::Close(code, reason) => {
+                let until = Instant::now() + opts.read_timeout;
+                break close(&mut ws, code, reason, until).await;
+            }
+            Turn::Ended(code, reason) => break (code, reason),
+        }
+        let deadline = last_heard + opts.read_timeout;
+        let ping_at = last_heard.max(last_ping) + opts.ping_interval;
+        turn = tokio::select! {
+            biased;
+            _ = &mut stopping => {
+                handler.handle_shutdown(cx!()).await;
+                let until = Instant::now() + shutdown_timeout;
+                let reason = "server stopping".to_owned();
+                break close(&mut ws, close_code::GOING_AWAY, reason, until).await;
+            }
+            next = ws.next() => {
+                last_heard = Instant::now();
+                match next {
+                    Some(Ok(Message::Text(text))) => handler.handle_text(&text, cx!()).await.into(),
+                    Some(Ok(Message::Binary(data))) => {
+                        handler.handle_binary(&data, cx!()).await.into()
+                    }
+                    Some(Ok(Message::Ping(data))) => {
+                        handler.handle_ping(&data, cx!()).await.into()
+                    }
+                    Some(Ok(Message::Pong(data))) => {
+                        handler.handle_pong(&data, cx!()).await.into()
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        // tungstenite queued the echo of the peer's close: send it, and let
+                        // the peer close the socket (bounded by the read timeout).
+                        let until = Instant::now() + opts.read_timeout;
+                        let _ = timeout_at(until, finish(&mut ws)).await;
+                        match frame {
+                            Some(f) => Turn::Ended(f.code.into(), f.reason.to_string()),
+                            None => Turn::Ended(close_code::NO_STATUS, String::new()),
+                        }
+                    }
+                    Some(Ok(Message::Frame(_))) => Turn::Go,
+                    Some(Err(e)) => failed(e),
+                    None => Turn::Ended(close_code::ABNORMAL, String::new()),
+                }
+            }
+            Some(out) = state.queued() => match out {
+                Outgoing::Send(message) => {
+                    send_within(&mut ws, message.into_frame(), send_timeout).await
+                }
+                Outgoing::Close(code, reason) => Turn::Close(code, reason),
+            },
+            _ = sleep_until(ping_at) => {
+                last_ping = Instant::now();
+                send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
+            }
+            _ = sleep_until(deadline) => {
+                last_heard = Instant::now();
+                handler.handle_timeout(cx!()).await.into()
+            }
+        };
+    };
+    // The write side ends cleanly: over TLS the peer gets close_notify, not a bare EOF.
+    let _ = tokio::time::timeout(SHUTDOWN_WRITE, ws.get_mut().shutdown()).await;
+    for group in &state.joined {
+        state.groups.leave(group, state.id);
+    }
+    handler.handle_close(code, &reason).await;
+}
+
+/// Sends `message`, within the listener's `send_timeout`: a peer that takes none of it for
+/// that long reads nothing, so the connection ends without a close frame.
+async fn send_within(ws: &mut WsStream, message: Message, within: std::time::Duration) -> Turn {
+    match tokio::time::timeout(within, ws.send(message)).await {
+        Ok(Ok(())) => Turn::Go,
+        Ok(Err(e)) => failed(e),
+        Err(_) => Turn::Ended(close_code::ABNORMAL, "send timeout".to_owned()),
+    }
+}
+
+/// What a failed read or write means: a broken rule of the peer's is answered with its close
+/// code; a socket that failed ends the connection.
+fn failed(e: WsError) -> Turn {
+    match e {
+        WsError::Capacity(e) => Turn::Close(close_code::TOO_BIG, e.to_string()),
+        WsError::Utf8(_) => Turn::Close(close_code::INVALID_DATA, "invalid UTF-8".into()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Turn::Ended(close_code::ABNORMAL, String::new())
+        }
+        WsError::Protocol(e) => Turn::Close(close_code::PROTOCOL, e.to_string()),
+        WsError::AttackAttempt => Turn::Close(close_code::POLICY, "attack attempt".into()),
+        _ => Turn::Ended(close_code::ABNORMAL, String::new()),
+    }
+}
+
+/// This side closes: sends the close frame, then reads (and drops) until the peer's close
+/// frame arrives or the socket ends, up to `until`. Returns the code and reason sent.
+async fn close(ws: &mut WsStream, code: u16, mut reason: String, until: Instant) -> (u16, String) {
+    // A close frame's payload is at most 125 bytes: the code and 123 of reason.
+    if reason.len() > 123 {
+        let mut cut = 123;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.clone().into(),
+    };
+    let _ = timeout_at(until, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            finish(ws).await;
+        }
+    })
+    .await;
+    (code, reason)
+}
+
+/// Reads until the stream ends: the close handshake completes (or the socket fails).
+async fn finish(ws: &mut WsStream) {
+    while let Some(Ok(_)) = ws.next().await {}
+}

@@ -1,0 +1,506 @@
+//! WebSocket routes from outside, over real sockets: tokio-tungstenite's client for messages,
+//! fragments and close codes, and a raw socket for what a well-behaved client never sends
+//! (unmasked frames, silence).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll::http::websocket::{Groups, WebSocket, WebSocketHandler, WsAction, WsConn};
+use atoll::http::{Handlers, HttpListener, Request, Unauthorized};
+use atoll::TlsOptions;
+use bytes::Bytes;
+use common::http::HttpTest;
+use common::{within, Pki, WAIT};
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{client_async, WebSocketStream};
+
+/// What the handlers saw end, for the tests to check.
+type Closes = Arc<Mutex<Vec<(u16, String)>>>;
+
+/// Echoes text and binary, says `bye` when the server stops, joins `room`, and tells
+/// `closes` how the connection ended. Refuses `?token=no` (401) and `?deny` (403).
+#[derive(Clone, Default)]
+struct Echo {
+    closes: Closes,
+}
+
+impl WebSocketHandler for Echo {
+    async fn is_authenticated(&mut self, req: &mut Request) -> Result<(), Unauthorized> {
+        match req.query_param("token").as_deref() {
+            Some("no") => Err(Unauthorized::new("Bearer")),
+            _ => Ok(()),
+        }
+    }
+
+    async fn has_permission(&mut self, req: &Request) -> bool {
+        req.query_param("deny").is_none()
+    }
+
+    async fn handle_connection(&mut self, ws: &mut WsConn<'_>) -> WsAction {
+        ws.join("room");
+        WsAction::Continue
+    }
+
+    async fn handle_text(&mut self, text: &str, ws: &mut WsConn<'_>) -> WsAction {
+        if text == "from a task" {
+            let sender = ws.sender();
+            tokio::spawn(async move { sender.send("sent from a task").await });
+            return WsAction::Continue;
+        }
+        if text == "flood" {
+            // Until the peer, which reads nothing, makes a send time out.
+            while ws.send(vec![0u8; 64 * 1024]).await.is_ok() {}
+            return WsAction::Continue;
+        }
+        if text == "close please" {
+            return WsAction::Close(4001, "as asked".into());
+        }
+        let _ = ws.send(text).await;
+        WsAction::Continue
+    }
+
+    async fn handle_binary(&mut self, data: &[u8], ws: &mut WsConn<'_>) -> WsAction {
+        let _ = ws.send(data).await;
+        WsAction::Continue
+    }
+
+    async fn handle_shutdown(&mut self, ws: &mut WsConn<'_>) {
+        let _ = ws.send("bye").await;
+    }
+
+    async fn handle_close(&mut self, code: u16, reason: &str) {
+        self.closes.lock().unwrap().push((code, reason.to_owned()));
+    }
+}
+
+fn route(echo: &Echo) -> WebSocket<Echo> {
+    WebSocket::new("/ws", echo.clone()).max_message_size(1024)
+}
+
+fn server(route: WebSocket<Echo>) -> HttpTest {
+    HttpTest::start(HttpListener::new(Handlers::new().websocket(route)))
+}
+
+type Client<S> = WebSocketStream<S>;
+
+async fn connect(addr: SocketAddr, path: &str) -> Client<TcpStream> {
+    let tcp = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let url = format!("ws://{addr}{path}");
+    within("handshake", client_async(url, tcp)).await.unwrap().0
+}
+
+async fn next<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Client<S>) -> Message {
+    within("a message", c.next())
+        .await
+        .expect("a message")
+        .expect("no error")
+}
+
+/// Reads until the server's close frame; its code and reason.
+async fn close_of<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Client<S>) -> (u16, String) {
+    loop {
+        match next(c).await {
+            Message::Close(Some(CloseFrame { code, reason })) => {
+                return (code.into(), reason.to_string())
+            }
+            Message::Close(None) => return (1005, String::new()),
+            _ => {}
+        }
+    }
+}
+
+async fn closes_seen(closes: &Closes, n: usize) -> Vec<(u16, String)> {
+    within("the handler's close", async {
+        loop {
+            let seen = closes.lock().unwrap().clone();
+            if seen.len() >= n {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn echoes_text_binary_and_answers_pings() {
+    let echo = Echo::default();
+    let t = server(route(&echo));
+    let mut c = connect(t.addr(), "/ws").await;
+    c.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next(&mut c).await, Message::text("hello"));
+    c.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+    assert_eq!(next(&mut c).await, Message::binary(vec![0u8, 1, 2, 255]));
+    c.send(Message::Ping(Bytes::from_static(b"p1")))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut c).await, Message::Pong(Bytes::from_static(b"p1")));
+    c.send(Message::text("from a task")).await.unwrap();
+    assert_eq!(next(&mut c).await, Message::text("sent from a task"));
+    // The client closes with its own code: the server echoes it, the handler hears it.
+    c.close(Some(CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(close_of(&mut c).await, (4000, "done".into()));
+    assert_eq!(closes_seen(&echo.closes, 1).await, [(4000, "done".into())]);
+}
+
+#[tokio::test]
+async fn joins_fragments_with_control_frames_between() {
+    let t = server(route(&Echo::default()));
+    let mut c = connect(t.addr(), "/ws").await;
+    let part = |op, text: &'static str, fin| Message::Frame(Frame::message(text, op, fin));
+    c.send(part(OpCode::Data(Data::Text), "frag", false))
+        .await
+        .unwrap();
+    c.send(Message::Ping(Bytes::from_static(b"between")))
+        .await
+        .unwrap();
+    c.send(part(OpCode::Data(Data::Continue), "men", false))
+        .await
+        .unwrap();
+    c.send(part(OpCode::Data(Data::Continue), "ted", true))
+        .await
+        .unwrap();
+    // The pong comes first: the ping was answered while the message was still in pieces.
+    assert_eq!(
+        next(&mut c).await,
+        Message::Pong(Bytes::from_static(b"between"))
+    );
+    assert_eq!(next(&mut c).await, Message::text("fragmented"));
+    // A UTF-8 character split across two fragments is still valid.
+    let euro = "€".as_bytes();
+    let bin = |op, b: &[u8], fin| Message::Frame(Frame::message(b.to_vec(), op, fin));
+    c.send(bin(OpCode::Data(Data::Text), &euro[..1], false))
+        .await
+        .unwrap();
+    c.send(bin(OpCode::Data(Data::Continue), &euro[1..], true))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut c).await, Message::text("€"));
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let echo = Echo::default();
+    let t = server(route(&echo));
+    let mut c = connect(t.addr(), "/ws").await;
+    let bad = Frame::message(vec![b'o', b'k', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+    c.send(Message::Frame(bad)).await.unwrap();
+    assert_eq!(close_of(&mut c).await.0, 1007);
+    assert_eq!(closes_seen(&echo.closes, 1).await[0].0, 1007);
+}
+
+#[tokio::test]
+async fn too_big_closes_with_1009_whole_or_in_fragments() {
+    let t = server(route(&Echo::default()));
+    let mut c = connect(t.addr(), "/ws").await;
+    c.send(Message::binary(vec![7u8; 1024])).await.unwrap();
+    assert_eq!(next(&mut c).await, Message::binary(vec![7u8; 1024]));
+    c.send(Message::binary(vec![7u8; 1025])).await.unwrap();
+    assert_eq!(close_of(&mut c).await.0, 1009);
+    // Fragments each within the limit, together over it.
+    let mut c = connect(t.addr(), "/ws").await;
+    let part = |op, fin| Message::Frame(Frame::message(vec![1u8; 600], op, fin));
+    c.send(part(OpCode::Data(Data::Binary), false))
+        .await
+        .unwrap();
+    c.send(part(OpCode::Data(Data::Continue), true))
+        .await
+        .unwrap();
+    assert_eq!(close_of(&mut c).await.0, 1009);
+}
+
+#[tokio::test]
+async fn handler_closes_with_its_code() {
+    let echo = Echo::default();
+    let t = server(route(&echo));
+    let mut c = connect(t.addr(), "/ws").await;
+    c.send(Message::text("close please")).await.unwrap();
+    assert_eq!(close_of(&mut c).await, (4001, "as asked".into()));
+    // The client's answer completes the handshake; the handler hears its own code.
+    assert!(within("the end", c.next()).await.is_none());
+    assert_eq!(
+        closes_seen(&echo.closes, 1).await,
+        [(4001, "as asked".into())]
+    );
+}
+
+#[tokio::test]
+async fn stop_says_goodbye_with_1001_and_waits_for_the_close() {
+    let echo = Echo::default();
+    let t = server(route(&echo));
+    let mut c = connect(t.addr(), "/ws").await;
+    c.send(Message::text("ready")).await.unwrap();
+    assert_eq!(next(&mut c).await, Message::text("ready"));
+    let handle = t.handle.clone();
+    let stopping = tokio::spawn(async move { handle.stop(WAIT).await });
+    assert_eq!(next(&mut c).await, Message::text("bye"));
+    assert_eq!(close_of(&mut c).await, (1001, "server stopping".into()));
+    // The stop waits for the client's close frame, which this read sends.
+    assert!(!stopping.is_finished() || closes_seen(&echo.closes, 1).await.len() == 1);
+    assert!(within("the end", c.next()).await.is_none());
+    within("the stop", stopping).await.unwrap();
+    assert_eq!(closes_seen(&echo.closes, 1).await[0].0, 1001);
+}
+
+#[tokio::test]
+async fn groups_broadcast_to_every_member() {
+    let groups = Groups::new();
+    let t = server(route(&Echo::default()).groups(groups.clone()));
+    let mut a = connect(t.addr(), "/ws").await;
+    let mut b = connect(t.addr(), "/ws").await;
+    within("both joined", async {
+        while groups.len("room") < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(groups.broadcast("room", "to all"), 2);
+    assert_eq!(next(&mut a).await, Message::text("to all"));
+    assert_eq!(next(&mut b).await, Message::text("to all"));
+    a.close(None).await.unwrap();
+    within("a's end", async { while a.next().await.is_some() {} }).await;
+    within("a left", async {
+        while groups.len("room") > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(groups.broadcast("room", "to b"), 1);
+    assert_eq!(next(&mut b).await, Message::text("to b"));
+}
+
+#[tokio::test]
+async fn refused_handshakes() {
+    let t = server(route(&Echo::default()).origins(["https://app.example.com"]));
+    let upgrade = |path: &str, origin: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Origin: {origin}\r\n\r\n"
+        )
+    };
+    let status = |text: String| text.lines().next().unwrap_or("").to_owned();
+    let raw = |addr, req: &[u8]| head_of(addr, req.to_vec());
+    let ok = upgrade("/ws", "https://app.example.com");
+    let answer = raw(t.addr(), ok.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(answer.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{answer}");
+    let evil = upgrade("/ws", "https://evil.example");
+    assert_eq!(
+        status(raw(t.addr(), evil.as_bytes()).await),
+        "HTTP/1.1 403 Forbidden"
+    );
+    let no_token = upgrade("/ws?token=no", "https://app.example.com");
+    let answer = raw(t.addr(), no_token.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("www-authenticate: bearer"),
+        "{answer}"
+    );
+    let denied = upgrade("/ws?deny", "https://app.example.com");
+    assert!(raw(t.addr(), denied.as_bytes())
+        .await
+        .starts_with("HTTP/1.1 403"));
+    let plain = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = raw(t.addr(), plain.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    assert!(
+        answer.to_lowercase().contains("sec-websocket-version: 13"),
+        "{answer}"
+    );
+}
+
+/// The head of the answer to `req` on a new connection (which may stay open).
+async fn head_of(addr: SocketAddr, req: Vec<u8>) -> String {
+    let mut s = within("connect", TcpStream::connect(addr)).await.unwrap();
+    s.write_all(&req).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        within("an answer", s.read_exact(&mut b)).await.unwrap();
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A raw socket past the handshake, for frames a client library will not send.
+async fn raw_ws(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        within("the 101", s.read_exact(&mut b)).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+/// One frame from the server (never masked, payload under 126 bytes here): opcode, payload.
+async fn raw_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    within("a frame", s.read_exact(&mut h)).await.unwrap();
+    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+    let mut payload = vec![0u8; (h[1] & 0x7f) as usize];
+    within("a payload", s.read_exact(&mut payload))
+        .await
+        .unwrap();
+    (h[0] & 0x0f, payload)
+}
+
+#[tokio::test]
+async fn unmasked_client_frame_closes_with_1002() {
+    let t = server(route(&Echo::default()));
+    let mut s = raw_ws(t.addr(), "/ws").await;
+    s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    let (op, payload) = raw_frame(&mut s).await;
+    assert_eq!(op, 0x8);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+}
+
+#[tokio::test]
+async fn peer_that_reads_nothing_is_cut_off_at_send_timeout() {
+    let echo = Echo::default();
+    let listener = HttpListener::new(Handlers::new().websocket(route(&echo)))
+        .configure(|o| o.send_timeout = Duration::from_millis(200));
+    let t = HttpTest::start(listener);
+    let mut s = raw_ws(t.addr(), "/ws").await;
+    // "flood", masked with a zero key; then this client reads nothing.
+    s.write_all(&[0x81, 0x85, 0, 0, 0, 0, b'f', b'l', b'o', b'o', b'd'])
+        .await
+        .unwrap();
+    let seen = closes_seen(&echo.closes, 1).await;
+    assert_eq!(seen, [(1006, "send timeout".into())]);
+}
+
+#[tokio::test]
+async fn silent_peer_gets_pings_then_a_close() {
+    let route = route(&Echo::default())
+        .ping_interval(Duration::from_millis(50))
+        .read_timeout(Duration::from_millis(300));
+    let t = server(route);
+    let mut s = raw_ws(t.addr(), "/ws").await;
+    let mut pings = 0;
+    let code = loop {
+        match raw_frame(&mut s).await {
+            (0x9, _) => pings += 1,
+            (0x8, payload) => break u16::from_be_bytes([payload[0], payload[1]]),
+            (op, _) => panic!("unexpected opcode {op}"),
+        }
+    };
+    assert!(pings >= 1);
+    assert_eq!(code, 1000);
+}
+
+#[tokio::test]
+async fn wss_echoes_over_tls() {
+    let pki = Pki::new();
+    let tls = TlsOptions {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        alpn: vec!["http/1.1".into()],
+        ..Default::default()
+    }
+    .load()
+    .expect("TLS loads");
+    let echo = Echo::default();
+    let t = HttpTest::start(HttpListener::new(Handlers::new().websocket(route(&echo))).tls(tls));
+    let tcp = within("connect", TcpStream::connect(t.addr()))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = within("TLS", pki.connector(None, &["http/1.1"]).connect(name, tcp))
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws", t.addr().port());
+    let (mut c, _) = within("handshake", client_async(url, tls)).await.unwrap();
+    c.send(Message::text("secure")).await.unwrap();
+    assert_eq!(next(&mut c).await, Message::text("secure"));
+    c.send(Message::binary(vec![9u8; 2000])).await.unwrap();
+    assert_eq!(close_of(&mut c).await.0, 1009);
+    let handle = t.handle.clone();
+    let mut c2 = {
+        let tcp = within("connect", TcpStream::connect(t.addr()))
+            .await
+            .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = pki.connector(None, &["http/1.1"]).connect(name, tcp);
+        let tls = within("TLS", tls).await.unwrap();
+        let url = format!("wss://localhost:{}/ws", t.addr().port());
+        within("handshake", client_async(url, tls)).await.unwrap().0
+    };
+    c2.send(Message::text("x")).await.unwrap();
+    assert_eq!(next(&mut c2).await, Message::text("x"));
+    let stopping = tokio::spawn(async move { handle.stop(WAIT).await });
+    assert_eq!(next(&mut c2).await, Message::text("bye"));
+    assert_eq!(close_of(&mut c2).await.0, 1001);
+    let end = within("the end", c2.next()).await;
+    assert!(end.is_none(), "{end:?}");
+    within("the stop", stopping).await.unwrap();
+}
+
+/// A mounted tower service upgrades with hyper's own `hyper::upgrade::on`, as axum's
+/// WebSocket extractor does: the listener serves HTTP/1.1 with upgrades.
+#[tokio::test]
+async fn mounted_service_upgrades_through_hyper() {
+    use atoll::http::{Body, RequestBody};
+    use hyper_util::rt::TokioIo;
+    let service = tower::service_fn(|mut req: http::Request<RequestBody>| async move {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 5];
+                if io.read_exact(&mut buf).await.is_ok() {
+                    let _ = io.write_all(&buf).await;
+                }
+            }
+        });
+        let mut r = http::Response::new(Body::empty());
+        *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+        r.headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        Ok::<_, std::convert::Infallible>(r)
+    });
+    let t = HttpTest::start(HttpListener::new(Handlers::new().service(service)));
+    let mut s = within("connect", TcpStream::connect(t.addr()))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    within("101 and the echo", async {
+        let mut b = [0u8; 256];
+        while !got.ends_with(b"hello") {
+            let n = s.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&b[..n]);
+        }
+    })
+    .await;
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+}
