@@ -39,34 +39,15 @@
 //!
 //! - [`error`](Error): the one-pointer [`Error`] with a matchable [`ErrorKind`].
 //! - `addr`: [`Addr`], an IP or Unix socket address.
-//! - `options`: [`ServerOptions`], every knob of a listener with its default, readable from TOML.
-//! - `tls`: [`TlsOptions`] (PEM files, client CA required or [optional](ClientAuth), ALPN,
-//!   SNI) loaded into a [`TlsConfig`].
+//! - `stats`: [`SocketStats`], a connection's byte and packet counts.
 //! - [`telemetry`]: the [`Event`](telemetry::Event)s, the hub subscribers attach to, and the
 //!   `tracing` and `metrics` subscribers.
-//! - `stats`: [`SocketStats`], a connection's byte and packet counts.
-//! - `bind`: getting listening sockets: TCP with options and `SO_REUSEPORT`, Unix, adopted
-//!   listeners and inherited descriptors ([`Bind`]).
-//! - `buffer`: the per-thread pool of read buffers, so idle connections hold none.
-//! - `connections`: the table of live connections ([`ConnectionInfo`]) and their stop signals.
-//! - `proxy`: the PROXY protocol header a load balancer sends first ([`ProxyProtocol`]), read
-//!   with a deadline; the client it names stands for the socket's peer.
-//! - `per_ip`: connections open per client address, for `max_connections_per_ip`.
-//! - `timeouts`: read timeouts for every connection, kept by one sweeper task per listener.
-//! - `shared`: what a listener's acceptors and connections share.
-//! - `socket`: [`Socket`], what handlers talk through (recv, send, sendfile, shutdown, close,
-//!   addresses, peer certificate, ALPN, statistics; also `AsyncRead + AsyncWrite`).
-//! - `handler`: the [`Handler`] trait, the [`Action`] each callback answers with, and the
-//!   contract for connections that [`Move`] to another process at an upgrade or drain.
-//! - `moved`: a connection on its way to another process ([`Moved`]), where a stopping
-//!   listener sends it ([`MoveTo`]), and how the receiving listener resumes it.
-//! - `connection`: one connection's task: handshake, then the callback loop (which moves the
-//!   connection out when the handler agrees, or resumes one that moved in).
-//! - `acceptor`: an acceptor task: accept, hold to `max_connections`, spawn; backs off on
-//!   errors such as EMFILE instead of dying or spinning.
-//! - `handle`: [`ServerHandle`]: addresses, connections, suspend, resume, stop.
-//! - `server`: [`Server`], the builder that binds and starts.
-//! - [`echo`]: the built-in `echo` handler.
+//! - `server/`: the socket server (ThousandIsland's design): [`ServerOptions`],
+//!   [`TlsOptions`] (client CA required or [optional](ClientAuth)), [`Bind`], the connection
+//!   table ([`ConnectionInfo`]), the PROXY protocol ([`ProxyProtocol`]), per-IP limits, read
+//!   timeouts, [`Socket`], the [`Handler`] trait and its [`Action`]s, connections that
+//!   [`Move`] at an upgrade ([`Moved`]), acceptors, [`ServerHandle`], the [`Server`] builder
+//!   and the built-in [`echo`] handler. Its module docs list its files bottom up.
 //! - `spec` and `registry`: [`ListenerSpec`] (a listener as data) and the [`Registry`] of
 //!   named listeners.
 //! - [`http`]: HTTP and HTTPS listeners on hyper, leptus's way: host-matched REST
@@ -85,9 +66,7 @@
 //! - [`app`]: the running application: the control socket, reload, zero-downtime upgrade by
 //!   handing listening sockets to a new process, systemd integration and log files.
 //!
-//! Beside the layers: `sockets` holds listening sockets inherited from systemd or a previous
-//! process ([`SocketPool`]) until the listener of that name adopts them, and `sys` is the one
-//! module with `unsafe` code (taking ownership of passed file descriptors, and reusing an HTTP
+//! Beside the layers: `sys` is the one module with `unsafe` code (taking ownership of passed file descriptors, and reusing an HTTP
 //! connection's allocation for its next request's future).
 //!
 //! # Defaults
@@ -97,36 +76,26 @@
 //! timeout, 5 s handshake timeout, 15 s shutdown timeout.
 #![deny(unsafe_code)]
 
-mod acceptor;
 mod addr;
 pub mod app;
-mod bind;
-mod buffer;
 mod config;
-mod connection;
-mod connections;
-pub mod echo;
 mod error;
-mod handle;
-mod handler;
 pub mod http;
-mod moved;
-mod options;
-mod per_ip;
-mod proxy;
 mod registry;
 pub mod rpc;
 mod server;
 pub mod setup;
-mod shared;
-mod socket;
-mod sockets;
 mod spec;
 mod stats;
 mod sys;
 pub mod telemetry;
-mod timeouts;
-mod tls;
+
+// The socket server's modules, by the names the rest of the crate uses.
+pub use server::echo;
+use server::{
+    acceptor, bind, buffer, connection, connections, handle, handler, moved, options, per_ip,
+    proxy, shared, socket, sockets, timeouts, tls,
+};
 
 pub use addr::Addr;
 pub use bind::Bind;
