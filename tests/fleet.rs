@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::control::ctl;
-use common::process::{terminate, wait_exit, Atoll, Reaper};
+use common::process::{kill9, terminate, wait_exit, Atoll, Reaper};
 use common::WAIT;
 
 /// HAProxy's health check interval: a node that fails two checks in a row is out.
@@ -25,7 +25,6 @@ const CHECK_INTERVAL_MS: u64 = 200;
 /// One node: its own directory, config and process.
 struct Node {
     name: String,
-    dir: PathBuf,
     config: PathBuf,
     ip: String,
     /// The port its `web` listener got at the first start, kept at restarts.
@@ -67,7 +66,6 @@ impl Node {
         std::fs::write(&config, Node::config_text(name, ip, port, admin)).unwrap();
         Node {
             name: name.to_owned(),
-            dir,
             config,
             ip: ip.to_owned(),
             port,
@@ -101,13 +99,7 @@ impl Node {
     }
 
     fn kill(&mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        wait_exit(self.pid, WAIT);
-        let _ = &self.dir;
+        kill9(self.pid);
     }
 }
 

@@ -30,7 +30,7 @@ use common::control::ctl;
 use common::h2load::{self, Run};
 use common::http::health_kept;
 use common::kv_load::{call_once, KvLoad};
-use common::process::{wait_exit, Atoll, Reaper};
+use common::process::{kill9, wait_exit, Atoll, Reaper};
 use common::{echo_once, Pki, WAIT};
 use serde_json::Value;
 
@@ -471,12 +471,7 @@ fn every_client_kind_rides_ten_upgrades_and_the_kv_store_a_kill_9() {
         assert_eq!(get(kv, key).as_ref(), Some(value), "{key}");
     }
     // ... and after a `kill -9` of the serving process and a fresh start.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(serving as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_exit(serving, WAIT);
+    kill9(serving);
     let (_again, [_, kv, _, _]) = serve(&config, &reaper);
     assert_eq!(get(kv, SURVIVOR), Some(survivor_value()), "after kill -9");
     for (key, value) in &last_puts {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::control::{ctl, Outcome};
-use common::process::{exited, start_download, terminate, wait_exit, Atoll, Reaper};
+use common::process::{exited, kill9, start_download, terminate, wait_exit, Atoll, Reaper};
 use common::{echo_once, WAIT};
 
 const HEAD: &str = "[app]\nnode = \"t\"\n\n";
@@ -437,12 +437,7 @@ fn the_old_process_killed_mid_drain_leaves_the_new_one_serving() {
     let new = answer["pid"].as_u64().unwrap() as u32;
     reaper.add(new);
     assert!(!exited(old), "the old process left the download unfinished");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_exit(old, WAIT);
+    kill9(old);
 
     // The download dies with its process; it ends, rather than hangs.
     let mut buf = vec![0; 1 << 20];
@@ -478,12 +473,7 @@ fn the_new_process_killed_after_ready_leaves_the_service_answering() {
     let answer = ctl(&setup.config, &["upgrade", "--path", binary, "--json"]).json();
     let new = answer["pid"].as_u64().unwrap() as u32;
     reaper.add(new);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(new as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_exit(new, WAIT);
+    kill9(new);
     let dead = Instant::now();
     assert!(!exited(old), "the old process stopped draining");
 

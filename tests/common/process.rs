@@ -308,6 +308,16 @@ pub fn wait_exit(pid: u32, within: Duration) {
     }
 }
 
+/// Sends SIGKILL to `pid` (`kill -9`) and waits for it to exit.
+pub fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_exit(pid, WAIT);
+}
+
 /// Sends SIGTERM to `pid` (a process an upgrade started) and waits for it to exit.
 pub fn terminate(pid: u32) {
     nix::sys::signal::kill(
