@@ -47,12 +47,8 @@ pub(crate) fn trusted(trusted: &[IpNet], peer: IpAddr) -> bool {
 /// check, say) or names no IP address. The error says what is wrong, for the log. No deadline
 /// here: the caller keeps one.
 pub(crate) async fn read_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr>, String> {
-    let io = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => "the connection closed inside the PROXY header".into(),
-        _ => format!("reading the PROXY header: {e}"),
-    };
     let mut start = [0u8; 6];
-    tcp.read_exact(&mut start).await.map_err(io)?;
+    tcp.read_exact(&mut start).await.map_err(read_error)?;
     if &start == V1_START {
         let line = read_v1_line(tcp, start).await?;
         let text = std::str::from_utf8(&line).map_err(|_| "a PROXY v1 header that is not text")?;
@@ -72,7 +68,7 @@ pub(crate) async fn read_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr
     }
     let mut header = vec![0u8; 16];
     header[..6].copy_from_slice(&start);
-    tcp.read_exact(&mut header[6..]).await.map_err(io)?;
+    tcp.read_exact(&mut header[6..]).await.map_err(read_error)?;
     if &header[..12] != V2_SIGNATURE {
         return Err("a bad PROXY v2 signature".into());
     }
@@ -84,7 +80,9 @@ pub(crate) async fn read_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr
         ));
     }
     header.resize(16 + len, 0);
-    tcp.read_exact(&mut header[16..]).await.map_err(io)?;
+    tcp.read_exact(&mut header[16..])
+        .await
+        .map_err(read_error)?;
     let parsed = ppp::v2::Header::try_from(&header[..])
         .map_err(|e| format!("a bad PROXY v2 header: {e}"))?;
     if parsed.command == ppp::v2::Command::Local {
@@ -95,6 +93,14 @@ pub(crate) async fn read_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr
         ppp::v2::Addresses::IPv6(a) => Some((a.source_address, a.source_port).into()),
         ppp::v2::Addresses::Unspecified | ppp::v2::Addresses::Unix(_) => None,
     })
+}
+
+/// What a failed read of the header says.
+fn read_error(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "the connection closed inside the PROXY header".into(),
+        _ => format!("reading the PROXY header: {e}"),
+    }
 }
 
 /// The rest of a version 1 line after its first 6 bytes, up to and with its `\n`: what is
@@ -110,19 +116,14 @@ async fn read_v1_line(tcp: &mut TcpStream, start: [u8; 6]) -> Result<Vec<u8>, St
                 "a PROXY v1 header longer than {MAX_V1_HEADER} bytes"
             ));
         }
-        let n = tcp
-            .peek(&mut buf[..room])
-            .await
-            .map_err(|e| format!("reading the PROXY header: {e}"))?;
+        let n = tcp.peek(&mut buf[..room]).await.map_err(read_error)?;
         if n == 0 {
             return Err("the connection closed inside the PROXY header".into());
         }
         // Up to the end of the line if it is there, else all that came: it is all header.
         let take = buf[..n].iter().position(|&b| b == b'\n').map(|i| i + 1);
         let len = take.unwrap_or(n);
-        tcp.read_exact(&mut buf[..len])
-            .await
-            .map_err(|e| format!("reading the PROXY header: {e}"))?;
+        tcp.read_exact(&mut buf[..len]).await.map_err(read_error)?;
         line.extend_from_slice(&buf[..len]);
         if take.is_some() {
             return Ok(line);
