@@ -194,7 +194,7 @@ pub(crate) fn receive(socket: Socket, registry: Registry, runtime: tokio::runtim
         let adopted = match registry.get(&handed.listener) {
             Err(_) => Err("no listener of that name runs here".to_owned()),
             Ok(handle) if handoff::is_http(&handle) => {
-                handoff::adopt(&handle, tcp, unread, handed.client)
+                handoff::adopt(&handle, tcp, unread, handed.client, &handed.state)
             }
             Ok(handle) => handle
                 .adopt_moved(Moved {

@@ -142,7 +142,8 @@ impl Resource for Listeners {
 }
 
 /// The `websocket_echo` catalogue entry's handler: sends every text and binary message back
-/// as it came. Mount it with [`WebSocket::new`](super::websocket::WebSocket::new).
+/// as it came, and moves to the new process at a zero-downtime upgrade (it keeps no state).
+/// Mount it with [`WebSocket::new`](super::websocket::WebSocket::new).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WebSocketEcho;
 
@@ -153,6 +154,11 @@ impl WebSocketHandler for WebSocketEcho {
 
     async fn handle_binary(&mut self, data: &[u8], ws: &mut WsConn<'_>) -> WsAction {
         echoed(ws.send(data).await)
+    }
+
+    /// It keeps nothing between messages: it moves at an upgrade with no state.
+    async fn handle_move(&mut self, _ws: &mut WsConn<'_>) -> crate::Move {
+        crate::Move::Now(Vec::new())
     }
 }
 

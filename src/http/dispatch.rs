@@ -15,6 +15,7 @@ use super::path::Bindings;
 use super::reply::Reply;
 use super::request::{find_header, Request};
 use super::resource::Resource;
+use super::websocket::moving::{Arrived, Travel};
 use crate::sys;
 
 /// A boxed response future.
@@ -47,6 +48,13 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
     /// [`HttpOptions::vectored_writes`](super::HttpOptions::vectored_writes).
     fn serves_files(&self) -> bool {
         false
+    }
+    /// Takes in a WebSocket connection that moved here from another process (see
+    /// [`moving`](super::websocket::moving)): the handler restored from its state, ready
+    /// for its socket. `None` for routes that serve no WebSocket.
+    fn resume(&self, travel: Travel) -> Option<Result<Box<dyn Arrived>, crate::error::BoxError>> {
+        let _ = travel;
+        None
     }
 }
 

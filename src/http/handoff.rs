@@ -11,6 +11,7 @@
 use bytes::Bytes;
 
 use super::listener::HttpControl;
+use super::websocket::moving::{self, Travel};
 use crate::handle::ServerHandle;
 
 /// Whether `handle` is an HTTP listener, whose moved connections [`adopt`] takes.
@@ -19,17 +20,28 @@ pub(crate) fn is_http(handle: &ServerHandle) -> bool {
 }
 
 /// Serves a connection handed over by another process on `handle`, reading `unread` before
-/// the socket; `client` is the address its PROXY header gave, if any. Refused when `handle` is not a plain HTTP listener, is full or is stopping;
-/// the caller then closes the connection.
+/// the socket; `client` is the address its PROXY header gave, if any. `state` is empty for
+/// a connection between HTTP requests, and a WebSocket connection's otherwise (see
+/// [`moving`](super::websocket::moving)). Refused when `handle` is not a plain HTTP
+/// listener, is full or is stopping, or the state is of neither kind; the caller then closes
+/// the connection.
 pub(crate) fn adopt(
     handle: &ServerHandle,
     tcp: std::net::TcpStream,
     unread: Bytes,
     client: Option<std::net::SocketAddr>,
+    state: &[u8],
 ) -> Result<(), String> {
     let control = handle
         .extension::<HttpControl>()
         .ok_or("it is not an HTTP listener")?;
+    if !state.is_empty() {
+        return match Travel::decode(state) {
+            Some(Ok(travel)) => moving::adopt(handle, &control.http, tcp, unread, client, travel),
+            Some(Err(e)) => Err(format!("bad WebSocket state: {e}")),
+            None => Err("the state is of no kind an HTTP listener knows".to_owned()),
+        };
+    }
     tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::from_std(tcp).map_err(|e| e.to_string())?;
     let http = control.http.clone();

@@ -8,6 +8,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 
+use super::gate::Gate;
 use super::groups::Groups;
 use super::message::WsMessage;
 use crate::addr::Addr;
@@ -16,7 +17,7 @@ use crate::http::activity::Watched;
 use crate::socket::Socket;
 
 /// The framed connection.
-pub(crate) type WsStream = WebSocketStream<Watched<Socket>>;
+pub(crate) type WsStream = WebSocketStream<Gate<Watched<Socket>>>;
 
 /// What other tasks (a [`WsSender`], a broadcast) ask a connection to do.
 #[derive(Debug)]

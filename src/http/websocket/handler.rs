@@ -4,7 +4,9 @@
 use std::future::Future;
 
 use super::conn::WsConn;
+use crate::error::BoxError;
 use crate::http::{Request, Unauthorized};
+use crate::Move;
 
 /// Close codes of RFC 6455 section 7.4.1 that atoll sends or reports.
 pub mod close_code {
@@ -158,6 +160,43 @@ pub trait WebSocketHandler: Clone + Send + Sync + 'static {
     fn handle_shutdown(&mut self, ws: &mut WsConn<'_>) -> impl Future<Output = ()> + Send {
         let _ = ws;
         async {}
+    }
+
+    /// The listener is stopping with somewhere to move its connections (an `atoll upgrade`'s
+    /// new process), and this connection runs on plain TCP and is between messages: nothing
+    /// of a message, nor of a frame, has been read that the handler has not had.
+    /// [`Move::Now`] carries the handler's state to the new process, which rebuilds the
+    /// handler with [`restore`](Self::restore) and goes on with the connection; the client
+    /// sees no close. Before it leaves, the connection sends what its
+    /// [`WsSender`](super::WsSender)s queued; from then on they fail with
+    /// [`Closed`](crate::ErrorKind::Closed). The groups it joined are joined again in the new
+    /// process. [`Move::Later`] asks again after the next message; [`Move::Never`] drains:
+    /// [`handle_shutdown`](Self::handle_shutdown), then 1001.
+    ///
+    /// A connection that moves ends here without [`handle_close`](Self::handle_close): it
+    /// has not closed. One that is not between messages within the listener's shutdown
+    /// timeout drains. Over TLS nothing moves (a TLS session's state cannot leave the
+    /// process): connections drain.
+    ///
+    /// Default is [`Move::Never`]: a handler with state of its own says how it travels.
+    fn handle_move(&mut self, ws: &mut WsConn<'_>) -> impl Future<Output = Move> + Send {
+        let _ = ws;
+        async { Move::Never }
+    }
+
+    /// In the process a connection moved to: rebuilds the handler from the state
+    /// [`handle_move`](Self::handle_move) gave. Called on the route's initial handler (the
+    /// value given to [`WebSocket::new`](super::WebSocket::new)); the connection then goes on
+    /// with the result, without [`handle_connection`](Self::handle_connection) (it ran in the
+    /// first process). An error closes the connection with 1001 and is logged.
+    /// Default is a clone of the initial handler when the state is empty, an error otherwise.
+    fn restore(&self, state: &[u8]) -> Result<Self, BoxError> {
+        match state.is_empty() {
+            true => Ok(self.clone()),
+            false => {
+                Err("this handler does not implement `restore`, and the state is not empty".into())
+            }
+        }
     }
 
     /// The connection ended, with the code that closed it: the peer's (1005 when its close

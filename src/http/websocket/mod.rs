@@ -9,6 +9,25 @@
 //! payload is read. The route adds the codes of a peer at fault (1002 protocol, 1007 invalid
 //! UTF-8, 1009 over a limit), keepalive pings, a read deadline, and 1001 at a stop.
 //!
+//! # At a zero-downtime upgrade
+//!
+//! On a plain `http` listener, a connection whose handler answers
+//! [`handle_move`](WebSocketHandler::handle_move) with [`Move::Now`](crate::Move::Now) moves
+//! to the new process between two messages: its socket, the frames the peer sent that were
+//! read and not handled yet, the handler's state (rebuilt there by
+//! [`restore`](WebSocketHandler::restore)) and the groups it joined. The new process routes
+//! the opening request's host and path again, to the route of its own version. The client
+//! sees nothing: no close, no message lost or doubled. Reads stop at each frame's end, so
+//! that no frame is half in one process and half in the other.
+//!
+//! Over TLS (`wss`) nothing moves: a TLS session's state cannot leave the process. Those
+//! connections, and those whose handler answers [`Move::Never`](crate::Move::Never) (the
+//! default), drain like at a stop: [`handle_shutdown`](WebSocketHandler::handle_shutdown),
+//! then 1001, then the peer's close frame, up to the listener's shutdown timeout. Browsers
+//! and most clients reconnect on 1001, and the new process answers. A connection the new
+//! process cannot take in (its version has no WebSocket route there, or `restore` failed)
+//! gets 1001 with the reason.
+//!
 //! ```
 //! use atoll::http::websocket::{WebSocket, WebSocketHandler, WsAction, WsConn};
 //! use atoll::http::{Handlers, HttpListener};
@@ -33,10 +52,6 @@
 //!   negotiated; a client offering it gets uncompressed messages, as the RFC allows.
 //! - HTTP/2's extended CONNECT (RFC 8441): hyper's server does not announce it, so browsers
 //!   open their WebSockets over HTTP/1.1 (on a connection of their own with TLS).
-//! - Moving to a new process at a zero-downtime upgrade: WebSocket connections stay and
-//!   drain like a stop: [`handle_shutdown`](WebSocketHandler::handle_shutdown), then 1001,
-//!   then the peer's close frame, up to the listener's shutdown timeout. Clients reconnect,
-//!   and the new process answers.
 //! - A mounted service's (an axum `Router`'s) own WebSocket routes work, but their
 //!   connections run on the service's tasks: the listener's stop does not send them 1001.
 //!
@@ -48,11 +63,15 @@
 //! - `groups`: [`Groups`], named groups to broadcast to.
 //! - `message`: [`WsMessage`], a message to send.
 //! - `session`: one connection after the 101: its loop, pings, deadline, close handshake.
+//! - `gate`: what tungstenite reads through: the socket, cut at frame ends.
+//! - `moving`: a connection leaving for another process at an upgrade, and arriving.
 
 mod conn;
+mod gate;
 mod groups;
 mod handler;
 mod message;
+pub(crate) mod moving;
 mod route;
 pub(crate) mod session;
 

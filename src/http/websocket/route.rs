@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::groups::Groups;
 use super::handler::WebSocketHandler;
-use super::session::{Live, Upgrade};
+use super::moving::{Arrived, Opened, Travel};
+use super::session::{Live, Resumed, Upgrade};
+use crate::error::BoxError;
 use crate::http::body::Body;
 use crate::http::dispatch::{fill, Endpoint, Responding};
 use crate::http::host::HostPattern;
@@ -230,10 +232,22 @@ impl<H: WebSocketHandler> WebSocket<H> {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        let opened = Opened {
+            host: req
+                .parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.parts.uri.authority().map(|a| a.as_str()))
+                .unwrap_or_default()
+                .to_owned(),
+            path: req.parts.uri.path().to_owned(),
+        };
         let live = Live {
             on_upgrade,
             handler,
             opts: self.opts.clone(),
+            opened,
         };
         response
             .extensions_mut()
@@ -251,6 +265,23 @@ impl<H: WebSocketHandler> Endpoint for WebSocket<H> {
 
     fn patterns(&self) -> Vec<String> {
         vec![self.path.clone()]
+    }
+
+    fn resume(&self, travel: Travel) -> Option<Result<Box<dyn Arrived>, BoxError>> {
+        let Travel {
+            host,
+            path,
+            groups,
+            state,
+        } = travel;
+        Some(self.handler.restore(&state).map(|handler| {
+            Box::new(Resumed {
+                handler,
+                opts: self.opts.clone(),
+                opened: Opened { host, path },
+                groups,
+            }) as Box<dyn Arrived>
+        }))
     }
 }
 

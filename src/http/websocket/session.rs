@@ -17,10 +17,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::conn::{ConnState, Outgoing, WsConn, WsStream};
+use super::gate::Gate;
 use super::handler::{close_code, WebSocketHandler, WsAction};
+use super::moving::{self, Arrived, Opened};
 use super::route::WsOptions;
-use crate::http::activity::Watched;
+use crate::http::activity::{Activity, Watched};
 use crate::socket::Socket;
+use crate::Move;
 
 /// A session to run once hyper has handed the connection back: carried from the route to
 /// the connection's task in the 101 response's extensions (which must be `Clone`, hence the
@@ -50,6 +53,7 @@ pub(crate) struct Live<H> {
     pub(crate) on_upgrade: hyper::upgrade::OnUpgrade,
     pub(crate) handler: H,
     pub(crate) opts: Arc<WsOptions>,
+    pub(crate) opened: Opened,
 }
 
 impl<H: WebSocketHandler> Session for Live<H> {
@@ -59,6 +63,7 @@ impl<H: WebSocketHandler> Session for Live<H> {
                 on_upgrade,
                 handler,
                 opts,
+                opened,
             } = *self;
             let Ok(upgraded) = on_upgrade.await else {
                 return;
@@ -78,9 +83,51 @@ impl<H: WebSocketHandler> Session for Live<H> {
                     Bytes::from([&parts.read_buf[..], &watched.prefix[..]].concat())
                 };
             }
-            let ws =
-                WebSocketStream::from_raw_socket(watched, Role::Server, Some(opts.config())).await;
-            drive(ws, handler, &opts).await;
+            let ws = WebSocketStream::from_raw_socket(
+                Gate::new(watched),
+                Role::Server,
+                Some(opts.config()),
+            )
+            .await;
+            drive(ws, handler, &opts, opened, None).await;
+        })
+    }
+}
+
+/// A connection moved here from another process, with its handler restored and the groups
+/// it had joined.
+pub(crate) struct Resumed<H> {
+    pub(crate) handler: H,
+    pub(crate) opts: Arc<WsOptions>,
+    pub(crate) opened: Opened,
+    pub(crate) groups: Vec<String>,
+}
+
+impl<H: WebSocketHandler> Arrived for Resumed<H> {
+    fn run(
+        self: Box<Self>,
+        socket: Socket,
+        unread: Bytes,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let Resumed {
+                handler,
+                opts,
+                opened,
+                groups,
+            } = *self;
+            // No HTTP timer runs on it: the activity only follows its reads and writes.
+            let activity = Arc::new(Activity::new());
+            activity.begin();
+            let mut watched = Watched::new(socket, activity, usize::MAX);
+            watched.prefix = unread;
+            let ws = WebSocketStream::from_raw_socket(
+                Gate::new(watched),
+                Role::Server,
+                Some(opts.config()),
+            )
+            .await;
+            drive(ws, handler, &opts, opened, Some(groups)).await;
         })
     }
 }
@@ -108,11 +155,21 @@ impl From<WsAction> for Turn {
 }
 
 /// Runs the connection to its end: callbacks for what arrives, what other tasks queue,
-/// keepalive pings, the read deadline, the stop.
-async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsOptions) {
-    let socket = &ws.get_ref().inner;
+/// keepalive pings, the read deadline, the stop, and the move to another process at an
+/// upgrade. `resumed`: the groups of a connection that moved here (it had its
+/// `handle_connection` in the process it came from); `None` for a new connection.
+async fn drive<H: WebSocketHandler>(
+    mut ws: WsStream,
+    mut handler: H,
+    opts: &WsOptions,
+    opened: Opened,
+    resumed: Option<Vec<String>>,
+) {
+    let socket = &ws.get_ref().inner.inner;
     let stopping = socket.stopping();
     let shutdown_timeout = socket.conn.shared.opts.shutdown_timeout;
+    // Where the connection goes when the listener stops, if it can move: read only then.
+    let shared = socket.can_move().then(|| socket.conn.shared.clone());
     let mut state = ConnState {
         queue: None,
         queue_len: opts.send_queue,
@@ -134,10 +191,24 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
         };
     }
     let mut stopping = pin!(stopping);
+    let mut stopped = false;
+    // Once the listener stopped with somewhere to move connections: where, and until when
+    // the connection may wait to be between messages.
+    let mut moving: Option<(crate::MoveTo, Instant)> = None;
+    // The handler said `Later`: asked again after the next message.
+    let mut asked = false;
     let mut last_heard = Instant::now();
     let mut last_ping = last_heard;
-    let mut turn: Turn = handler.handle_connection(cx!()).await.into();
-    let (code, reason) = loop {
+    let mut turn: Turn = match resumed {
+        None => handler.handle_connection(cx!()).await.into(),
+        Some(groups) => {
+            for group in &groups {
+                cx!().join(group);
+            }
+            Turn::Go
+        }
+    };
+    let (code, reason) = 'run: loop {
         if state.stalled {
             break (close_code::ABNORMAL, "send timeout".to_owned());
         }
@@ -149,18 +220,56 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
             }
             Turn::Ended(code, reason) => break (code, reason),
         }
+        if let Some((to, _)) = &moving {
+            if !asked && ws.get_ref().between_messages() {
+                asked = true;
+                match handler.handle_move(cx!()).await {
+                    Move::Now(moved) => {
+                        match moving::leave(&mut ws, &mut state, &opened, moved, to).await {
+                            // It goes on in the other process: nothing closes here.
+                            Ok(()) => return,
+                            Err(why) => {
+                                tracing::debug!(target: "atoll::http", why, "a WebSocket connection cannot move; it drains");
+                                break 'run drain(
+                                    &mut ws,
+                                    &mut handler,
+                                    &mut state,
+                                    shutdown_timeout,
+                                )
+                                .await;
+                            }
+                        }
+                    }
+                    Move::Later => {}
+                    Move::Never => {
+                        break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout)
+                            .await;
+                    }
+                }
+            }
+        }
         let deadline = last_heard + opts.read_timeout;
         let ping_at = last_heard.max(last_ping) + opts.ping_interval;
+        let move_until = moving.as_ref().map(|(_, until)| *until);
         turn = tokio::select! {
             biased;
-            _ = &mut stopping => {
-                handler.handle_shutdown(cx!()).await;
-                let until = Instant::now() + shutdown_timeout;
-                let reason = "server stopping".to_owned();
-                break close(&mut ws, close_code::GOING_AWAY, reason, until).await;
+            _ = &mut stopping, if !stopped => {
+                stopped = true;
+                match shared.as_ref().and_then(|s| s.move_to.get()) {
+                    Some(to) => {
+                        moving = Some((to, Instant::now() + shutdown_timeout));
+                        Turn::Go
+                    }
+                    None => break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout).await,
+                }
+            }
+            _ = sleep_until(move_until.unwrap_or(deadline)), if move_until.is_some() => {
+                // Never between messages within the shutdown timeout (or always `Later`).
+                break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout).await;
             }
             next = ws.next() => {
                 last_heard = Instant::now();
+                asked = false;
                 match next {
                     Some(Ok(Message::Text(text))) => handler.handle_text(&text, cx!()).await.into(),
                     Some(Ok(Message::Binary(data))) => {
@@ -209,6 +318,25 @@ async fn drive<H: WebSocketHandler>(mut ws: WsStream, mut handler: H, opts: &WsO
         state.groups.leave(group, state.id);
     }
     handler.handle_close(code, &reason).await;
+}
+
+/// The listener stops and the connection stays: the handler's last word, then 1001 and the
+/// wait for the peer's close frame, up to the shutdown timeout.
+async fn drain<H: WebSocketHandler>(
+    ws: &mut WsStream,
+    handler: &mut H,
+    state: &mut ConnState,
+    shutdown_timeout: std::time::Duration,
+) -> (u16, String) {
+    handler.handle_shutdown(&mut WsConn { ws, state }).await;
+    let until = Instant::now() + shutdown_timeout;
+    close(
+        ws,
+        close_code::GOING_AWAY,
+        "server stopping".to_owned(),
+        until,
+    )
+    .await
 }
 
 /// Sends `message`, within the listener's `send_timeout`: a peer that takes none of it for

@@ -1,0 +1,269 @@
+//! What the framing reads through: the socket, handed to tungstenite at most one frame at a
+//! time. tungstenite keeps what it read ahead in a buffer of its own that nothing can take
+//! back; cut at frame ends, that buffer is empty whenever a message has just been returned,
+//! and the bytes the peer sent after it wait here instead, where a connection moving to
+//! another process can take them along ([`Gate::take_unread`]).
+//!
+//! The gate reads the socket straight into tungstenite's buffer. Only when one read brings
+//! more than the frame under way (a peer that sends several messages at once) is the rest
+//! kept here, and handed on one frame at a time.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The longest frame header: 2 bytes, 8 of extended length, 4 of mask key.
+const MAX_HEADER: usize = 14;
+
+/// A socket whose reads stop at each frame's end.
+#[derive(Debug)]
+pub(crate) struct Gate<S> {
+    pub(crate) inner: S,
+    /// Read from the socket, past the frame then under way; not handed on yet.
+    ahead: Bytes,
+    /// The frame header handed on so far, while it is incomplete.
+    header: [u8; MAX_HEADER],
+    header_len: usize,
+    /// Payload bytes of the frame under way not handed on yet.
+    payload_left: u64,
+    /// A data frame without FIN went by: a fragmented message is under way.
+    in_message: bool,
+}
+
+impl<S> Gate<S> {
+    pub(crate) fn new(inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            ahead: Bytes::new(),
+            header: [0; MAX_HEADER],
+            header_len: 0,
+            payload_left: 0,
+            in_message: false,
+        }
+    }
+
+    /// Whether everything handed on ends a message: no frame and no fragmented message is
+    /// under way. Once tungstenite has returned what it was handed, it then holds nothing.
+    pub(crate) fn between_messages(&self) -> bool {
+        self.header_len == 0 && self.payload_left == 0 && !self.in_message
+    }
+
+    /// The bytes read from the socket and not handed on.
+    pub(crate) fn take_unread(&mut self) -> Bytes {
+        std::mem::take(&mut self.ahead)
+    }
+
+    /// Follows the frames in `bytes`, about to be handed on, and returns how many of them to
+    /// hand on: up to the end of the first frame that ends in them, or all.
+    fn pass(&mut self, bytes: &[u8]) -> usize {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.payload_left > 0 {
+                let n =
+                    (bytes.len() - i).min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+                i += n;
+                self.payload_left -= n as u64;
+                if self.payload_left == 0 {
+                    return i;
+                }
+                continue;
+            }
+            self.header[self.header_len] = bytes[i];
+            self.header_len += 1;
+            i += 1;
+            if let Some(payload) = header_done(&self.header[..self.header_len]) {
+                let (fin, opcode) = (self.header[0] & 0x80 != 0, self.header[0] & 0x0f);
+                // Data frames (continuation, text, binary) open or close a message; control
+                // frames come between fragments and change nothing.
+                if opcode < 8 {
+                    self.in_message = !fin;
+                }
+                self.header_len = 0;
+                self.payload_left = payload;
+                if payload == 0 {
+                    return i;
+                }
+            }
+        }
+        i
+    }
+}
+
+/// The payload length, once `header` is a whole frame header.
+fn header_done(header: &[u8]) -> Option<u64> {
+    if header.len() < 2 {
+        return None;
+    }
+    let masked = header[1] & 0x80 != 0;
+    let (extended, len) = match header[1] & 0x7f {
+        126 => (2, None),
+        127 => (8, None),
+        n => (0, Some(u64::from(n))),
+    };
+    let total = 2 + extended + if masked { 4 } else { 0 };
+    if header.len() < total {
+        return None;
+    }
+    Some(len.unwrap_or_else(|| {
+        header[2..2 + extended]
+            .iter()
+            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
+    }))
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.ahead.is_empty() {
+            let room = this.ahead.len().min(buf.remaining());
+            let ahead = std::mem::take(&mut this.ahead);
+            let n = this.pass(&ahead[..room]);
+            buf.put_slice(&ahead[..n]);
+            this.ahead = ahead;
+            this.ahead.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let n = this.pass(read);
+            if n < read.len() {
+                this.ahead = Bytes::copy_from_slice(&read[n..]);
+                buf.set_filled(before + n);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Gate<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A masked client frame.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![(u8::from(fin) << 7) | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Reads once with a buffer of `room` bytes.
+    async fn read(gate: &mut Gate<&[u8]>, room: usize) -> Vec<u8> {
+        let mut buf = vec![0; room];
+        let n = gate.read(&mut buf).await.unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[tokio::test]
+    async fn reads_stop_at_each_frame_end_and_the_rest_waits_in_the_gate() {
+        let text = frame(true, 1, b"hello");
+        let big = frame(true, 2, &[7; 300]);
+        let ping = frame(true, 9, b"");
+        let wire = [text.clone(), big.clone(), ping.clone()].concat();
+        let mut gate = Gate::new(&wire[..]);
+        assert_eq!(read(&mut gate, 4096).await, text);
+        assert!(gate.between_messages());
+        // A frame longer than the reader's room comes in pieces, none past its end.
+        let first = read(&mut gate, 100).await;
+        assert_eq!(first, big[..100]);
+        assert!(!gate.between_messages());
+        let rest = read(&mut gate, 4096).await;
+        assert_eq!(rest, big[100..]);
+        assert!(gate.between_messages());
+        assert_eq!(gate.take_unread(), Bytes::from(ping));
+        assert!(read(&mut gate, 4096).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fragmented_message_is_under_way_until_its_last_fragment() {
+        let wire = [
+            frame(false, 1, b"hel"),
+            frame(true, 9, b"ping"),
+            frame(true, 0, b"lo"),
+        ]
+        .concat();
+        let mut gate = Gate::new(&wire[..]);
+        read(&mut gate, 4096).await;
+        assert!(!gate.between_messages());
+        read(&mut gate, 4096).await;
+        assert!(
+            !gate.between_messages(),
+            "a control frame between fragments"
+        );
+        read(&mut gate, 4096).await;
+        assert!(gate.between_messages());
+    }
+
+    #[tokio::test]
+    async fn headers_split_across_reads_and_long_lengths_are_followed() {
+        let big = frame(true, 2, &[1; 70_000]);
+        let next = frame(true, 1, b"x");
+        let wire = [big.clone(), next.clone()].concat();
+        let mut gate = Gate::new(&wire[..]);
+        // One byte of header, then the rest of it with part of the payload.
+        assert_eq!(read(&mut gate, 1).await, big[..1]);
+        assert!(!gate.between_messages());
+        let mut got = read(&mut gate, 1).await;
+        while got.len() < big.len() - 1 {
+            let more = read(&mut gate, 65_536).await;
+            assert!(!more.is_empty());
+            got.extend_from_slice(&more);
+        }
+        assert_eq!(got, big[1..]);
+        assert!(gate.between_messages());
+        assert_eq!(read(&mut gate, 4096).await, next);
+    }
+}
