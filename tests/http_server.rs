@@ -1337,6 +1337,23 @@ async fn binary_serves_the_site_with_the_shipped_config() {
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/css"));
     assert_eq!(c.get("/health").await.json()["status"], "ok");
+    // The site's WebSocket page, and the `websocket_echo` route it talks to.
+    let r = c.get("/ws.html").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("\"/ws\""), "ws.html does not open /ws");
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let tcp = within("connect", TcpStream::connect(addr)).await.unwrap();
+        let url = format!("ws://{addr}/ws");
+        let (mut ws, _) = within("the handshake", tokio_tungstenite::client_async(url, tcp))
+            .await
+            .expect("the shipped config's /ws is a WebSocket");
+        within("send", ws.send(Message::text("hi"))).await.unwrap();
+        let echo = within("the echo", ws.next()).await.unwrap().unwrap();
+        assert_eq!(echo, Message::text("hi"));
+        within("close", ws.close(None)).await.unwrap();
+    }
 
     // Its admin listener shows the web listener's requests.
     let (_, _, admin) = all
@@ -1347,7 +1364,7 @@ async fn binary_serves_the_site_with_the_shipped_config() {
     let mut a = Client::h1(admin).await;
     assert_eq!(a.get("/readyz").await.status, 200);
     let metrics = a.get("/metrics").await.text();
-    let line = "atoll_http_requests_total{listener=\"web\",status=\"2xx\"} 3";
+    let line = "atoll_http_requests_total{listener=\"web\",status=\"2xx\"} 4";
     assert!(metrics.lines().any(|l| l == line), "{metrics}");
 
     drop((c, a));
