@@ -329,6 +329,11 @@ async fn refused_handshakes() {
 async fn head_of(addr: SocketAddr, req: Vec<u8>) -> String {
     let mut s = within("connect", TcpStream::connect(addr)).await.unwrap();
     s.write_all(&req).await.unwrap();
+    read_head(&mut s).await
+}
+
+/// Reads an answer's head, byte by byte, so that nothing after it is taken.
+async fn read_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
@@ -346,13 +351,7 @@ async fn raw_ws(addr: SocketAddr, path: &str) -> TcpStream {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        within("the 101", s.read_exact(&mut b)).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 101"));
     s
 }
 
@@ -503,4 +502,172 @@ async fn mounted_service_upgrades_through_hyper() {
     })
     .await;
     assert!(got.starts_with(b"HTTP/1.1 101"));
+}
+
+// ===== permessage-deflate (RFC 7692), from a raw socket =====
+
+/// A raw socket past a handshake that offers `extensions`; the 101's head.
+async fn raw_ws_offering(addr: SocketAddr, extensions: &str) -> (TcpStream, String) {
+    let mut s = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Extensions: {extensions}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (s, head.to_ascii_lowercase())
+}
+
+/// A client frame, masked with a zero key: `first` is its first byte (FIN, RSV1, opcode).
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0; 4]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One server frame of any length under 64 KiB: its first byte and payload.
+async fn server_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    within("a frame", s.read_exact(&mut h)).await.unwrap();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            within("a length", s.read_exact(&mut l)).await.unwrap();
+            u16::from_be_bytes(l) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    within("a payload", s.read_exact(&mut payload))
+        .await
+        .unwrap();
+    (h[0], payload)
+}
+
+/// Raw DEFLATE of `data`, flushed, with the 00 00 ff ff tail taken off (RFC 7692 7.2.1).
+fn deflated(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.flush().unwrap();
+    let mut out = e.get_ref().clone();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn inflated(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut all = data.to_vec();
+    all.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::new();
+    let _ = flate2::read::DeflateDecoder::new(&all[..]).read_to_end(&mut out);
+    out
+}
+
+const ACCEPTED: &str =
+    "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+#[tokio::test]
+async fn permessage_deflate_is_negotiated_and_messages_go_both_ways_compressed() {
+    let t = server(route(&Echo::default()));
+    let (mut s, head) =
+        raw_ws_offering(t.addr(), "permessage-deflate; client_max_window_bits").await;
+    assert!(head.contains(ACCEPTED), "{head}");
+    let text = "over and over and over again ".repeat(20);
+    // A compressed text message (RSV1 on its frame) comes back compressed.
+    s.write_all(&client_frame(0xc1, &deflated(text.as_bytes())))
+        .await
+        .unwrap();
+    let (first, payload) = server_frame(&mut s).await;
+    assert_eq!(first, 0xc1, "FIN, RSV1, text");
+    assert!(payload.len() < text.len() / 4);
+    assert_eq!(inflated(&payload), text.as_bytes());
+    // A small message goes plain (under compress_min_size), whichever way it came.
+    s.write_all(&client_frame(0xc1, &deflated(b"hi hi")))
+        .await
+        .unwrap();
+    assert_eq!(server_frame(&mut s).await, (0x81, b"hi hi".to_vec()));
+    s.write_all(&client_frame(0x81, b"plain")).await.unwrap();
+    assert_eq!(server_frame(&mut s).await, (0x81, b"plain".to_vec()));
+    // A compressed binary message in two fragments, a ping between them: RSV1 only on the
+    // first fragment.
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 7) as u8).collect();
+    let packed = deflated(&data);
+    let (a, b) = packed.split_at(packed.len() / 2);
+    let mut wire = client_frame(0x42, a);
+    wire.extend(client_frame(0x89, b"ping"));
+    wire.extend(client_frame(0x80, b));
+    s.write_all(&wire).await.unwrap();
+    assert_eq!(server_frame(&mut s).await, (0x8a, b"ping".to_vec()));
+    let (first, payload) = server_frame(&mut s).await;
+    assert_eq!(first, 0xc2, "FIN, RSV1, binary");
+    assert_eq!(inflated(&payload), data);
+}
+
+#[tokio::test]
+async fn deflate_faults_close_with_their_codes() {
+    let t = server(route(&Echo::default()));
+    let offer = "permessage-deflate";
+    let close_code_of = |(first, payload): (u8, Vec<u8>)| {
+        assert_eq!(first & 0x0f, 0x8, "a close frame");
+        u16::from_be_bytes([payload[0], payload[1]])
+    };
+    // 64 KiB of zeros compress to a few dozen bytes; the route's limit is 1 KiB.
+    let (mut s, _) = raw_ws_offering(t.addr(), offer).await;
+    s.write_all(&client_frame(0xc2, &deflated(&[0u8; 65536])))
+        .await
+        .unwrap();
+    assert_eq!(close_code_of(server_frame(&mut s).await), 1009);
+    // Not DEFLATE data.
+    let (mut s, _) = raw_ws_offering(t.addr(), offer).await;
+    s.write_all(&client_frame(0xc2, b"\xff\xff\xff\xff not deflate"))
+        .await
+        .unwrap();
+    assert_eq!(close_code_of(server_frame(&mut s).await), 1007);
+    // Compressed text that is not UTF-8 once inflated.
+    let (mut s, _) = raw_ws_offering(t.addr(), offer).await;
+    s.write_all(&client_frame(0xc1, &deflated(b"ok\xff\xfe")))
+        .await
+        .unwrap();
+    assert_eq!(close_code_of(server_frame(&mut s).await), 1007);
+    // RSV1 on a continuation frame.
+    let (mut s, _) = raw_ws_offering(t.addr(), offer).await;
+    let mut wire = client_frame(0x01, b"part");
+    wire.extend(client_frame(0xc0, b"rest"));
+    s.write_all(&wire).await.unwrap();
+    assert_eq!(close_code_of(server_frame(&mut s).await), 1002);
+    // RSV1 without the extension negotiated.
+    let mut s = raw_ws(t.addr(), "/ws").await;
+    s.write_all(&client_frame(0xc1, &deflated(b"hello")))
+        .await
+        .unwrap();
+    assert_eq!(close_code_of(server_frame(&mut s).await), 1002);
+}
+
+#[tokio::test]
+async fn offers_declined_or_compression_off_run_uncompressed() {
+    let t = server(route(&Echo::default()));
+    // A smaller server window than DEFLATE's full one is not made here.
+    let (_, head) = raw_ws_offering(t.addr(), "permessage-deflate; server_max_window_bits=9").await;
+    assert!(!head.contains("sec-websocket-extensions"), "{head}");
+    let off = server(route(&Echo::default()).compression(false));
+    let (mut s, head) = raw_ws_offering(off.addr(), "permessage-deflate").await;
+    assert!(!head.contains("sec-websocket-extensions"), "{head}");
+    let text = "over and over and over again ".repeat(20);
+    s.write_all(&client_frame(0x81, text.as_bytes()))
+        .await
+        .unwrap();
+    let (first, payload) = server_frame(&mut s).await;
+    assert_eq!((first, payload), (0x81, text.into_bytes()));
 }

@@ -3,7 +3,8 @@
     python websocket_client.py CAFILE URL...
 
 For each URL (ws:// or wss://, trusting CAFILE), on a route whose max_message_size is 100:
-echo of text and binary, a fragmented message, a ping answered, invalid UTF-8 closed with
+permessage-deflate negotiated (the client offers it; its messages then go compressed), echo
+of text and binary, a fragmented message, a ping answered, invalid UTF-8 closed with
 1007, a message over the limit closed with 1009. Then it holds one connection per URL open,
 prints `open`, and once the server closes them prints `closed CODE` for each. Every wait is
 bounded.
@@ -28,6 +29,8 @@ async def closed_code(ws):
 
 async def checks(url, ctx):
     async with connect(url, ssl=ctx, open_timeout=WAIT) as ws:
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert extensions.startswith("permessage-deflate"), extensions
         await ws.send("hello")
         assert await asyncio.wait_for(ws.recv(), WAIT) == "hello"
         await ws.send(b"\x00\x01\xff")

@@ -90,7 +90,7 @@ impl Catalogue {
     /// default `/listeners`), `static` (the files of `dir` under `prefix`, default `/`) and
     /// `websocket_echo` (a [`WebSocket`] route echoing every message, setting `path`, default
     /// `/ws`, and the route's own: `origins`, `max_message_size`, `max_frame_size`,
-    /// `read_timeout`, `ping_interval`, `send_queue`).
+    /// `read_timeout`, `ping_interval`, `send_queue`, `compression`, `compress_min_size`).
     pub fn builtin(registry: &Registry) -> Catalogue {
         Catalogue::builtin_for(registry, env!("CARGO_PKG_VERSION"))
     }
@@ -166,6 +166,8 @@ impl Catalogue {
                     read_timeout: Option<toml::Value>,
                     ping_interval: Option<toml::Value>,
                     send_queue: Option<usize>,
+                    compression: Option<bool>,
+                    compress_min_size: Option<usize>,
                 }
                 let s: S = p.parse()?;
                 let mut ws = WebSocket::new(s.path.as_deref().unwrap_or("/ws"), WebSocketEcho);
@@ -186,6 +188,12 @@ impl Catalogue {
                 }
                 if let Some(n) = s.send_queue {
                     ws = ws.send_queue(n);
+                }
+                if let Some(on) = s.compression {
+                    ws = ws.compression(on);
+                }
+                if let Some(n) = s.compress_min_size {
+                    ws = ws.compress_min_size(n);
                 }
                 Ok(Arc::new(ws) as Arc<dyn Endpoint>)
             }),

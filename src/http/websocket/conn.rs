@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::gate::Gate;
@@ -44,6 +45,8 @@ pub(crate) struct ConnState {
     pub(crate) send_timeout: Duration,
     /// A write timed out: the peer reads nothing, so no close frame can reach it either.
     pub(crate) stalled: bool,
+    /// With permessage-deflate negotiated, the smallest message sent compressed.
+    pub(crate) compress_from: Option<usize>,
 }
 
 impl ConnState {
@@ -56,6 +59,15 @@ impl ConnState {
                 (WsSender { tx }, rx)
             })
             .0
+    }
+
+    /// The frame that carries `message`: compressed when permessage-deflate was negotiated
+    /// and it is big enough, and shrinks.
+    pub(crate) fn frame(&self, message: WsMessage) -> Message {
+        match self.compress_from {
+            Some(min) if message.as_bytes().len() >= min => message.into_deflated(),
+            _ => message.into_frame(),
+        }
     }
 
     /// The next message other tasks queued; pending while there is no queue.
@@ -82,7 +94,7 @@ impl WsConn<'_> {
     pub async fn send(&mut self, message: impl Into<WsMessage>) -> Result<()> {
         let sent = tokio::time::timeout(
             self.state.send_timeout,
-            self.ws.send(message.into().into_frame()),
+            self.ws.send(self.state.frame(message.into())),
         )
         .await;
         match sent {

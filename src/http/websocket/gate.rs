@@ -7,7 +7,13 @@
 //! The gate reads the socket straight into tungstenite's buffer. Only when one read brings
 //! more than the frame under way (a peer that sends several messages at once) is the rest
 //! kept here, and handed on one frame at a time.
+//!
+//! With permessage-deflate negotiated, the gate also takes the compressed bit (RSV1) off the
+//! first frame of each compressed message, which tungstenite would refuse, and passes a
+//! compressed text message on as binary (its bytes are no UTF-8 until inflated); it notes
+//! which messages were compressed, in order, for [`deflate`](super::deflate) to inflate.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -31,6 +37,19 @@ pub(crate) struct Gate<S> {
     payload_left: u64,
     /// A data frame without FIN went by: a fragmented message is under way.
     in_message: bool,
+    /// With permessage-deflate: for each message handed on and not yet taken by
+    /// [`Gate::arrived`], how it came. At most a message or two: tungstenite returns each
+    /// as soon as its last frame is in.
+    inflow: Option<VecDeque<Arrival>>,
+}
+
+/// How a data message came, with permessage-deflate negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Not compressed.
+    Plain,
+    /// Compressed; `text` if it was a text message.
+    Deflated { text: bool },
 }
 
 impl<S> Gate<S> {
@@ -42,7 +61,22 @@ impl<S> Gate<S> {
             header_len: 0,
             payload_left: 0,
             in_message: false,
+            inflow: None,
         }
+    }
+
+    /// Takes compressed messages in (permessage-deflate was negotiated).
+    pub(crate) fn inflate(mut self) -> Gate<S> {
+        self.inflow = Some(VecDeque::new());
+        self
+    }
+
+    /// With permessage-deflate, how the data message tungstenite has just returned came
+    /// (`None` without it).
+    pub(crate) fn arrived(&mut self) -> Option<Arrival> {
+        self.inflow
+            .as_mut()
+            .map(|q| q.pop_front().unwrap_or(Arrival::Plain))
     }
 
     /// Whether everything handed on ends a message: no frame and no fragmented message is
@@ -57,8 +91,9 @@ impl<S> Gate<S> {
     }
 
     /// Follows the frames in `bytes`, about to be handed on, and returns how many of them to
-    /// hand on: up to the end of the first frame that ends in them, or all.
-    fn pass(&mut self, bytes: &[u8]) -> usize {
+    /// hand on: up to the end of the first frame that ends in them, or all. A compressed
+    /// message's first byte is rewritten here (see the module docs).
+    fn pass(&mut self, bytes: &mut [u8]) -> usize {
         let mut i = 0;
         while i < bytes.len() {
             if self.payload_left > 0 {
@@ -70,6 +105,11 @@ impl<S> Gate<S> {
                     return i;
                 }
                 continue;
+            }
+            if self.header_len == 0 {
+                if let Some(inflow) = &mut self.inflow {
+                    bytes[i] = note_arrival(bytes[i], inflow);
+                }
             }
             self.header[self.header_len] = bytes[i];
             self.header_len += 1;
@@ -89,6 +129,26 @@ impl<S> Gate<S> {
             }
         }
         i
+    }
+}
+
+/// Notes how the frame whose first byte is `first` came, if it starts a data message, and
+/// returns the byte to hand on: RSV1 off, and text made binary, when it is compressed. RSV1
+/// elsewhere (a continuation, a control frame) is left for tungstenite to refuse.
+fn note_arrival(first: u8, inflow: &mut VecDeque<Arrival>) -> u8 {
+    const RSV1: u8 = 0x40;
+    match first & 0x0f {
+        1 | 2 if first & RSV1 != 0 => {
+            inflow.push_back(Arrival::Deflated {
+                text: first & 0x0f == 1,
+            });
+            (first & !RSV1 & 0xf0) | 2
+        }
+        1 | 2 => {
+            inflow.push_back(Arrival::Plain);
+            first
+        }
+        _ => first,
     }
 }
 
@@ -121,18 +181,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         if !this.ahead.is_empty() {
             let room = this.ahead.len().min(buf.remaining());
-            let ahead = std::mem::take(&mut this.ahead);
-            let n = this.pass(&ahead[..room]);
-            buf.put_slice(&ahead[..n]);
-            this.ahead = ahead;
+            buf.put_slice(&this.ahead[..room]);
+            let n = this.pass(&mut buf.filled_mut()[before..]);
+            buf.set_filled(before + n);
             this.ahead.advance(n);
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let read = &buf.filled()[before..];
+        let read = &mut buf.filled_mut()[before..];
         if !read.is_empty() {
             let n = this.pass(read);
             if n < read.len() {

@@ -1,6 +1,8 @@
 //! [`WsMessage`]: a text or binary message to send, cheap to clone for a broadcast.
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as Kind, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// A data message to send: text (UTF-8) or binary. Clones share the bytes, so a broadcast to
@@ -43,6 +45,20 @@ impl WsMessage {
             Data::Text(t) => Message::Text(t),
             Data::Binary(b) => Message::Binary(b),
         }
+    }
+
+    /// Its frame, compressed (RSV1 set) if that makes it smaller.
+    pub(crate) fn into_deflated(self) -> Message {
+        let Some(deflated) = super::deflate::deflate(self.as_bytes()) else {
+            return self.into_frame();
+        };
+        let kind = match self.0 {
+            Data::Text(_) => Kind::Text,
+            Data::Binary(_) => Kind::Binary,
+        };
+        let mut frame = Frame::message(deflated, OpCode::Data(kind), true);
+        frame.header_mut().rsv1 = true;
+        Message::Frame(frame)
     }
 }
 

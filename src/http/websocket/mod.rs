@@ -9,6 +9,18 @@
 //! payload is read. The route adds the codes of a peer at fault (1002 protocol, 1007 invalid
 //! UTF-8, 1009 over a limit), keepalive pings, a read deadline, and 1001 at a stop.
 //!
+//! # Compression
+//!
+//! permessage-deflate (RFC 7692) is taken when the client offers it (browsers do), unless
+//! the route says [`compression(false)`](WebSocket::compression). tungstenite has no
+//! extensions, so atoll does it around the framing (the `deflate` and `gate` modules): every
+//! message is compressed on its own (`server_no_context_takeover` and
+//! `client_no_context_takeover`), messages under
+//! [`compress_min_size`](WebSocket::compress_min_size) (256 bytes) go plain, and the client's
+//! are inflated up to `max_message_size` (1009 past it, 1007 for data that is not DEFLATE).
+//! With no context between messages, an idle connection holds no compressor, and a
+//! compressed connection moves at an upgrade like any other.
+//!
 //! # At a zero-downtime upgrade
 //!
 //! On a plain `http` listener, a connection whose handler answers
@@ -48,10 +60,10 @@
 //!
 //! # What is not there
 //!
-//! - permessage-deflate (RFC 7692): tungstenite does not implement it, so it is never
-//!   negotiated; a client offering it gets uncompressed messages, as the RFC allows.
-//! - HTTP/2's extended CONNECT (RFC 8441): hyper's server does not announce it, so browsers
-//!   open their WebSockets over HTTP/1.1 (on a connection of their own with TLS).
+//! - HTTP/2's extended CONNECT (RFC 8441): not served yet. hyper's server can announce it,
+//!   but a session runs on its connection's own socket, and an HTTP/2 stream is not one.
+//!   Browsers then open their WebSockets over HTTP/1.1 (with TLS, on a connection of their
+//!   own).
 //! - A mounted service's (an axum `Router`'s) own WebSocket routes work, but their
 //!   connections run on the service's tasks: the listener's stop does not send them 1001.
 //!
@@ -65,8 +77,10 @@
 //! - `session`: one connection after the 101: its loop, pings, deadline, close handshake.
 //! - `gate`: what tungstenite reads through: the socket, cut at frame ends.
 //! - `moving`: a connection leaving for another process at an upgrade, and arriving.
+//! - `deflate`: permessage-deflate's negotiation, and messages inflated and deflated.
 
 mod conn;
+mod deflate;
 mod gate;
 mod groups;
 mod handler;
@@ -76,6 +90,7 @@ mod route;
 pub(crate) mod session;
 
 pub use conn::{WsConn, WsSender};
+pub use deflate::DEFAULT_COMPRESS_MIN_SIZE;
 pub use groups::Groups;
 pub use handler::{close_code, WebSocketHandler, WsAction};
 pub use message::WsMessage;

@@ -34,6 +34,8 @@ pub(crate) struct Travel {
     pub(crate) groups: Vec<String>,
     /// The handler's state, from [`handle_move`](super::WebSocketHandler::handle_move).
     pub(crate) state: Vec<u8>,
+    /// permessage-deflate was negotiated (it keeps no state between messages).
+    pub(crate) deflate: bool,
 }
 
 impl Travel {
@@ -51,11 +53,14 @@ impl Travel {
     }
 }
 
-/// The request that opened a connection: where it is routed again after a move.
+/// The request that opened a connection: where it is routed again after a move, and what
+/// it negotiated.
 #[derive(Debug, Clone)]
 pub(crate) struct Opened {
     pub(crate) host: String,
     pub(crate) path: String,
+    /// permessage-deflate.
+    pub(crate) deflate: bool,
 }
 
 /// Lets the connection go to `to`, with the handler's `state`: sends what other tasks queued
@@ -71,17 +76,16 @@ pub(crate) async fn leave(
 ) -> Result<(), &'static str> {
     if let Some((_, rx)) = &mut conn.queue {
         rx.close();
-        while let Ok(out) = rx.try_recv() {
-            match out {
-                Outgoing::Send(message) => {
-                    let sent =
-                        tokio::time::timeout(conn.send_timeout, ws.send(message.into_frame()));
-                    if !matches!(sent.await, Ok(Ok(()))) {
-                        return Err("a queued message could not be sent");
-                    }
+    }
+    while let Some(Ok(out)) = conn.queue.as_mut().map(|(_, rx)| rx.try_recv()) {
+        match out {
+            Outgoing::Send(message) => {
+                let sent = tokio::time::timeout(conn.send_timeout, ws.send(conn.frame(message)));
+                if !matches!(sent.await, Ok(Ok(()))) {
+                    return Err("a queued message could not be sent");
                 }
-                Outgoing::Close(..) => return Err("a close was queued"),
             }
+            Outgoing::Close(..) => return Err("a close was queued"),
         }
     }
     // A pong tungstenite owes the peer, say.
@@ -113,6 +117,7 @@ pub(crate) async fn leave(
         path: opened.path.clone(),
         groups,
         state,
+        deflate: opened.deflate,
     };
     to(Moved {
         tcp,
@@ -327,6 +332,52 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compressed_connection_moves_and_stays_compressed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (old, new) = (listener(&Groups::new()), listener(&Groups::new()));
+        let mut s = tokio::net::TcpStream::connect(old.local_addr().to_string())
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET /count HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(s.read_u8().await.unwrap());
+        }
+        assert!(String::from_utf8_lossy(&head).contains("permessage-deflate"));
+        let to_new = new.clone();
+        old.move_connections(Arc::new(move |m: Moved| {
+            assert_eq!(handoff_adopt(&to_new, m), Ok(()));
+        }));
+        old.stop(Duration::from_secs(10)).await;
+        // A compressed text message (RSV1), masked with a zero key, to the new listener.
+        let text = "moved and still compressed, ".repeat(20);
+        let packed = super::super::deflate::deflate(text.as_bytes()).unwrap();
+        let mut frame = vec![0xc1, 0x80 | 126];
+        frame.extend_from_slice(&(packed.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(&packed);
+        s.write_all(&frame).await.unwrap();
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).await.unwrap();
+        assert_eq!(h[0], 0xc1, "the answer is compressed too");
+        let len = match h[1] {
+            126 => s.read_u16().await.unwrap() as usize,
+            n => n as usize,
+        };
+        let mut payload = vec![0; len];
+        s.read_exact(&mut payload).await.unwrap();
+        let answer = super::super::deflate::inflate(&payload, 1 << 20).unwrap();
+        assert_eq!(answer, format!("1 {text}").as_bytes());
+        assert_eq!(new.connection_count(), 1);
+    }
+
     fn handoff_adopt(to: &ServerHandle, m: Moved) -> Result<(), String> {
         crate::http::handoff::adopt(to, m.tcp, m.unread, m.client, &m.state)
     }
@@ -338,6 +389,7 @@ mod tests {
             path: "/rooms/7".into(),
             groups: vec!["lobby".into()],
             state: vec![0, 1, 255],
+            deflate: true,
         };
         let encoded = travel.encode();
         assert_eq!(Travel::decode(&encoded).unwrap().unwrap(), travel);

@@ -11,6 +11,7 @@ use http::{Method, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::deflate::{self, DEFAULT_COMPRESS_MIN_SIZE};
 use super::groups::Groups;
 use super::handler::WebSocketHandler;
 use super::moving::{Arrived, Opened, Travel};
@@ -90,6 +91,8 @@ pub(crate) struct WsOptions {
     pub(crate) ping_interval: Duration,
     pub(crate) send_queue: usize,
     pub(crate) groups: Groups,
+    pub(crate) compression: bool,
+    pub(crate) compress_min_size: usize,
 }
 
 impl WsOptions {
@@ -116,6 +119,8 @@ impl<H: WebSocketHandler> WebSocket<H> {
                 ping_interval: DEFAULT_PING_INTERVAL,
                 send_queue: DEFAULT_SEND_QUEUE,
                 groups: Groups::new(),
+                compression: true,
+                compress_min_size: DEFAULT_COMPRESS_MIN_SIZE,
             }),
         }
     }
@@ -188,6 +193,24 @@ impl<H: WebSocketHandler> WebSocket<H> {
         self
     }
 
+    /// Whether permessage-deflate (RFC 7692) is taken when the client offers it. Every
+    /// message is then compressed on its own (no context kept between messages: see
+    /// [`compress_min_size`](Self::compress_min_size) for which go out compressed), and the
+    /// client's are inflated up to [`max_message_size`](Self::max_message_size). Default is
+    /// `true`.
+    pub fn compression(mut self, on: bool) -> WebSocket<H> {
+        self.opts().compression = on;
+        self
+    }
+
+    /// With compression negotiated, the smallest message sent compressed; smaller ones (and
+    /// any that would not shrink) go as they are. Default is [`DEFAULT_COMPRESS_MIN_SIZE`],
+    /// 256 bytes.
+    pub fn compress_min_size(mut self, bytes: usize) -> WebSocket<H> {
+        self.opts().compress_min_size = bytes;
+        self
+    }
+
     /// The route's groups.
     pub fn group_set(&self) -> &Groups {
         &self.opts.groups
@@ -232,6 +255,17 @@ impl<H: WebSocketHandler> WebSocket<H> {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        let deflate = match self.opts.compression {
+            true => deflate::negotiate(&req.parts.headers),
+            false => None,
+        };
+        let deflate = match deflate {
+            Some(accepted) => {
+                h.insert(header::SEC_WEBSOCKET_EXTENSIONS, accepted);
+                true
+            }
+            None => false,
+        };
         let opened = Opened {
             host: req
                 .parts
@@ -242,6 +276,7 @@ impl<H: WebSocketHandler> WebSocket<H> {
                 .unwrap_or_default()
                 .to_owned(),
             path: req.parts.uri.path().to_owned(),
+            deflate,
         };
         let live = Live {
             on_upgrade,
@@ -273,12 +308,17 @@ impl<H: WebSocketHandler> Endpoint for WebSocket<H> {
             path,
             groups,
             state,
+            deflate,
         } = travel;
         Some(self.handler.restore(&state).map(|handler| {
             Box::new(Resumed {
                 handler,
                 opts: self.opts.clone(),
-                opened: Opened { host, path },
+                opened: Opened {
+                    host,
+                    path,
+                    deflate,
+                },
                 groups,
             }) as Box<dyn Arrived>
         }))

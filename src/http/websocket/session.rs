@@ -17,7 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::conn::{ConnState, Outgoing, WsConn, WsStream};
-use super::gate::Gate;
+use super::deflate::{self, InflateError};
+use super::gate::{Arrival, Gate};
 use super::handler::{close_code, WebSocketHandler, WsAction};
 use super::moving::{self, Arrived, Opened};
 use super::route::WsOptions;
@@ -84,7 +85,7 @@ impl<H: WebSocketHandler> Session for Live<H> {
                 };
             }
             let ws = WebSocketStream::from_raw_socket(
-                Gate::new(watched),
+                gate(watched, &opened),
                 Role::Server,
                 Some(opts.config()),
             )
@@ -122,7 +123,7 @@ impl<H: WebSocketHandler> Arrived for Resumed<H> {
             let mut watched = Watched::new(socket, activity, usize::MAX);
             watched.prefix = unread;
             let ws = WebSocketStream::from_raw_socket(
-                Gate::new(watched),
+                gate(watched, &opened),
                 Role::Server,
                 Some(opts.config()),
             )
@@ -180,6 +181,7 @@ async fn drive<H: WebSocketHandler>(
         secure: socket.is_secure(),
         send_timeout: socket.conn.shared.opts.send_timeout,
         stalled: false,
+        compress_from: opened.deflate.then_some(opts.compress_min_size),
     };
     let send_timeout = state.send_timeout;
     macro_rules! cx {
@@ -271,10 +273,21 @@ async fn drive<H: WebSocketHandler>(
                 last_heard = Instant::now();
                 asked = false;
                 match next {
-                    Some(Ok(Message::Text(text))) => handler.handle_text(&text, cx!()).await.into(),
-                    Some(Ok(Message::Binary(data))) => {
-                        handler.handle_binary(&data, cx!()).await.into()
+                    Some(Ok(Message::Text(text))) => {
+                        // A plain message, compression negotiated or not.
+                        let _ = ws.get_mut().arrived();
+                        handler.handle_text(&text, cx!()).await.into()
                     }
+                    Some(Ok(Message::Binary(data))) => match ws.get_mut().arrived() {
+                        Some(Arrival::Deflated { text }) => {
+                            match inflated(&data, text, opts.max_message_size) {
+                                Ok(Inflated::Text(t)) => handler.handle_text(&t, cx!()).await.into(),
+                                Ok(Inflated::Binary(b)) => handler.handle_binary(&b, cx!()).await.into(),
+                                Err(turn) => turn,
+                            }
+                        }
+                        _ => handler.handle_binary(&data, cx!()).await.into(),
+                    },
                     Some(Ok(Message::Ping(data))) => {
                         handler.handle_ping(&data, cx!()).await.into()
                     }
@@ -298,7 +311,7 @@ async fn drive<H: WebSocketHandler>(
             }
             Some(out) = state.queued() => match out {
                 Outgoing::Send(message) => {
-                    send_within(&mut ws, message.into_frame(), send_timeout).await
+                    send_within(&mut ws, state.frame(message), send_timeout).await
                 }
                 Outgoing::Close(code, reason) => Turn::Close(code, reason),
             },
@@ -337,6 +350,43 @@ async fn drain<H: WebSocketHandler>(
         until,
     )
     .await
+}
+
+/// What tungstenite reads through: the socket cut at frame ends, taking compressed messages
+/// in when the connection negotiated permessage-deflate.
+fn gate(watched: Watched<Socket>, opened: &Opened) -> Gate<Watched<Socket>> {
+    match opened.deflate {
+        true => Gate::new(watched).inflate(),
+        false => Gate::new(watched),
+    }
+}
+
+/// A compressed message, inflated.
+enum Inflated {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// Inflates a compressed message (a text one is checked as UTF-8), or the close its fault
+/// calls for.
+fn inflated(data: &[u8], text: bool, limit: usize) -> Result<Inflated, Turn> {
+    let bytes = match deflate::inflate(data, limit) {
+        Ok(bytes) => bytes,
+        Err(InflateError::TooBig) => {
+            let reason = format!("message over {limit} bytes inflated");
+            return Err(Turn::Close(close_code::TOO_BIG, reason));
+        }
+        Err(InflateError::Corrupt) => {
+            let reason = "invalid compressed data".to_owned();
+            return Err(Turn::Close(close_code::INVALID_DATA, reason));
+        }
+    };
+    match text {
+        false => Ok(Inflated::Binary(bytes)),
+        true => String::from_utf8(bytes)
+            .map(Inflated::Text)
+            .map_err(|_| Turn::Close(close_code::INVALID_DATA, "invalid UTF-8".into())),
+    }
 }
 
 /// Sends `message`, within the listener's `send_timeout`: a peer that takes none of it for
