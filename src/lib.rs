@@ -119,3 +119,13 @@ pub use tls::{ClientAuth, SniCert, TlsConfig, TlsOptions};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// docs/http.md's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/http.md")]
+struct HttpDocDoctests;
+
+/// docs/websocket.md's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/websocket.md")]
+struct WebSocketDocDoctests;
