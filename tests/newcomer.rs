@@ -545,3 +545,69 @@ fn the_systemd_unit_and_the_guide_describe_one_upgrade_without_a_current_link() 
     assert!(section.contains(&install) && unit.contains(&install));
     assert!(!section.contains("/opt/atoll/current"));
 }
+
+#[test]
+fn the_guide_and_the_unit_install_the_first_release_in_the_layout_the_upgrade_uses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("dist/systemd/atoll.service")).unwrap();
+    let socket = std::fs::read_to_string(root.join("dist/systemd/atoll.socket")).unwrap();
+    let guide = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let shipped = std::fs::read_to_string(root.join("atoll.toml")).unwrap();
+    let value = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}="))
+            .to_owned()
+    };
+    let exec = value(&unit, "ExecStart");
+    let binary = exec.split_whitespace().next().unwrap();
+    let config = exec.split_whitespace().last().unwrap();
+    let section = guide
+        .split("### Install under systemd")
+        .nth(1)
+        .expect("an `Install under systemd` section");
+    let section = section.split("\n### ").next().unwrap();
+
+    // The binary systemd starts is installed from a release folder in the lib dir, as an
+    // upgrade's step 3 does.
+    let install = format!("install -m 755 /opt/atoll/lib/atoll-1.0.0/atoll {binary}");
+    assert!(section.contains(&install) && unit.contains(&install));
+    assert!(section.contains("lib_dirs = [\"/opt/atoll/lib\"]"));
+    // The config the unit runs, and its `Documentation=` names, is the shipped one, copied
+    // where the unit reads it; its comments point at the guide's sections, as the unit says.
+    let folder = Path::new(config).parent().unwrap().to_str().unwrap();
+    assert!(
+        section.contains(&format!("cp -r atoll.toml site {folder}/")),
+        "{section}"
+    );
+    for heading in ["Install under systemd", "Upgrade under systemd"] {
+        assert!(guide.contains(&format!("### {heading}\n")), "{heading}");
+        assert!(
+            shipped.contains(heading),
+            "atoll.toml does not point at {heading}"
+        );
+    }
+    assert!(shipped.contains("docs/operations.md"));
+    // The [app] dirs the guide sets are the ones the unit creates for its user.
+    for (key, base, directive) in [
+        ("home", "/var/lib", "StateDirectory"),
+        ("log_dir", "/var/log", "LogsDirectory"),
+    ] {
+        let line = format!("{key} = \"{base}/{}\"", value(&unit, directive));
+        assert!(section.contains(&line), "the guide does not set {line}");
+        assert!(unit.contains(&line), "the unit does not say {line}");
+    }
+    assert_eq!(
+        value(&unit, "WorkingDirectory"),
+        format!("/var/lib/{}", value(&unit, "StateDirectory"))
+    );
+    // The socket unit it installs beside the service names a listener of that config.
+    let listeners = atoll::Config::parse(&shipped, Path::new("atoll.toml"))
+        .unwrap()
+        .listeners;
+    let name = value(&socket, "FileDescriptorName");
+    assert!(
+        listeners.iter().any(|l| l.name == name),
+        "atoll.socket's FileDescriptorName={name} is no listener of atoll.toml"
+    );
+}
