@@ -35,39 +35,43 @@
 //!
 //! # Layout
 //!
-//! From the bottom up; each layer only uses the ones above it in this list.
+//! `ls src` shows the layers. From the bottom up; each uses only the ones above it in this
+//! list. Names in plain text are private modules; their public items are re-exported at the
+//! crate root.
 //!
-//! - [`error`](Error): the one-pointer [`Error`] with a matchable [`ErrorKind`].
-//! - `addr`: [`Addr`], an IP or Unix socket address.
-//! - `stats`: [`SocketStats`], a connection's byte and packet counts.
-//! - [`telemetry`]: the [`Event`](telemetry::Event)s, the hub subscribers attach to, and the
-//!   `tracing` and `metrics` subscribers.
+//! - `error.rs`: the one-pointer [`Error`] with a matchable [`ErrorKind`].
+//! - `addr.rs`: [`Addr`], an IP or Unix socket address.
+//! - `stats.rs`: [`SocketStats`], a connection's byte and packet counts.
+//! - [`telemetry/`](telemetry): the [`Event`](telemetry::Event)s, the hub subscribers attach
+//!   to, and the `tracing` and `metrics` subscribers.
 //! - `server/`: the socket server (ThousandIsland's design): [`ServerOptions`],
 //!   [`TlsOptions`] (client CA required or [optional](ClientAuth)), [`Bind`], the connection
 //!   table ([`ConnectionInfo`]), the PROXY protocol ([`ProxyProtocol`]), per-IP limits, read
 //!   timeouts, [`Socket`], the [`Handler`] trait and its [`Action`]s, connections that
 //!   [`Move`] at an upgrade ([`Moved`]), acceptors, [`ServerHandle`], the [`Server`] builder
 //!   and the built-in [`echo`] handler. Its module docs list its files bottom up.
-//! - `spec` and `registry`: [`ListenerSpec`] (a listener as data) and the [`Registry`] of
-//!   named listeners.
-//! - [`http`]: HTTP and HTTPS listeners on hyper, leptus's way: host-matched REST
-//!   [`Resource`](http::Resource)s, static files, mounted `tower` services, live route
-//!   upgrades, the `http`/`https` kinds of the config file, and the `admin` kind (`/metrics`
-//!   for Prometheus, `/livez`, `/readyz`). It uses the socket server
-//!   through [`Action::TakeOver`] and the registry; nothing below it knows HTTP.
-//! - [`rpc`]: RPC daemons and clients, erps's way: a [`Service`](rpc::Service) instance per
-//!   connection, calls, casts and pushes of serde types over a documented framing, mutual
+//! - `spec.rs` and `registry.rs`: [`ListenerSpec`] (a listener as data) and the [`Registry`]
+//!   of named listeners.
+//! - [`http/`](http): HTTP and HTTPS listeners on hyper, leptus's way: host-matched REST
+//!   [`Resource`](http::Resource)s, static files, WebSocket routes, mounted `tower` services,
+//!   live route upgrades, the `http`/`https` kinds of the config file, and the `admin` kind
+//!   (`/metrics` for Prometheus, `/livez`, `/readyz`). It uses the socket server through
+//!   [`Action::TakeOver`] and the registry; nothing below it knows HTTP.
+//! - [`rpc/`](rpc): RPC daemons and clients, erps's way: a [`Service`](rpc::Service) instance
+//!   per connection, calls, casts and pushes of serde types over a documented framing, mutual
 //!   TLS, and the `rpc` kind of the config file. Like HTTP, it uses the socket server through
 //!   [`Action::TakeOver`]; HTTP and RPC never import each other.
-//! - [`setup`]: the application environment ([`AppEnv`](setup::AppEnv): name, node, home,
-//!   data, log, priv and lib dirs, from OS variables, the config file or defaults), the
-//!   check that its directories are writable, and `$VARIABLE` expansion in config strings.
-//! - `config`: the `atoll` binary's config file ([`Config`]).
-//! - [`app`]: the running application: the control socket, reload, zero-downtime upgrade by
-//!   handing listening sockets to a new process, systemd integration and log files.
+//! - [`setup/`](setup): the application environment ([`AppEnv`](setup::AppEnv): name, node,
+//!   home, data, log, priv and lib dirs, from OS variables, the config file or defaults), the
+//!   check that its directories are writable, `$VARIABLE` expansion in config strings, and
+//!   the installed releases ([`setup::versions`]).
+//! - `config.rs`: the `atoll` binary's config file ([`Config`]).
+//! - [`app/`](app): the running application: the control socket, reload, zero-downtime upgrade
+//!   by handing listening sockets to a new process, systemd integration and log files.
 //!
-//! Beside the layers: `sys` is the one module with `unsafe` code (taking ownership of passed file descriptors, and reusing an HTTP
-//! connection's allocation for its next request's future).
+//! Beside the layers: `sys.rs` is the one module with `unsafe` code (taking ownership of
+//! passed file descriptors, and reusing an HTTP connection's allocation for its next
+//! request's future); `main.rs` is the `atoll` command, a thin shell over the library.
 //!
 //! # Defaults
 //!
@@ -119,3 +123,13 @@ pub use tls::{ClientAuth, SniCert, TlsConfig, TlsOptions};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// docs/http.md's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/http.md")]
+struct HttpDocDoctests;
+
+/// docs/websocket.md's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/websocket.md")]
+struct WebSocketDocDoctests;

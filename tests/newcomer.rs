@@ -333,16 +333,17 @@ fn the_new_process_of_an_upgrade_does_not_write_to_the_old_ones_terminal() {
     common::process::terminate(new_pid);
 }
 
-// ===== 1: the README's commands =====
+// ===== 1: the README's commands, and its docs pages' =====
 
-/// The `atoll ...` commands of the README: the lines of its code blocks, and the inline ones,
-/// each without its comment, split into words (single quotes removed).
-fn readme_commands() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+/// The `atoll ...` commands of a Markdown file (relative to the crate): the lines of its code
+/// blocks, and the inline ones, each without its comment, split into words (single quotes
+/// removed).
+fn commands_of(file: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
     let mut found = Vec::new();
     let mut in_block = false;
-    for line in readme.lines() {
+    for line in text.lines() {
         if line.starts_with("```") {
             in_block = !in_block;
             continue;
@@ -367,6 +368,20 @@ fn readme_commands() -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The README and every page of docs/, which the README sends a reader to.
+fn pages() -> Vec<String> {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let mut pages: Vec<String> = std::fs::read_dir(&docs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    pages.sort();
+    pages.insert(0, "README.md".to_owned());
+    pages
+}
+
 #[test]
 fn the_readme_says_how_to_get_atoll_and_its_commands_work_as_written() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
@@ -385,8 +400,8 @@ fn the_readme_says_how_to_get_atoll_and_its_commands_work_as_written() {
         "{quick_start}"
     );
 
-    let commands = readme_commands();
-    assert!(commands.len() >= 10, "{commands:?}");
+    let readme_commands = commands_of("README.md");
+    assert!(readme_commands.len() >= 10, "{readme_commands:?}");
     // An RPC daemon where the README's is (127.0.0.1:4040): on a free port instead.
     let (dir, config) = config(
         "[app]\nnode = \"t\"\n[[listener]]\nname = \"kv\"\nkind = \"rpc\"\nip = \"127.0.0.1\"\n\
@@ -394,28 +409,102 @@ fn the_readme_says_how_to_get_atoll_and_its_commands_work_as_written() {
     );
     let atoll = Atoll::serve(&config);
     let kv = atoll.listening(1)[0].2.to_string();
-    let mut rpc_calls = 0;
-    for words in &commands {
-        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-        assert_eq!(words[0], "atoll");
-        if args[0] == "rpc" && args.len() >= 3 {
-            let mut args = args.clone();
-            args[1] = &kv;
-            let out = atoll_in(dir.path(), &args).ok();
-            let _: serde_json::Value =
-                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{words:?}: {e}: {out}"));
-            rpc_calls += 1;
-        } else {
-            // The subcommand and its options exist as written.
-            let mut help = vec![args[0], "--help"];
-            help.extend(args[1..].iter().filter(|a| a.starts_with("--")));
-            let out = atoll_in(dir.path(), &help[..2]).ok();
-            for option in &help[2..] {
-                assert!(out.contains(option), "{words:?}: no {option} in {out}");
+    // The README's commands, then those of the docs pages it links to.
+    for page in pages() {
+        let commands = commands_of(&page);
+        let mut rpc_calls = 0;
+        for words in &commands {
+            let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+            assert_eq!(words[0], "atoll");
+            if args[0] == "rpc" && args.len() >= 3 {
+                let mut args = args.clone();
+                args[1] = &kv;
+                let out = atoll_in(dir.path(), &args).ok();
+                let _: serde_json::Value = serde_json::from_str(&out)
+                    .unwrap_or_else(|e| panic!("{page}: {words:?}: {e}: {out}"));
+                rpc_calls += 1;
+            } else {
+                // The subcommand and its options exist as written.
+                let mut help = vec![args[0], "--help"];
+                help.extend(args[1..].iter().filter(|a| a.starts_with("--")));
+                let out = atoll_in(dir.path(), &help[..2]).ok();
+                for option in &help[2..] {
+                    assert!(
+                        out.contains(option),
+                        "{page}: {words:?}: no {option} in {out}"
+                    );
+                }
             }
         }
+        if page == "README.md" {
+            assert!(rpc_calls >= 4, "{commands:?}");
+        }
     }
-    assert!(rpc_calls >= 4, "{commands:?}");
+}
+
+/// GitHub's anchor of a Markdown heading: lower case, spaces to `-`, punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn the_readme_links_every_docs_page_and_no_link_is_broken() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pages = pages();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for page in &pages[1..] {
+        assert!(
+            readme.contains(&format!("]({page})")),
+            "the README does not link {page}"
+        );
+    }
+    for page in &pages {
+        let text = std::fs::read_to_string(root.join(page)).unwrap();
+        let folder = Path::new(page).parent().unwrap();
+        let mut in_block = false;
+        let mut links = 0;
+        for line in text.lines() {
+            if line.starts_with("```") {
+                in_block = !in_block;
+            }
+            if in_block {
+                continue;
+            }
+            for (_, rest) in line.match_indices("](").map(|(i, _)| line.split_at(i + 2)) {
+                let link = &rest[..rest.find(')').unwrap_or(rest.len())];
+                if link.starts_with("http") {
+                    continue;
+                }
+                links += 1;
+                let (file, fragment) = link.split_once('#').unwrap_or((link, ""));
+                let target = if file.is_empty() {
+                    root.join(page)
+                } else {
+                    root.join(folder).join(file)
+                };
+                assert!(target.exists(), "{page}: {link}: no such file");
+                if !fragment.is_empty() {
+                    let target_text = std::fs::read_to_string(&target).unwrap();
+                    let mut in_block = false;
+                    let found = target_text
+                        .lines()
+                        .filter(|l| {
+                            in_block ^= l.starts_with("```");
+                            !in_block && l.starts_with('#')
+                        })
+                        .any(|l| anchor(l.trim_start_matches('#')) == fragment);
+                    assert!(found, "{page}: {link}: no such heading");
+                }
+            }
+        }
+        assert!(links > 0 || page != "README.md", "no links found in {page}");
+    }
 }
 
 // ===== 6: one way to upgrade, in the unit and the guide =====
@@ -455,4 +544,70 @@ fn the_systemd_unit_and_the_guide_describe_one_upgrade_without_a_current_link() 
     let install = format!("install -m 755 /opt/atoll/lib/atoll-1.1.0/atoll {binary}");
     assert!(section.contains(&install) && unit.contains(&install));
     assert!(!section.contains("/opt/atoll/current"));
+}
+
+#[test]
+fn the_guide_and_the_unit_install_the_first_release_in_the_layout_the_upgrade_uses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("dist/systemd/atoll.service")).unwrap();
+    let socket = std::fs::read_to_string(root.join("dist/systemd/atoll.socket")).unwrap();
+    let guide = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let shipped = std::fs::read_to_string(root.join("atoll.toml")).unwrap();
+    let value = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}="))
+            .to_owned()
+    };
+    let exec = value(&unit, "ExecStart");
+    let binary = exec.split_whitespace().next().unwrap();
+    let config = exec.split_whitespace().last().unwrap();
+    let section = guide
+        .split("### Install under systemd")
+        .nth(1)
+        .expect("an `Install under systemd` section");
+    let section = section.split("\n### ").next().unwrap();
+
+    // The binary systemd starts is installed from a release folder in the lib dir, as an
+    // upgrade's step 3 does.
+    let install = format!("install -m 755 /opt/atoll/lib/atoll-1.0.0/atoll {binary}");
+    assert!(section.contains(&install) && unit.contains(&install));
+    assert!(section.contains("lib_dirs = [\"/opt/atoll/lib\"]"));
+    // The config the unit runs, and its `Documentation=` names, is the shipped one, copied
+    // where the unit reads it; its comments point at the guide's sections, as the unit says.
+    let folder = Path::new(config).parent().unwrap().to_str().unwrap();
+    assert!(
+        section.contains(&format!("cp -r atoll.toml site {folder}/")),
+        "{section}"
+    );
+    for heading in ["Install under systemd", "Upgrade under systemd"] {
+        assert!(guide.contains(&format!("### {heading}\n")), "{heading}");
+        assert!(
+            shipped.contains(heading),
+            "atoll.toml does not point at {heading}"
+        );
+    }
+    assert!(shipped.contains("docs/operations.md"));
+    // The [app] dirs the guide sets are the ones the unit creates for its user.
+    for (key, base, directive) in [
+        ("home", "/var/lib", "StateDirectory"),
+        ("log_dir", "/var/log", "LogsDirectory"),
+    ] {
+        let line = format!("{key} = \"{base}/{}\"", value(&unit, directive));
+        assert!(section.contains(&line), "the guide does not set {line}");
+        assert!(unit.contains(&line), "the unit does not say {line}");
+    }
+    assert_eq!(
+        value(&unit, "WorkingDirectory"),
+        format!("/var/lib/{}", value(&unit, "StateDirectory"))
+    );
+    // The socket unit it installs beside the service names a listener of that config.
+    let listeners = atoll::Config::parse(&shipped, Path::new("atoll.toml"))
+        .unwrap()
+        .listeners;
+    let name = value(&socket, "FileDescriptorName");
+    assert!(
+        listeners.iter().any(|l| l.name == name),
+        "atoll.socket's FileDescriptorName={name} is no listener of atoll.toml"
+    );
 }

@@ -3,6 +3,62 @@
 //! TCP or mutual TLS. Messages are your own serde types, framed as described in
 //! [`wire`] and `docs/rpc-wire.md`, with MessagePack payloads.
 //!
+//! A daemon and a client of a shared counter: every connection gets its own `CounterServer`,
+//! seeded with the `AtomicU64` they all share, and an `Add` pushes the new total to every
+//! other client. `examples/rpc_counter.rs` is the whole program, with a deferred reply.
+//!
+//! ```rust,no_run
+//! use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+//! use atoll::rpc::{Client, Ctx, Daemon, Protocol, Reply, Service};
+//! use serde::{Deserialize, Serialize};
+//!
+//! struct Counter;                               // what both sides agree on
+//!
+//! #[derive(Serialize, Deserialize)]
+//! enum Request { Add(u64), Get }
+//!
+//! impl Protocol for Counter {
+//!     const IDENTIFIER: &'static str = "example.counter";
+//!     const VERSION: &'static str = "1.0.0";
+//!     type Request = Request;
+//!     type Reply = u64;
+//!     type Push = u64;
+//! }
+//!
+//! struct CounterServer { total: Arc<AtomicU64> } // one per connection
+//!
+//! impl Service for CounterServer {
+//!     type Protocol = Counter;
+//!     type Init = AtomicU64;                     // shared by every instance
+//!
+//!     async fn init(total: &Arc<AtomicU64>, _ctx: &mut Ctx<Self>) -> Result<Self, atoll::BoxError> {
+//!         Ok(CounterServer { total: total.clone() })
+//!     }
+//!
+//!     async fn call(&mut self, req: Request, ctx: &mut Ctx<Self>) -> Result<Reply<u64>, atoll::BoxError> {
+//!         Ok(Reply::Now(match req {
+//!             Request::Get => self.total.load(Ordering::Relaxed),
+//!             Request::Add(n) => {
+//!                 let total = self.total.fetch_add(n, Ordering::Relaxed) + n;
+//!                 ctx.broadcast(&total);         // a push to every other client
+//!                 total
+//!             }
+//!         }))
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let daemon = Daemon::<CounterServer>::new(AtomicU64::new(0)).plain().start()?;
+//!     let client = Client::<Counter>::builder(daemon.local_addr().to_string())
+//!         .on_push(|total| println!("someone added: total {total}"))
+//!         .connect()
+//!         .await?;
+//!     println!("total {}", client.call(&Request::Add(2)).await?);
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Layout
 //!
 //! From the bottom up; each part only uses the ones above it.
