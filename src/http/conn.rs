@@ -26,26 +26,25 @@ type Io = TokioIo<Watched<Socket>>;
 /// What an HTTP/2 client with prior knowledge sends first.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// hyper's connection for the protocol the client speaks. HTTP/2's is boxed, so that the
-/// enum can move: an HTTP/1 connection is taken apart when it is handed over. HTTP/1's stays
-/// inline: it is the common case, and the connection's task holds it either way.
-#[allow(clippy::large_enum_variant)]
+/// hyper's connection for the protocol the client speaks, boxed: the connection's task goes
+/// on after it (as a WebSocket, say), and its future would otherwise keep hyper's space for
+/// as long as it runs. One allocation per connection, not per request.
 enum Conn {
-    H1(http1::UpgradeableConnection<Io, HttpService>),
+    H1(Box<http1::UpgradeableConnection<Io, HttpService>>),
     H2(Pin<Box<http2::Connection<Io, HttpService, TokioExecutor>>>),
 }
 
 impl Conn {
     fn graceful_shutdown(&mut self) {
         match self {
-            Conn::H1(conn) => Pin::new(conn).graceful_shutdown(),
+            Conn::H1(conn) => Pin::new(&mut **conn).graceful_shutdown(),
             Conn::H2(conn) => conn.as_mut().graceful_shutdown(),
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
         match self {
-            Conn::H1(conn) => Pin::new(conn).poll(cx),
+            Conn::H1(conn) => Pin::new(&mut **conn).poll(cx),
             Conn::H2(conn) => conn.as_mut().poll(cx),
         }
     }
@@ -165,7 +164,7 @@ pub(crate) async fn serve(
         } else {
             &http.h1
         };
-        Conn::H1(h1.serve_connection(io, service).with_upgrades())
+        Conn::H1(Box::new(h1.serve_connection(io, service).with_upgrades()))
     };
     // The first check comes at the sooner of the two timeouts; each check then sets the next
     // from what it sees (the end of the last request, a head that began).
@@ -274,7 +273,7 @@ pub(crate) async fn serve(
     .await;
     let session = activity.take_session();
     match (ended, conn, handing) {
-        (Ended::HandOff, Conn::H1(conn), Some(to)) => hand_off(conn, &to),
+        (Ended::HandOff, Conn::H1(conn), Some(to)) => hand_off(*conn, &to),
         // Errors here are the client's doing (a reset, a malformed request hyper already
         // answered with 400); they end this connection and are no failure of the server.
         (Ended::Done(Err(e)), ..) => {

@@ -4,9 +4,11 @@
 //! and the bytes the peer sent after it wait here instead, where a connection moving to
 //! another process can take them along ([`Gate::take_unread`]).
 //!
-//! The gate reads the socket straight into tungstenite's buffer. Only when one read brings
-//! more than the frame under way (a peer that sends several messages at once) is the rest
-//! kept here, and handed on one frame at a time.
+//! The gate reads the socket into a buffer on the stack ([`READ_AHEAD`]) and copies on what
+//! tungstenite may have; tungstenite's own buffer can then stay small (see the route's read
+//! chunk), so that an idle connection holds little. Only when one read brings more than the
+//! frame under way, or than tungstenite takes at once, is the rest kept here, on the heap,
+//! until it is handed on.
 //!
 //! With permessage-deflate negotiated, the gate also takes the compressed bit (RSV1) off the
 //! first frame of each compressed message, which tungstenite would refuse, and passes a
@@ -16,10 +18,13 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The most one read of the socket takes: 4 KiB.
+pub(crate) const READ_AHEAD: usize = 4096;
 
 /// The longest frame header: 2 bytes, 8 of extended length, 4 of mask key.
 const MAX_HEADER: usize = 14;
@@ -188,18 +193,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
             let n = this.pass(&mut buf.filled_mut()[before..]);
             buf.set_filled(before + n);
             this.ahead.advance(n);
+            if this.ahead.is_empty() {
+                // Its allocation goes with it.
+                this.ahead = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let read = &mut buf.filled_mut()[before..];
-        if !read.is_empty() {
-            let n = this.pass(read);
-            if n < read.len() {
-                this.ahead = Bytes::copy_from_slice(&read[n..]);
-                buf.set_filled(before + n);
-            }
+        let mut space = [0u8; READ_AHEAD];
+        let mut read = ReadBuf::new(&mut space);
+        if let Err(e) = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read)) {
+            return Poll::Ready(Err(e));
         }
-        polled
+        let got = read.filled().len();
+        let room = got.min(buf.remaining());
+        buf.put_slice(&space[..room]);
+        let n = this.pass(&mut buf.filled_mut()[before..]);
+        buf.set_filled(before + n);
+        if n < got {
+            this.ahead = Bytes::copy_from_slice(&space[n..got]);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -35,9 +35,10 @@ pub const DEFAULT_WS_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Default [`WebSocket::send_queue`]: 64 messages.
 pub const DEFAULT_SEND_QUEUE: usize = 64;
-/// What the connection reads from its socket at a time: 4 KiB, allocated while the
-/// connection lives (tungstenite's default, 128 KiB, would dominate an idle connection).
-const READ_CHUNK: usize = 4096;
+/// tungstenite's read buffer: 256 bytes, allocated while the connection lives (its
+/// default, 128 KiB, would dominate an idle connection). It holds a small message whole; the
+/// socket itself is read 4 KiB at a time, on the stack, by the gate.
+const READ_CHUNK: usize = 256;
 
 /// A WebSocket route: `GET path` with `Upgrade: websocket` becomes a WebSocket connection
 /// served by a clone of `handler` (see [`WebSocketHandler`]).

@@ -201,6 +201,13 @@ async fn drive<H: WebSocketHandler>(
     let mut asked = false;
     let mut last_heard = Instant::now();
     let mut last_ping = last_heard;
+    // One timer for the read deadline, the keepalive ping and the end of the wait to move,
+    // set for the soonest. A message moves the first two later without touching it: it
+    // fires early, finds nothing due, and is set again (a timer set and cancelled per
+    // message would cost more than the message).
+    let mut timer = pin!(sleep_until(
+        last_heard + opts.ping_interval.min(opts.read_timeout)
+    ));
     let mut turn: Turn = match resumed {
         None => handler.handle_connection(cx!()).await.into(),
         Some(groups) => {
@@ -253,6 +260,10 @@ async fn drive<H: WebSocketHandler>(
         let deadline = last_heard + opts.read_timeout;
         let ping_at = last_heard.max(last_ping) + opts.ping_interval;
         let move_until = moving.as_ref().map(|(_, until)| *until);
+        let due = deadline.min(ping_at).min(move_until.unwrap_or(deadline));
+        if timer.is_elapsed() || due < timer.deadline() {
+            timer.as_mut().reset(due);
+        }
         turn = tokio::select! {
             biased;
             _ = &mut stopping, if !stopped => {
@@ -264,10 +275,6 @@ async fn drive<H: WebSocketHandler>(
                     }
                     None => break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout).await,
                 }
-            }
-            _ = sleep_until(move_until.unwrap_or(deadline)), if move_until.is_some() => {
-                // Never between messages within the shutdown timeout (or always `Later`).
-                break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout).await;
             }
             next = ws.next() => {
                 last_heard = Instant::now();
@@ -315,13 +322,21 @@ async fn drive<H: WebSocketHandler>(
                 }
                 Outgoing::Close(code, reason) => Turn::Close(code, reason),
             },
-            _ = sleep_until(ping_at) => {
-                last_ping = Instant::now();
-                send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
-            }
-            _ = sleep_until(deadline) => {
-                last_heard = Instant::now();
-                handler.handle_timeout(cx!()).await.into()
+            _ = &mut timer => {
+                let now = Instant::now();
+                if move_until.is_some_and(|until| now >= until) {
+                    // Never between messages within the shutdown timeout (or always `Later`).
+                    break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout).await;
+                } else if now >= deadline {
+                    last_heard = now;
+                    handler.handle_timeout(cx!()).await.into()
+                } else if now >= ping_at {
+                    last_ping = now;
+                    send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
+                } else {
+                    // Set for a deadline a message has since moved on.
+                    Turn::Go
+                }
             }
         };
     };
