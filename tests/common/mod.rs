@@ -18,6 +18,7 @@ pub mod h2load;
 pub mod http;
 pub mod kv_load;
 pub mod process;
+pub mod prometheus;
 pub mod rng;
 
 /// Every wait in a test is bounded by this, so a hang fails fast.
