@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use ::http::StatusCode;
 use atoll::echo::Echo;
 use atoll::http::{Admin, Handlers, Health, HttpListener, Metrics, Readiness};
@@ -36,16 +34,7 @@ async fn metrics_move_with_traffic() {
             .name("echo")
             .subscribe(MetricsRecorder::new()),
     );
-    let full = TestServer::start(
-        Server::new(Echo)
-            .name("full")
-            .configure(|o| {
-                o.max_connections = 1;
-                o.max_connections_retry_wait = Duration::from_millis(50);
-                o.max_connections_retry_count = 1;
-            })
-            .subscribe(MetricsRecorder::new()),
-    );
+    let full = echo_one_at_a_time("full", MetricsRecorder::new());
 
     let mut client = web.h1().await;
     for _ in 0..3 {

@@ -74,6 +74,22 @@ impl Drop for TestServer {
     }
 }
 
+/// An echo server named `name` on 127.0.0.1:0 that takes one connection at a time: a second
+/// waits once, 50 ms, for a place, then is refused (`MaxConnectionsExceeded`). `subscriber`
+/// sees its events too.
+pub fn echo_one_at_a_time(name: &str, subscriber: impl atoll::telemetry::Subscriber) -> TestServer {
+    TestServer::start(
+        Server::new(atoll::echo::Echo)
+            .name(name)
+            .configure(|o| {
+                o.max_connections = 1;
+                o.max_connections_retry_wait = Duration::from_millis(50);
+                o.max_connections_retry_count = 1;
+            })
+            .subscribe(subscriber),
+    )
+}
+
 /// Collects every event, in order.
 #[derive(Clone, Default)]
 pub struct Events(pub Arc<Mutex<Vec<Recorded>>>);
