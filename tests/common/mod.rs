@@ -268,6 +268,17 @@ impl Pki {
         }
     }
 
+    /// TLS options for a server with this PKI's server certificate that verifies client
+    /// certificates against its CA: `auth` says whether one is required or optional, and
+    /// `None` leaves the default (required).
+    pub fn verifying_clients(&self, auth: Option<atoll::ClientAuth>) -> atoll::TlsOptions {
+        let tls = atoll::TlsOptions::new(&self.server_cert, &self.server_key).client_ca(&self.ca);
+        match auth {
+            Some(auth) => tls.client_auth(auth),
+            None => tls,
+        }
+    }
+
     /// A TLS client trusting the test CA, optionally presenting a certificate.
     pub fn connector(
         &self,
