@@ -219,13 +219,14 @@ async fn the_admin_listener_answers_from_the_new_process_after_an_upgrade() {
     );
 
     let mut client = Client::h1(admin).await;
-    let live = client.get("/livez").await;
-    assert_eq!((live.status, live.text()), (StatusCode::OK, "ok\n".into()));
-    let ready = client.get("/readyz").await;
-    assert_eq!(
-        (ready.status, ready.text()),
-        (StatusCode::OK, "ready\n".into())
-    );
+    for (path, body) in [("/livez", "ok\n"), ("/readyz", "ready\n")] {
+        let r = client.get(path).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (StatusCode::OK, body),
+            "{path}"
+        );
+    }
     let mut web = Client::h1(web).await;
     assert_eq!(web.get("/health").await.status, StatusCode::OK);
 
