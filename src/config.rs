@@ -541,23 +541,34 @@ impl Config {
         found
     }
 
+    /// The resolved `[app]` values, in the order `atoll env` lists them: the application
+    /// environment's ([`AppEnv`]), then `drain_delay` in milliseconds (`"1500ms"`, which reads
+    /// back as the same duration). `atoll env` and `atoll env --find` both read this list.
+    fn app_values(&self) -> Vec<(&'static str, toml::Value)> {
+        let mut values = crate::setup::app_entries(&self.env);
+        let drain_delay = format!("{}ms", self.drain_delay.as_millis());
+        values.push(("drain_delay", toml::Value::String(drain_delay)));
+        values
+    }
+
     /// The resolved `[app]` value of `key`, when it is one of its keys.
     fn app_value(&self, key: &str) -> Option<toml::Value> {
-        let env = &self.env;
-        let path = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned());
-        Some(match key {
-            "name" => toml::Value::String(env.name.clone()),
-            "node" => toml::Value::String(env.node.clone()),
-            "home" => path(&env.home),
-            "data_dir" => path(&env.data_dir),
-            "log_dir" => path(&env.log_dir),
-            "priv_dir" => path(&env.priv_dir),
-            "log_max_size" => toml::Value::Integer(env.log_max_size.min(i64::MAX as u64) as i64),
-            "log_files" => toml::Value::Integer(env.log_files.into()),
-            "lib_dirs" => toml::Value::Array(env.lib_dirs.iter().map(|d| path(d)).collect()),
-            "drain_delay" => toml::Value::String(format!("{}ms", self.drain_delay.as_millis())),
-            _ => return None,
-        })
+        self.app_values()
+            .into_iter()
+            .find_map(|(k, value)| (k == key).then_some(value))
+    }
+
+    /// What `atoll env` prints: one `key = value` line per resolved `[app]` value (every key
+    /// of the table, set or not, `app.drain_delay` included), then one per `[vars]`
+    /// variable, as [`setup::describe`](crate::setup::describe) writes them.
+    pub fn describe(&self) -> String {
+        crate::setup::describe_entries(&self.app_values(), &self.vars)
+    }
+
+    /// What `atoll env --json` prints: `{"app": {...}, "vars": {...}}` with the same values
+    /// as [`describe`](Self::describe), pretty-printed, with a final line break.
+    pub fn describe_json(&self) -> String {
+        crate::setup::describe_entries_json(&self.app_values(), &self.vars)
     }
 
     /// Starts every listener on `registry`, in file order, each logging its events as

@@ -350,9 +350,9 @@ fn env(path: &Path, json: bool, find: Option<&str>) -> Result<(), Failure> {
         };
     }
     let text = if json {
-        atoll::setup::describe_json(&config.env, &config.vars)
+        config.describe_json()
     } else {
-        atoll::setup::describe(&config.env, &config.vars)
+        config.describe()
     };
     print(text)
 }

@@ -3,54 +3,15 @@
 
 mod common;
 
-use std::time::Duration;
-
 use ::http::StatusCode;
 use atoll::echo::Echo;
 use atoll::http::{Admin, Handlers, Health, HttpListener, Metrics, Readiness};
 use atoll::rpc::{Client, Ctx, Daemon, Protocol, Reply, Service};
 use atoll::telemetry::{EventKind, MetricsRecorder};
 use atoll::Server;
-use common::http::{self as web_client, HttpTest};
+use common::http::HttpTest;
+use common::prometheus::{scrape, value};
 use common::*;
-use prometheus_parse::{Sample, Scrape, Value};
-
-/// The metrics the admin listener shows now, parsed.
-async fn scrape(admin: &mut web_client::Client) -> Vec<Sample> {
-    let page = admin.get("/metrics").await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(
-        page.header("content-type")
-            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
-        "{:?}",
-        page.header("content-type")
-    );
-    let text = page.text();
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    Scrape::parse(lines)
-        .expect("Prometheus text format")
-        .samples
-}
-
-/// The value of the sample `name` whose labels include `labels`; 0 when there is none yet.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found = samples.iter().find(|s| {
-        s.metric == name
-            && labels
-                .iter()
-                .all(|(k, v)| s.labels.get(k).is_some_and(|l| l == *v))
-    });
-    match found.map(|s| &s.value) {
-        None => 0.0,
-        Some(Value::Counter(v) | Value::Gauge(v)) => *v,
-        // A histogram: how many samples, its `+Inf` bucket.
-        Some(Value::Histogram(buckets)) => buckets
-            .iter()
-            .find(|b| b.less_than.is_infinite())
-            .map_or(0.0, |b| b.count),
-        Some(other) => panic!("{name} is not a counter, gauge or histogram: {other:?}"),
-    }
-}
 
 fn admin() -> (Readiness, HttpTest) {
     let readiness = Readiness::new();
@@ -73,16 +34,7 @@ async fn metrics_move_with_traffic() {
             .name("echo")
             .subscribe(MetricsRecorder::new()),
     );
-    let full = TestServer::start(
-        Server::new(Echo)
-            .name("full")
-            .configure(|o| {
-                o.max_connections = 1;
-                o.max_connections_retry_wait = Duration::from_millis(50);
-                o.max_connections_retry_count = 1;
-            })
-            .subscribe(MetricsRecorder::new()),
-    );
+    let full = echo_one_at_a_time("full", MetricsRecorder::new());
 
     let mut client = web.h1().await;
     for _ in 0..3 {

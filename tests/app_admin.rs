@@ -1,6 +1,7 @@
 //! `atoll serve` with an admin listener: `/livez`, `/readyz` and `/metrics` (build info,
-//! reloads), and `[app] drain_delay`: on SIGTERM `/readyz` answers 503 at once while the
-//! other listeners still answer, then the process stops.
+//! reloads), `[app] drain_delay`: on SIGTERM `/readyz` answers 503 at once while the other
+//! listeners still answer, then the process stops; and an upgrade, after which the new
+//! process answers on the same port with its own counters.
 
 mod common;
 
@@ -11,8 +12,10 @@ use std::time::Instant;
 use ::http::StatusCode;
 use common::control::ctl;
 use common::http::Client;
-use common::process::Atoll;
+use common::process::{terminate, Atoll, Reaper};
+use common::prometheus::{sample, scrape, value};
 use common::{within, WAIT};
+use prometheus_parse::{Sample, Value};
 
 fn config(drain_delay: &str) -> String {
     format!(
@@ -151,4 +154,91 @@ async fn a_second_sigterm_cuts_the_delay_short() {
     .await
     .unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// `atoll upgrade --path BINARY`: the admin listener answers `/livez` and `/readyz` from the
+/// new process on the same port, and `/metrics` is the new process's. The upgrade is counted
+/// by the process it was asked of, which hands everything over and exits: once it has, no
+/// scrape of the admin port sees that count, not even one on a connection kept alive across
+/// the upgrade (it moves to the new process), and the new process starts its counters afresh,
+/// as Prometheus expects of a new process, without `atoll_upgrades_total` at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_from_the_new_process_after_an_upgrade() {
+    let Served {
+        _dir,
+        config,
+        mut atoll,
+        web,
+        admin,
+    } = serve("0s");
+    let reaper = Reaper::default();
+    reaper.add(atoll.pid());
+    let old_pid = atoll.pid();
+    let upgrades = |samples: &[Sample], outcome: &str| {
+        sample(samples, "atoll_upgrades_total", &[("outcome", outcome)]).map(|s| s.value.clone())
+    };
+
+    // A failed upgrade: the process that was asked goes on serving, and shows it.
+    ctl(&config, &["upgrade", "--path", "/no/such/atoll"]).fails();
+    let mut kept = Client::h1(admin).await;
+    let before = scrape(&mut kept).await;
+    assert_eq!(upgrades(&before, "failed"), Some(Value::Counter(1.0)));
+    assert_eq!(upgrades(&before, "ok"), None);
+
+    let binary = env!("CARGO_BIN_EXE_atoll");
+    let answer = ctl(&config, &["upgrade", "--path", binary, "--json"]).json();
+    let new_pid = answer["pid"].as_u64().expect("the new pid") as u32;
+    reaper.add(new_pid);
+    assert_eq!(answer["old_pid"], old_pid, "{answer}");
+    assert_ne!(new_pid, old_pid);
+    // The old process drains and exits: from then on, only the new one can answer.
+    let status = within(
+        "the old process to exit",
+        tokio::task::spawn_blocking(move || atoll.exited()),
+    )
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(ctl(&config, &["status", "--json"]).json()["pid"], new_pid);
+
+    // The scraper's kept-alive connection moved to the new process between two requests:
+    // its next scrape shows none of the old process's counts, neither the failed upgrade nor
+    // this one.
+    let moved = scrape(&mut kept).await;
+    assert_eq!(
+        value(
+            &moved,
+            "atoll_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(
+        sample(&moved, "atoll_upgrades_total", &[]).is_none(),
+        "{moved:?}"
+    );
+
+    let mut client = Client::h1(admin).await;
+    for (path, body) in [("/livez", "ok\n"), ("/readyz", "ready\n")] {
+        let r = client.get(path).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (StatusCode::OK, body),
+            "{path}"
+        );
+    }
+    let mut web = Client::h1(web).await;
+    assert_eq!(web.get("/health").await.status, StatusCode::OK);
+
+    // The new process counts from its start: the web request just made, and no upgrade.
+    let after = scrape(&mut client).await;
+    let ok = [("listener", "web"), ("status", "2xx")];
+    assert_eq!(value(&after, "atoll_http_requests_total", &ok), 1.0);
+    assert!(
+        sample(&after, "atoll_upgrades_total", &[]).is_none(),
+        "{after:?}"
+    );
+    // The new process is the one to stop now; the reaper kills it if this fails first.
+    drop((kept, client, web));
+    terminate(new_pid);
 }

@@ -6,7 +6,6 @@ mod common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use atoll::echo::Echo;
 use atoll::telemetry::{EventKind, MetricsRecorder};
@@ -166,16 +165,7 @@ async fn connection_metrics_reach_the_recorder() {
 #[tokio::test]
 async fn a_refusal_is_counted_with_its_reason() {
     let totals = totals();
-    let server = TestServer::start(
-        Server::new(Echo)
-            .name("full")
-            .configure(|o| {
-                o.max_connections = 1;
-                o.max_connections_retry_wait = Duration::from_millis(50);
-                o.max_connections_retry_count = 1;
-            })
-            .subscribe(MetricsRecorder::new()),
-    );
+    let server = echo_one_at_a_time("full", MetricsRecorder::new());
     let mut first = server.connect().await;
     assert_eq!(echo_roundtrip(&mut first, b"one").await, b"one");
     let mut second = server.connect().await;

@@ -53,6 +53,20 @@ fn proxied(change: impl FnOnce(&mut ServerOptions)) -> ServerOptions {
     o
 }
 
+/// A [`Peer`] server named `p` that requires a PROXY header, its options changed by `change`.
+fn peer_server(change: impl FnOnce(&mut ServerOptions)) -> TestServer {
+    TestServer::start(Server::new(Peer).name("p").options(proxied(change)))
+}
+
+/// A new connection to `server` that starts with a v1 header naming `client`.
+async fn connect_as(server: &TestServer, client: &str) -> TcpStream {
+    let mut c = server.connect().await;
+    c.write_all(&v1(client.parse().unwrap(), server.addr()))
+        .await
+        .unwrap();
+    c
+}
+
 fn v1(client: SocketAddr, to: SocketAddr) -> Vec<u8> {
     format!(
         "PROXY TCP4 {} {} {} {}\r\n",
@@ -119,7 +133,7 @@ async fn relay(target: SocketAddr) -> SocketAddr {
 
 #[tokio::test]
 async fn a_handler_sees_the_client_of_a_v1_or_v2_header() {
-    let server = TestServer::start(Server::new(Peer).name("p").options(proxied(|_| {})));
+    let server = peer_server(|_| {});
     let to = server.addr();
     for (version, header) in [
         ("v1", v1("192.0.2.10:51000".parse().unwrap(), to)),
@@ -152,9 +166,7 @@ async fn a_handler_sees_the_client_of_a_v1_or_v2_header() {
 
 #[tokio::test]
 async fn missing_bad_and_late_headers_are_refused_and_counted() {
-    let server = TestServer::start(Server::new(Peer).name("p").options(proxied(|o| {
-        o.proxy_header_timeout = Duration::from_millis(300)
-    })));
+    let server = peer_server(|o| o.proxy_header_timeout = Duration::from_millis(300));
     let cases: [(&str, &[u8]); 4] = [
         ("no header", b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"),
         ("a bad v1 header", b"PROXY TCP4 1.2.3.4 nonsense\r\n"),
@@ -191,22 +203,16 @@ async fn missing_bad_and_late_headers_are_refused_and_counted() {
     }
     // None of them counted as a connection that started; the listener still serves.
     assert_eq!(server.events.count(EventKind::ConnectionStart), 0);
-    let mut c = server.connect().await;
-    c.write_all(&v1("192.0.2.1:1000".parse().unwrap(), server.addr()))
-        .await
-        .unwrap();
+    let mut c = connect_as(&server, "192.0.2.1:1000").await;
     assert_eq!(line(&mut c).await, "192.0.2.1:1000");
 }
 
 #[tokio::test]
 async fn a_header_from_outside_the_trusted_networks_is_refused() {
-    let server = TestServer::start(Server::new(Peer).name("p").options(proxied(|o| {
+    let server = peer_server(|o| {
         o.proxy_trusted = vec!["10.0.0.0/8".parse().unwrap()];
-    })));
-    let mut c = server.connect().await;
-    c.write_all(&v1("192.0.2.1:1000".parse().unwrap(), server.addr()))
-        .await
-        .unwrap();
+    });
+    let mut c = connect_as(&server, "192.0.2.1:1000").await;
     assert!(closed(&mut c).await);
     server.events.wait_for(EventKind::ProxyHeaderError, 1).await;
     let e = server
@@ -219,23 +225,16 @@ async fn a_header_from_outside_the_trusted_networks_is_refused() {
     );
 
     // Loopback trusted: the same header is taken.
-    let server = TestServer::start(Server::new(Peer).name("p").options(proxied(|o| {
+    let server = peer_server(|o| {
         o.proxy_trusted = vec!["127.0.0.0/8".parse().unwrap()];
-    })));
-    let mut c = server.connect().await;
-    c.write_all(&v1("192.0.2.1:1000".parse().unwrap(), server.addr()))
-        .await
-        .unwrap();
+    });
+    let mut c = connect_as(&server, "192.0.2.1:1000").await;
     assert_eq!(line(&mut c).await, "192.0.2.1:1000");
 }
 
 #[tokio::test]
 async fn the_per_ip_limit_counts_clients_named_by_their_headers() {
-    let server = TestServer::start(
-        Server::new(Peer)
-            .name("p")
-            .options(proxied(|o| o.max_connections_per_ip = Some(2))),
-    );
+    let server = peer_server(|o| o.max_connections_per_ip = Some(2));
     let to = server.addr();
     let open = |ip: &'static str, port: u16| async move {
         let mut c = TcpStream::connect(to).await.unwrap();

@@ -12,7 +12,7 @@ use atoll::rpc::wire::{self, Decoder, ErrorBody, Hello, Kind};
 use atoll::rpc::{
     Client, ClientTls, Ctx, Daemon, DaemonHandle, Deferred, Protocol, Reply, RpcError, Service,
 };
-use atoll::{BoxError, ClientAuth, TlsOptions};
+use atoll::{BoxError, ClientAuth};
 use bytes::{BufMut, BytesMut};
 use common::*;
 use serde::{Deserialize, Serialize};
@@ -954,9 +954,8 @@ fn mtls_daemon(pki: &Pki) -> DaemonHandle {
 
 /// A daemon asking for client certificates signed by the test CA, with `auth`.
 fn tls_daemon(pki: &Pki, auth: ClientAuth) -> DaemonHandle {
-    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
-        .client_ca(&pki.ca)
-        .client_auth(auth)
+    let tls = pki
+        .verifying_clients(Some(auth))
         .load()
         .expect("the certificates load");
     Daemon::<TestService>::new(())

@@ -12,7 +12,7 @@ use atoll::rpc::{
     RpcError, Service, Supervise, Supervisor,
 };
 use atoll::telemetry::{Event, EventKind, Subscriber};
-use atoll::{BoxError, ErrorKind, Phase, Registry, TlsOptions};
+use atoll::{BoxError, ErrorKind, Phase, Registry};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -989,10 +989,7 @@ async fn a_daemon_started_in_a_registry_is_listed_as_rpc() {
 #[tokio::test]
 async fn over_tls_the_client_certificate_reaches_the_instance() {
     let pki = Pki::new();
-    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
-        .client_ca(&pki.ca)
-        .load()
-        .unwrap();
+    let tls = pki.verifying_clients(None).load().unwrap();
     let f = Fixture::start(|d| d.tls(tls));
     let connector = pki.connector(Some((&pki.client_cert, &pki.client_key)), &[]);
     let tcp = TcpStream::connect(f.addr()).await.unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use atoll::{Config, FoundKey};
 use common::control::ctl;
@@ -157,20 +157,25 @@ fn listener(name: &str) -> String {
     format!("[[listener]]\nname = \"{name}\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = 0\n")
 }
 
-#[test]
-fn include_merges_files_in_order_and_errors_name_the_included_file() {
+/// A new folder with an empty `conf.d` and an `atoll.toml` that includes `include` (the items
+/// of a TOML array) and has a listener of its own, `main`: the folder, kept while it lives, its
+/// path, and the config's.
+fn including(include: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let config = root.join("atoll.toml");
     std::fs::create_dir(root.join("conf.d")).unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "include = [\"conf.d/*.toml\", \"extra.toml\"]\n[app]\nnode = \"t\"\n{}",
-            listener("main")
-        ),
-    )
-    .unwrap();
+    let text = format!(
+        "include = [{include}]\n[app]\nnode = \"t\"\n{}",
+        listener("main")
+    );
+    std::fs::write(&config, text).unwrap();
+    (dir, root, config)
+}
+
+#[test]
+fn include_merges_files_in_order_and_errors_name_the_included_file() {
+    let (_dir, root, config) = including(r#""conf.d/*.toml", "extra.toml""#);
     std::fs::write(root.join("conf.d/20-b.toml"), listener("b")).unwrap();
     std::fs::write(
         root.join("conf.d/10-a.toml"),
@@ -225,18 +230,7 @@ fn include_merges_files_in_order_and_errors_name_the_included_file() {
 
 #[test]
 fn atoll_serve_starts_included_listeners_and_a_reload_adds_a_new_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().canonicalize().unwrap();
-    let config = root.join("atoll.toml");
-    std::fs::create_dir(root.join("conf.d")).unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "include = [\"conf.d/*.toml\"]\n[app]\nnode = \"t\"\n{}",
-            listener("main")
-        ),
-    )
-    .unwrap();
+    let (_dir, root, config) = including(r#""conf.d/*.toml""#);
     std::fs::write(root.join("conf.d/web.toml"), listener("one")).unwrap();
     let atoll = common::process::Atoll::serve(&config);
     let names: Vec<String> = atoll.listening(2).into_iter().map(|l| l.0).collect();

@@ -38,7 +38,8 @@ const CONFIG: &str = "[app]\nname = \"shop\"\nnode = \"n1\"\n\n[vars]\ncerts = \
 fn atoll_env_prints_the_resolved_environment() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().canonicalize().unwrap();
-    std::fs::write(home.join("atoll.toml"), CONFIG).unwrap();
+    let config = CONFIG.replace("node = \"n1\"\n", "node = \"n1\"\ndrain_delay = \"2s\"\n");
+    std::fs::write(home.join("atoll.toml"), config).unwrap();
     let (code, out, err) = atoll(&home, &["env"], None);
     assert_eq!(code, 0, "{err}");
     let h = home.display();
@@ -48,14 +49,47 @@ fn atoll_env_prints_the_resolved_environment() {
         format!("app.home = {h}"),
         format!("app.data_dir = {h}/data.n1"),
         format!("app.log_dir = {h}/log.n1"),
+        "app.drain_delay = 2000ms".to_owned(),
         format!("vars.certs = {h}/certs"),
     ] {
         assert!(out.lines().any(|l| l == line), "no `{line}` in:\n{out}");
     }
+    // Every `[app]` value is listed before the variables.
+    let keys: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").next()).collect();
+    assert_eq!(
+        keys,
+        [
+            "app.name",
+            "app.node",
+            "app.home",
+            "app.data_dir",
+            "app.log_dir",
+            "app.log_max_size",
+            "app.log_files",
+            "app.priv_dir",
+            "app.lib_dirs",
+            "app.drain_delay",
+            "vars.certs",
+        ],
+        "{out}"
+    );
     let (code, out, err) = atoll(&home, &["env", "--json"], None);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert!(v.to_string().contains("data.n1"), "{v}");
+    assert_eq!(v["app"]["drain_delay"], "2000ms", "{v}");
+    // `--find` gives the same value, by its key alone or with its table.
+    for key in ["drain_delay", "app.drain_delay"] {
+        let (code, out, err) = atoll(&home, &["env", "--find", key], None);
+        assert_eq!((code, out.as_str()), (0, "app = 2000ms\n"), "{err}");
+    }
+    let (code, out, err) = atoll(&home, &["env", "--find", "drain_delay", "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        v,
+        serde_json::json!([{ "owner": "app", "value": "2000ms" }])
+    );
 }
 
 #[test]

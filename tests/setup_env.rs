@@ -441,6 +441,18 @@ fn atoll_env_prints_what_the_config_resolves_to() {
             "vars": { "certs": "/usr/share/shop/certs" },
         })
     );
+    // `atoll env` prints the config's own: the same, and `drain_delay` after the others.
+    let text = format!("{APP}drain_delay = \"1s\"\n[vars]\ncerts = \"$PRIV_DIR/certs\"\n{ECHO}");
+    let c = parse(&text, &os()).unwrap();
+    assert_eq!(
+        c.describe(),
+        describe(&c.env, &c.vars).replace("\nvars.certs", "\napp.drain_delay = 1000ms\nvars.certs")
+    );
+    let json: serde_json::Value = serde_json::from_str(&c.describe_json()).unwrap();
+    let mut expected: serde_json::Value =
+        serde_json::from_str(&describe_json(&c.env, &c.vars)).unwrap();
+    expected["app"]["drain_delay"] = "1000ms".into();
+    assert_eq!(json, expected);
 }
 
 #[test]

@@ -33,10 +33,7 @@ impl Handler for WhoAmI {
 #[tokio::test]
 async fn client_certificate_required_and_verified() {
     let pki = Pki::new();
-    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
-        .client_ca(&pki.ca)
-        .load()
-        .unwrap();
+    let tls = pki.verifying_clients(None).load().unwrap();
     let server = TestServer::start(Server::new(WhoAmI).tls(tls));
 
     // A client with a certificate from the trusted CA gets through, and the handler sees it.
@@ -48,23 +45,12 @@ async fn client_certificate_required_and_verified() {
     within("read", s.read_to_string(&mut text)).await.ok();
     assert_eq!(text, "certs=1\n");
 
-    // Talks to the server and reads all it says: an error when the handshake is refused
-    // (TLS 1.3 clients learn it on their first read).
-    let server = &server;
-    let talk = |connector: tokio_rustls::TlsConnector| async move {
-        let mut s = connector
-            .connect(localhost(), server.connect().await)
-            .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
     // No certificate: refused.
     let bare = pki.connector(None, &[]);
-    assert!(within("bare client", talk(bare)).await.is_err());
+    assert!(within("bare client", talk(&server, bare)).await.is_err());
     // A certificate from another CA: refused too.
     let rogue = pki.connector(Some((&pki.rogue_cert, &pki.rogue_key)), &[]);
-    assert!(within("rogue client", talk(rogue)).await.is_err());
+    assert!(within("rogue client", talk(&server, rogue)).await.is_err());
     server.events.wait_for(EventKind::HandshakeError, 2).await;
 }
 
@@ -85,9 +71,8 @@ async fn talk(
 #[tokio::test]
 async fn optional_client_auth_sees_a_certificate_when_given_and_accepts_none() {
     let pki = Pki::new();
-    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
-        .client_ca(&pki.ca)
-        .client_auth(ClientAuth::Optional)
+    let tls = pki
+        .verifying_clients(Some(ClientAuth::Optional))
         .load()
         .unwrap();
     let server = TestServer::start(Server::new(WhoAmI).tls(tls));
@@ -117,9 +102,8 @@ async fn optional_client_auth_sees_a_certificate_when_given_and_accepts_none() {
 #[tokio::test]
 async fn optional_client_auth_echoes_for_clients_with_and_without_certificates() {
     let pki = Pki::new();
-    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
-        .client_ca(&pki.ca)
-        .client_auth(ClientAuth::Optional)
+    let tls = pki
+        .verifying_clients(Some(ClientAuth::Optional))
         .load()
         .unwrap();
     let server = TestServer::start(Server::new(Echo).tls(tls));
@@ -151,9 +135,8 @@ impl Resource for Who {
 #[tokio::test]
 async fn optional_client_auth_shows_https_requests_the_certificate_when_there_is_one() {
     let pki = Pki::new();
-    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
-        .client_ca(&pki.ca)
-        .client_auth(ClientAuth::Optional)
+    let tls = pki
+        .verifying_clients(Some(ClientAuth::Optional))
         .alpn(["http/1.1"])
         .load()
         .unwrap();
@@ -191,9 +174,8 @@ async fn optional_client_auth_shows_https_requests_the_certificate_when_there_is
 #[tokio::test]
 async fn required_client_auth_refuses_a_client_without_a_certificate() {
     let pki = Pki::new();
-    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
-        .client_ca(&pki.ca)
-        .client_auth(ClientAuth::Required)
+    let tls = pki
+        .verifying_clients(Some(ClientAuth::Required))
         .load()
         .unwrap();
     let server = TestServer::start(Server::new(WhoAmI).tls(tls));

@@ -1,7 +1,7 @@
 //! The application environment: what the process is told by the OS ([`OsEnv`]), what the
 //! config file's `[app]` table says ([`AppSettings`]), what they resolve to ([`AppEnv`], the
 //! log file's rotation limits included), the check that its directories are usable
-//! ([`AppEnv::verify_directories`]), and the text `atoll env` prints ([`describe`],
+//! ([`AppEnv::verify_directories`]), and the text `atoll env` prints of it ([`describe`],
 //! [`describe_json`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -404,24 +404,62 @@ impl std::error::Error for DirError {
 
 // ===== describe =====
 
-/// What `atoll env` prints: one `key = value` line per setting, named as in the config file
-/// (`app.name`, ..., `app.log_max_size` in bytes, ..., `app.lib_dirs` colon-separated, then
-/// `vars.NAME` for each user variable). A value that would not read back as one line (a line
-/// break, a control character, spaces at either end) is printed as a quoted JSON string.
+/// The resolved values of `env`, keyed and in the order `atoll env` lists them (the `[app]`
+/// keys), as the config file would write them: paths as strings, sizes and counts as
+/// integers, `lib_dirs` as an array. [`Config`](crate::Config) adds the `[app]` values it
+/// reads itself (`drain_delay`), so that `atoll env` and `atoll env --find` list the same.
+pub(crate) fn app_entries(env: &AppEnv) -> Vec<(&'static str, toml::Value)> {
+    let path = |p: &Path| toml::Value::String(path_text(p));
+    vec![
+        ("name", toml::Value::String(env.name.clone())),
+        ("node", toml::Value::String(env.node.clone())),
+        ("home", path(&env.home)),
+        ("data_dir", path(&env.data_dir)),
+        ("log_dir", path(&env.log_dir)),
+        (
+            "log_max_size",
+            toml::Value::Integer(env.log_max_size.min(i64::MAX as u64) as i64),
+        ),
+        ("log_files", toml::Value::Integer(env.log_files.into())),
+        ("priv_dir", path(&env.priv_dir)),
+        (
+            "lib_dirs",
+            toml::Value::Array(env.lib_dirs.iter().map(|d| path(d)).collect()),
+        ),
+    ]
+}
+
+/// What `atoll env` prints for `env` alone: one `key = value` line per setting, named as in
+/// the config file (`app.name`, ..., `app.log_max_size` in bytes, ..., `app.lib_dirs`
+/// colon-separated, then `vars.NAME` for each user variable). A value that would not read
+/// back as one line (a line break, a control character, spaces at either end) is printed as a
+/// quoted JSON string. `atoll env` prints [`Config::describe`](crate::Config::describe),
+/// which adds the `[app]` values that are not part of [`AppEnv`] (`app.drain_delay`).
 pub fn describe(env: &AppEnv, vars: &BTreeMap<String, String>) -> String {
-    let lib_dirs: Vec<String> = env.lib_dirs.iter().map(|d| path_text(d)).collect();
-    let mut lines: Vec<(String, String)> = vec![
-        ("app.name".into(), env.name.clone()),
-        ("app.node".into(), env.node.clone()),
-        ("app.home".into(), path_text(&env.home)),
-        ("app.data_dir".into(), path_text(&env.data_dir)),
-        ("app.log_dir".into(), path_text(&env.log_dir)),
-        ("app.log_max_size".into(), env.log_max_size.to_string()),
-        ("app.log_files".into(), env.log_files.to_string()),
-        ("app.priv_dir".into(), path_text(&env.priv_dir)),
-        ("app.lib_dirs".into(), lib_dirs.join(":")),
-    ];
-    lines.extend(vars.iter().map(|(k, v)| (format!("vars.{k}"), v.clone())));
+    describe_entries(&app_entries(env), vars)
+}
+
+/// [`describe`] over `[app]` entries as [`app_entries`] gives them.
+pub(crate) fn describe_entries(
+    app: &[(&str, toml::Value)],
+    vars: &BTreeMap<String, String>,
+) -> String {
+    let text = |value: &toml::Value| match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map_or_else(|| item.to_string(), str::to_owned)
+            })
+            .collect::<Vec<_>>()
+            .join(":"),
+        other => other.to_string(),
+    };
+    let lines = app
+        .iter()
+        .map(|(key, value)| (format!("app.{key}"), text(value)))
+        .chain(vars.iter().map(|(k, v)| (format!("vars.{k}"), v.clone())));
     let mut out = String::new();
     for (key, value) in lines {
         let plain = !value.chars().any(char::is_control) && value.trim() == value;
@@ -435,23 +473,26 @@ pub fn describe(env: &AppEnv, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// What `atoll env --json` prints: `{"app": {"name": ..., "lib_dirs": [...]}, "vars": {...}}`,
-/// pretty-printed, with a final line break.
+/// What `atoll env --json` prints for `env` alone: `{"app": {"name": ..., "lib_dirs": [...]},
+/// "vars": {...}}`, pretty-printed, with a final line break. `atoll env --json` prints
+/// [`Config::describe_json`](crate::Config::describe_json), which adds `drain_delay`.
 pub fn describe_json(env: &AppEnv, vars: &BTreeMap<String, String>) -> String {
-    let value = serde_json::json!({
-        "app": {
-            "name": env.name,
-            "node": env.node,
-            "home": path_text(&env.home),
-            "data_dir": path_text(&env.data_dir),
-            "log_dir": path_text(&env.log_dir),
-            "log_max_size": env.log_max_size,
-            "log_files": env.log_files,
-            "priv_dir": path_text(&env.priv_dir),
-            "lib_dirs": env.lib_dirs.iter().map(|d| path_text(d)).collect::<Vec<_>>(),
-        },
-        "vars": vars,
-    });
+    describe_entries_json(&app_entries(env), vars)
+}
+
+/// [`describe_json`] over `[app]` entries as [`app_entries`] gives them.
+pub(crate) fn describe_entries_json(
+    app: &[(&str, toml::Value)],
+    vars: &BTreeMap<String, String>,
+) -> String {
+    let app: serde_json::Map<String, serde_json::Value> = app
+        .iter()
+        .map(|(key, value)| {
+            let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+            ((*key).to_owned(), value)
+        })
+        .collect();
+    let value = serde_json::json!({ "app": app, "vars": vars });
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text

@@ -1,7 +1,8 @@
 //! The application environment and variables in config strings, as Erlang's `setup` gives
 //! them: the app's name, node name and directories ([`AppEnv`]), checked at start
 //! ([`AppEnv::verify_directories`]), and `$HOME`-style variables expanded in every string of
-//! the config file ([`Variables`]). `atoll env` prints the result ([`describe`]).
+//! the config file ([`Variables`]). `atoll env` prints the result ([`describe`], with the
+//! `[app]` values [`Config`](crate::Config) reads itself: [`Config::describe`](crate::Config::describe)).
 //!
 //! # In the config file
 //!
@@ -61,6 +62,7 @@ mod env;
 mod expand;
 pub mod versions;
 
+pub(crate) use env::{app_entries, describe_entries, describe_entries_json};
 pub use env::{
     describe, describe_json, verify_dir, AppEnv, AppSettings, DirError, DirProblem, OsEnv,
     DATA_DIR_VAR, HOME_VAR, LIB_DIR_VARS, LOG_DIR_VAR,

@@ -38,6 +38,14 @@ use super::{Event, EventKind, Subscriber};
 /// The `atoll` binary adds `atoll_build_info{version}` (always 1), `atoll_reloads_total{outcome}`
 /// and `atoll_upgrades_total{outcome}` (`ok` or `failed`), which have no listener label.
 ///
+/// Like every counter, these count from the process's start. `atoll_upgrades_total` is
+/// counted by the process an upgrade was asked of: a `failed` one by the process that goes on
+/// serving, where `/metrics` shows it; an `ok` one as that process hands its listeners over
+/// to the new process and exits. From then on the admin port (its kept-alive connections
+/// included, which move) answers from the new process, which starts without the series: a
+/// successful upgrade shows, as any new process does, as counters starting again, which
+/// Prometheus's `rate()` and `increase()` take as a reset.
+///
 /// Bytes are counted from a connection's statistics when it ends, not at every read and write,
 /// so that the per-read path pays nothing: a long-lived connection's bytes show when it
 /// closes.
@@ -171,7 +179,12 @@ impl MetricsRecorder {
             "Always 1; the version label says which atoll runs."
         );
         describe_counter!("atoll_reloads_total", "Config reloads, by outcome.");
-        describe_counter!("atoll_upgrades_total", "Live upgrades, by outcome.");
+        describe_counter!(
+            "atoll_upgrades_total",
+            "Live upgrades asked of this process, by outcome. A failed one is counted by the \
+             process that goes on serving; an ok one by the old process as it hands over and \
+             exits, so the new process, which answers from then on, starts without it."
+        );
     }
 
     /// Records an event of a listener other than the first this recorder saw, or the first

@@ -18,6 +18,7 @@ pub mod h2load;
 pub mod http;
 pub mod kv_load;
 pub mod process;
+pub mod prometheus;
 pub mod rng;
 
 /// Every wait in a test is bounded by this, so a hang fails fast.
@@ -71,6 +72,22 @@ impl Drop for TestServer {
             });
         }
     }
+}
+
+/// An echo server named `name` on 127.0.0.1:0 that takes one connection at a time: a second
+/// waits once, 50 ms, for a place, then is refused (`MaxConnectionsExceeded`). `subscriber`
+/// sees its events too.
+pub fn echo_one_at_a_time(name: &str, subscriber: impl atoll::telemetry::Subscriber) -> TestServer {
+    TestServer::start(
+        Server::new(atoll::echo::Echo)
+            .name(name)
+            .configure(|o| {
+                o.max_connections = 1;
+                o.max_connections_retry_wait = Duration::from_millis(50);
+                o.max_connections_retry_count = 1;
+            })
+            .subscribe(subscriber),
+    )
 }
 
 /// Collects every event, in order.
@@ -248,6 +265,17 @@ impl Pki {
             rogue_cert: write("rogue.pem", rogue_cert),
             rogue_key: write("rogue-key.pem", rogue_key),
             dir,
+        }
+    }
+
+    /// TLS options for a server with this PKI's server certificate that verifies client
+    /// certificates against its CA: `auth` says whether one is required or optional, and
+    /// `None` leaves the default (required).
+    pub fn verifying_clients(&self, auth: Option<atoll::ClientAuth>) -> atoll::TlsOptions {
+        let tls = atoll::TlsOptions::new(&self.server_cert, &self.server_key).client_ca(&self.ca);
+        match auth {
+            Some(auth) => tls.client_auth(auth),
+            None => tls,
         }
     }
 
