@@ -671,3 +671,81 @@ async fn offers_declined_or_compression_off_run_uncompressed() {
     let (first, payload) = server_frame(&mut s).await;
     assert_eq!((first, payload), (0x81, text.into_bytes()));
 }
+
+// ===== over HTTP/2 (RFC 8441's extended CONNECT) =====
+
+/// An HTTP/2 connection (prior knowledge) to `addr`, once the server's SETTINGS, which
+/// allow extended CONNECT, have arrived; and a WebSocket opened on it at `/ws`.
+async fn h2_websocket(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    addr: SocketAddr,
+) -> Client<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    let response = within("the 200", async {
+        loop {
+            let mut req = http::Request::builder()
+                .method(http::Method::CONNECT)
+                .version(http::Version::HTTP_2)
+                .uri(format!("http://{addr}/ws"))
+                .header("sec-websocket-version", "13")
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            req.extensions_mut()
+                .insert(hyper::ext::Protocol::from_static("websocket"));
+            match send.send_request(req).await {
+                Ok(r) => return r,
+                // The server's SETTINGS, which allow it, are not in yet.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(response.status(), 200);
+    let upgraded = within("the stream", hyper::upgrade::on(response))
+        .await
+        .unwrap();
+    WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn websockets_over_http2_share_a_connection_and_hear_1001_at_a_stop() {
+    let echo = Echo::default();
+    let t = server(route(&echo));
+    let tcp = within("connect", TcpStream::connect(t.addr()))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut a = h2_websocket(&mut send, t.addr()).await;
+    let mut b = h2_websocket(&mut send, t.addr()).await;
+    a.send(Message::text("over h2")).await.unwrap();
+    b.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(next(&mut a).await, Message::text("over h2"));
+    assert_eq!(next(&mut b).await, Message::binary(vec![1u8, 2, 3]));
+    // A message over the route's limit closes that stream's WebSocket alone.
+    a.send(Message::binary(vec![0u8; 2000])).await.unwrap();
+    assert_eq!(close_of(&mut a).await.0, 1009);
+    drop(a);
+    b.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next(&mut b).await, Message::text("still here"));
+    // A stop: the handler's last word, then 1001.
+    let handle = t.handle.clone();
+    let stopping = tokio::spawn(async move { handle.stop(WAIT).await });
+    assert_eq!(next(&mut b).await, Message::text("bye"));
+    assert_eq!(close_of(&mut b).await, (1001, "server stopping".into()));
+    // This read sends the client's close frame back; the stream then ends.
+    let end = within("the end", b.next()).await;
+    assert!(end.is_none(), "{end:?}");
+    within("the stop", stopping).await.unwrap();
+    let closes = closes_seen(&echo.closes, 2).await;
+    assert!(closes.contains(&(1001, "server stopping".into())), "{closes:?}");
+}

@@ -298,6 +298,8 @@ fn http1_builder(opts: &HttpOptions, vectored: bool) -> http1::Builder {
 fn http2_builder(opts: &HttpOptions) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(opts.max_header_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(opts.max_header_size).unwrap_or(u32::MAX))
+        // Extended CONNECT (RFC 8441): WebSocket routes over HTTP/2.
+        .enable_connect_protocol();
     b
 }

@@ -31,6 +31,7 @@ use super::request::{find_header, Request};
 use super::request_body::{read_whole, TimedBody};
 use super::request_rules::{self, Refused};
 use super::router::{Found, Router};
+use super::websocket::io::Link;
 use super::websocket::session::Upgrade;
 use crate::connections::Slot;
 use crate::shared::Shared;
@@ -100,11 +101,16 @@ impl hyper::service::Service<http::Request<Incoming>> for HttpService {
                 let endpoint = endpoint.clone();
                 let path_info = rest.to_owned();
                 drop(cache);
-                let (parts, body) = req.into_parts();
+                let (mut parts, body) = req.into_parts();
                 if !body.is_end_stream() {
                     let request = self.request(parts, bindings, path_info);
                     self.with_body(endpoint, request, body)
                 } else if parts.version >= http::Version::HTTP_2 {
+                    if parts.method == http::Method::CONNECT {
+                        // An extended CONNECT may open a WebSocket on this connection.
+                        let link = Link::of_stream(self.slot.clone(), self.server.clone());
+                        parts.extensions.insert(link);
+                    }
                     // Each HTTP/2 request runs on a task of its own, in parallel with the
                     // connection's others: its future goes there whole.
                     Inner::Waiting(endpoint.call(self.request(parts, bindings, path_info), None))
@@ -354,6 +360,14 @@ impl Future for Answer {
             self.activity.switched(session.and_then(|u| u.take()));
             // The connection is the new protocol's now: no `connection: close`.
             self.close = false;
+        } else if response.status() == StatusCode::OK && !response.extensions().is_empty() {
+            // An HTTP/2 stream a WebSocket route opened (RFC 8441): it runs beside the
+            // connection's other streams, on a task of its own.
+            if let Some(session) = response.extensions_mut().remove::<Upgrade>() {
+                if let Some(session) = session.take() {
+                    tokio::spawn(session.run());
+                }
+            }
         }
         if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
             if let Some(logs) = self.activity.failure_logs() {

@@ -257,12 +257,7 @@ pub trait Handler: Clone + Send + 'static {
     /// closes the connection and is logged.
     /// Default is a clone of the initial handler when the state is empty, an error otherwise.
     fn restore(&self, state: &[u8]) -> Result<Self, BoxError> {
-        match state.is_empty() {
-            true => Ok(self.clone()),
-            false => {
-                Err("this handler does not implement `restore`, and the state is not empty".into())
-            }
-        }
+        restore_unless_state(self, state)
     }
 
     /// Nothing arrived within the read timeout. Default is [`Action::Close`].
@@ -277,5 +272,16 @@ pub trait Handler: Clone + Send + 'static {
     fn take_over(self, socket: Socket) -> impl Future<Output = Result<(), BoxError>> + Send {
         drop(socket);
         async { Err("this handler answered TakeOver but does not implement take_over".into()) }
+    }
+}
+
+/// The default `restore` of the handler traits: a clone of the initial handler when the
+/// state is empty, an error otherwise.
+pub(crate) fn restore_unless_state<H: Clone>(initial: &H, state: &[u8]) -> Result<H, BoxError> {
+    match state.is_empty() {
+        true => Ok(initial.clone()),
+        false => {
+            Err("this handler does not implement `restore`, and the state is not empty".into())
+        }
     }
 }

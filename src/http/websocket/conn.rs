@@ -11,14 +11,13 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::gate::Gate;
 use super::groups::Groups;
+use super::io::WsIo;
 use super::message::WsMessage;
 use crate::addr::Addr;
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::activity::Watched;
-use crate::socket::Socket;
 
 /// The framed connection.
-pub(crate) type WsStream = WebSocketStream<Gate<Watched<Socket>>>;
+pub(crate) type WsStream = WebSocketStream<Gate<WsIo>>;
 
 /// What other tasks (a [`WsSender`], a broadcast) ask a connection to do.
 #[derive(Debug)]

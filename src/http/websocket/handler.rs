@@ -191,12 +191,7 @@ pub trait WebSocketHandler: Clone + Send + Sync + 'static {
     /// first process). An error closes the connection with 1001 and is logged.
     /// Default is a clone of the initial handler when the state is empty, an error otherwise.
     fn restore(&self, state: &[u8]) -> Result<Self, BoxError> {
-        match state.is_empty() {
-            true => Ok(self.clone()),
-            false => {
-                Err("this handler does not implement `restore`, and the state is not empty".into())
-            }
-        }
+        crate::handler::restore_unless_state(self, state)
     }
 
     /// The connection ended, with the code that closed it: the peer's (1005 when its close

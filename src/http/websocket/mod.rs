@@ -9,6 +9,16 @@
 //! payload is read. The route adds the codes of a peer at fault (1002 protocol, 1007 invalid
 //! UTF-8, 1009 over a limit), keepalive pings, a read deadline, and 1001 at a stop.
 //!
+//! # Over HTTP/2
+//!
+//! HTTP listeners announce extended CONNECT (RFC 8441), so a client that already speaks
+//! HTTP/2 to the listener (browsers do over TLS) opens its WebSockets as streams of that
+//! connection: `CONNECT` with `:protocol websocket` is answered 200, and the stream carries
+//! the frames. Such a WebSocket runs on a task of its own beside the connection's other
+//! streams, with the same callbacks, limits and compression; at a stop it hears 1001 like any
+//! other. It cannot move at an upgrade (the stream belongs to an HTTP/2 connection, which
+//! drains): it gets 1001.
+//!
 //! # Compression
 //!
 //! permessage-deflate (RFC 7692) is taken when the client offers it (browsers do), unless
@@ -60,10 +70,6 @@
 //!
 //! # What is not there
 //!
-//! - HTTP/2's extended CONNECT (RFC 8441): not served yet. hyper's server can announce it,
-//!   but a session runs on its connection's own socket, and an HTTP/2 stream is not one.
-//!   Browsers then open their WebSockets over HTTP/1.1 (with TLS, on a connection of their
-//!   own).
 //! - A mounted service's (an axum `Router`'s) own WebSocket routes work, but their
 //!   connections run on the service's tasks: the listener's stop does not send them 1001.
 //!
@@ -84,6 +90,7 @@ mod deflate;
 mod gate;
 mod groups;
 mod handler;
+pub(crate) mod io;
 mod message;
 pub(crate) mod moving;
 mod route;

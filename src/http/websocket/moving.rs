@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conn::{ConnState, Outgoing, WsStream};
 use super::handler::close_code;
+use super::io::WsIo;
 use crate::error::BoxError;
 use crate::handle::ServerHandle;
 use crate::http::listener::HttpShared;
@@ -100,8 +101,13 @@ pub(crate) async fn leave(
         conn.groups.leave(group, conn.id);
     }
     let gate = ws.get_mut();
+    if !matches!(gate.inner, WsIo::Socket(_)) {
+        return Err("not a socket of its own");
+    }
     let ahead = gate.take_unread();
-    let watched = &mut gate.inner;
+    let WsIo::Socket(watched) = &mut gate.inner else {
+        return Err("not a socket of its own");
+    };
     // Bytes hyper read past the opening request that the gate has not read yet come after
     // what the gate holds.
     let unread = match watched.prefix.is_empty() {

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::deflate::{self, DEFAULT_COMPRESS_MIN_SIZE};
 use super::groups::Groups;
 use super::handler::WebSocketHandler;
+use super::io::Link;
 use super::moving::{Arrived, Opened, Travel};
 use super::session::{Live, Resumed, Upgrade};
 use crate::error::BoxError;
@@ -218,9 +219,23 @@ impl<H: WebSocketHandler> WebSocket<H> {
     }
 
     async fn upgrade(&self, req: &mut Request) -> Response<Body> {
-        if let Err(code) = check_handshake(&req.parts.method, req.parts.version, &req.parts.headers)
-        {
-            return refusal(code);
+        let h2 = req.parts.version == http::Version::HTTP_2;
+        let checked = match h2 {
+            true => check_extended_connect(&req.parts),
+            false => check_handshake(&req.parts.method, req.parts.version, &req.parts.headers),
+        };
+        if let Err(code) = checked {
+            return match h2 {
+                false => refusal(code),
+                true => {
+                    let mut r = status(code);
+                    if code == StatusCode::METHOD_NOT_ALLOWED {
+                        let allow = HeaderValue::from_static("CONNECT");
+                        r.headers_mut().insert(header::ALLOW, allow);
+                    }
+                    r
+                }
+            };
         }
         if !self.opts.origins.is_empty() && !origin_allowed(&self.opts.origins, req.headers()) {
             return status(StatusCode::FORBIDDEN);
@@ -242,20 +257,28 @@ impl<H: WebSocketHandler> WebSocket<H> {
         let Some(on_upgrade) = req.parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
             return refusal(StatusCode::UPGRADE_REQUIRED);
         };
-        let key = req
-            .parts
-            .headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .map(|k| derive_accept_key(k.as_bytes()))
-            .unwrap_or_default();
-        let Ok(accept) = HeaderValue::try_from(key) else {
-            return status(StatusCode::BAD_REQUEST);
+        // HTTP/2 (RFC 8441): 200 opens the stream; there is no key to answer.
+        let mut response = match h2 {
+            true => status(StatusCode::OK),
+            false => {
+                let key = req
+                    .parts
+                    .headers
+                    .get(header::SEC_WEBSOCKET_KEY)
+                    .map(|k| derive_accept_key(k.as_bytes()))
+                    .unwrap_or_default();
+                let Ok(accept) = HeaderValue::try_from(key) else {
+                    return status(StatusCode::BAD_REQUEST);
+                };
+                let mut response = status(StatusCode::SWITCHING_PROTOCOLS);
+                let h = response.headers_mut();
+                h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+                response
+            }
         };
-        let mut response = status(StatusCode::SWITCHING_PROTOCOLS);
         let h = response.headers_mut();
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         let deflate = match self.opts.compression {
             true => deflate::negotiate(&req.parts.headers),
             false => None,
@@ -284,6 +307,7 @@ impl<H: WebSocketHandler> WebSocket<H> {
             handler,
             opts: self.opts.clone(),
             opened,
+            stream_of: req.parts.extensions.remove::<Link>(),
         };
         response
             .extensions_mut()
@@ -370,6 +394,27 @@ pub(crate) fn check_handshake(
     let decoded = key.and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok());
     if decoded.map(|k| k.len()) != Some(16) {
         return Err(StatusCode::BAD_REQUEST);
+    }
+    Ok(())
+}
+
+/// RFC 8441 section 5: what an extended CONNECT opening a WebSocket over HTTP/2 must hold,
+/// or the status refusing it.
+pub(crate) fn check_extended_connect(parts: &http::request::Parts) -> Result<(), StatusCode> {
+    if parts.method != Method::CONNECT {
+        return Err(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let protocol = parts.extensions.get::<hyper::ext::Protocol>();
+    if protocol.map(|p| p.as_str()) != Some("websocket") {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    if parts
+        .headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(StatusCode::UPGRADE_REQUIRED);
     }
     Ok(())
 }

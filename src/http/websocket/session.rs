@@ -20,6 +20,7 @@ use super::conn::{ConnState, Outgoing, WsConn, WsStream};
 use super::deflate::{self, InflateError};
 use super::gate::{Arrival, Gate};
 use super::handler::{close_code, WebSocketHandler, WsAction};
+use super::io::{Link, WsIo};
 use super::moving::{self, Arrived, Opened};
 use super::route::WsOptions;
 use crate::http::activity::{Activity, Watched};
@@ -55,6 +56,9 @@ pub(crate) struct Live<H> {
     pub(crate) handler: H,
     pub(crate) opts: Arc<WsOptions>,
     pub(crate) opened: Opened,
+    /// The HTTP/2 connection of an extended CONNECT; `None` for an HTTP/1.1 upgrade, whose
+    /// socket says it all.
+    pub(crate) stream_of: Option<Link>,
 }
 
 impl<H: WebSocketHandler> Session for Live<H> {
@@ -65,10 +69,22 @@ impl<H: WebSocketHandler> Session for Live<H> {
                 handler,
                 opts,
                 opened,
+                stream_of,
             } = *self;
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
+            if let Some(link) = stream_of {
+                // One stream of an HTTP/2 connection.
+                let io = WsIo::Stream(TokioIo::new(upgraded));
+                let ws = WebSocketStream::from_raw_socket(
+                    gate(io, &opened),
+                    Role::Server,
+                    Some(opts.config()),
+                )
+                .await;
+                return drive(ws, handler, &opts, opened, link, None).await;
+            }
             // The socket itself, not hyper's box around it: reads and writes go straight to
             // it, and the listener's stop reaches the connection through it.
             let Ok(parts) = upgraded.downcast::<TokioIo<Watched<Socket>>>() else {
@@ -84,13 +100,14 @@ impl<H: WebSocketHandler> Session for Live<H> {
                     Bytes::from([&parts.read_buf[..], &watched.prefix[..]].concat())
                 };
             }
+            let link = Link::of(&watched.inner);
             let ws = WebSocketStream::from_raw_socket(
-                gate(watched, &opened),
+                gate(WsIo::Socket(watched), &opened),
                 Role::Server,
                 Some(opts.config()),
             )
             .await;
-            drive(ws, handler, &opts, opened, None).await;
+            drive(ws, handler, &opts, opened, link, None).await;
         })
     }
 }
@@ -120,15 +137,16 @@ impl<H: WebSocketHandler> Arrived for Resumed<H> {
             // No HTTP timer runs on it: the activity only follows its reads and writes.
             let activity = Arc::new(Activity::new());
             activity.begin();
+            let link = Link::of(&socket);
             let mut watched = Watched::new(socket, activity, usize::MAX);
             watched.prefix = unread;
             let ws = WebSocketStream::from_raw_socket(
-                gate(watched, &opened),
+                gate(WsIo::Socket(watched), &opened),
                 Role::Server,
                 Some(opts.config()),
             )
             .await;
-            drive(ws, handler, &opts, opened, Some(groups)).await;
+            drive(ws, handler, &opts, opened, link, Some(groups)).await;
         })
     }
 }
@@ -164,22 +182,22 @@ async fn drive<H: WebSocketHandler>(
     mut handler: H,
     opts: &WsOptions,
     opened: Opened,
+    link: Link,
     resumed: Option<Vec<String>>,
 ) {
-    let socket = &ws.get_ref().inner.inner;
-    let stopping = socket.stopping();
-    let shutdown_timeout = socket.conn.shared.opts.shutdown_timeout;
+    let stopping = link.stopping();
+    let shutdown_timeout = link.shared.opts.shutdown_timeout;
     // Where the connection goes when the listener stops, if it can move: read only then.
-    let shared = socket.can_move().then(|| socket.conn.shared.clone());
+    let shared = link.movable.then(|| link.shared.clone());
     let mut state = ConnState {
         queue: None,
         queue_len: opts.send_queue,
         groups: opts.groups.clone(),
         joined: Vec::new(),
-        id: socket.id(),
-        peer: socket.peer_addr().clone(),
-        secure: socket.is_secure(),
-        send_timeout: socket.conn.shared.opts.send_timeout,
+        id: link.id(),
+        peer: link.peer().clone(),
+        secure: link.secure,
+        send_timeout: link.shared.opts.send_timeout,
         stalled: false,
         compress_from: opened.deflate.then_some(opts.compress_min_size),
     };
@@ -369,10 +387,10 @@ async fn drain<H: WebSocketHandler>(
 
 /// What tungstenite reads through: the socket cut at frame ends, taking compressed messages
 /// in when the connection negotiated permessage-deflate.
-fn gate(watched: Watched<Socket>, opened: &Opened) -> Gate<Watched<Socket>> {
+fn gate(io: WsIo, opened: &Opened) -> Gate<WsIo> {
     match opened.deflate {
-        true => Gate::new(watched).inflate(),
-        false => Gate::new(watched),
+        true => Gate::new(io).inflate(),
+        false => Gate::new(io),
     }
 }
 

@@ -1,0 +1,141 @@
+//! What a WebSocket session reads and writes through: the connection's own socket (after an
+//! HTTP/1.1 upgrade), or one stream of an HTTP/2 connection (after an extended CONNECT,
+//! RFC 8441), and what it needs to know of the connection it runs on ([`Link`]).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::addr::Addr;
+use crate::connections::Slot;
+use crate::http::activity::Watched;
+use crate::shared::Shared;
+use crate::socket::Socket;
+
+/// The bytes under the framing.
+#[derive(Debug)]
+pub(crate) enum WsIo {
+    /// The socket itself, which can move to another process.
+    Socket(Watched<Socket>),
+    /// An HTTP/2 stream, on a connection that goes on serving other streams.
+    Stream(TokioIo<Upgraded>),
+}
+
+/// The connection a session runs on: its entry, its listener, and how it is carried.
+#[derive(Clone)]
+pub(crate) struct Link {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) secure: bool,
+    /// Whether the connection can move to another process (plain TCP, the socket its own).
+    pub(crate) movable: bool,
+}
+
+impl Link {
+    pub(crate) fn of(socket: &Socket) -> Link {
+        Link {
+            slot: socket.conn.slot.clone(),
+            shared: socket.conn.shared.clone(),
+            secure: socket.is_secure(),
+            movable: socket.can_move(),
+        }
+    }
+
+    /// An HTTP/2 connection's, for a stream on it: it never moves.
+    pub(crate) fn of_stream(slot: Arc<Slot>, shared: Arc<Shared>) -> Link {
+        Link {
+            secure: shared.tls.is_some(),
+            slot,
+            shared,
+            movable: false,
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.slot.id
+    }
+
+    pub(crate) fn peer(&self) -> &Addr {
+        self.slot.peer()
+    }
+
+    /// Resolves once the listener asks the connection to stop.
+    pub(crate) fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let slot = self.slot.clone();
+        async move { slot.stopped().await }
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("id", &self.slot.id)
+            .field("secure", &self.secure)
+            .field("movable", &self.movable)
+            .finish()
+    }
+}
+
+impl AsyncRead for WsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Socket(s) => Pin::new(s).poll_read(cx, buf),
+            WsIo::Stream(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Socket(s) => Pin::new(s).poll_write(cx, data),
+            WsIo::Stream(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Socket(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            WsIo::Stream(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WsIo::Socket(s) => s.is_write_vectored(),
+            WsIo::Stream(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Socket(s) => Pin::new(s).poll_flush(cx),
+            WsIo::Stream(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Socket(s) => Pin::new(s).poll_shutdown(cx),
+            WsIo::Stream(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
