@@ -747,5 +747,8 @@ async fn websockets_over_http2_share_a_connection_and_hear_1001_at_a_stop() {
     assert!(end.is_none(), "{end:?}");
     within("the stop", stopping).await.unwrap();
     let closes = closes_seen(&echo.closes, 2).await;
-    assert!(closes.contains(&(1001, "server stopping".into())), "{closes:?}");
+    assert!(
+        closes.contains(&(1001, "server stopping".into())),
+        "{closes:?}"
+    );
 }

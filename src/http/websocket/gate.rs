@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -199,18 +200,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
             }
             return Poll::Ready(Ok(()));
         }
-        let mut space = [0u8; READ_AHEAD];
-        let mut read = ReadBuf::new(&mut space);
+        // Not zeroed first: a read that finds nothing (every other one) would pay for 4 KiB.
+        let mut space = [MaybeUninit::<u8>::uninit(); READ_AHEAD];
+        let mut read = ReadBuf::uninit(&mut space);
         if let Err(e) = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read)) {
             return Poll::Ready(Err(e));
         }
-        let got = read.filled().len();
-        let room = got.min(buf.remaining());
-        buf.put_slice(&space[..room]);
+        let got = read.filled();
+        let room = got.len().min(buf.remaining());
+        buf.put_slice(&got[..room]);
         let n = this.pass(&mut buf.filled_mut()[before..]);
         buf.set_filled(before + n);
-        if n < got {
-            this.ahead = Bytes::copy_from_slice(&space[n..got]);
+        if n < got.len() {
+            this.ahead = Bytes::copy_from_slice(&got[n..]);
         }
         Poll::Ready(Ok(()))
     }
