@@ -357,6 +357,10 @@ impl<S> Watched<S> {
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix[..n]);
         self.prefix.advance(n);
+        if self.prefix.is_empty() {
+            // The buffer it was cut from goes with it.
+            self.prefix = Bytes::new();
+        }
         self.activity.read(n);
     }
 

@@ -92,14 +92,17 @@ impl<H: WebSocketHandler> Session for Live<H> {
                 return;
             };
             let mut watched = parts.io.into_inner();
-            // Frames the client sent right behind its request, read by hyper already.
-            if !parts.read_buf.is_empty() {
-                watched.prefix = if watched.prefix.is_empty() {
-                    parts.read_buf
-                } else {
-                    Bytes::from([&parts.read_buf[..], &watched.prefix[..]].concat())
+            // Frames the client sent right behind its request, read by hyper already. Taken
+            // out of `parts` (whose other fields live as long as this future): hyper's whole
+            // read buffer stays allocated while anything refers to it.
+            let read_buf = parts.read_buf;
+            if !read_buf.is_empty() {
+                watched.prefix = match watched.prefix.is_empty() {
+                    true => Bytes::copy_from_slice(&read_buf),
+                    false => Bytes::from([&read_buf[..], &watched.prefix[..]].concat()),
                 };
             }
+            drop(read_buf);
             let link = Link::of(&watched.inner);
             let ws = WebSocketStream::from_raw_socket(
                 gate(WsIo::Socket(watched), &opened),
