@@ -70,7 +70,9 @@ enum Command {
     /// Re-reads the server's own config file and applies the difference, as SIGHUP does: new
     /// listeners start, removed ones drain and stop, changed ones are updated or replaced
     /// without refusing a connection. A config that fails to load changes nothing. `--config`
-    /// must name the file the server was started with; another file is refused, naming both.
+    /// must name the file the server was started with (its home holds the control socket):
+    /// another file with the same home is refused, naming both; one with another home finds
+    /// no server there.
     Reload {
         #[command(flatten)]
         target: Target,

@@ -392,7 +392,7 @@ fn the_readme_says_how_to_get_atoll_and_its_commands_work_as_written() {
         .expect("a quick start");
     let quick_start = quick_start.split("\n## ").next().unwrap();
     assert!(
-        quick_start.contains("cargo install --path ."),
+        quick_start.contains("cargo install --locked --path ."),
         "{quick_start}"
     );
     assert!(

@@ -343,8 +343,9 @@ fn no_match_names_the_pattern_the_lib_dirs_and_what_was_found() {
     let e = pick(&none, &Which::Latest, None).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "no release of atoll: no lib dir to look in (ATOLL_SETUP_LIBS and ATOLL_LIBS are unset \
-         or empty)"
+        "no release of atoll: no lib dir to look in ([app] lib_dirs, ATOLL_SETUP_LIBS and \
+         ATOLL_LIBS are all empty; install a release there (docs/operations.md), or upgrade \
+         with --path)"
     );
 }
 
@@ -417,8 +418,9 @@ fn the_listing_marks_the_running_version_and_shows_warnings() {
     let none = find_releases("atoll", &[]);
     assert_eq!(
         none.text(None),
-        "no release of atoll: no lib dir to look in (ATOLL_SETUP_LIBS and ATOLL_LIBS are unset \
-         or empty)\n"
+        "no release of atoll: no lib dir to look in ([app] lib_dirs, ATOLL_SETUP_LIBS and \
+         ATOLL_LIBS are all empty; install a release there (docs/operations.md), or upgrade \
+         with --path)\n"
     );
 }
 

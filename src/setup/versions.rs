@@ -310,7 +310,8 @@ impl Installed {
 fn where_looked(lib_dirs: &[PathBuf]) -> String {
     if lib_dirs.is_empty() {
         return format!(
-            ": no lib dir to look in ({SETUP_LIBS_VAR} and {LIBS_VAR} are unset or empty)"
+            ": no lib dir to look in ([app] lib_dirs, {SETUP_LIBS_VAR} and {LIBS_VAR} are all \
+             empty; install a release there (docs/operations.md), or upgrade with --path)"
         );
     }
     let dirs: Vec<String> = lib_dirs.iter().map(|d| d.display().to_string()).collect();
@@ -720,8 +721,9 @@ mod tests {
         let e = pick(&empty, &Which::Latest, None).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "no release of atoll: no lib dir to look in (ATOLL_SETUP_LIBS and ATOLL_LIBS are \
-             unset or empty)"
+            "no release of atoll: no lib dir to look in ([app] lib_dirs, ATOLL_SETUP_LIBS and \
+             ATOLL_LIBS are all empty; install a release there (docs/operations.md), or \
+             upgrade with --path)"
         );
     }
 }
