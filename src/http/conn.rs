@@ -141,6 +141,8 @@ pub(crate) async fn serve(
     // Polled through the slot's loop waker: after the first poll, a wake costs two atomic
     // loads instead of a lock in `Notify`.
     let slot = socket.conn.slot.clone();
+    // The listener's connection table, should the connection go on as a WebSocket.
+    let socket_shared = socket.conn.shared.clone();
     // Where the connection may move when the listener stops: read only then.
     let shared = match movable {
         true => Some(socket.conn.shared.clone()),
@@ -282,9 +284,11 @@ pub(crate) async fn serve(
         _ => {}
     }
     // A WebSocket route answered 101: hyper has let go of the socket, and the connection
-    // goes on here as a WebSocket, under the same stop and connection count.
+    // goes on as a WebSocket, under the same stop and connection count, on a task of its own
+    // (this one's space, sized for hyper's connection and its timers, goes now).
     if let Some(session) = session {
-        session.run().await;
+        let table = &socket_shared.table;
+        table.respawn(&slot, || tokio::spawn(session.run()).abort_handle());
     }
     Ok(())
 }

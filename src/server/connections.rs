@@ -211,6 +211,20 @@ impl Table {
         key_slot.key.store(key, Ordering::Relaxed);
     }
 
+    /// Moves a connection to a new task (spawned by `spawn` while the table is locked, so the
+    /// entry is still this connection's): the table aborts that one from now on. For a
+    /// connection that changes protocol and leaves its first task's space behind.
+    pub(crate) fn respawn(&self, slot: &Arc<Slot>, spawn: impl FnOnce() -> AbortHandle) {
+        let mut live = self.lock();
+        let abort = spawn();
+        let key = slot.key.load(Ordering::Relaxed);
+        if let Some(Some(entry)) = live.entries.get_mut(key) {
+            if Arc::ptr_eq(&entry.0, slot) {
+                entry.1 = abort;
+            }
+        }
+    }
+
     pub(crate) fn remove(&self, slot: &Slot) {
         let mut live = self.lock();
         live.remove(slot.key.load(Ordering::Relaxed));
