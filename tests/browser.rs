@@ -37,7 +37,7 @@ struct Chromium {
 }
 
 impl Chromium {
-    fn launch() -> Chromium {
+    fn launch(extra: &[&str]) -> Chromium {
         assert!(
             Path::new(CHROMIUM).is_file(),
             "{CHROMIUM} is missing: this test needs Debian's Chromium (`apt-get install \
@@ -57,6 +57,7 @@ impl Chromium {
                 "--remote-debugging-port=0",
                 "about:blank",
             ])
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -226,27 +227,72 @@ impl Cdp {
 
 #[tokio::test]
 async fn chromium_loads_the_sites_websocket_page_and_sees_its_echo() {
-    // `atoll serve` with the repo's site and `websocket_echo` at its default path, `/ws`, which
-    // is what the page opens.
-    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("site");
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("atoll.toml");
+    let config = site_config(dir.path(), "http", "");
+    let atoll = Atoll::serve(&config);
+    let addr = atoll.listening(1)[0].2;
+    let chromium = Chromium::launch(&[]);
+    let protocol = page_echoes(
+        &chromium,
+        &format!("http://{addr}"),
+        &format!("ws://{addr}"),
+    )
+    .await;
+    assert_eq!(protocol, json!("http/1.1"));
+}
+
+/// Over TLS, Chromium speaks HTTP/2 to the listener and opens the page's WebSocket with
+/// HTTP/2's extended CONNECT (RFC 8441), which HTTP listeners announce.
+#[tokio::test]
+async fn chromium_over_https_and_http2_sees_the_echo_too() {
+    let pki = common::Pki::new();
+    let tls = format!(
+        "[listener.tls]\ncert = {:?}\nkey = {:?}\n",
+        pki.server_cert.to_str().unwrap(),
+        pki.server_key.to_str().unwrap()
+    );
+    let config = site_config(pki.dir.path(), "https", &tls);
+    let atoll = Atoll::serve(&config);
+    let addr = atoll.listening(1)[0].2;
+    // The test's own certificate authority is not the browser's.
+    let chromium = Chromium::launch(&["--ignore-certificate-errors"]);
+    let protocol = page_echoes(
+        &chromium,
+        &format!("https://{addr}"),
+        &format!("wss://{addr}"),
+    )
+    .await;
+    assert_eq!(protocol, json!("h2"), "the page came over HTTP/2");
+    // The WebSocket, still open, is a stream of the page's connection: one connection in
+    // all (over HTTP/1.1 it would need one of its own).
+    let listeners = common::control::ctl(&config, &["listeners", "--json"]).json();
+    assert_eq!(listeners[0]["connections"], 1, "{listeners}");
+}
+
+/// `atoll serve`'s config in `dir`: one listener of `kind` with the repo's site and
+/// `websocket_echo` at its default path, `/ws`, which is what the page opens.
+fn site_config(dir: &Path, kind: &str, tls: &str) -> std::path::PathBuf {
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("site");
+    let config = dir.join("atoll.toml");
     std::fs::write(
         &config,
         format!(
-            "[app]\nnode = \"t\"\n\n[[listener]]\nname = \"web\"\nkind = \"http\"\n\
-             ip = \"127.0.0.1\"\nport = 0\n\n[[listener.handlers]]\nhost = \"_\"\n\
+            "[app]\nnode = \"t\"\n\n[[listener]]\nname = \"web\"\nkind = \"{kind}\"\n\
+             ip = \"127.0.0.1\"\nport = 0\n{tls}\n[[listener.handlers]]\nhost = \"_\"\n\
              resources = [\"websocket_echo\", {{ name = \"static\", dir = {:?} }}]\n",
             site.to_str().unwrap()
         ),
     )
     .unwrap();
-    let atoll = Atoll::serve(&config);
-    let addr = atoll.listening(1)[0].2;
+    config
+}
 
-    let chromium = Chromium::launch();
+/// Loads `{origin}/ws.html` in `chromium`, waits for its WebSocket (to `{ws_origin}/ws`) to
+/// open, sends a message with the page's button, and checks the echo shows, then returns
+/// the protocol the page came over (`nextHopProtocol`).
+async fn page_echoes(chromium: &Chromium, origin: &str, ws_origin: &str) -> Value {
     let mut cdp = Cdp::connect(&chromium.devtools_url()).await;
-    let page = format!("http://{addr}/ws.html");
+    let page = format!("{origin}/ws.html");
     let target = cdp
         .call("Target.createTarget", json!({ "url": page }), None)
         .await
@@ -282,7 +328,7 @@ async fn chromium_loads_the_sites_websocket_page_and_sees_its_echo() {
         .eval(&session, "document.getElementById('url').textContent")
         .await
         .unwrap();
-    assert_eq!(url, json!(format!("ws://{addr}/ws")));
+    assert_eq!(url, json!(format!("{ws_origin}/ws")));
 
     // Typed into the page's box and sent with its button, as a person would.
     let message = format!(
@@ -315,5 +361,6 @@ async fn chromium_loads_the_sites_websocket_page_and_sees_its_echo() {
     );
     // Still open after the echo.
     assert_eq!(cdp.eval(&session, state).await.unwrap(), json!(open));
-    drop(chromium);
+    let protocol = "performance.getEntriesByType('navigation')[0].nextHopProtocol";
+    cdp.eval(&session, protocol).await.unwrap()
 }
