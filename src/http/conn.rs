@@ -288,7 +288,7 @@ pub(crate) async fn serve(
     // (this one's space, sized for hyper's connection and its timers, goes now).
     if let Some(session) = session {
         let table = &socket_shared.table;
-        table.respawn(&slot, || tokio::spawn(session.run()).abort_handle());
+        table.respawn(&slot, || session.spawn());
     }
     Ok(())
 }

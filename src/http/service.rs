@@ -365,7 +365,7 @@ impl Future for Answer {
             // connection's other streams, on a task of its own.
             if let Some(session) = response.extensions_mut().remove::<Upgrade>() {
                 if let Some(session) = session.take() {
-                    tokio::spawn(session.run());
+                    session.spawn();
                 }
             }
         }

@@ -41,7 +41,9 @@ impl Upgrade {
 
 /// A WebSocket connection to run on the connection's task.
 pub(crate) trait Session: Send {
-    fn run(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Spawns the connection's task: the future inside the task itself, not boxed apart
+    /// (one allocation, and one pointer fewer to follow on every wake).
+    fn spawn(self: Box<Self>) -> tokio::task::AbortHandle;
 }
 
 impl std::fmt::Debug for dyn Session {
@@ -62,8 +64,8 @@ pub(crate) struct Live<H> {
 }
 
 impl<H: WebSocketHandler> Session for Live<H> {
-    fn run(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(async move {
+    fn spawn(self: Box<Self>) -> tokio::task::AbortHandle {
+        let task = tokio::spawn(async move {
             let Live {
                 on_upgrade,
                 handler,
@@ -111,7 +113,8 @@ impl<H: WebSocketHandler> Session for Live<H> {
             )
             .await;
             drive(ws, handler, &opts, opened, link, None).await;
-        })
+        });
+        task.abort_handle()
     }
 }
 
