@@ -91,11 +91,8 @@ impl WsConn<'_> {
     /// [`Timeout`](ErrorKind::Timeout) when the peer took none of it for the listener's
     /// `send_timeout` (the connection then ends, without a close frame).
     pub async fn send(&mut self, message: impl Into<WsMessage>) -> Result<()> {
-        let sent = tokio::time::timeout(
-            self.state.send_timeout,
-            self.ws.send(self.state.frame(message.into())),
-        )
-        .await;
+        let frame = self.state.frame(message.into());
+        let sent = send_within(self.ws, frame, self.state.send_timeout).await;
         match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::with_source(ErrorKind::Closed, e.to_string())),
@@ -216,4 +213,19 @@ impl fmt::Debug for WsSender {
 
 fn closed() -> Error {
     Error::with_source(ErrorKind::Closed, "the WebSocket connection has ended")
+}
+
+/// Sends `message`, or gives up once the peer has taken none of it for `within`. The timer
+/// starts only if the send waits: most sends go through at once, and reading the clock and
+/// setting a timer for each would cost more than the send.
+pub(crate) async fn send_within(
+    ws: &mut WsStream,
+    message: Message,
+    within: Duration,
+) -> Result<tokio_tungstenite::tungstenite::Result<()>, tokio::time::error::Elapsed> {
+    let mut send = std::pin::pin!(ws.send(message));
+    match futures_util::FutureExt::now_or_never(&mut send) {
+        Some(sent) => Ok(sent),
+        None => tokio::time::timeout(within, send).await,
+    }
 }

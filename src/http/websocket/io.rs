@@ -35,6 +35,8 @@ pub(crate) struct Link {
     pub(crate) secure: bool,
     /// Whether the connection can move to another process (plain TCP, the socket its own).
     pub(crate) movable: bool,
+    /// Whether the session has the connection to itself (not a stream among others).
+    pub(crate) exclusive: bool,
 }
 
 impl Link {
@@ -44,6 +46,7 @@ impl Link {
             shared: socket.conn.shared.clone(),
             secure: socket.is_secure(),
             movable: socket.can_move(),
+            exclusive: true,
         }
     }
 
@@ -54,6 +57,7 @@ impl Link {
             slot,
             shared,
             movable: false,
+            exclusive: false,
         }
     }
 

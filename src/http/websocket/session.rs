@@ -6,7 +6,7 @@ use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -23,6 +23,7 @@ use super::handler::{close_code, WebSocketHandler, WsAction};
 use super::io::{Link, WsIo};
 use super::moving::{self, Arrived, Opened};
 use super::route::WsOptions;
+use crate::connections::Signal;
 use crate::http::activity::{Activity, Watched};
 use crate::socket::Socket;
 use crate::Move;
@@ -218,6 +219,10 @@ async fn drive<H: WebSocketHandler>(
     }
     let mut stopping = pin!(stopping);
     let mut stopped = false;
+    // A connection with a socket of its own hears the stop through its slot's loop waker:
+    // after the first poll, a look is two atomic loads (`Notify`'s takes a lock). The
+    // streams of an HTTP/2 connection share its slot, so they wait on `Notify`.
+    let mut registered = false;
     // Once the listener stopped with somewhere to move connections: where, and until when
     // the connection may wait to be between messages.
     let mut moving: Option<(crate::MoveTo, Instant)> = None;
@@ -290,7 +295,18 @@ async fn drive<H: WebSocketHandler>(
         }
         turn = tokio::select! {
             biased;
-            _ = &mut stopping, if !stopped => {
+            _ = async {
+                match link.exclusive {
+                    true => std::future::poll_fn(|cx| {
+                        match link.slot.poll_signal(cx, &mut registered, false) {
+                            std::task::Poll::Ready(Signal::Stop) => std::task::Poll::Ready(()),
+                            _ => std::task::Poll::Pending,
+                        }
+                    })
+                    .await,
+                    false => (&mut stopping).await,
+                }
+            }, if !stopped => {
                 stopped = true;
                 match shared.as_ref().and_then(|s| s.move_to.get()) {
                     Some(to) => {
@@ -431,7 +447,7 @@ fn inflated(data: &[u8], text: bool, limit: usize) -> Result<Inflated, Turn> {
 /// Sends `message`, within the listener's `send_timeout`: a peer that takes none of it for
 /// that long reads nothing, so the connection ends without a close frame.
 async fn send_within(ws: &mut WsStream, message: Message, within: std::time::Duration) -> Turn {
-    match tokio::time::timeout(within, ws.send(message)).await {
+    match super::conn::send_within(ws, message, within).await {
         Ok(Ok(())) => Turn::Go,
         Ok(Err(e)) => failed(e),
         Err(_) => Turn::Ended(close_code::ABNORMAL, "send timeout".to_owned()),
