@@ -230,7 +230,7 @@ async fn chromium_loads_the_sites_websocket_page_and_sees_its_echo() {
     let dir = tempfile::tempdir().unwrap();
     let config = site_config(dir.path(), "http", "");
     let atoll = Atoll::serve(&config);
-    let addr = atoll.listening(1)[0].2;
+    let (addr, admin) = addresses(&atoll);
     let chromium = Chromium::launch(&[]);
     let protocol = page_echoes(
         &chromium,
@@ -239,6 +239,23 @@ async fn chromium_loads_the_sites_websocket_page_and_sees_its_echo() {
     )
     .await;
     assert_eq!(protocol, json!("http/1.1"));
+    // The WebSocket opened with an HTTP/1.1 upgrade: one 101.
+    assert_eq!(upgrades(admin).await, 1.0);
+}
+
+/// The web and admin listeners' addresses.
+fn addresses(atoll: &Atoll) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let listening = atoll.listening(2);
+    let addr = |name: &str| listening.iter().find(|l| l.0 == name).unwrap().2;
+    (addr("web"), addr("admin"))
+}
+
+/// The 101s (HTTP/1.1 upgrades) the web listener answered, from the admin listener's metrics.
+async fn upgrades(admin: std::net::SocketAddr) -> f64 {
+    let mut client = common::http::Client::h1(admin).await;
+    let samples = common::prometheus::scrape(&mut client).await;
+    let labels = [("listener", "web"), ("status", "1xx")];
+    common::prometheus::value(&samples, "atoll_http_requests_total", &labels)
 }
 
 /// Over TLS, Chromium speaks HTTP/2 to the listener and opens the page's WebSocket with
@@ -253,7 +270,7 @@ async fn chromium_over_https_and_http2_sees_the_echo_too() {
     );
     let config = site_config(pki.dir.path(), "https", &tls);
     let atoll = Atoll::serve(&config);
-    let addr = atoll.listening(1)[0].2;
+    let (addr, admin) = addresses(&atoll);
     // The test's own certificate authority is not the browser's.
     let chromium = Chromium::launch(&["--ignore-certificate-errors"]);
     let protocol = page_echoes(
@@ -263,10 +280,9 @@ async fn chromium_over_https_and_http2_sees_the_echo_too() {
     )
     .await;
     assert_eq!(protocol, json!("h2"), "the page came over HTTP/2");
-    // The WebSocket, still open, is a stream of the page's connection: one connection in
-    // all (over HTTP/1.1 it would need one of its own).
-    let listeners = common::control::ctl(&config, &["listeners", "--json"]).json();
-    assert_eq!(listeners[0]["connections"], 1, "{listeners}");
+    // The WebSocket opened as a stream of the page's HTTP/2 connection (a CONNECT answered
+    // 200), not with an HTTP/1.1 upgrade (a 101).
+    assert_eq!(upgrades(admin).await, 0.0);
 }
 
 /// `atoll serve`'s config in `dir`: one listener of `kind` with the repo's site and
@@ -277,7 +293,8 @@ fn site_config(dir: &Path, kind: &str, tls: &str) -> std::path::PathBuf {
     std::fs::write(
         &config,
         format!(
-            "[app]\nnode = \"t\"\n\n[[listener]]\nname = \"web\"\nkind = \"{kind}\"\n\
+            "[app]\nnode = \"t\"\n\n[[listener]]\nname = \"admin\"\nkind = \"admin\"\n\
+             ip = \"127.0.0.1\"\nport = 0\n\n[[listener]]\nname = \"web\"\nkind = \"{kind}\"\n\
              ip = \"127.0.0.1\"\nport = 0\n{tls}\n[[listener.handlers]]\nhost = \"_\"\n\
              resources = [\"websocket_echo\", {{ name = \"static\", dir = {:?} }}]\n",
             site.to_str().unwrap()
