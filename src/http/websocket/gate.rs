@@ -71,6 +71,13 @@ impl<S> Gate<S> {
         }
     }
 
+    /// Hands on `unread` (bytes read from the socket before the gate was there) before
+    /// reading the socket.
+    pub(crate) fn with_unread(mut self, unread: Bytes) -> Gate<S> {
+        self.ahead = unread;
+        self
+    }
+
     /// Takes compressed messages in (permessage-deflate was negotiated).
     pub(crate) fn inflate(mut self) -> Gate<S> {
         self.inflow = Some(VecDeque::new());

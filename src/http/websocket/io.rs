@@ -14,7 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::addr::Addr;
 use crate::connections::Slot;
-use crate::http::activity::Watched;
 use crate::shared::Shared;
 use crate::socket::Socket;
 
@@ -22,7 +21,7 @@ use crate::socket::Socket;
 #[derive(Debug)]
 pub(crate) enum WsIo {
     /// The socket itself, which can move to another process.
-    Socket(Watched<Socket>),
+    Socket(Socket),
     /// An HTTP/2 stream, on a connection that goes on serving other streams.
     Stream(TokioIo<Upgraded>),
 }

@@ -104,18 +104,13 @@ pub(crate) async fn leave(
     if !matches!(gate.inner, WsIo::Socket(_)) {
         return Err("not a socket of its own");
     }
-    let ahead = gate.take_unread();
-    let WsIo::Socket(watched) = &mut gate.inner else {
+    // Everything read from the socket and not handled is in the gate.
+    let unread = gate.take_unread();
+    let WsIo::Socket(socket) = &mut gate.inner else {
         return Err("not a socket of its own");
     };
-    // Bytes hyper read past the opening request that the gate has not read yet come after
-    // what the gate holds.
-    let unread = match watched.prefix.is_empty() {
-        true => ahead,
-        false => Bytes::from([&ahead[..], &watched.prefix[..]].concat()),
-    };
-    let client = watched.inner.conn.slot.client();
-    let Some(Ok(tcp)) = watched.inner.take_tcp().map(|tcp| tcp.into_std()) else {
+    let client = socket.conn.slot.client();
+    let Some(Ok(tcp)) = socket.take_tcp().map(|tcp| tcp.into_std()) else {
         return Err("not a plain TCP socket");
     };
     let travel = Travel {

@@ -24,7 +24,7 @@ use super::io::{Link, WsIo};
 use super::moving::{self, Arrived, Opened};
 use super::route::WsOptions;
 use crate::connections::Signal;
-use crate::http::activity::{Activity, Watched};
+use crate::http::activity::Watched;
 use crate::socket::Socket;
 use crate::Move;
 
@@ -94,21 +94,27 @@ impl<H: WebSocketHandler> Session for Live<H> {
                 tracing::debug!(target: "atoll::http", "upgraded connection of an unknown kind");
                 return;
             };
-            let mut watched = parts.io.into_inner();
-            // Frames the client sent right behind its request, read by hyper already. Taken
-            // out of `parts` (whose other fields live as long as this future): hyper's whole
-            // read buffer stays allocated while anything refers to it.
+            // The HTTP connection's wrapper (its activity, for HTTP's timers) goes: the
+            // session reads the socket itself.
+            let Watched {
+                inner: socket,
+                prefix,
+                ..
+            } = parts.io.into_inner();
+            // Frames the client sent right behind its request, read by hyper already, then
+            // any bytes the connection brought from another process not read yet. Copied out
+            // of `parts` (whose other fields live as long as this future): hyper's whole read
+            // buffer stays allocated while anything refers to it.
             let read_buf = parts.read_buf;
-            if !read_buf.is_empty() {
-                watched.prefix = match watched.prefix.is_empty() {
-                    true => Bytes::copy_from_slice(&read_buf),
-                    false => Bytes::from([&read_buf[..], &watched.prefix[..]].concat()),
-                };
-            }
+            let unread = match (read_buf.is_empty(), prefix.is_empty()) {
+                (true, _) => prefix,
+                (false, true) => Bytes::copy_from_slice(&read_buf),
+                (false, false) => Bytes::from([&read_buf[..], &prefix[..]].concat()),
+            };
             drop(read_buf);
-            let link = Link::of(&watched.inner);
+            let link = Link::of(&socket);
             let ws = WebSocketStream::from_raw_socket(
-                gate(WsIo::Socket(watched), &opened),
+                gate(WsIo::Socket(socket), &opened).with_unread(unread),
                 Role::Server,
                 Some(opts.config()),
             )
@@ -141,14 +147,9 @@ impl<H: WebSocketHandler> Arrived for Resumed<H> {
                 opened,
                 groups,
             } = *self;
-            // No HTTP timer runs on it: the activity only follows its reads and writes.
-            let activity = Arc::new(Activity::new());
-            activity.begin();
             let link = Link::of(&socket);
-            let mut watched = Watched::new(socket, activity, usize::MAX);
-            watched.prefix = unread;
             let ws = WebSocketStream::from_raw_socket(
-                gate(WsIo::Socket(watched), &opened),
+                gate(WsIo::Socket(socket), &opened).with_unread(unread),
                 Role::Server,
                 Some(opts.config()),
             )
