@@ -4,11 +4,11 @@ atoll's WebSocket route (`--impl atoll`) or tokio-tungstenite directly (`--impl 
 
 Starts the release bench server under `valgrind --tool=callgrind --instr-atstart=no`, opens
 CONNS connections past the handshake, warms up, turns instrumentation on, sends MESSAGES
-masked 64-byte binary messages per connection, each waiting for its echo, turns it off, and
+masked binary messages of SIZE bytes (64) per connection, each waiting for its echo, turns it off, and
 prints the instructions counted divided by the messages; with --top, the functions that
 counted most.
 
-    python3 bench/callgrind_ws.py --impl atoll [--conns 4] [--messages 2000] [--top 25]
+    python3 bench/callgrind_ws.py --impl atoll [--conns 4] [--messages 2000] [--size 64] [--top 25]
 
 Instruction counts do not depend on the machine's load, so A/B runs compare exactly; run
 one at a time all the same (flock /tmp/atoll-bench.lock).
@@ -22,10 +22,21 @@ import tempfile
 import time
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
-PAYLOAD = bytes(range(64))
-# FIN + binary, masked, 64 bytes, a zero mask key: the payload goes as it is.
-FRAME = bytes([0x82, 0x80 | 64, 0, 0, 0, 0]) + PAYLOAD
-ECHO = bytes([0x82, 64]) + PAYLOAD
+
+
+def frames(size):
+    """A masked binary frame of `size` bytes (a zero mask key: the payload goes as it is)
+    and the server's unmasked echo of it."""
+    payload = bytes(i % 251 for i in range(size))
+    if size < 126:
+        length = bytes([size])
+    elif size < 65536:
+        length = bytes([126]) + size.to_bytes(2, "big")
+    else:
+        length = bytes([127]) + size.to_bytes(8, "big")
+    frame = bytes([0x82, 0x80 | length[0]]) + length[1:] + bytes(4) + payload
+    echo = bytes([0x82, length[0]]) + length[1:] + payload
+    return frame, echo
 
 
 def connect(port):
@@ -44,18 +55,18 @@ def connect(port):
     return s
 
 
-def run(socks, messages):
+def run(socks, messages, frame, echo):
     for _ in range(messages):
         for s in socks:
-            s.sendall(FRAME)
+            s.sendall(frame)
             got = b""
-            while len(got) < len(ECHO):
-                chunk = s.recv(len(ECHO) - len(got))
+            while len(got) < len(echo):
+                chunk = s.recv(len(echo) - len(got))
                 if not chunk:
                     sys.exit("the server closed the connection")
                 got += chunk
-            if got != ECHO:
-                sys.exit(f"not the echo: {got!r}")
+            if got != echo:
+                sys.exit(f"not the echo: {got[:64]!r}...")
 
 
 def main():
@@ -65,6 +76,7 @@ def main():
     p.add_argument("--conns", type=int, default=4)
     p.add_argument("--messages", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--size", type=int, default=64)
     p.add_argument("--top", type=int, default=0)
     p.add_argument("--binary", default="target/release/atoll-bench")
     a = p.parse_args()
@@ -84,10 +96,11 @@ def main():
                 if time.time() > deadline:
                     sys.exit("the server did not start")
                 time.sleep(0.2)
-        run(socks, a.warmup)
+        frame, echo = frames(a.size)
+        run(socks, a.warmup, frame, echo)
         subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True,
                        stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        run(socks, a.messages)
+        run(socks, a.messages, frame, echo)
         subprocess.run(["callgrind_control", "-i", "off", str(server.pid)], check=True,
                        stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         for s in socks:
@@ -106,7 +119,7 @@ def main():
                     if l.startswith("summary:") or l.startswith("totals:"):
                         total = max(total, int(l.split()[1]))
     n = a.conns * a.messages
-    print(f"{a.impl}: {total / n:.0f} instructions per message ({total} over {n} messages)")
+    print(f"{a.impl}: {total / n:.0f} instructions per {a.size}-byte message ({total} over {n} messages)")
     if a.top:
         for path in files:
             shown = subprocess.run(["callgrind_annotate", "--inclusive=no", path],
