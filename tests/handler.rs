@@ -125,9 +125,13 @@ async fn bytes_received_keep_a_connection_alive() {
     assert!(closed_by_server(&mut c).await);
 }
 
+/// What `BIG` receives: many read buffers' worth.
+const BIG: usize = 200_000;
+
 /// A tiny request protocol: `GET <n>` answers with `n` bytes of a file via sendfile; `READ`
-/// reads exactly 5 more bytes with recv and echoes them upper-cased; `HALF` shuts down the
-/// write side after a last word.
+/// reads exactly 5 more bytes with recv and echoes them upper-cased; `BIG` reads [`BIG`]
+/// bytes and answers their count and sum; `ANY` reads whatever comes next and echoes it
+/// upper-cased; `HALF` shuts down the write side after a last word.
 #[derive(Clone)]
 struct Files {
     path: std::path::PathBuf,
@@ -145,6 +149,16 @@ impl Handler for Files {
             } else if text == "READ" {
                 let more = socket.recv(5, Some(Duration::from_secs(5))).await?;
                 socket.send(&more.to_ascii_uppercase()).await?;
+            } else if text == "BIG" {
+                // More than one read buffer (8 KiB): whole, in order.
+                let got = socket.recv(BIG, Some(Duration::from_secs(5))).await?;
+                let sum: u64 = got.iter().map(|b| u64::from(*b)).sum();
+                socket
+                    .send(format!("{} {sum}", got.len()).as_bytes())
+                    .await?;
+            } else if text == "ANY" {
+                let got = socket.recv(0, Some(Duration::from_secs(5))).await?;
+                socket.send(&got.to_ascii_uppercase()).await?;
             } else if text == "STATS" {
                 let s = socket.stats();
                 socket
@@ -196,6 +210,30 @@ async fn sendfile_recv_stats_and_shutdown() {
     // 11 + 4 + 5 + 5 bytes in 4 reads (GET, READ, recv's hello, STATS).
     assert_eq!(std::str::from_utf8(&stats[..n]).unwrap(), "25 4");
 
+    // recv of a length spanning many reads, sent in pieces; and recv of whatever comes.
+    c.write_all(b"BIG").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let big: Vec<u8> = (0..BIG).map(|i| (i % 253) as u8).collect();
+    for piece in big.chunks(BIG / 4) {
+        c.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sum: u64 = big.iter().map(|b| u64::from(*b)).sum();
+    let mut answer = [0u8; 64];
+    let n = within("big recv", c.read(&mut answer)).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&answer[..n]).unwrap(),
+        format!("{BIG} {sum}")
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.write_all(b"ANY").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.write_all(b"xyz").await.unwrap();
+    let mut up = [0u8; 3];
+    within("recv(0)", c.read_exact(&mut up)).await.unwrap();
+    assert_eq!(&up, b"XYZ");
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
     c.write_all(b"HALF").await.unwrap();
     let mut rest = String::new();
     within("half close", c.read_to_string(&mut rest))

@@ -350,32 +350,38 @@ impl Socket {
     }
 
     async fn recv_inner(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        let chunk = self.conn.shared.opts.read_buffer_size;
         if len == 0 {
-            let mut buf = vec![0; self.conn.shared.opts.read_buffer_size];
-            let n = self.read_counted(&mut buf).await?;
-            buf.truncate(n);
+            let mut buf = Vec::new();
+            self.read_counted(&mut buf, chunk).await?;
             return Ok(buf);
         }
-        let mut buf = vec![0; len];
-        let mut filled = 0;
-        while filled < len {
-            let n = self.read_counted(&mut buf[filled..]).await?;
+        // Grown as bytes arrive, a read buffer at a time, not to `len` at once.
+        let mut buf = Vec::new();
+        while buf.len() < len {
+            let left = len - buf.len();
+            let n = self.read_counted(&mut buf, left).await?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("stream ended after {filled} of {len} bytes"),
+                    format!("stream ended after {} of {len} bytes", buf.len()),
                 ));
             }
-            filled += n;
         }
         Ok(buf)
     }
 
-    async fn read_counted(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads at most `most` bytes (and at most a read buffer's size) onto the end of `buf`,
+    /// into its spare room: never zeroed first, which for a read that brings a few bytes
+    /// would cost more than the read.
+    async fn read_counted(&mut self, buf: &mut Vec<u8>, most: usize) -> io::Result<usize> {
+        let most = most.min(self.conn.shared.opts.read_buffer_size);
+        buf.reserve(most);
+        let mut room = bytes::BufMut::limit(&mut *buf, most);
         let n = match &mut self.stream {
-            Stream::Tcp(s) => s.read(buf).await?,
-            Stream::Tls(s) => s.read(buf).await?,
-            Stream::Unix(s) => s.read(buf).await?,
+            Stream::Tcp(s) => s.read_buf(&mut room).await?,
+            Stream::Tls(s) => s.read_buf(&mut room).await?,
+            Stream::Unix(s) => s.read_buf(&mut room).await?,
             Stream::Closed => return Err(closed()),
         };
         self.count_recv(n);
