@@ -81,6 +81,8 @@
 //! - `groups`: [`Groups`], named groups to broadcast to.
 //! - `message`: [`WsMessage`], a message to send.
 //! - `session`: one connection after the 101: its loop, pings, deadline, close handshake.
+//! - `io`: what a session reads and writes (its own socket, or an HTTP/2 stream), and the
+//!   connection it runs on.
 //! - `gate`: what tungstenite reads through: the socket, cut at frame ends.
 //! - `moving`: a connection leaving for another process at an upgrade, and arriving.
 //! - `deflate`: permessage-deflate's negotiation, and messages inflated and deflated.
