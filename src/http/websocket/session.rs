@@ -112,14 +112,8 @@ impl<H: WebSocketHandler> Session for Live<H> {
                 (false, false) => Bytes::from([&read_buf[..], &prefix[..]].concat()),
             };
             drop(read_buf);
-            let link = Link::of(&socket);
-            let ws = WebSocketStream::from_raw_socket(
-                gate(WsIo::Socket(socket), &opened).with_unread(unread),
-                Role::Server,
-                Some(opts.config()),
-            )
-            .await;
-            drive(ws, handler, &opts, opened, link, None).await;
+            let (link, framed) = framed(socket, unread, &opts, &opened);
+            drive(framed.await, handler, &opts, opened, link, None).await;
         });
         task.abort_handle()
     }
@@ -147,16 +141,27 @@ impl<H: WebSocketHandler> Arrived for Resumed<H> {
                 opened,
                 groups,
             } = *self;
-            let link = Link::of(&socket);
-            let ws = WebSocketStream::from_raw_socket(
-                gate(WsIo::Socket(socket), &opened).with_unread(unread),
-                Role::Server,
-                Some(opts.config()),
-            )
-            .await;
-            drive(ws, handler, &opts, opened, link, Some(groups)).await;
+            let (link, framed) = framed(socket, unread, &opts, &opened);
+            drive(framed.await, handler, &opts, opened, link, Some(groups)).await;
         })
     }
+}
+
+/// The framed stream on a socket that is the connection's own, reading `unread` first, and
+/// the connection it belongs to. Not an `async fn`: one would keep its arguments beside the
+/// session's state for the connection's whole life.
+fn framed(
+    socket: Socket,
+    unread: Bytes,
+    opts: &WsOptions,
+    opened: &Opened,
+) -> (Link, impl Future<Output = WsStream>) {
+    let link = Link::of(&socket);
+    let io = gate(WsIo::Socket(socket), opened).with_unread(unread);
+    (
+        link,
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(opts.config())),
+    )
 }
 
 /// How long the end of the connection waits to shut its write side down (TLS's close_notify
