@@ -674,6 +674,19 @@ impl AsyncRead for Socket {
     }
 }
 
+impl Socket {
+    /// Counts a write that went through in the connection's statistics and reports it.
+    #[inline]
+    fn count_sent(&mut self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = polled {
+            self.conn.stats.send_bytes += n as u64;
+            self.conn.stats.send_packets += 1;
+            self.conn.emit(EventKind::Send, |e| e.bytes(n as u64));
+        }
+        polled
+    }
+}
+
 impl AsyncWrite for Socket {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -687,12 +700,7 @@ impl AsyncWrite for Socket {
             Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
             Stream::Closed => Poll::Ready(Err(closed())),
         };
-        if let Poll::Ready(Ok(n)) = polled {
-            this.conn.stats.send_bytes += n as u64;
-            this.conn.stats.send_packets += 1;
-            this.conn.emit(EventKind::Send, |e| e.bytes(n as u64));
-        }
-        polled
+        this.count_sent(polled)
     }
 
     #[inline]
@@ -708,12 +716,7 @@ impl AsyncWrite for Socket {
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Closed => Poll::Ready(Err(closed())),
         };
-        if let Poll::Ready(Ok(n)) = polled {
-            this.conn.stats.send_bytes += n as u64;
-            this.conn.stats.send_packets += 1;
-            this.conn.emit(EventKind::Send, |e| e.bytes(n as u64));
-        }
-        polled
+        this.count_sent(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
