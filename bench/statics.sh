@@ -11,8 +11,12 @@
 #   ATOLL=/tmp/atoll-old bench/statics.sh     # another build of atoll (default: target/release)
 #
 # Scenarios (the rows of issue 23): h1-1k (1 KB file, 64 keep-alive connections), h1-100k
-# (100 KB, 16), h1-1m (1 MiB, 4), tls-1k (1 KB over HTTPS, 64), h2-1k (1 KB over HTTP/2 + TLS,
-# 16 connections x 10 streams), tls-new (1 KB over HTTPS, a new connection per request, 16).
+# (100 KB, 16), h1-1m (1 MiB, 4), tls-1k (1 KB over HTTPS, 64), tls-100k (100 KB over HTTPS,
+# 16), h2-1k (1 KB over HTTP/2 + TLS, 16 connections x 10 streams), h2-100k (100 KB over HTTP/2
+# + TLS, 16 x 10), tls-new (1 KB over HTTPS, a new connection per request, 16).
+#
+# nginx is told `ssl_protocols TLSv1.2 TLSv1.3` (its default from 1.23.4; Debian 12's 1.22
+# offers TLS 1.2 only), so that both servers speak TLS 1.3 to the load generator.
 #
 # Per run: requests/s and p99 latency (wrk's, or from h2load's per-request log), server CPU µs
 # per request (utime + stime from /proc over the measured run), and the server's thread count
@@ -27,7 +31,7 @@
 # Needs nginx, wrk, h2load, openssl and strace; installs nginx and wrk with apt-get when missing.
 set -euo pipefail
 
-SCENARIOS=${SCENARIOS:-h1-1k h1-100k h1-1m tls-1k h2-1k tls-new}
+SCENARIOS=${SCENARIOS:-h1-1k h1-100k h1-1m tls-1k tls-100k h2-1k h2-100k tls-new}
 SCENARIOS=${SCENARIOS//,/ }
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-4}
@@ -107,6 +111,7 @@ http {
         listen 127.0.0.1:$TLS_PORT ssl http2;
         ssl_certificate $WORK/cert.pem;
         ssl_certificate_key $WORK/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
         root $WORK/site;
     }
 }
@@ -151,11 +156,14 @@ load() {
         h1-100k) wrk_run 16 "$seconds" "$http/f100k.bin" ;;
         h1-1m) wrk_run 4 "$seconds" "$http/f1m.bin" ;;
         tls-1k) wrk_run 64 "$seconds" "$https/f1k.bin" ;;
+        tls-100k) wrk_run 16 "$seconds" "$https/f100k.bin" ;;
         tls-new) wrk_run 16 "$seconds" "$https/f1k.bin" -H "Connection: close" ;;
-        h2-1k)
+        h2-1k | h2-100k)
+            local file=f1k.bin
+            [[ $scenario == h2-100k ]] && file=f100k.bin
             rm -f "$WORK/h2.log"
             taskset -c "$LOAD_CPU" h2load -c 16 -m 10 -D "$seconds" --log-file="$WORK/h2.log" \
-                "$https/f1k.bin" >"$out" 2>&1
+                "$https/$file" >"$out" 2>&1
             # Column 3: microseconds from the request to the end of its response.
             python3 - "$WORK/h2.log" "$out" <<'PY'
 import re, sys

@@ -408,3 +408,31 @@ async fn starttls_upgrades_a_live_connection() {
         b"now secret\n"
     );
 }
+
+#[tokio::test]
+async fn sessions_resume_for_more_clients_than_a_session_cache_holds() {
+    use rustls::HandshakeKind;
+    let pki = Pki::new();
+    let tls = TlsOptions::new(&pki.server_cert, &pki.server_key)
+        .load()
+        .unwrap();
+    let server = TestServer::start(Server::new(Echo).tls(tls));
+    // 300 clients, each with a session store of its own: more than the 256 sessions rustls's
+    // default server cache holds: with it, a second pass in the same order resumed none.
+    let clients: Vec<_> = (0..300).map(|_| pki.connector(None, &[])).collect();
+    for round in ["first", "again"] {
+        let mut resumed = 0;
+        for client in &clients {
+            let mut s = within(round, client.connect(localhost(), server.connect().await))
+                .await
+                .expect("handshake");
+            // A round trip: the client takes in the ticket the server sent after the handshake.
+            assert_eq!(echo_roundtrip(&mut s, b"hi").await, b"hi");
+            if s.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed) {
+                resumed += 1;
+            }
+        }
+        let expected = if round == "first" { 0 } else { clients.len() };
+        assert_eq!(resumed, expected, "{round}: sessions resumed");
+    }
+}

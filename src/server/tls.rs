@@ -137,6 +137,9 @@ impl TlsOptions {
 
     /// Reads every file and builds the TLS configuration; errors name the file at fault, or
     /// say that `client_auth` is set without `cacert`.
+    ///
+    /// Sessions resume from stateless tickets (one sent per handshake, its keys rotated every
+    /// 6 hours), so any number of clients can resume; each `load` makes keys of its own.
     pub fn load(&self) -> Result<TlsConfig> {
         if let (Some(auth), None) = (self.client_auth, &self.cacert) {
             return Err(Error::with_source(
@@ -180,6 +183,15 @@ impl TlsOptions {
         };
         let mut config = builder.with_cert_resolver(Arc::new(SniResolver { by_name, default }));
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // Sessions resume from stateless tickets, under keys that rotate every 6 hours (as
+        // nginx's default does): any number of clients can come back without a full
+        // handshake, where rustls's default session cache holds 256. One ticket per
+        // handshake, as OpenSSL's server sends on a resumption: a second costs both sides a
+        // key derivation on every new connection.
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| {
+            Error::with_source(ErrorKind::Io, format!("no session ticket keys: {e}"))
+        })?;
+        config.send_tls13_tickets = 1;
         Ok(TlsConfig::from_rustls(Arc::new(config)))
     }
 }
