@@ -201,6 +201,8 @@ async fn invalid_utf8_closes_with_1007() {
     let bad = Frame::message(vec![b'o', b'k', 0xff, 0xfe], OpCode::Data(Data::Text), true);
     c.send(Message::Frame(bad)).await.unwrap();
     assert_eq!(close_of(&mut c).await.0, 1007);
+    // The client's answer completes the handshake, and the server ends the connection.
+    assert!(within("the end", c.next()).await.is_none());
     assert_eq!(closes_seen(&echo.closes, 1).await[0].0, 1007);
 }
 
@@ -222,6 +224,48 @@ async fn too_big_closes_with_1009_whole_or_in_fragments() {
         .await
         .unwrap();
     assert_eq!(close_of(&mut c).await.0, 1009);
+}
+
+/// Sends `bytes`, then the client's answer to the server's close, and expects the server to
+/// end the connection cleanly: an end of stream, not a reset (which a socket closed with
+/// unread bytes sends, and which can throw away what the client had not read yet).
+async fn answer_close_and_see_the_end(s: &mut TcpStream, bytes: &[u8]) {
+    let mut rest = bytes.to_vec();
+    rest.extend(client_frame(0x88, &1009u16.to_be_bytes()));
+    s.write_all(&rest).await.unwrap();
+    let mut b = [0u8; 64];
+    let end = within("the end", s.read(&mut b)).await;
+    assert!(matches!(end, Ok(0)), "a clean end of stream, got {end:?}");
+}
+
+#[tokio::test]
+async fn after_a_1009_the_close_handshake_completes_past_what_the_client_still_sends() {
+    let echo = Echo::default();
+    let t = server(route(&echo).max_frame_size(1024));
+    // A frame whose header announces more than the limit: the server answers before the
+    // payload is in, and must skip the rest of it to find the client's close frame.
+    let mut s = raw_ws(t.addr(), "/ws").await;
+    let big = client_frame(0x82, &[5u8; 4096]);
+    s.write_all(&big[..200]).await.unwrap();
+    let (op, payload) = raw_frame(&mut s).await;
+    assert_eq!(
+        (op, u16::from_be_bytes([payload[0], payload[1]])),
+        (0x8, 1009)
+    );
+    answer_close_and_see_the_end(&mut s, &big[200..]).await;
+    // Fragments within the frame limit, over the message limit together, and one more
+    // fragment the client had sent before it read the close.
+    let mut s = raw_ws(t.addr(), "/ws").await;
+    s.write_all(&client_frame(0x02, &[1u8; 600])).await.unwrap();
+    s.write_all(&client_frame(0x00, &[1u8; 600])).await.unwrap();
+    let (op, payload) = raw_frame(&mut s).await;
+    assert_eq!(
+        (op, u16::from_be_bytes([payload[0], payload[1]])),
+        (0x8, 1009)
+    );
+    answer_close_and_see_the_end(&mut s, &client_frame(0x80, &[1u8; 600])).await;
+    let closes = closes_seen(&echo.closes, 2).await;
+    assert!(closes.iter().all(|c| c.0 == 1009), "{closes:?}");
 }
 
 #[tokio::test]
@@ -437,6 +481,7 @@ async fn wss_echoes_over_tls() {
     assert_eq!(next(&mut c).await, Message::text("secure"));
     c.send(Message::binary(vec![9u8; 2000])).await.unwrap();
     assert_eq!(close_of(&mut c).await.0, 1009);
+    assert!(within("the end", c.next()).await.is_none());
     let handle = t.handle.clone();
     let mut c2 = {
         let tcp = within("connect", TcpStream::connect(t.addr()))

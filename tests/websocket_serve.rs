@@ -90,3 +90,68 @@ fn websocket_echo_through_atoll_serve_with_python_websockets() {
     assert!(status.success());
     assert!(atoll.exit().success());
 }
+
+/// The server's peak resident memory so far, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A frame over the limit gets 1009 as soon as its header is in; the server then drops its
+/// payload as it comes (holding none of it) and completes the close handshake cleanly.
+#[test]
+fn a_frame_over_the_limit_is_dropped_as_it_comes_not_held() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("atoll.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\nname = \"web\"\nkind = \"http\"\nip = \"127.0.0.1\"\nport = 0\n\
+         [[listener.handlers]]\nhost = \"_\"\nresources = [\"websocket_echo\"]\n",
+    )
+    .unwrap();
+    let atoll = Atoll::serve(&config);
+    let addr = atoll.listening(1)[0].2;
+    let before = peak_kib(atoll.pid());
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // A binary frame of 96 MiB, masked with a zero key, against the 1 MiB frame limit.
+    const LEN: u64 = 96 << 20;
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&LEN.to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    s.write_all(&header).unwrap();
+    let mut close = [0u8; 4];
+    s.read_exact(&mut close).unwrap();
+    assert_eq!((close[0], close[1] & 0x7f >= 2), (0x88, true), "{close:?}");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1009);
+    let mut rest = vec![0u8; (close[1] & 0x7f) as usize - 2];
+    s.read_exact(&mut rest).unwrap();
+    // The client finishes its frame, as it must before it can answer the close.
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..LEN >> 20 {
+        s.write_all(&chunk).unwrap();
+    }
+    s.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xf1]).unwrap();
+    let mut b = [0u8; 16];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "a clean end of stream");
+    let grew = peak_kib(atoll.pid()).saturating_sub(before);
+    assert!(
+        grew < 16 * 1024,
+        "the server's peak memory grew by {grew} KiB for a frame it refused"
+    );
+}

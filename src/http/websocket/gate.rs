@@ -14,8 +14,14 @@
 //! first frame of each compressed message, which tungstenite would refuse, and passes a
 //! compressed text message on as binary (its bytes are no UTF-8 until inflated); it notes
 //! which messages were compressed, in order, for [`deflate`](super::deflate) to inflate.
+//!
+//! Once this side has sent its close frame, the gate alone reads on: it drops what the peer
+//! still sends, frame by frame, until the peer's close frame has gone by
+//! ([`Gate::skip_to_close`]). tungstenite is not asked again, since after a frame over the
+//! limit it would wait to hold all of that frame, however long the peer said it is.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -41,6 +47,8 @@ pub(crate) struct Gate<S> {
     header_len: usize,
     /// Payload bytes of the frame under way not handed on yet.
     payload_left: u64,
+    /// The opcode of the frame under way, or of the last one, once its header is in.
+    opcode: u8,
     /// A data frame without FIN went by: a fragmented message is under way.
     in_message: bool,
     /// With permessage-deflate: for each message handed on and not yet taken by
@@ -66,6 +74,7 @@ impl<S> Gate<S> {
             header: [0; MAX_HEADER],
             header_len: 0,
             payload_left: 0,
+            opcode: 0,
             in_message: false,
             inflow: None,
         }
@@ -129,6 +138,7 @@ impl<S> Gate<S> {
             i += 1;
             if let Some(payload) = header_done(&self.header[..self.header_len]) {
                 let (fin, opcode) = (self.header[0] & 0x80 != 0, self.header[0] & 0x0f);
+                self.opcode = opcode;
                 // Data frames (continuation, text, binary) open or close a message; control
                 // frames come between fragments and change nothing.
                 if opcode < 8 {
@@ -142,6 +152,49 @@ impl<S> Gate<S> {
             }
         }
         i
+    }
+}
+
+/// A close frame's opcode.
+const CLOSE: u8 = 0x8;
+
+impl<S: AsyncRead + Unpin> Gate<S> {
+    /// Reads and drops what the peer sends, the rest of a frame under way included, until
+    /// the peer's close frame has gone by or the socket ends. Memory stays at one read's
+    /// buffer, on the stack (not in the future, which lives as long as the connection).
+    pub(crate) fn skip_to_close(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
+        // Messages that no one reads are no longer noted; a close frame the framing was
+        // handed already was answered there, so only one still to come counts.
+        self.inflow = None;
+        if self.header_len == 0 && self.payload_left == 0 {
+            self.opcode = 0;
+        }
+        std::future::poll_fn(move |cx| self.poll_skip(cx))
+    }
+
+    fn poll_skip(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let mut space = [MaybeUninit::<u8>::uninit(); READ_AHEAD];
+            let mut read = ReadBuf::uninit(&mut space);
+            if self.ahead.is_empty() {
+                ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+                if read.filled().is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+            } else {
+                let n = self.ahead.len().min(READ_AHEAD);
+                read.put_slice(&self.ahead[..n]);
+                self.ahead.advance(n);
+            }
+            let bytes = read.filled_mut();
+            let mut at = 0;
+            while at < bytes.len() {
+                at += self.pass(&mut bytes[at..]);
+                if self.header_len == 0 && self.payload_left == 0 && self.opcode == CLOSE {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
     }
 }
 
@@ -326,6 +379,33 @@ mod tests {
         );
         read(&mut gate, 4096).await;
         assert!(gate.between_messages());
+    }
+
+    #[tokio::test]
+    async fn skipping_to_close_drops_the_frame_under_way_and_all_up_to_the_close() {
+        use tokio::io::AsyncWriteExt;
+        let big = frame(true, 2, &[1; 10_000]);
+        let wire = [
+            big.clone(),
+            frame(true, 1, b"late"),
+            frame(true, 9, b""),
+            frame(true, 8, &1000u16.to_be_bytes()),
+        ]
+        .concat();
+        // The peer keeps the socket open after its close frame: the skip ends at the frame.
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        peer.write_all(&wire).await.unwrap();
+        let mut gate = Gate::new(ours);
+        // The framing took the header and a little of the payload, then gave up.
+        let mut first = [0u8; 20];
+        assert_eq!(gate.read(&mut first).await.unwrap(), 20);
+        assert_eq!(first[..], big[..20]);
+        let skip = tokio::time::timeout(std::time::Duration::from_secs(5), gate.skip_to_close());
+        skip.await.expect("ends at the close frame").unwrap();
+        // A peer that ends the socket without a close frame ends the skip too.
+        let wire = frame(true, 2, &[1; 100]);
+        let mut gate = Gate::new(&wire[..]);
+        gate.skip_to_close().await.unwrap();
     }
 
     #[tokio::test]

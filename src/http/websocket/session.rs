@@ -476,7 +476,11 @@ fn failed(e: WsError) -> Turn {
 }
 
 /// This side closes: sends the close frame, then reads (and drops) until the peer's close
-/// frame arrives or the socket ends, up to `until`. Returns the code and reason sent.
+/// frame arrives or the socket ends, up to `until`. Returns the code and reason sent. The
+/// reads past the close go through the gate alone ([`Gate::skip_to_close`]): after a frame
+/// over the limit, tungstenite would wait to hold all of it, and after a message over the
+/// limit it would stop at the next fragment, leaving the peer's close unread (and a socket
+/// closed with unread bytes sends a reset).
 async fn close(ws: &mut WsStream, code: u16, mut reason: String, until: Instant) -> (u16, String) {
     // A close frame's payload is at most 125 bytes: the code and 123 of reason.
     if reason.len() > 123 {
@@ -492,7 +496,7 @@ async fn close(ws: &mut WsStream, code: u16, mut reason: String, until: Instant)
     };
     let _ = timeout_at(until, async {
         if ws.close(Some(frame)).await.is_ok() {
-            finish(ws).await;
+            let _ = ws.get_mut().skip_to_close().await;
         }
     })
     .await;
