@@ -217,7 +217,9 @@ fn closed() -> Error {
 
 /// Sends `message`, or gives up once the peer has taken none of it for `within`. The timer
 /// starts only if the send waits: most sends go through at once, and reading the clock and
-/// setting a timer for each would cost more than the send.
+/// setting a timer for each would cost more than the send. It lives on the heap for that
+/// wait, so that the futures that send (a handler's callbacks, the session's) do not carry
+/// its room all the time.
 pub(crate) async fn send_within(
     ws: &mut WsStream,
     message: Message,
@@ -226,6 +228,6 @@ pub(crate) async fn send_within(
     let mut send = std::pin::pin!(ws.send(message));
     match futures_util::FutureExt::now_or_never(&mut send) {
         Some(sent) => Ok(sent),
-        None => tokio::time::timeout(within, send).await,
+        None => Box::pin(tokio::time::timeout(within, send)).await,
     }
 }

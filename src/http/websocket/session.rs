@@ -88,35 +88,43 @@ impl<H: WebSocketHandler> Session for Live<H> {
                 .await;
                 return drive(ws, handler, &opts, opened, link, None).await;
             }
-            // The socket itself, not hyper's box around it: reads and writes go straight to
-            // it, and the listener's stop reaches the connection through it.
-            let Ok(parts) = upgraded.downcast::<TokioIo<Watched<Socket>>>() else {
+            let Some((socket, unread)) = socket_of(upgraded) else {
                 tracing::debug!(target: "atoll::http", "upgraded connection of an unknown kind");
                 return;
             };
-            // The HTTP connection's wrapper (its activity, for HTTP's timers) goes: the
-            // session reads the socket itself.
-            let Watched {
-                inner: socket,
-                prefix,
-                ..
-            } = parts.io.into_inner();
-            // Frames the client sent right behind its request, read by hyper already, then
-            // any bytes the connection brought from another process not read yet. Copied out
-            // of `parts` (whose other fields live as long as this future): hyper's whole read
-            // buffer stays allocated while anything refers to it.
-            let read_buf = parts.read_buf;
-            let unread = match (read_buf.is_empty(), prefix.is_empty()) {
-                (true, _) => prefix,
-                (false, true) => Bytes::copy_from_slice(&read_buf),
-                (false, false) => Bytes::from([&read_buf[..], &prefix[..]].concat()),
-            };
-            drop(read_buf);
             let (link, framed) = framed(socket, unread, &opts, &opened);
             drive(framed.await, handler, &opts, opened, link, None).await;
         });
         task.abort_handle()
     }
+}
+
+/// The socket itself under an HTTP/1.1 upgrade, not hyper's box around it (reads and writes
+/// go straight to it, and the listener's stop reaches the connection through it), and the
+/// bytes to read before it: frames the client sent right behind its request, which hyper
+/// read already, then any the connection brought from another process. `None` for an
+/// upgrade of another kind of connection.
+///
+/// A plain function: in the session's future, hyper's `Parts`, once partly moved out of,
+/// would keep their room for the connection's whole life.
+fn socket_of(upgraded: hyper::upgrade::Upgraded) -> Option<(Socket, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<Watched<Socket>>>().ok()?;
+    // The HTTP connection's wrapper (its activity, for HTTP's timers) goes: the session
+    // reads the socket itself.
+    let Watched {
+        inner: socket,
+        prefix,
+        ..
+    } = parts.io.into_inner();
+    // Copied out of `parts`: hyper's whole read buffer stays allocated while anything
+    // refers to it.
+    let read_buf = parts.read_buf;
+    let unread = match (read_buf.is_empty(), prefix.is_empty()) {
+        (true, _) => prefix,
+        (false, true) => Bytes::copy_from_slice(&read_buf),
+        (false, false) => Bytes::from([&read_buf[..], &prefix[..]].concat()),
+    };
+    Some((socket, unread))
 }
 
 /// A connection moved here from another process, with its handler restored and the groups
@@ -134,14 +142,18 @@ impl<H: WebSocketHandler> Arrived for Resumed<H> {
         socket: Socket,
         unread: Bytes,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let Resumed {
+            handler,
+            opts,
+            opened,
+            groups,
+        } = *self;
+        // Made here, not in the block below: what the block captures keeps its room for the
+        // connection's whole life. The stream's making is boxed for the same reason, and
+        // freed once it is made.
+        let (link, framed) = framed(socket, unread, &opts, &opened);
+        let framed = Box::pin(framed);
         Box::pin(async move {
-            let Resumed {
-                handler,
-                opts,
-                opened,
-                groups,
-            } = *self;
-            let (link, framed) = framed(socket, unread, &opts, &opened);
             drive(framed.await, handler, &opts, opened, link, Some(groups)).await;
         })
     }
@@ -190,208 +202,229 @@ impl From<WsAction> for Turn {
 /// keepalive pings, the read deadline, the stop, and the move to another process at an
 /// upgrade. `resumed`: the groups of a connection that moved here (it had its
 /// `handle_connection` in the process it came from); `None` for a new connection.
-async fn drive<H: WebSocketHandler>(
+///
+/// Not an `async fn`: one moves its arguments into locals and keeps the arguments' room
+/// too, for the connection's whole life (over 600 bytes here); an `async move` block uses
+/// what it captured in place.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn drive<'o, H: WebSocketHandler>(
     mut ws: WsStream,
     mut handler: H,
-    opts: &WsOptions,
+    opts: &'o WsOptions,
     opened: Opened,
     link: Link,
     resumed: Option<Vec<String>>,
-) {
-    let stopping = link.stopping();
-    let shutdown_timeout = link.shared.opts.shutdown_timeout;
-    // Where the connection goes when the listener stops, if it can move: read only then.
-    let shared = link.movable.then(|| link.shared.clone());
-    let mut state = ConnState {
-        queue: None,
-        queue_len: opts.send_queue,
-        groups: opts.groups.clone(),
-        joined: Vec::new(),
-        id: link.id(),
-        peer: link.peer().clone(),
-        secure: link.secure,
-        send_timeout: link.shared.opts.send_timeout,
-        stalled: false,
-        compress_from: opened.deflate.then_some(opts.compress_min_size),
-    };
-    let send_timeout = state.send_timeout;
-    macro_rules! cx {
-        () => {
-            &mut WsConn {
-                ws: &mut ws,
-                state: &mut state,
+) -> impl Future<Output = ()> + 'o {
+    async move {
+        let shutdown_timeout = link.shared.opts.shutdown_timeout;
+        // Where the connection goes when the listener stops, if it can move: read only then.
+        let shared = link.movable.then(|| link.shared.clone());
+        let mut state = ConnState {
+            queue: None,
+            queue_len: opts.send_queue,
+            groups: opts.groups.clone(),
+            joined: Vec::new(),
+            id: link.id(),
+            peer: link.peer().clone(),
+            secure: link.secure,
+            send_timeout: link.shared.opts.send_timeout,
+            stalled: false,
+            compress_from: opened.deflate.then_some(opts.compress_min_size),
+        };
+        let send_timeout = state.send_timeout;
+        macro_rules! cx {
+            () => {
+                &mut WsConn {
+                    ws: &mut ws,
+                    state: &mut state,
+                }
+            };
+        }
+        // The streams of an HTTP/2 connection wait on the slot's `Notify` (boxed: a session
+        // with a socket of its own never does, and should not carry its room).
+        let mut stopping = (!link.exclusive).then(|| Box::pin(link.stopping()));
+        let mut stopped = false;
+        // A connection with a socket of its own hears the stop through its slot's loop waker:
+        // after the first poll, a look is two atomic loads (`Notify`'s takes a lock). The
+        // streams of an HTTP/2 connection share its slot, so they wait on `Notify`.
+        let mut registered = false;
+        // Once the listener stopped with somewhere to move connections: where, and until when
+        // the connection may wait to be between messages.
+        let mut moving: Option<(crate::MoveTo, Instant)> = None;
+        // The handler said `Later`: asked again after the next message.
+        let mut asked = false;
+        let mut last_heard = Instant::now();
+        let mut last_ping = last_heard;
+        // One timer for the read deadline, the keepalive ping and the end of the wait to move,
+        // set for the soonest. A message moves the first two later without touching it: it
+        // fires early, finds nothing due, and is set again (a timer set and cancelled per
+        // message would cost more than the message).
+        let mut timer = pin!(sleep_until(
+            last_heard + opts.ping_interval.min(opts.read_timeout)
+        ));
+        let mut turn: Turn = match resumed {
+            None => handler.handle_connection(cx!()).await.into(),
+            Some(groups) => {
+                for group in &groups {
+                    cx!().join(group);
+                }
+                Turn::Go
             }
         };
-    }
-    let mut stopping = pin!(stopping);
-    let mut stopped = false;
-    // A connection with a socket of its own hears the stop through its slot's loop waker:
-    // after the first poll, a look is two atomic loads (`Notify`'s takes a lock). The
-    // streams of an HTTP/2 connection share its slot, so they wait on `Notify`.
-    let mut registered = false;
-    // Once the listener stopped with somewhere to move connections: where, and until when
-    // the connection may wait to be between messages.
-    let mut moving: Option<(crate::MoveTo, Instant)> = None;
-    // The handler said `Later`: asked again after the next message.
-    let mut asked = false;
-    let mut last_heard = Instant::now();
-    let mut last_ping = last_heard;
-    // One timer for the read deadline, the keepalive ping and the end of the wait to move,
-    // set for the soonest. A message moves the first two later without touching it: it
-    // fires early, finds nothing due, and is set again (a timer set and cancelled per
-    // message would cost more than the message).
-    let mut timer = pin!(sleep_until(
-        last_heard + opts.ping_interval.min(opts.read_timeout)
-    ));
-    let mut turn: Turn = match resumed {
-        None => handler.handle_connection(cx!()).await.into(),
-        Some(groups) => {
-            for group in &groups {
-                cx!().join(group);
+        // What runs once in a connection's life (closing, draining, moving away) is boxed
+        // where it is awaited: the future of this block is as big as the biggest thing it
+        // awaits, for every connection, all its life.
+        let (code, reason) = 'run: loop {
+            if state.stalled {
+                break (close_code::ABNORMAL, "send timeout".to_owned());
             }
-            Turn::Go
-        }
-    };
-    let (code, reason) = 'run: loop {
-        if state.stalled {
-            break (close_code::ABNORMAL, "send timeout".to_owned());
-        }
-        match turn {
-            Turn::Go => {}
-            Turn::Close(code, reason) => {
-                let until = Instant::now() + opts.read_timeout;
-                break close(&mut ws, code, reason, until).await;
+            match turn {
+                Turn::Go => {}
+                Turn::Close(code, reason) => {
+                    let until = Instant::now() + opts.read_timeout;
+                    break Box::pin(close(&mut ws, code, reason, until)).await;
+                }
+                Turn::Ended(code, reason) => break (code, reason),
             }
-            Turn::Ended(code, reason) => break (code, reason),
-        }
-        if let Some((to, _)) = &moving {
-            if !asked && ws.get_ref().between_messages() {
-                asked = true;
-                match handler.handle_move(cx!()).await {
-                    Move::Now(moved) => {
-                        match moving::leave(&mut ws, &mut state, &opened, moved, to).await {
-                            // It goes on in the other process: nothing closes here.
-                            Ok(()) => return,
-                            Err(why) => {
-                                tracing::debug!(target: "atoll::http", why, "a WebSocket connection cannot move; it drains");
-                                break 'run drain(
-                                    &mut ws,
-                                    &mut handler,
-                                    &mut state,
-                                    shutdown_timeout,
-                                )
-                                .await;
+            if let Some((to, _)) = &moving {
+                if !asked && ws.get_ref().between_messages() {
+                    asked = true;
+                    match handler.handle_move(cx!()).await {
+                        Move::Now(moved) => {
+                            match Box::pin(moving::leave(&mut ws, &mut state, &opened, moved, to))
+                                .await
+                            {
+                                // It goes on in the other process: nothing closes here.
+                                Ok(()) => return,
+                                Err(why) => {
+                                    tracing::debug!(target: "atoll::http", why, "a WebSocket connection cannot move; it drains");
+                                    break 'run Box::pin(drain(
+                                        &mut ws,
+                                        &mut handler,
+                                        &mut state,
+                                        shutdown_timeout,
+                                    ))
+                                    .await;
+                                }
                             }
                         }
-                    }
-                    Move::Later => {}
-                    Move::Never => {
-                        break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout)
+                        Move::Later => {}
+                        Move::Never => {
+                            break 'run Box::pin(drain(
+                                &mut ws,
+                                &mut handler,
+                                &mut state,
+                                shutdown_timeout,
+                            ))
                             .await;
+                        }
                     }
                 }
             }
-        }
-        let deadline = last_heard + opts.read_timeout;
-        let ping_at = last_heard.max(last_ping) + opts.ping_interval;
-        let move_until = moving.as_ref().map(|(_, until)| *until);
-        let due = deadline.min(ping_at).min(move_until.unwrap_or(deadline));
-        if timer.is_elapsed() || due < timer.deadline() {
-            timer.as_mut().reset(due);
-        }
-        turn = tokio::select! {
-            biased;
-            _ = async {
-                match link.exclusive {
-                    true => std::future::poll_fn(|cx| {
-                        match link.slot.poll_signal(cx, &mut registered, false) {
-                            std::task::Poll::Ready(Signal::Stop) => std::task::Poll::Ready(()),
-                            _ => std::task::Poll::Pending,
+            let deadline = last_heard + opts.read_timeout;
+            let ping_at = last_heard.max(last_ping) + opts.ping_interval;
+            let move_until = moving.as_ref().map(|(_, until)| *until);
+            let due = deadline.min(ping_at).min(move_until.unwrap_or(deadline));
+            if timer.is_elapsed() || due < timer.deadline() {
+                timer.as_mut().reset(due);
+            }
+            turn = tokio::select! {
+                biased;
+                _ = async {
+                    match link.exclusive {
+                        true => std::future::poll_fn(|cx| {
+                            match link.slot.poll_signal(cx, &mut registered, false) {
+                                std::task::Poll::Ready(Signal::Stop) => std::task::Poll::Ready(()),
+                                _ => std::task::Poll::Pending,
+                            }
+                        })
+                        .await,
+                        false => match &mut stopping {
+                            Some(stopping) => stopping.await,
+                            None => std::future::pending().await,
+                        },
+                    }
+                }, if !stopped => {
+                    stopped = true;
+                    match shared.as_ref().and_then(|s| s.move_to.get()) {
+                        Some(to) => {
+                            moving = Some((to, Instant::now() + shutdown_timeout));
+                            Turn::Go
                         }
-                    })
-                    .await,
-                    false => (&mut stopping).await,
+                        None => break 'run Box::pin(drain(&mut ws, &mut handler, &mut state, shutdown_timeout)).await,
+                    }
                 }
-            }, if !stopped => {
-                stopped = true;
-                match shared.as_ref().and_then(|s| s.move_to.get()) {
-                    Some(to) => {
-                        moving = Some((to, Instant::now() + shutdown_timeout));
+                next = ws.next() => {
+                    last_heard = Instant::now();
+                    asked = false;
+                    match next {
+                        Some(Ok(Message::Text(text))) => {
+                            // A plain message, compression negotiated or not.
+                            let _ = ws.get_mut().arrived();
+                            handler.handle_text(&text, cx!()).await.into()
+                        }
+                        Some(Ok(Message::Binary(data))) => match ws.get_mut().arrived() {
+                            Some(Arrival::Deflated { text }) => {
+                                match inflated(&data, text, opts.max_message_size) {
+                                    Ok(Inflated::Text(t)) => handler.handle_text(&t, cx!()).await.into(),
+                                    Ok(Inflated::Binary(b)) => handler.handle_binary(&b, cx!()).await.into(),
+                                    Err(turn) => turn,
+                                }
+                            }
+                            _ => handler.handle_binary(&data, cx!()).await.into(),
+                        },
+                        Some(Ok(Message::Ping(data))) => {
+                            handler.handle_ping(&data, cx!()).await.into()
+                        }
+                        Some(Ok(Message::Pong(data))) => {
+                            handler.handle_pong(&data, cx!()).await.into()
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            // tungstenite queued the echo of the peer's close: send it, and let
+                            // the peer close the socket (bounded by the read timeout).
+                            let until = Instant::now() + opts.read_timeout;
+                            let _ = Box::pin(timeout_at(until, finish(&mut ws))).await;
+                            match frame {
+                                Some(f) => Turn::Ended(f.code.into(), f.reason.to_string()),
+                                None => Turn::Ended(close_code::NO_STATUS, String::new()),
+                            }
+                        }
+                        Some(Ok(Message::Frame(_))) => Turn::Go,
+                        Some(Err(e)) => failed(e),
+                        None => Turn::Ended(close_code::ABNORMAL, String::new()),
+                    }
+                }
+                Some(out) = state.queued() => match out {
+                    Outgoing::Send(message) => {
+                        send_within(&mut ws, state.frame(message), send_timeout).await
+                    }
+                    Outgoing::Close(code, reason) => Turn::Close(code, reason),
+                },
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if move_until.is_some_and(|until| now >= until) {
+                        // Never between messages within the shutdown timeout (or always `Later`).
+                        break 'run Box::pin(drain(&mut ws, &mut handler, &mut state, shutdown_timeout)).await;
+                    } else if now >= deadline {
+                        last_heard = now;
+                        handler.handle_timeout(cx!()).await.into()
+                    } else if now >= ping_at {
+                        last_ping = now;
+                        send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
+                    } else {
+                        // Set for a deadline a message has since moved on.
                         Turn::Go
                     }
-                    None => break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout).await,
                 }
-            }
-            next = ws.next() => {
-                last_heard = Instant::now();
-                asked = false;
-                match next {
-                    Some(Ok(Message::Text(text))) => {
-                        // A plain message, compression negotiated or not.
-                        let _ = ws.get_mut().arrived();
-                        handler.handle_text(&text, cx!()).await.into()
-                    }
-                    Some(Ok(Message::Binary(data))) => match ws.get_mut().arrived() {
-                        Some(Arrival::Deflated { text }) => {
-                            match inflated(&data, text, opts.max_message_size) {
-                                Ok(Inflated::Text(t)) => handler.handle_text(&t, cx!()).await.into(),
-                                Ok(Inflated::Binary(b)) => handler.handle_binary(&b, cx!()).await.into(),
-                                Err(turn) => turn,
-                            }
-                        }
-                        _ => handler.handle_binary(&data, cx!()).await.into(),
-                    },
-                    Some(Ok(Message::Ping(data))) => {
-                        handler.handle_ping(&data, cx!()).await.into()
-                    }
-                    Some(Ok(Message::Pong(data))) => {
-                        handler.handle_pong(&data, cx!()).await.into()
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        // tungstenite queued the echo of the peer's close: send it, and let
-                        // the peer close the socket (bounded by the read timeout).
-                        let until = Instant::now() + opts.read_timeout;
-                        let _ = timeout_at(until, finish(&mut ws)).await;
-                        match frame {
-                            Some(f) => Turn::Ended(f.code.into(), f.reason.to_string()),
-                            None => Turn::Ended(close_code::NO_STATUS, String::new()),
-                        }
-                    }
-                    Some(Ok(Message::Frame(_))) => Turn::Go,
-                    Some(Err(e)) => failed(e),
-                    None => Turn::Ended(close_code::ABNORMAL, String::new()),
-                }
-            }
-            Some(out) = state.queued() => match out {
-                Outgoing::Send(message) => {
-                    send_within(&mut ws, state.frame(message), send_timeout).await
-                }
-                Outgoing::Close(code, reason) => Turn::Close(code, reason),
-            },
-            _ = &mut timer => {
-                let now = Instant::now();
-                if move_until.is_some_and(|until| now >= until) {
-                    // Never between messages within the shutdown timeout (or always `Later`).
-                    break 'run drain(&mut ws, &mut handler, &mut state, shutdown_timeout).await;
-                } else if now >= deadline {
-                    last_heard = now;
-                    handler.handle_timeout(cx!()).await.into()
-                } else if now >= ping_at {
-                    last_ping = now;
-                    send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
-                } else {
-                    // Set for a deadline a message has since moved on.
-                    Turn::Go
-                }
-            }
+            };
         };
-    };
-    // The write side ends cleanly: over TLS the peer gets close_notify, not a bare EOF.
-    let _ = tokio::time::timeout(SHUTDOWN_WRITE, ws.get_mut().shutdown()).await;
-    for group in &state.joined {
-        state.groups.leave(group, state.id);
+        // The write side ends cleanly: over TLS the peer gets close_notify, not a bare EOF.
+        let _ = tokio::time::timeout(SHUTDOWN_WRITE, ws.get_mut().shutdown()).await;
+        for group in &state.joined {
+            state.groups.leave(group, state.id);
+        }
+        handler.handle_close(code, &reason).await;
     }
-    handler.handle_close(code, &reason).await;
 }
 
 /// The listener stops and the connection stays: the handler's last word, then 1001 and the
