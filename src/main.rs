@@ -32,6 +32,11 @@ use atoll::rpc::{Client, ClientTls};
 use atoll::Config;
 use clap::{Parser, Subcommand};
 
+/// See the `mimalloc` feature in Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "atoll", version, about = "Supervised network listeners")]
 struct Cli {

@@ -32,6 +32,11 @@ use crate::setup::versions::find_releases;
 use crate::setup::AppEnv;
 use crate::sockets::Origin;
 
+/// The most threads `atoll serve`'s blocking pool runs (tokio's default is 512): static-file
+/// work takes at most 16 of them at once, and an upgrade's hand-over and the standby's work
+/// a few more. Threads idle for 10 s leave.
+const MAX_BLOCKING_THREADS: usize = 24;
+
 /// How long a new process waits for each message of the handover: 10 s.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,6 +127,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
         .map_err(|e| fail(format!("{}: {e}", path.display())))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .map_err(|e| fail(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
