@@ -240,6 +240,12 @@ fn drive<'o, H: WebSocketHandler>(
                 }
             };
         }
+        // The listener stops and the connection stays: boxed, as it runs once (see below).
+        macro_rules! drain_now {
+            () => {
+                Box::pin(drain(&mut ws, &mut handler, &mut state, shutdown_timeout)).await
+            };
+        }
         // The streams of an HTTP/2 connection wait on the slot's `Notify` (boxed: a session
         // with a socket of its own never does, and should not carry its room).
         let mut stopping = (!link.exclusive).then(|| Box::pin(link.stopping()));
@@ -298,25 +304,13 @@ fn drive<'o, H: WebSocketHandler>(
                                 Ok(()) => return,
                                 Err(why) => {
                                     tracing::debug!(target: "atoll::http", why, "a WebSocket connection cannot move; it drains");
-                                    break 'run Box::pin(drain(
-                                        &mut ws,
-                                        &mut handler,
-                                        &mut state,
-                                        shutdown_timeout,
-                                    ))
-                                    .await;
+                                    break 'run drain_now!();
                                 }
                             }
                         }
                         Move::Later => {}
                         Move::Never => {
-                            break 'run Box::pin(drain(
-                                &mut ws,
-                                &mut handler,
-                                &mut state,
-                                shutdown_timeout,
-                            ))
-                            .await;
+                            break 'run drain_now!();
                         }
                     }
                 }
@@ -351,7 +345,7 @@ fn drive<'o, H: WebSocketHandler>(
                             moving = Some((to, Instant::now() + shutdown_timeout));
                             Turn::Go
                         }
-                        None => break 'run Box::pin(drain(&mut ws, &mut handler, &mut state, shutdown_timeout)).await,
+                        None => break 'run drain_now!(),
                     }
                 }
                 next = ws.next() => {
@@ -404,7 +398,7 @@ fn drive<'o, H: WebSocketHandler>(
                     let now = Instant::now();
                     if move_until.is_some_and(|until| now >= until) {
                         // Never between messages within the shutdown timeout (or always `Later`).
-                        break 'run Box::pin(drain(&mut ws, &mut handler, &mut state, shutdown_timeout)).await;
+                        break 'run drain_now!();
                     } else if now >= deadline {
                         last_heard = now;
                         handler.handle_timeout(cx!()).await.into()
