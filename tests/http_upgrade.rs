@@ -54,13 +54,16 @@ fn h2load_loses_no_request_across_upgrades() {
     let mut pids = vec![first.pid()];
     let logs = tempfile::tempdir().unwrap();
     // HTTP/2 runs are long enough that the upgrade's GOAWAY always finds them busy (they end
-    // at it); the HTTP/1.1 one reconnects to the new process and finishes there.
+    // at it). The upgrade starts once a run has reported 10% done; the other 90% of 200,000
+    // requests take a debug build a few seconds, where an upgrade takes about one (50,000
+    // were once all done by then). The HTTP/1.1 run reconnects to the new process and
+    // finishes there.
     let kinds: [(&str, Vec<String>); 3] = [
         (
             "h2c",
             vec![
                 format!("http://{web}/health"),
-                "-n50000".into(),
+                "-n200000".into(),
                 "-c4".into(),
                 "-m10".into(),
             ],
@@ -69,7 +72,7 @@ fn h2load_loses_no_request_across_upgrades() {
             "h2 over TLS",
             vec![
                 format!("https://{tls}/health"),
-                "-n50000".into(),
+                "-n200000".into(),
                 "-c4".into(),
                 "-m10".into(),
             ],
