@@ -3,28 +3,21 @@
 //! RFC 8441), and what it needs to know of the connection it runs on ([`Link`]).
 
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::either::Either;
 
 use crate::addr::Addr;
 use crate::connections::Slot;
 use crate::shared::Shared;
 use crate::socket::Socket;
 
-/// The bytes under the framing.
-#[derive(Debug)]
-pub(crate) enum WsIo {
-    /// The socket itself, which can move to another process.
-    Socket(Socket),
-    /// An HTTP/2 stream, on a connection that goes on serving other streams.
-    Stream(TokioIo<Upgraded>),
-}
+/// The bytes under the framing: `Left`, the socket itself, which can move to another
+/// process; `Right`, an HTTP/2 stream, on a connection that goes on serving other streams.
+/// `Either` passes every read and write (vectored ones too) to the side it holds.
+pub(crate) type WsIo = Either<Socket, TokioIo<Upgraded>>;
 
 /// The connection a session runs on: its entry, its listener, and how it is carried.
 #[derive(Clone)]
@@ -82,63 +75,5 @@ impl std::fmt::Debug for Link {
             .field("secure", &self.secure)
             .field("movable", &self.movable)
             .finish()
-    }
-}
-
-impl AsyncRead for WsIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Socket(s) => Pin::new(s).poll_read(cx, buf),
-            WsIo::Stream(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for WsIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WsIo::Socket(s) => Pin::new(s).poll_write(cx, data),
-            WsIo::Stream(s) => Pin::new(s).poll_write(cx, data),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WsIo::Socket(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            WsIo::Stream(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            WsIo::Socket(s) => s.is_write_vectored(),
-            WsIo::Stream(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Socket(s) => Pin::new(s).poll_flush(cx),
-            WsIo::Stream(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Socket(s) => Pin::new(s).poll_shutdown(cx),
-            WsIo::Stream(s) => Pin::new(s).poll_shutdown(cx),
-        }
     }
 }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
+use tokio_util::either::Either;
 
 use super::conn::{ConnState, Outgoing, WsStream};
 use super::handler::close_code;
-use super::io::WsIo;
 use crate::error::BoxError;
 use crate::handle::ServerHandle;
 use crate::http::listener::HttpShared;
@@ -101,12 +101,12 @@ pub(crate) async fn leave(
         conn.groups.leave(group, conn.id);
     }
     let gate = ws.get_mut();
-    if !matches!(gate.inner, WsIo::Socket(_)) {
+    if !matches!(gate.inner, Either::Left(_)) {
         return Err("not a socket of its own");
     }
     // Everything read from the socket and not handled is in the gate.
     let unread = gate.take_unread();
-    let WsIo::Socket(socket) = &mut gate.inner else {
+    let Either::Left(socket) = &mut gate.inner else {
         return Err("not a socket of its own");
     };
     let client = socket.conn.slot.client();

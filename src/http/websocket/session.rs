@@ -79,7 +79,7 @@ impl<H: WebSocketHandler> Session for Live<H> {
             };
             if let Some(link) = stream_of {
                 // One stream of an HTTP/2 connection.
-                let io = WsIo::Stream(TokioIo::new(upgraded));
+                let io = WsIo::Right(TokioIo::new(upgraded));
                 let ws = WebSocketStream::from_raw_socket(
                     gate(io, &opened),
                     Role::Server,
@@ -169,7 +169,7 @@ fn framed(
     opened: &Opened,
 ) -> (Link, impl Future<Output = WsStream>) {
     let link = Link::of(&socket);
-    let io = gate(WsIo::Socket(socket), opened).with_unread(unread);
+    let io = gate(WsIo::Left(socket), opened).with_unread(unread);
     (
         link,
         WebSocketStream::from_raw_socket(io, Role::Server, Some(opts.config())),
