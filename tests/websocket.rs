@@ -797,3 +797,32 @@ async fn websockets_over_http2_share_a_connection_and_hear_1001_at_a_stop() {
         "{closes:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_of_an_http2_connection_gets_its_keepalive_pings() {
+    // Each stream of an HTTP/2 connection keeps its own time (a connection with a socket of
+    // its own is woken by the listener's sweeper instead, `silent_peer_gets_pings_then_a_close`).
+    let t = server(route(&Echo::default()).ping_interval(Duration::from_millis(50)));
+    let tcp = within("connect", TcpStream::connect(t.addr()))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut ws = h2_websocket(&mut send, t.addr()).await;
+    for _ in 0..3 {
+        assert!(matches!(next(&mut ws).await, Message::Ping(_)));
+    }
+    // Answered (tungstenite sends the pongs), it stays open and echoes.
+    ws.send(Message::text("still here")).await.unwrap();
+    loop {
+        match next(&mut ws).await {
+            Message::Ping(_) => continue,
+            m => break assert_eq!(m, Message::text("still here")),
+        }
+    }
+}

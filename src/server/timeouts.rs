@@ -47,6 +47,16 @@ impl Timeouts {
         let deadline = self
             .since_epoch(Instant::now())
             .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        self.set(slot, deadline);
+    }
+
+    /// Sets the connection's deadline to `at`.
+    pub(crate) fn arm_at(&self, slot: &Slot, at: Instant) {
+        self.set(slot, self.since_epoch(at));
+    }
+
+    #[inline]
+    fn set(&self, slot: &Slot, deadline: u64) {
         slot.deadline.store(deadline, Ordering::Release);
         if deadline < self.next_sweep.load(Ordering::Acquire) {
             self.poke.notify_one();

@@ -133,22 +133,40 @@ impl<S> Gate<S> {
                     bytes[i] = note_arrival(bytes[i], inflow);
                 }
             }
-            self.header[self.header_len] = bytes[i];
-            self.header_len += 1;
-            i += 1;
-            if let Some(payload) = header_done(&self.header[..self.header_len]) {
-                let (fin, opcode) = (self.header[0] & 0x80 != 0, self.header[0] & 0x0f);
-                self.opcode = opcode;
-                // Data frames (continuation, text, binary) open or close a message; control
-                // frames come between fragments and change nothing.
-                if opcode < 8 {
-                    self.in_message = !fin;
-                }
-                self.header_len = 0;
-                self.payload_left = payload;
-                if payload == 0 {
-                    return i;
-                }
+            let rest = &bytes[i..];
+            let (first, payload) =
+                if self.header_len == 0 && rest.len() >= 2 && rest.len() >= header_size(rest[1]) {
+                    // The whole header came in one piece (nearly always): read where it is.
+                    i += header_size(rest[1]);
+                    (rest[0], payload_len(rest))
+                } else {
+                    // Kept until the rest comes, taken as much at a time as has come: its first
+                    // two bytes say how long it is.
+                    let want = match self.header_len {
+                        0 | 1 => 2,
+                        _ => header_size(self.header[1]),
+                    };
+                    let take = (want - self.header_len).min(rest.len());
+                    self.header[self.header_len..self.header_len + take]
+                        .copy_from_slice(&rest[..take]);
+                    self.header_len += take;
+                    i += take;
+                    if self.header_len < 2 || self.header_len < header_size(self.header[1]) {
+                        continue;
+                    }
+                    (self.header[0], payload_len(&self.header))
+                };
+            let (fin, opcode) = (first & 0x80 != 0, first & 0x0f);
+            self.opcode = opcode;
+            // Data frames (continuation, text, binary) open or close a message; control
+            // frames come between fragments and change nothing.
+            if opcode < 8 {
+                self.in_message = !fin;
+            }
+            self.header_len = 0;
+            self.payload_left = payload;
+            if payload == 0 {
+                return i;
             }
         }
         i
@@ -218,26 +236,26 @@ fn note_arrival(first: u8, inflow: &mut VecDeque<Arrival>) -> u8 {
     }
 }
 
-/// The payload length, once `header` is a whole frame header.
-fn header_done(header: &[u8]) -> Option<u64> {
-    if header.len() < 2 {
-        return None;
-    }
-    let masked = header[1] & 0x80 != 0;
-    let (extended, len) = match header[1] & 0x7f {
-        126 => (2, None),
-        127 => (8, None),
-        n => (0, Some(u64::from(n))),
+/// How long a frame header is, from its second byte: 2 bytes, the extended length (2 or 8)
+/// and the mask key (4).
+fn header_size(second: u8) -> usize {
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
     };
-    let total = 2 + extended + if masked { 4 } else { 0 };
-    if header.len() < total {
-        return None;
+    2 + extended + if second & 0x80 != 0 { 4 } else { 0 }
+}
+
+/// The payload length a whole frame header (at the start of `header`) gives.
+fn payload_len(header: &[u8]) -> u64 {
+    match header[1] & 0x7f {
+        126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
+        127 => u64::from_be_bytes([
+            header[2], header[3], header[4], header[5], header[6], header[7], header[8], header[9],
+        ]),
+        n => u64::from(n),
     }
-    Some(len.unwrap_or_else(|| {
-        header[2..2 + extended]
-            .iter()
-            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
-    }))
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
@@ -406,6 +424,41 @@ mod tests {
         let wire = frame(true, 2, &[1; 100]);
         let mut gate = Gate::new(&wire[..]);
         gate.skip_to_close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn frame_ends_are_found_however_the_reads_cut_the_headers() {
+        // Every header length: 2 bytes with the mask key (6), 16-bit length (8), 64-bit (14).
+        let frames = [
+            frame(true, 1, b"hi"),
+            frame(true, 9, b""),
+            frame(true, 2, &[3; 300]),
+            frame(false, 2, &[4; 70_000]),
+            frame(true, 0, b"end"),
+        ];
+        let wire = frames.concat();
+        let mut ends = Vec::new();
+        let mut at = 0;
+        for f in &frames {
+            at += f.len();
+            ends.push(at);
+        }
+        for room in 1..=16 {
+            let mut gate = Gate::new(&wire[..]);
+            let (mut got, mut stops) = (Vec::new(), Vec::new());
+            while got.len() < wire.len() {
+                let more = read(&mut gate, room).await;
+                assert!(!more.is_empty(), "room {room}");
+                got.extend_from_slice(&more);
+                stops.push(got.len());
+            }
+            assert_eq!(got, wire, "room {room}");
+            // Each read stops at the first frame end in it: every frame end is a stop.
+            for end in &ends {
+                assert!(stops.contains(end), "room {room}: no stop at {end}");
+            }
+            assert!(gate.between_messages());
+        }
     }
 
     #[tokio::test]

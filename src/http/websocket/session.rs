@@ -2,7 +2,7 @@
 //! back, its callbacks, keepalive pings, the read deadline, the close handshake, and the stop.
 
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -261,13 +261,25 @@ fn drive<'o, H: WebSocketHandler>(
         let mut asked = false;
         let mut last_heard = Instant::now();
         let mut last_ping = last_heard;
-        // One timer for the read deadline, the keepalive ping and the end of the wait to move,
+        // One alarm for the read deadline, the keepalive ping and the end of the wait to move,
         // set for the soonest. A message moves the first two later without touching it: it
-        // fires early, finds nothing due, and is set again (a timer set and cancelled per
-        // message would cost more than the message).
-        let mut timer = pin!(sleep_until(
-            last_heard + opts.ping_interval.min(opts.read_timeout)
-        ));
+        // goes off early, finds nothing due, and is set again (an alarm set per message would
+        // cost more than the message). So what is due is worked out only when the alarm has
+        // gone off or the wait to move begins, the one thing that can come sooner.
+        //
+        // A connection with a socket of its own has no timer: it sets its slot's deadline, and
+        // the listener's sweeper wakes it through the slot's loop waker, as it wakes the socket
+        // server's connections. The streams of an HTTP/2 connection share its slot, so each
+        // has a timer.
+        let first = last_heard + opts.ping_interval.min(opts.read_timeout);
+        let mut timer = match link.exclusive {
+            true => {
+                link.shared.timeouts.arm_at(&link.slot, first);
+                None
+            }
+            false => Some(Box::pin(sleep_until(first))),
+        };
+        let mut rearm = false;
         let mut turn: Turn = match resumed {
             None => handler.handle_connection(cx!()).await.into(),
             Some(groups) => {
@@ -315,39 +327,56 @@ fn drive<'o, H: WebSocketHandler>(
                     }
                 }
             }
-            let deadline = last_heard + opts.read_timeout;
-            let ping_at = last_heard.max(last_ping) + opts.ping_interval;
-            let move_until = moving.as_ref().map(|(_, until)| *until);
-            let due = deadline.min(ping_at).min(move_until.unwrap_or(deadline));
-            if timer.is_elapsed() || due < timer.deadline() {
-                timer.as_mut().reset(due);
+            let due = |last_heard: Instant, last_ping: Instant| {
+                let deadline = last_heard + opts.read_timeout;
+                let ping_at = last_heard.max(last_ping) + opts.ping_interval;
+                let move_until = moving.as_ref().map(|(_, until)| *until);
+                (deadline, ping_at, move_until)
+            };
+            if rearm {
+                rearm = false;
+                let (deadline, ping_at, move_until) = due(last_heard, last_ping);
+                let at = deadline.min(ping_at).min(move_until.unwrap_or(deadline));
+                match &mut timer {
+                    Some(timer) => timer.as_mut().reset(at),
+                    None => link.shared.timeouts.arm_at(&link.slot, at),
+                }
             }
             turn = tokio::select! {
                 biased;
-                _ = async {
-                    match link.exclusive {
-                        true => std::future::poll_fn(|cx| {
-                            match link.slot.poll_signal(cx, &mut registered, false) {
-                                std::task::Poll::Ready(Signal::Stop) => std::task::Poll::Ready(()),
-                                _ => std::task::Poll::Pending,
-                            }
-                        })
-                        .await,
-                        false => match &mut stopping {
-                            Some(stopping) => stopping.await,
-                            None => std::future::pending().await,
-                        },
-                    }
-                }, if !stopped => {
+                tick = std::future::poll_fn(|cx| {
+                    poll_tick(cx, &link, &mut registered, stopped, &mut stopping, &mut timer)
+                }) => match tick {
+                    Tick::Stop => {
                     stopped = true;
                     match shared.as_ref().and_then(|s| s.move_to.get()) {
                         Some(to) => {
                             moving = Some((to, Instant::now() + shutdown_timeout));
+                            rearm = true;
                             Turn::Go
                         }
                         None => break 'run drain_now!(),
                     }
-                }
+                    }
+                    Tick::Time => {
+                        let now = Instant::now();
+                        let (deadline, ping_at, move_until) = due(last_heard, last_ping);
+                        rearm = true;
+                        if move_until.is_some_and(|until| now >= until) {
+                            // Never between messages within the shutdown timeout (or always `Later`).
+                            break 'run drain_now!();
+                        } else if now >= deadline {
+                            last_heard = now;
+                            handler.handle_timeout(cx!()).await.into()
+                        } else if now >= ping_at {
+                            last_ping = now;
+                            send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
+                        } else {
+                            // Set for a deadline a message has since moved on.
+                            Turn::Go
+                        }
+                    }
+                },
                 next = ws.next() => {
                     last_heard = Instant::now();
                     asked = false;
@@ -394,22 +423,6 @@ fn drive<'o, H: WebSocketHandler>(
                     }
                     Outgoing::Close(code, reason) => Turn::Close(code, reason),
                 },
-                _ = &mut timer => {
-                    let now = Instant::now();
-                    if move_until.is_some_and(|until| now >= until) {
-                        // Never between messages within the shutdown timeout (or always `Later`).
-                        break 'run drain_now!();
-                    } else if now >= deadline {
-                        last_heard = now;
-                        handler.handle_timeout(cx!()).await.into()
-                    } else if now >= ping_at {
-                        last_ping = now;
-                        send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
-                    } else {
-                        // Set for a deadline a message has since moved on.
-                        Turn::Go
-                    }
-                }
             };
         };
         // The write side ends cleanly: over TLS the peer gets close_notify, not a bare EOF.
@@ -419,6 +432,42 @@ fn drive<'o, H: WebSocketHandler>(
         }
         handler.handle_close(code, &reason).await;
     }
+}
+
+/// What woke the session, apart from its socket and its queue.
+enum Tick {
+    /// The listener stops.
+    Stop,
+    /// Its alarm went off: something may be due (the read deadline, a ping, the end of the
+    /// wait to move).
+    Time,
+}
+
+/// Polls for the stop (until it has been seen) and the alarm: through the slot for a
+/// connection with a socket of its own (no `timer`), or through the stream's `stopping` and
+/// `timer`.
+fn poll_tick<F: Future<Output = ()>>(
+    cx: &mut std::task::Context<'_>,
+    link: &Link,
+    registered: &mut bool,
+    stopped: bool,
+    stopping: &mut Option<Pin<Box<F>>>,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+) -> std::task::Poll<Tick> {
+    use std::task::Poll;
+    let Some(timer) = timer else {
+        return match link.slot.poll_signal(cx, registered, stopped) {
+            Poll::Ready(Signal::Stop) => Poll::Ready(Tick::Stop),
+            Poll::Ready(Signal::Expired) => Poll::Ready(Tick::Time),
+            Poll::Pending => Poll::Pending,
+        };
+    };
+    if let (false, Some(stopping)) = (stopped, stopping) {
+        if stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Tick::Stop);
+        }
+    }
+    timer.as_mut().poll(cx).map(|()| Tick::Time)
 }
 
 /// The listener stops and the connection stays: the handler's last word, then 1001 and the
