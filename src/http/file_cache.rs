@@ -13,6 +13,12 @@
 //! even if a link is swapped under the root meanwhile (nothing from outside the root is ever
 //! served from the cache).
 //!
+//! One load per path at a time: the requests for a path that is not fresh while it is being
+//! loaded wait for that load and take its outcome, rather than each going to the blocking
+//! pool (every second, each busy path goes stale at once for all the connections asking for
+//! it). They still see the file system as it was after they arrived or at most
+//! `revalidate_after` before. With the cache off, every request loads on its own.
+//!
 //! Budget: [`CacheOptions::size`] (64 MiB by default) bounds the weight of the entries: the
 //! contents held, plus [`DESCRIPTOR_WEIGHT`] for each file held open (so the default holds at
 //! most 1,024 descriptors), plus the key and a fixed overhead. Files up to
@@ -21,16 +27,18 @@
 //! CLOCK-Pro policy, which keeps often-asked entries over a scan of paths asked once.
 //! Paths that lead nowhere (404) and failures are never cached.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::conditional::Validators;
 use super::encoding::Encoding;
@@ -194,6 +202,43 @@ pub(crate) struct FileCache {
     entries: Option<Cache<Box<str>, Arc<Entry>, Weight>>,
     /// The budget and the freshness bound.
     options: CacheOptions,
+    /// The loads under way, by raw request path: what their outcome will come through.
+    loading: Mutex<HashMap<Box<str>, watch::Receiver<Option<Loaded>>>>,
+    /// How many loads were started (for tests; counted by [`StaticFiles`](super::StaticFiles)).
+    #[cfg(test)]
+    pub(crate) loads: std::sync::atomic::AtomicUsize,
+}
+
+/// What a load gave, as the requests that waited for it take it: the entry, or the status
+/// of the empty answer (404, 403, 500).
+pub(crate) type Loaded = Result<Arc<Entry>, StatusCode>;
+
+/// A request's part in loading a path: load it, or wait for the load under way.
+pub(crate) enum Turn<'a> {
+    Load(Loader<'a>),
+    Wait(watch::Receiver<Option<Loaded>>),
+}
+
+/// The request loading a path. The others asking meanwhile get what it hands to
+/// [`done`](Self::done); if it is dropped first (its request went away), they are woken to
+/// try again.
+pub(crate) struct Loader<'a> {
+    cache: &'a FileCache,
+    path: &'a str,
+    outcome: watch::Sender<Option<Loaded>>,
+}
+
+impl Loader<'_> {
+    /// Hands the outcome to the requests waiting for it.
+    pub(crate) fn done(self, loaded: Loaded) {
+        self.outcome.send_replace(Some(loaded));
+    }
+}
+
+impl Drop for Loader<'_> {
+    fn drop(&mut self) {
+        self.cache.lock_loading().remove(self.path);
+    }
 }
 
 impl fmt::Debug for FileCache {
@@ -213,7 +258,36 @@ impl FileCache {
             let estimate = (options.size / (4 * 1024)).clamp(64, 16_384) as usize;
             Cache::with_weighter(estimate, options.size, Weight)
         });
-        FileCache { entries, options }
+        FileCache {
+            entries,
+            options,
+            loading: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            loads: Default::default(),
+        }
+    }
+
+    fn lock_loading(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Box<str>, watch::Receiver<Option<Loaded>>>> {
+        self.loading.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this request loads `path` or waits for the load under way. Only with the
+    /// cache on: with it off, each request loads on its own.
+    pub(crate) fn turn<'a>(&'a self, path: &'a str) -> Turn<'a> {
+        let mut loading = self.lock_loading();
+        if let Some(under_way) = loading.get(path) {
+            return Turn::Wait(under_way.clone());
+        }
+        let (outcome, waiting) = watch::channel(None);
+        loading.insert(path.into(), waiting);
+        drop(loading);
+        Turn::Load(Loader {
+            cache: self,
+            path,
+            outcome,
+        })
     }
 
     /// The budget and the freshness bound.

@@ -27,3 +27,13 @@ where
     drop(turn);
     done.map_err(io::Error::other)
 }
+
+/// Takes every turn, for tests that need file work to wait until they let it go (other
+/// tests' file work waits too, for that long).
+#[cfg(test)]
+pub(crate) async fn hold_all() -> tokio::sync::SemaphorePermit<'static> {
+    TURNS
+        .acquire_many(MAX_FILE_THREADS as u32)
+        .await
+        .expect("never closed")
+}

@@ -19,7 +19,9 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use super::conditional::{parse_range, Precondition, Span, Validators};
 use super::encoding::{Encoding, Encodings};
 use super::file_body::FileBody;
-use super::file_cache::{CacheOptions, Entry, FileCache, Outcome, Resolved, Variant, SENDFILE_MIN};
+use super::file_cache::{
+    CacheOptions, Entry, FileCache, Outcome, Resolved, Turn, Variant, SENDFILE_MIN,
+};
 use super::mime;
 use crate::telemetry::budget::{Clock, LogBudget, Suppressed};
 use crate::telemetry::FailureLogBudget;
@@ -270,7 +272,7 @@ impl StaticFiles {
         // here on the connection's task; any other goes to the blocking pool once.
         let entry = match self.cache.fresh(path) {
             Some(entry) => entry,
-            None => match self.load(path).await {
+            None => match self.load_once(path).await {
                 Ok(entry) => entry,
                 Err(response) => return response,
             },
@@ -351,6 +353,38 @@ impl StaticFiles {
         response
     }
 
+    /// Loads `path`, or, when another request is loading it already, waits for that load
+    /// and answers with its outcome (see [`FileCache`]'s freshness rule).
+    async fn load_once(&self, path: &str) -> Result<Arc<Entry>, Response<FileBody>> {
+        if !self.cache.options().enabled() {
+            return self.load(path).await;
+        }
+        loop {
+            match self.cache.turn(path) {
+                Turn::Load(loader) => {
+                    let loaded = self.load(path).await;
+                    loader.done(match &loaded {
+                        Ok(entry) => Ok(entry.clone()),
+                        Err(response) => Err(response.status()),
+                    });
+                    return loaded;
+                }
+                Turn::Wait(mut outcome) => {
+                    // An error here means the loader went away: its value says whether it
+                    // finished first.
+                    let _ = outcome.wait_for(Option::is_some).await;
+                    let loaded = outcome.borrow().clone();
+                    match loaded {
+                        Some(Ok(entry)) => return Ok(entry),
+                        Some(Err(status)) => return Err(empty(status)),
+                        // Its request went away before the load was done: try again.
+                        None => continue,
+                    }
+                }
+            }
+        }
+    }
+
     /// Resolves `path` on the blocking pool (one trip: resolving, choosing, opening, reading
     /// metadata and small contents), and remembers the outcome. A path that leads nowhere or
     /// fails is answered (and forgotten, should it have led somewhere before).
@@ -361,6 +395,10 @@ impl StaticFiles {
         if self.root.as_os_str().len() + request.relative.as_os_str().len() >= MAX_PATH {
             return Err(empty(StatusCode::NOT_FOUND));
         }
+        #[cfg(test)]
+        self.cache
+            .loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Taken before the file system is asked: the freshness bound counts from here.
         let checked = Instant::now();
         let root = Arc::clone(&self.root);
@@ -793,6 +831,61 @@ mod tests {
 
     async fn get(files: &StaticFiles, path: &str) -> Answer {
         ask(files, Method::GET, path, &[]).await
+    }
+
+    /// `n` requests for `path` that all start (each polled once, so each has either started
+    /// a load or found one under way) before any is done; then their answers.
+    async fn together(files: &StaticFiles, path: &str, n: usize) -> Vec<Answer> {
+        use std::future::Future;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let held = crate::http::file_work::hold_all().await;
+        let mut asks: Vec<_> = (0..n).map(|_| Box::pin(get(files, path))).collect();
+        for ask in &mut asks {
+            assert!(ask.as_mut().poll(&mut cx).is_pending());
+        }
+        drop(held);
+        let mut answers = Vec::new();
+        for ask in asks {
+            answers.push(ask.await);
+        }
+        answers
+    }
+
+    #[tokio::test]
+    async fn a_stale_path_asked_by_many_at_once_is_loaded_once() {
+        use std::future::Future;
+        use std::sync::atomic::Ordering::Relaxed;
+        let f = fixture();
+        let files = f.files.clone().cache(CacheOptions {
+            revalidate_after: Duration::from_millis(50),
+            ..CacheOptions::default()
+        });
+        let loads = || files.cache.loads.load(Relaxed);
+        let hello = |a: &Answer| a.status == StatusCode::OK && a.body[..] == b"hello world"[..];
+        assert!(hello(&get(&files, "/hello.txt").await));
+        assert_eq!(loads(), 1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // Stale for all 64 at once: one of them loads, the others take its outcome.
+        assert!(together(&files, "/hello.txt", 64).await.iter().all(hello));
+        assert_eq!(loads(), 2);
+        // A path that leads nowhere is never cached, but is looked for once for all the
+        // requests that ask while it is.
+        let answers = together(&files, "/nope.txt", 64).await;
+        assert!(answers.iter().all(|a| a.status == StatusCode::NOT_FOUND));
+        assert_eq!(loads(), 3);
+        // The loading request goes away: one waiting for it loads in its place.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let held = crate::http::file_work::hold_all().await;
+        let mut first = Box::pin(get(&files, "/hello.txt"));
+        let mut second = Box::pin(get(&files, "/hello.txt"));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(loads(), 3 + 1);
+        drop(first);
+        drop(held);
+        assert!(hello(&second.await));
+        assert_eq!(loads(), 3 + 2);
     }
 
     #[tokio::test]
