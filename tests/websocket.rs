@@ -721,6 +721,21 @@ async fn offers_declined_or_compression_off_run_uncompressed() {
 
 /// An HTTP/2 connection (prior knowledge) to `addr`, once the server's SETTINGS, which
 /// allow extended CONNECT, have arrived; and a WebSocket opened on it at `/ws`.
+/// An HTTP/2 connection to `addr`, driven on a task of its own.
+async fn h2_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let tcp = within("connect", TcpStream::connect(addr)).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 async fn h2_websocket(
     send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
     addr: SocketAddr,
@@ -760,16 +775,7 @@ async fn h2_websocket(
 async fn websockets_over_http2_share_a_connection_and_hear_1001_at_a_stop() {
     let echo = Echo::default();
     let t = server(route(&echo));
-    let tcp = within("connect", TcpStream::connect(t.addr()))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_connection(t.addr()).await;
     let mut a = h2_websocket(&mut send, t.addr()).await;
     let mut b = h2_websocket(&mut send, t.addr()).await;
     a.send(Message::text("over h2")).await.unwrap();
@@ -803,16 +809,7 @@ async fn a_stream_of_an_http2_connection_gets_its_keepalive_pings() {
     // Each stream of an HTTP/2 connection keeps its own time (a connection with a socket of
     // its own is woken by the listener's sweeper instead, `silent_peer_gets_pings_then_a_close`).
     let t = server(route(&Echo::default()).ping_interval(Duration::from_millis(50)));
-    let tcp = within("connect", TcpStream::connect(t.addr()))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_connection(t.addr()).await;
     let mut ws = h2_websocket(&mut send, t.addr()).await;
     for _ in 0..3 {
         assert!(matches!(next(&mut ws).await, Message::Ping(_)));
