@@ -823,3 +823,53 @@ async fn a_stream_of_an_http2_connection_gets_its_keepalive_pings() {
         }
     }
 }
+
+/// Answers each message with whether `WsConn::received` handed it the very bytes of its
+/// argument (`"same"`), and each ping with whether it had none then (`"none"`).
+#[derive(Clone)]
+struct Received;
+
+impl WebSocketHandler for Received {
+    async fn handle_text(&mut self, text: &str, ws: &mut WsConn<'_>) -> WsAction {
+        let same = ws
+            .received()
+            .is_some_and(|m| m.as_text() == Some(text) && m.as_bytes().as_ptr() == text.as_ptr());
+        let _ = ws.send(if same { "same" } else { "copy" }).await;
+        WsAction::Continue
+    }
+
+    async fn handle_binary(&mut self, data: &[u8], ws: &mut WsConn<'_>) -> WsAction {
+        let same = ws
+            .received()
+            .is_some_and(|m| !m.is_text() && m.as_bytes().as_ptr() == data.as_ptr());
+        let _ = ws.send(if same { "same" } else { "copy" }).await;
+        WsAction::Continue
+    }
+
+    async fn handle_ping(&mut self, _data: &[u8], ws: &mut WsConn<'_>) -> WsAction {
+        let none = ws.received().is_none();
+        let _ = ws.send(if none { "none" } else { "some" }).await;
+        WsAction::Continue
+    }
+}
+
+#[tokio::test]
+async fn a_callback_gets_the_message_it_handles_without_a_copy() {
+    let t = HttpTest::start(HttpListener::new(
+        Handlers::new().websocket(WebSocket::new("/ws", Received)),
+    ));
+    let mut c = connect(t.addr(), "/ws").await;
+    c.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next(&mut c).await, Message::text("same"));
+    c.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(next(&mut c).await, Message::text("same"));
+    c.send(Message::Ping(Bytes::from_static(b"p")))
+        .await
+        .unwrap();
+    loop {
+        match next(&mut c).await {
+            Message::Pong(_) => continue,
+            m => break assert_eq!(m, Message::text("none")),
+        }
+    }
+}

@@ -149,11 +149,14 @@ pub struct WebSocketEcho;
 
 impl WebSocketHandler for WebSocketEcho {
     async fn handle_text(&mut self, text: &str, ws: &mut WsConn<'_>) -> WsAction {
-        echoed(ws.send(text).await)
+        // The same bytes back, not a copy.
+        let message = ws.received().unwrap_or_else(|| text.into());
+        echoed(ws.send(message).await)
     }
 
     async fn handle_binary(&mut self, data: &[u8], ws: &mut WsConn<'_>) -> WsAction {
-        echoed(ws.send(data).await)
+        let message = ws.received().unwrap_or_else(|| data.into());
+        echoed(ws.send(message).await)
     }
 
     /// It keeps nothing between messages: it moves at an upgrade with no state.

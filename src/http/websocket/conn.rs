@@ -83,6 +83,8 @@ impl ConnState {
 pub struct WsConn<'a> {
     pub(crate) ws: &'a mut WsStream,
     pub(crate) state: &'a mut ConnState,
+    /// The message the callback is handling (text or binary), if it is handling one.
+    pub(crate) received: Option<&'a WsMessage>,
 }
 
 impl WsConn<'_> {
@@ -104,6 +106,31 @@ impl WsConn<'_> {
                 ))
             }
         }
+    }
+
+    /// The message being handled, in [`handle_text`](super::WebSocketHandler::handle_text)
+    /// and [`handle_binary`](super::WebSocketHandler::handle_binary) (`None` in other
+    /// callbacks): the same bytes as the callback's argument, not a copy of them, to send
+    /// back, pass on to other connections or a group, or keep.
+    ///
+    /// ```
+    /// use atoll::http::websocket::{WebSocketHandler, WsAction, WsConn};
+    ///
+    /// #[derive(Clone)]
+    /// struct Relay;
+    ///
+    /// impl WebSocketHandler for Relay {
+    ///     async fn handle_binary(&mut self, _data: &[u8], ws: &mut WsConn<'_>) -> WsAction {
+    ///         if let Some(message) = ws.received() {
+    ///             // Every member of the group gets these bytes; none is copied.
+    ///             ws.groups().broadcast("room", message);
+    ///         }
+    ///         WsAction::Continue
+    ///     }
+    /// }
+    /// ```
+    pub fn received(&self) -> Option<WsMessage> {
+        self.received.cloned()
     }
 
     /// A handle to send on this connection from other tasks.

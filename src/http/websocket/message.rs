@@ -27,6 +27,19 @@ impl WsMessage {
         WsMessage(Data::Binary(data.into()))
     }
 
+    /// A text message of bytes already checked as UTF-8 (as tungstenite returns them).
+    pub(crate) fn from_text(text: Utf8Bytes) -> WsMessage {
+        WsMessage(Data::Text(text))
+    }
+
+    /// Its text, if it is a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match &self.0 {
+            Data::Text(t) => Some(t.as_str()),
+            Data::Binary(_) => None,
+        }
+    }
+
     /// Whether it is a text message.
     pub fn is_text(&self) -> bool {
         matches!(self.0, Data::Text(_))

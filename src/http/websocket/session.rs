@@ -21,6 +21,7 @@ use super::deflate::{self, InflateError};
 use super::gate::{Arrival, Gate};
 use super::handler::{close_code, WebSocketHandler, WsAction};
 use super::io::{Link, WsIo};
+use super::message::WsMessage;
 use super::moving::{self, Arrived, Opened};
 use super::route::WsOptions;
 use crate::connections::Signal;
@@ -237,6 +238,14 @@ fn drive<'o, H: WebSocketHandler>(
                 &mut WsConn {
                     ws: &mut ws,
                     state: &mut state,
+                    received: None,
+                }
+            };
+            ($received:expr) => {
+                &mut WsConn {
+                    ws: &mut ws,
+                    state: &mut state,
+                    received: Some($received),
                 }
             };
         }
@@ -384,18 +393,24 @@ fn drive<'o, H: WebSocketHandler>(
                         Some(Ok(Message::Text(text))) => {
                             // A plain message, compression negotiated or not.
                             let _ = ws.get_mut().arrived();
-                            handler.handle_text(&text, cx!()).await.into()
+                            let m = WsMessage::from_text(text);
+                            handler.handle_text(m.as_text().unwrap_or_default(), cx!(&m)).await.into()
                         }
-                        Some(Ok(Message::Binary(data))) => match ws.get_mut().arrived() {
-                            Some(Arrival::Deflated { text }) => {
-                                match inflated(&data, text, opts.max_message_size) {
-                                    Ok(Inflated::Text(t)) => handler.handle_text(&t, cx!()).await.into(),
-                                    Ok(Inflated::Binary(b)) => handler.handle_binary(&b, cx!()).await.into(),
-                                    Err(turn) => turn,
+                        Some(Ok(Message::Binary(data))) => {
+                            let m = match ws.get_mut().arrived() {
+                                Some(Arrival::Deflated { text }) => {
+                                    inflated(&data, text, opts.max_message_size)
                                 }
+                                _ => Ok(WsMessage::binary(data)),
+                            };
+                            match m {
+                                Ok(m) => match m.as_text() {
+                                    Some(t) => handler.handle_text(t, cx!(&m)).await.into(),
+                                    None => handler.handle_binary(m.as_bytes(), cx!(&m)).await.into(),
+                                },
+                                Err(turn) => turn,
                             }
-                            _ => handler.handle_binary(&data, cx!()).await.into(),
-                        },
+                        }
                         Some(Ok(Message::Ping(data))) => {
                             handler.handle_ping(&data, cx!()).await.into()
                         }
@@ -478,7 +493,13 @@ async fn drain<H: WebSocketHandler>(
     state: &mut ConnState,
     shutdown_timeout: std::time::Duration,
 ) -> (u16, String) {
-    handler.handle_shutdown(&mut WsConn { ws, state }).await;
+    handler
+        .handle_shutdown(&mut WsConn {
+            ws,
+            state,
+            received: None,
+        })
+        .await;
     let until = Instant::now() + shutdown_timeout;
     close(
         ws,
@@ -498,15 +519,9 @@ fn gate(io: WsIo, opened: &Opened) -> Gate<WsIo> {
     }
 }
 
-/// A compressed message, inflated.
-enum Inflated {
-    Text(String),
-    Binary(Vec<u8>),
-}
-
-/// Inflates a compressed message (a text one is checked as UTF-8), or the close its fault
+/// A compressed message, inflated (a text one is checked as UTF-8), or the close its fault
 /// calls for.
-fn inflated(data: &[u8], text: bool, limit: usize) -> Result<Inflated, Turn> {
+fn inflated(data: &[u8], text: bool, limit: usize) -> Result<WsMessage, Turn> {
     let bytes = match deflate::inflate(data, limit) {
         Ok(bytes) => bytes,
         Err(InflateError::TooBig) => {
@@ -519,9 +534,9 @@ fn inflated(data: &[u8], text: bool, limit: usize) -> Result<Inflated, Turn> {
         }
     };
     match text {
-        false => Ok(Inflated::Binary(bytes)),
+        false => Ok(WsMessage::binary(bytes)),
         true => String::from_utf8(bytes)
-            .map(Inflated::Text)
+            .map(WsMessage::text)
             .map_err(|_| Turn::Close(close_code::INVALID_DATA, "invalid UTF-8".into())),
     }
 }
