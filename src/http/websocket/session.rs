@@ -389,47 +389,23 @@ fn drive<'o, H: WebSocketHandler>(
                 next = ws.next() => {
                     last_heard = Instant::now();
                     asked = false;
-                    match next {
-                        Some(Ok(Message::Text(text))) => {
-                            // A plain message, compression negotiated or not.
-                            let _ = ws.get_mut().arrived();
-                            let m = WsMessage::from_text(text);
-                            handler.handle_text(m.as_text().unwrap_or_default(), cx!(&m)).await.into()
-                        }
-                        Some(Ok(Message::Binary(data))) => {
-                            let m = match ws.get_mut().arrived() {
-                                Some(Arrival::Deflated { text }) => {
-                                    inflated(&data, text, opts.max_message_size)
-                                }
-                                _ => Ok(WsMessage::binary(data)),
-                            };
-                            match m {
-                                Ok(m) => match m.as_text() {
-                                    Some(t) => handler.handle_text(t, cx!(&m)).await.into(),
-                                    None => handler.handle_binary(m.as_bytes(), cx!(&m)).await.into(),
-                                },
-                                Err(turn) => turn,
-                            }
-                        }
-                        Some(Ok(Message::Ping(data))) => {
-                            handler.handle_ping(&data, cx!()).await.into()
-                        }
-                        Some(Ok(Message::Pong(data))) => {
-                            handler.handle_pong(&data, cx!()).await.into()
-                        }
-                        Some(Ok(Message::Close(frame))) => {
+                    // What came, taken out of tungstenite's item by a plain function: the
+                    // item itself (56 bytes) is not kept while a callback runs.
+                    match incoming(next, ws.get_mut(), opts.max_message_size) {
+                        In::Data(m) => match m.as_text() {
+                            Some(t) => handler.handle_text(t, cx!(&m)).await.into(),
+                            None => handler.handle_binary(m.as_bytes(), cx!(&m)).await.into(),
+                        },
+                        In::Ping(data) => handler.handle_ping(&data, cx!()).await.into(),
+                        In::Pong(data) => handler.handle_pong(&data, cx!()).await.into(),
+                        In::Close(frame) => {
                             // tungstenite queued the echo of the peer's close: send it, and let
                             // the peer close the socket (bounded by the read timeout).
                             let until = Instant::now() + opts.read_timeout;
                             let _ = Box::pin(timeout_at(until, finish(&mut ws))).await;
-                            match frame {
-                                Some(f) => Turn::Ended(f.code.into(), f.reason.to_string()),
-                                None => Turn::Ended(close_code::NO_STATUS, String::new()),
-                            }
+                            frame
                         }
-                        Some(Ok(Message::Frame(_))) => Turn::Go,
-                        Some(Err(e)) => failed(e),
-                        None => Turn::Ended(close_code::ABNORMAL, String::new()),
+                        In::Turn(turn) => turn,
                     }
                 }
                 Some(out) = state.queued() => match out {
@@ -516,6 +492,46 @@ fn gate(io: WsIo, opened: &Opened) -> Gate<WsIo> {
     match opened.deflate {
         true => Gate::new(io).inflate(),
         false => Gate::new(io),
+    }
+}
+
+/// What the framing returned, as the session acts on it.
+enum In {
+    /// A text or binary message, inflated if it came compressed.
+    Data(WsMessage),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// The peer's close frame: how the connection ends once it is answered.
+    Close(Turn),
+    /// Nothing for a callback: go on, close for a fault, or the end of the socket.
+    Turn(Turn),
+}
+
+/// Takes what the framing returned apart (with permessage-deflate, `gate` says whether a data
+/// message came compressed; `limit` bounds it inflated).
+fn incoming(next: Option<Result<Message, WsError>>, gate: &mut Gate<WsIo>, limit: usize) -> In {
+    match next {
+        Some(Ok(Message::Text(text))) => {
+            // A plain message, compression negotiated or not.
+            let _ = gate.arrived();
+            In::Data(WsMessage::from_text(text))
+        }
+        Some(Ok(Message::Binary(data))) => match gate.arrived() {
+            Some(Arrival::Deflated { text }) => match inflated(&data, text, limit) {
+                Ok(m) => In::Data(m),
+                Err(turn) => In::Turn(turn),
+            },
+            _ => In::Data(WsMessage::binary(data)),
+        },
+        Some(Ok(Message::Ping(data))) => In::Ping(data),
+        Some(Ok(Message::Pong(data))) => In::Pong(data),
+        Some(Ok(Message::Close(frame))) => In::Close(match frame {
+            Some(f) => Turn::Ended(f.code.into(), f.reason.to_string()),
+            None => Turn::Ended(close_code::NO_STATUS, String::new()),
+        }),
+        Some(Ok(Message::Frame(_))) => In::Turn(Turn::Go),
+        Some(Err(e)) => In::Turn(failed(e)),
+        None => In::Turn(Turn::Ended(close_code::ABNORMAL, String::new())),
     }
 }
 
