@@ -273,8 +273,9 @@ impl FileCache {
         self.loading.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this request loads `path` or waits for the load under way. Only with the
-    /// cache on: with it off, each request loads on its own.
+    /// Whether this request loads `path` or waits for the load under way. Asked only with
+    /// the cache on: with it off, [`StaticFiles`](super::StaticFiles) has each request load
+    /// on its own.
     pub(crate) fn turn<'a>(&'a self, path: &'a str) -> Turn<'a> {
         let mut loading = self.lock_loading();
         if let Some(under_way) = loading.get(path) {

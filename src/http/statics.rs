@@ -104,8 +104,9 @@ const LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'?').add(b'#');
 /// - Freshness: an entry is trusted for [`CacheOptions::revalidate_after`] (default 1 s)
 ///   after the file system was asked; the next request resolves the path again, with every
 ///   check above, and the requests for that path that come meanwhile wait for it and take
-///   its outcome (one trip to the blocking pool, not one per connection). A file changed, added or removed on disk, or a link swapped, is served as it
-///   now is at most that long after the change. Until then the entry serves what was checked,
+///   its outcome (one trip to the blocking pool, not one per connection). A file changed,
+///   added or removed on disk, or a link swapped, is served as it now is at most that long
+///   after the change. Until then the entry serves what was checked,
 ///   from memory or from the descriptor opened then: never anything outside the root. A file
 ///   rewritten in place within the bound may be sent with its old length and validators
 ///   (a shorter file then ends the response with an error).

@@ -357,15 +357,15 @@ fn drive<'o, H: WebSocketHandler>(
                     poll_tick(cx, &link, &mut registered, stopped, &mut stopping, &mut timer)
                 }) => match tick {
                     Tick::Stop => {
-                    stopped = true;
-                    match shared.as_ref().and_then(|s| s.move_to.get()) {
-                        Some(to) => {
-                            moving = Some((to, Instant::now() + shutdown_timeout));
-                            rearm = true;
-                            Turn::Go
+                        stopped = true;
+                        match shared.as_ref().and_then(|s| s.move_to.get()) {
+                            Some(to) => {
+                                moving = Some((to, Instant::now() + shutdown_timeout));
+                                rearm = true;
+                                Turn::Go
+                            }
+                            None => break 'run drain_now!(),
                         }
-                        None => break 'run drain_now!(),
-                    }
                     }
                     Tick::Time => {
                         let now = Instant::now();
