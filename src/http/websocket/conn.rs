@@ -4,20 +4,22 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures_util::SinkExt;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
 
-use super::gate::Gate;
+use tokio::sync::mpsc;
+use tungstenite::error::Error as WsError;
+use tungstenite::Message;
+
+use super::framed::Framed;
 use super::groups::Groups;
-use super::io::WsIo;
 use super::message::WsMessage;
 use crate::addr::Addr;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The framed connection.
-pub(crate) type WsStream = WebSocketStream<Gate<WsIo>>;
+pub(crate) type WsStream = Framed;
 
 /// What other tasks (a [`WsSender`], a broadcast) ask a connection to do.
 #[derive(Debug)]
@@ -94,11 +96,10 @@ impl WsConn<'_> {
     /// `send_timeout` (the connection then ends, without a close frame).
     pub async fn send(&mut self, message: impl Into<WsMessage>) -> Result<()> {
         let frame = self.state.frame(message.into());
-        let sent = send_within(self.ws, frame, self.state.send_timeout).await;
-        match sent {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::with_source(ErrorKind::Closed, e.to_string())),
-            Err(_) => {
+        match send_within(self.ws, frame, self.state.send_timeout).await {
+            Sent::Done => Ok(()),
+            Sent::Failed(e) => Err(Error::with_source(ErrorKind::Closed, e.to_string())),
+            Sent::Stalled => {
                 self.state.stalled = true;
                 Err(Error::with_source(
                     ErrorKind::Timeout,
@@ -242,19 +243,33 @@ fn closed() -> Error {
     Error::with_source(ErrorKind::Closed, "the WebSocket connection has ended")
 }
 
+/// How a send ended.
+pub(crate) enum Sent {
+    /// The socket took all of it.
+    Done,
+    /// The framing or the socket failed.
+    Failed(WsError),
+    /// The peer took none of it for the send timeout.
+    Stalled,
+}
+
 /// Sends `message`, or gives up once the peer has taken none of it for `within`. The timer
 /// starts only if the send waits: most sends go through at once, and reading the clock and
 /// setting a timer for each would cost more than the send. It lives on the heap for that
 /// wait, so that the futures that send (a handler's callbacks, the session's) do not carry
 /// its room all the time.
-pub(crate) async fn send_within(
-    ws: &mut WsStream,
-    message: Message,
-    within: Duration,
-) -> Result<tokio_tungstenite::tungstenite::Result<()>, tokio::time::error::Elapsed> {
-    let mut send = std::pin::pin!(ws.send(message));
-    match futures_util::FutureExt::now_or_never(&mut send) {
-        Some(sent) => Ok(sent),
-        None => Box::pin(tokio::time::timeout(within, send)).await,
-    }
+pub(crate) async fn send_within(ws: &mut WsStream, message: Message, within: Duration) -> Sent {
+    let mut message = Some(message);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(sent) = ws.poll_send(cx, &mut message) {
+            return Poll::Ready(match sent {
+                Ok(()) => Sent::Done,
+                Err(e) => Sent::Failed(e),
+            });
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+        timer.as_mut().poll(cx).map(|()| Sent::Stalled)
+    })
+    .await
 }

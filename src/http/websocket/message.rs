@@ -1,9 +1,9 @@
 //! [`WsMessage`]: a text or binary message to send, cheap to clone for a broadcast.
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as Kind, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tungstenite::protocol::frame::coding::{Data as Kind, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::{Message, Utf8Bytes};
 
 /// A data message to send: text (UTF-8) or binary. Clones share the bytes, so a broadcast to
 /// a group copies nothing per member.

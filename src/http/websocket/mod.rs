@@ -3,9 +3,10 @@
 //! [`WebSocketHandler`], whose callbacks run in the manner of the socket server's
 //! [`Handler`](crate::Handler).
 //!
-//! The framing is tokio-tungstenite's: it joins fragmented messages (control frames may come
-//! between fragments), answers pings, requires masked client frames, checks text as UTF-8
-//! (across fragments), and enforces the size limits from each frame's header before its
+//! The framing is tungstenite's protocol, driven on the session's own task (the `framed`
+//! module): it joins fragmented messages (control frames may come between fragments),
+//! answers pings, requires masked client frames, checks text as UTF-8 (across fragments),
+//! and enforces the size limits from each frame's header before its
 //! payload is read. The route adds the codes of a peer at fault (1002 protocol, 1007 invalid
 //! UTF-8, 1009 over a limit), keepalive pings, a read deadline, and 1001 at a stop.
 //!
@@ -83,12 +84,14 @@
 //! - `session`: one connection after the 101: its loop, pings, deadline, close handshake.
 //! - `io`: what a session reads and writes (its own socket, or an HTTP/2 stream), and the
 //!   connection it runs on.
+//! - `framed`: the framing (tungstenite's protocol) driven on the session's task.
 //! - `gate`: what tungstenite reads through: the socket, cut at frame ends.
 //! - `moving`: a connection leaving for another process at an upgrade, and arriving.
 //! - `deflate`: permessage-deflate's negotiation, and messages inflated and deflated.
 
 mod conn;
 mod deflate;
+mod framed;
 mod gate;
 mod groups;
 mod handler;

@@ -8,7 +8,6 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::either::Either;
 
@@ -198,7 +197,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use futures_util::StreamExt;
+    use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
     use super::*;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::WebSocketConfig;
 
 use super::deflate::{self, DEFAULT_COMPRESS_MIN_SIZE};
 use super::groups::Groups;

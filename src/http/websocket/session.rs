@@ -6,18 +6,17 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{sleep_until, timeout_at, Instant};
-use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
 
-use super::conn::{ConnState, Outgoing, WsConn, WsStream};
+use super::conn::{ConnState, Outgoing, Sent, WsConn, WsStream};
 use super::deflate::{self, InflateError};
+use super::framed::Framed;
 use super::gate::{Arrival, Gate};
 use super::handler::{close_code, WebSocketHandler, WsAction};
 use super::io::{Link, WsIo};
@@ -81,20 +80,15 @@ impl<H: WebSocketHandler> Session for Live<H> {
             if let Some(link) = stream_of {
                 // One stream of an HTTP/2 connection.
                 let io = WsIo::Right(TokioIo::new(upgraded));
-                let ws = WebSocketStream::from_raw_socket(
-                    gate(io, &opened),
-                    Role::Server,
-                    Some(opts.config()),
-                )
-                .await;
+                let ws = Framed::new(gate(io, &opened), opts.config());
                 return drive(ws, handler, &opts, opened, link, None).await;
             }
             let Some((socket, unread)) = socket_of(upgraded) else {
                 tracing::debug!(target: "atoll::http", "upgraded connection of an unknown kind");
                 return;
             };
-            let (link, framed) = framed(socket, unread, &opts, &opened);
-            drive(framed.await, handler, &opts, opened, link, None).await;
+            let (link, ws) = framed(socket, unread, &opts, &opened);
+            drive(ws, handler, &opts, opened, link, None).await;
         });
         task.abort_handle()
     }
@@ -149,32 +143,19 @@ impl<H: WebSocketHandler> Arrived for Resumed<H> {
             opened,
             groups,
         } = *self;
-        // Made here, not in the block below: what the block captures keeps its room for the
-        // connection's whole life. The stream's making is boxed for the same reason, and
-        // freed once it is made.
-        let (link, framed) = framed(socket, unread, &opts, &opened);
-        let framed = Box::pin(framed);
+        let (link, ws) = framed(socket, unread, &opts, &opened);
         Box::pin(async move {
-            drive(framed.await, handler, &opts, opened, link, Some(groups)).await;
+            drive(ws, handler, &opts, opened, link, Some(groups)).await;
         })
     }
 }
 
 /// The framed stream on a socket that is the connection's own, reading `unread` first, and
-/// the connection it belongs to. Not an `async fn`: one would keep its arguments beside the
-/// session's state for the connection's whole life.
-fn framed(
-    socket: Socket,
-    unread: Bytes,
-    opts: &WsOptions,
-    opened: &Opened,
-) -> (Link, impl Future<Output = WsStream>) {
+/// the connection it belongs to.
+fn framed(socket: Socket, unread: Bytes, opts: &WsOptions, opened: &Opened) -> (Link, WsStream) {
     let link = Link::of(&socket);
     let io = gate(WsIo::Left(socket), opened).with_unread(unread);
-    (
-        link,
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(opts.config())),
-    )
+    (link, Framed::new(io, opts.config()))
 }
 
 /// How long the end of the connection waits to shut its write side down (TLS's close_notify
@@ -561,9 +542,9 @@ fn inflated(data: &[u8], text: bool, limit: usize) -> Result<WsMessage, Turn> {
 /// that long reads nothing, so the connection ends without a close frame.
 async fn send_within(ws: &mut WsStream, message: Message, within: std::time::Duration) -> Turn {
     match super::conn::send_within(ws, message, within).await {
-        Ok(Ok(())) => Turn::Go,
-        Ok(Err(e)) => failed(e),
-        Err(_) => Turn::Ended(close_code::ABNORMAL, "send timeout".to_owned()),
+        Sent::Done => Turn::Go,
+        Sent::Failed(e) => failed(e),
+        Sent::Stalled => Turn::Ended(close_code::ABNORMAL, "send timeout".to_owned()),
     }
 }
 
