@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 use tungstenite::error::Error as WsError;
@@ -71,11 +71,15 @@ impl ConnState {
         }
     }
 
-    /// The next message other tasks queued; pending while there is no queue.
-    pub(crate) async fn queued(&mut self) -> Option<Outgoing> {
+    /// The next message other tasks queued; pending while there is no queue (and once it is
+    /// closed, as a connection that leaves does).
+    pub(crate) fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<Outgoing> {
         match &mut self.queue {
-            Some((_, rx)) => rx.recv().await,
-            None => std::future::pending().await,
+            Some((_, rx)) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(out)) => Poll::Ready(out),
+                _ => Poll::Pending,
+            },
+            None => Poll::Pending,
         }
     }
 }

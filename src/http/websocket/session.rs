@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
@@ -249,8 +251,8 @@ fn drive<'o, H: WebSocketHandler>(
         let mut moving: Option<(crate::MoveTo, Instant)> = None;
         // The handler said `Later`: asked again after the next message.
         let mut asked = false;
-        let mut last_heard = Instant::now();
-        let mut last_ping = last_heard;
+        let mut last_heard = Heard::now();
+        let mut last_ping = Instant::now();
         // One alarm for the read deadline, the keepalive ping and the end of the wait to move,
         // set for the soonest. A message moves the first two later without touching it: it
         // goes off early, finds nothing due, and is set again (an alarm set per message would
@@ -261,7 +263,7 @@ fn drive<'o, H: WebSocketHandler>(
         // the listener's sweeper wakes it through the slot's loop waker, as it wakes the socket
         // server's connections. The streams of an HTTP/2 connection share its slot, so each
         // has a timer.
-        let first = last_heard + opts.ping_interval.min(opts.read_timeout);
+        let first = last_ping + opts.ping_interval.min(opts.read_timeout);
         let mut timer = match link.exclusive {
             true => {
                 link.shared.timeouts.arm_at(&link.slot, first);
@@ -317,7 +319,8 @@ fn drive<'o, H: WebSocketHandler>(
                     }
                 }
             }
-            let due = |last_heard: Instant, last_ping: Instant| {
+            let due = |last_heard: Heard, last_ping: Instant| {
+                let last_heard = last_heard.instant();
                 let deadline = last_heard + opts.read_timeout;
                 let ping_at = last_heard.max(last_ping) + opts.ping_interval;
                 let move_until = moving.as_ref().map(|(_, until)| *until);
@@ -332,11 +335,26 @@ fn drive<'o, H: WebSocketHandler>(
                     None => link.shared.timeouts.arm_at(&link.slot, at),
                 }
             }
-            turn = tokio::select! {
-                biased;
-                tick = std::future::poll_fn(|cx| {
-                    poll_tick(cx, &link, &mut registered, stopped, &mut stopping, &mut timer)
-                }) => match tick {
+            // The stop and the alarm first, then the peer, then what other tasks queued.
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(tick) = poll_tick(
+                    cx,
+                    &link,
+                    &mut registered,
+                    stopped,
+                    &mut stopping,
+                    &mut timer,
+                ) {
+                    return Poll::Ready(Event::Tick(tick));
+                }
+                if let Poll::Ready(next) = ws.poll_next(cx) {
+                    return Poll::Ready(Event::Next(next));
+                }
+                state.poll_queued(cx).map(Event::Queued)
+            })
+            .await;
+            turn = match event {
+                Event::Tick(tick) => match tick {
                     Tick::Stop => {
                         stopped = true;
                         match shared.as_ref().and_then(|s| s.move_to.get()) {
@@ -356,7 +374,7 @@ fn drive<'o, H: WebSocketHandler>(
                             // Never between messages within the shutdown timeout (or always `Later`).
                             break 'run drain_now!();
                         } else if now >= deadline {
-                            last_heard = now;
+                            last_heard = Heard::now();
                             handler.handle_timeout(cx!()).await.into()
                         } else if now >= ping_at {
                             last_ping = now;
@@ -367,8 +385,8 @@ fn drive<'o, H: WebSocketHandler>(
                         }
                     }
                 },
-                next = ws.next() => {
-                    last_heard = Instant::now();
+                Event::Next(next) => {
+                    last_heard = Heard::now();
                     asked = false;
                     // What came, taken out of tungstenite's item by a plain function: the
                     // item itself (56 bytes) is not kept while a callback runs.
@@ -389,12 +407,10 @@ fn drive<'o, H: WebSocketHandler>(
                         In::Turn(turn) => turn,
                     }
                 }
-                Some(out) = state.queued() => match out {
-                    Outgoing::Send(message) => {
-                        send_within(&mut ws, state.frame(message), send_timeout).await
-                    }
-                    Outgoing::Close(code, reason) => Turn::Close(code, reason),
-                },
+                Event::Queued(Outgoing::Send(message)) => {
+                    send_within(&mut ws, state.frame(message), send_timeout).await
+                }
+                Event::Queued(Outgoing::Close(code, reason)) => Turn::Close(code, reason),
             };
         };
         // The write side ends cleanly: over TLS the peer gets close_notify, not a bare EOF.
@@ -404,6 +420,40 @@ fn drive<'o, H: WebSocketHandler>(
         }
         handler.handle_close(code, &reason).await;
     }
+}
+
+/// When the peer was last heard, on the kernel's coarse monotonic clock: stamped at every
+/// message, it reads no time stamp counter (tokio's clock does), and its resolution, a few
+/// milliseconds, is nothing against deadlines of seconds.
+#[derive(Clone, Copy)]
+struct Heard(Duration);
+
+impl Heard {
+    fn now() -> Heard {
+        Heard(coarse_now())
+    }
+
+    /// The same moment on tokio's clock, which alarms are set on.
+    fn instant(self) -> Instant {
+        let ago = coarse_now().saturating_sub(self.0);
+        let now = Instant::now();
+        now.checked_sub(ago).unwrap_or(now)
+    }
+}
+
+fn coarse_now() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// What woke the session.
+enum Event {
+    Tick(Tick),
+    /// What the framing read (`None`: the connection is over).
+    Next(Option<Result<Message, WsError>>),
+    /// What another task queued.
+    Queued(Outgoing),
 }
 
 /// What woke the session, apart from its socket and its queue.
