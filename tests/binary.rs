@@ -194,6 +194,37 @@ fn an_unknown_kind_is_named() {
 }
 
 #[test]
+fn a_failed_start_leaves_no_directory_it_made() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    for text in [
+        format!("{}prot = 4000\n", echo_listener("echo")),
+        "[[listener]]\nname = \"chat\"\nkind = \"chat\"\nport = 0\n".to_owned(),
+        format!(
+            "[[listener]]\nname = \"busy\"\nkind = \"echo\"\nip = \"127.0.0.1\"\nport = {port}\n"
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        Atoll::fails_with(&write_config(dir.path(), &text));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["atoll.toml"], "after {text:?}");
+    }
+    // A directory that was there stays, with what it holds.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    std::fs::write(dir.path().join("mine/notes"), b"x").unwrap();
+    let text = format!(
+        "[app]\ndata_dir = \"mine\"\nlog_dir = \"mine\"\n{}prot = 1\n",
+        echo_listener("echo")
+    );
+    Atoll::fails_with(&write_config(dir.path(), &text));
+    assert!(dir.path().join("mine/notes").is_file());
+}
+
+#[test]
 fn a_toml_syntax_error_gives_the_line() {
     let line = fails_on(&format!("{}port = = 1\n", echo_listener("echo")));
     assert!(line.contains(": line 7: "), "{line}");

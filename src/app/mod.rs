@@ -19,6 +19,7 @@
 //!   from the old process to the new one while the old one drains, and adopted there.
 //! - `standby`: while the old process drains, it watches the new one and starts a process in
 //!   place of one that dies, on the same sockets.
+//! - `made`: the directories a start creates, taken away again when it fails.
 //! - `serve`: the serving loop: start, answer control commands, reload on SIGHUP, stop on
 //!   SIGINT or SIGTERM, drain and exit after an upgrade.
 
@@ -26,6 +27,7 @@ pub mod command;
 pub mod control;
 pub mod handover;
 pub mod logs;
+mod made;
 pub mod priority;
 mod relay;
 pub mod reload;

@@ -19,6 +19,7 @@ use tokio::sync::{watch, Mutex};
 use super::command::{human_duration, Answer, Request, DEFAULT_UPGRADE_TIMEOUT};
 use super::control::{self, Commands};
 use super::handover::{self, Ready};
+use super::made::Made;
 use super::priority;
 use super::relay::{self, Relay};
 use super::standby::{Restart, Standby};
@@ -119,6 +120,8 @@ pub fn serve(path: &Path) -> Result<(), String> {
     };
 
     let config = Config::load(path).map_err(|e| fail(e.to_string()))?;
+    // A start that fails before its listeners run leaves no directory it created.
+    let made = Made::before(&config.env);
     config
         .env
         .verify_directories()
@@ -189,6 +192,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
         );
 
         announce(config.listeners.iter().zip(&handles));
+        made.keep();
 
         let (exit, mut exit_rx) = watch::channel(None);
         let control_budget = config.failure_log_budget;
