@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::either::Either;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
@@ -29,6 +30,13 @@ pub(crate) struct Framed {
     io: Gate<WsIo>,
     /// A read returned the end or a fault: nothing more will come.
     ended: bool,
+    /// tungstenite holds nothing: it has just returned a data message or a pong (the gate
+    /// hands it no byte past a frame's end, so it keeps none) and owes the peer nothing.
+    /// Until the socket has something to read, asking it would find nothing.
+    drained: bool,
+    /// tungstenite returned a ping, so it owes the peer a pong, sent at its next read or
+    /// write: until a send has gone through whole, a read must go to it.
+    owed: bool,
 }
 
 impl Framed {
@@ -37,6 +45,8 @@ impl Framed {
             ctx: WebSocketContext::new(Role::Server, Some(config)),
             io,
             ended: false,
+            drained: false,
+            owed: false,
         }
     }
 
@@ -59,12 +69,31 @@ impl Framed {
         if self.ended {
             return Poll::Ready(None);
         }
+        if self.drained && !self.io.has_unread() {
+            // Half the reads of a busy connection come here right after a message and find
+            // nothing: the socket's readiness says so without going through tungstenite.
+            if let Either::Left(socket) = &self.io.inner {
+                if socket.poll_readable(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+        self.drained = false;
         let read = self.ctx.read(&mut InContext {
             io: &mut self.io,
             cx,
         });
         match read {
-            Ok(message) => Poll::Ready(Some(Ok(message))),
+            Ok(message) => {
+                match message {
+                    Message::Text(_) | Message::Binary(_) | Message::Pong(_) => {
+                        self.drained = !self.owed
+                    }
+                    Message::Ping(_) => self.owed = true,
+                    Message::Close(_) | Message::Frame(_) => {}
+                }
+                Poll::Ready(Some(Ok(message)))
+            }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
             Err(WsError::AlreadyClosed | WsError::ConnectionClosed) => {
                 self.ended = true;
@@ -105,7 +134,11 @@ impl Framed {
             }
             match self.ctx.flush(&mut io) {
                 Ok(()) if message.is_some() => continue,
-                Ok(()) => return Poll::Ready(Ok(())),
+                Ok(()) => {
+                    // The flush sent whatever tungstenite owed (a pong) too.
+                    self.owed = false;
+                    return Poll::Ready(Ok(()));
+                }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Poll::Pending;
                 }

@@ -107,6 +107,11 @@ impl<S> Gate<S> {
         self.header_len == 0 && self.payload_left == 0 && !self.in_message
     }
 
+    /// Whether bytes read from the socket wait to be handed on.
+    pub(crate) fn has_unread(&self) -> bool {
+        !self.ahead.is_empty()
+    }
+
     /// The bytes read from the socket and not handed on.
     pub(crate) fn take_unread(&mut self) -> Bytes {
         std::mem::take(&mut self.ahead)
