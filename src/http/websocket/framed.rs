@@ -117,6 +117,9 @@ impl Framed {
         cx: &mut Context<'_>,
         message: &mut Option<Message>,
     ) -> Poll<Result<(), WsError>> {
+        // Set once a flush has emptied the write buffer for the message: refused again, it
+        // never fits (a bound below its size; atoll's routes set none), and that is an error.
+        let mut flushed = false;
         loop {
             let mut io = InContext {
                 io: &mut self.io,
@@ -128,12 +131,12 @@ impl Framed {
                     // Queued: the flush below goes on with it.
                     Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                     // Over the write buffer's bound: it waits for the flush, then goes again.
-                    Err(WsError::WriteBufferFull(m)) => *message = Some(*m),
+                    Err(WsError::WriteBufferFull(m)) if !flushed => *message = Some(*m),
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
             match self.ctx.flush(&mut io) {
-                Ok(()) if message.is_some() => continue,
+                Ok(()) if message.is_some() => flushed = true,
                 Ok(()) => {
                     // The flush sent whatever tungstenite owed (a pong) too.
                     self.owed = false;
