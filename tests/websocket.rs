@@ -412,6 +412,43 @@ async fn raw_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
 }
 
 #[tokio::test]
+async fn messages_that_come_in_one_piece_are_each_answered_in_order() {
+    let echo = Echo::default();
+    let t = server(route(&echo));
+    let mut s = raw_ws(t.addr(), "/ws").await;
+    // A hundred messages and a ping in one write: a read of the server's brings many at once.
+    let mut burst = Vec::new();
+    for i in 0..100u8 {
+        burst.extend(client_frame(0x82, &[i; 3]));
+        if i == 50 {
+            burst.extend(client_frame(0x89, b"p"));
+        }
+    }
+    s.write_all(&burst).await.unwrap();
+    let mut echoed = Vec::new();
+    let mut pongs = 0;
+    while echoed.len() < 100 {
+        match raw_frame(&mut s).await {
+            (0x2, payload) => {
+                assert_eq!(payload, [echoed.len() as u8; 3]);
+                echoed.push(payload);
+            }
+            (0xA, payload) => {
+                assert_eq!(payload, b"p");
+                assert_eq!(
+                    echoed.len(),
+                    51,
+                    "the pong comes right after the echo before it"
+                );
+                pongs += 1;
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert_eq!(pongs, 1);
+}
+
+#[tokio::test]
 async fn unmasked_client_frame_closes_with_1002() {
     let t = server(route(&Echo::default()));
     let mut s = raw_ws(t.addr(), "/ws").await;
