@@ -15,7 +15,7 @@ use atoll::rpc::kv::{Kv, KvReply, KvRequest, KvService, KvStore};
 use atoll::rpc::wire::{self, codes, Decoder, ErrorBody, Frame, Hello, Kind, HEADER_LEN};
 use atoll::rpc::{Client, Daemon, RpcError};
 use bytes::{BufMut, BytesMut};
-use common::process::Atoll;
+use common::process::{proc_status, Atoll};
 use common::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -23,17 +23,6 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 const MIB: usize = 1024 * 1024;
 
 // ===== helpers =====
-
-/// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmData`).
-fn status(pid: u32, field: &str) -> usize {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    let kb: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
-}
 
 /// Starts `atoll serve` with one plain `rpc` listener and these extra keys.
 fn serve_kv(dir: &Path, extra: &str) -> (Atoll, SocketAddr) {
@@ -121,7 +110,7 @@ async fn headers_announcing_large_frames_reserve_nothing_for_bytes_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (atoll, addr) = serve_kv(dir.path(), "");
     let pid = atoll.pid();
-    let (data0, rss0) = (status(pid, "VmData"), status(pid, "VmRSS"));
+    let (data0, rss0) = (proc_status(pid, "VmData"), proc_status(pid, "VmRSS"));
 
     // 200 clients say hello, then announce a call of 8 MiB (the maximum frame size) and send
     // nothing more. The header goes with the hello, in one write: once the daemon's hello
@@ -139,7 +128,7 @@ async fn headers_announcing_large_frames_reserve_nothing_for_bytes_not_sent() {
         assert_eq!(f.kind, Kind::Hello);
         held.push(s);
     }
-    let (data1, rss1) = (status(pid, "VmData"), status(pid, "VmRSS"));
+    let (data1, rss1) = (proc_status(pid, "VmData"), proc_status(pid, "VmRSS"));
     // Before the fix each header reserved its 8 MiB: 1.6 GB of address space, which a
     // `ulimit -v` turns into an abort. The budget here is what the connections really hold.
     assert!(
@@ -284,7 +273,7 @@ async fn clients_that_never_read_share_the_daemon_push_budget() {
     let dir = tempfile::tempdir().unwrap();
     let (atoll, addr) = serve_kv(dir.path(), "max_push_total = 16777216\n");
     let pid = atoll.pid();
-    let rss0 = status(pid, "VmRSS");
+    let rss0 = proc_status(pid, "VmRSS");
 
     // 100 clients say hello and never read again (small receive buffers, so the kernel
     // holds little for them).
@@ -317,7 +306,7 @@ async fn clients_that_never_read_share_the_daemon_push_budget() {
     // daemon a bounded number of times and keep the highest figure.
     let mut peak = 0;
     for _ in 0..20 {
-        peak = peak.max(status(pid, "VmRSS"));
+        peak = peak.max(proc_status(pid, "VmRSS"));
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // Before the budget, each silent client held up to its own 8 MiB backlog: 800 MB here.

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use common::process::Atoll;
+use common::process::{proc_status, Atoll};
 use common::{Pki, WAIT};
 
 const VENV_PYTHON: &str = "target/ci-venv/bin/python";
@@ -154,4 +154,91 @@ fn a_frame_over_the_limit_is_dropped_as_it_comes_not_held() {
         grew < 16 * 1024,
         "the server's peak memory grew by {grew} KiB for a frame it refused"
     );
+}
+
+/// A frame header from a client (masked with a zero key) announcing `len` bytes of binary
+/// payload.
+fn announcing(len: u64) -> Vec<u8> {
+    let mut h = vec![0x82, 0x80 | 127];
+    h.extend_from_slice(&len.to_be_bytes());
+    h.extend_from_slice(&[0; 4]);
+    h
+}
+
+#[test]
+fn headers_announcing_large_frames_hold_nothing_for_bytes_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("atoll.toml");
+    std::fs::write(
+        &config,
+        "[app]\nnode = \"t\"\n\n[[listener]]\nname = \"web\"\nkind = \"http\"\n\
+         ip = \"127.0.0.1\"\nport = 0\n[[listener.handlers]]\nhost = \"_\"\n\
+         resources = [\"websocket_echo\"]\n",
+    )
+    .unwrap();
+    let atoll = Atoll::serve(&config);
+    let addr = atoll.listening(1)[0].2;
+    let pid = atoll.pid();
+    let (data0, rss0) = (proc_status(pid, "VmData"), proc_status(pid, "VmRSS"));
+    // 300 clients each announce a frame of 1 MiB (the default limit, so it is allowed) and
+    // send 16 bytes of it.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut s = raw_handshake(addr);
+        let mut out = announcing(1 << 20);
+        out.extend_from_slice(&[7; 16]);
+        s.write_all(&out).unwrap();
+        held.push(s);
+    }
+    // What each server task reads it reads at once; give the 300 reads time to happen.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (data1, rss1) = (proc_status(pid, "VmData"), proc_status(pid, "VmRSS"));
+    const MIB: usize = 1 << 20;
+    // Reserved from each header, the 300 announcements would take 300 MiB.
+    assert!(
+        rss1.saturating_sub(rss0) < 64 * MIB,
+        "VmRSS grew by {} MiB for 300 headers",
+        (rss1 - rss0) / MIB
+    );
+    assert!(
+        data1.saturating_sub(data0) < 128 * MIB,
+        "VmData grew by {} MiB for 300 headers",
+        (data1 - data0) / MIB
+    );
+    // A frame that does come whole is echoed whole.
+    let s = &mut held[0];
+    let rest: Vec<u8> = (16..1 << 20).map(|i| (i % 251) as u8).collect();
+    s.write_all(&rest).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = [0u8; 10];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[..2], [0x82, 127]);
+    assert_eq!(u64::from_be_bytes(head[2..].try_into().unwrap()), 1 << 20);
+    let mut payload = vec![0u8; 1 << 20];
+    s.read_exact(&mut payload).unwrap();
+    assert_eq!(payload[..16], [7; 16]);
+    assert!(payload[16..] == rest[..]);
+}
+
+/// A WebSocket opened by hand on `addr`'s `/ws`, past the 101.
+fn raw_handshake(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
 }

@@ -351,3 +351,14 @@ pub fn start_download(addr: std::net::SocketAddr, path: &str) -> std::net::TcpSt
     stream.read_exact(&mut some).unwrap();
     stream
 }
+
+/// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmData`).
+pub fn proc_status(pid: u32, field: &str) -> usize {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kb: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}

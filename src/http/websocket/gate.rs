@@ -15,6 +15,13 @@
 //! compressed text message on as binary (its bytes are no UTF-8 until inflated); it notes
 //! which messages were compressed, in order, for [`deflate`](super::deflate) to inflate.
 //!
+//! tungstenite reserves room for a frame's whole payload as soon as it has its header. So
+//! the gate hands on a frame whose payload is over [`HOLD_FROM`] (4 KiB) only once all of it
+//! has come, and gathers it until then: a peer that announces big frames and sends little
+//! of them makes the connection hold what it sent, not what it announced
+//! ([`Gate::holding_up_to`]). A frame over the framing's limit goes on at once, to be
+//! refused from its header.
+//!
 //! Once this side has sent its close frame, the gate alone reads on: it drops what the peer
 //! still sends, frame by frame, until the peer's close frame has gone by
 //! ([`Gate::skip_to_close`]). tungstenite is not asked again, since after a frame over the
@@ -27,7 +34,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most one read of the socket takes: 4 KiB.
@@ -36,12 +43,22 @@ pub(crate) const READ_AHEAD: usize = 4096;
 /// The longest frame header: 2 bytes, 8 of extended length, 4 of mask key.
 const MAX_HEADER: usize = 14;
 
+/// A frame whose payload is over this (4 KiB) is handed on only once all of it has come
+/// (see [`Gate::holding_up_to`]).
+pub(crate) const HOLD_FROM: u64 = 4096;
+
 /// A socket whose reads stop at each frame's end.
 #[derive(Debug)]
 pub(crate) struct Gate<S> {
     pub(crate) inner: S,
-    /// Read from the socket, past the frame then under way; not handed on yet.
-    ahead: Bytes,
+    /// Read from the socket and not handed on yet: past the frame then under way, or a
+    /// frame being gathered whole.
+    ahead: BytesMut,
+    /// The frame limit of the framing: a frame over [`HOLD_FROM`] and up to this is handed
+    /// on only once whole (0: none is held).
+    hold_limit: u64,
+    /// The socket has ended: what is held goes on as it is.
+    ended: bool,
     /// The frame header handed on so far, while it is incomplete.
     header: [u8; MAX_HEADER],
     header_len: usize,
@@ -70,7 +87,9 @@ impl<S> Gate<S> {
     pub(crate) fn new(inner: S) -> Gate<S> {
         Gate {
             inner,
-            ahead: Bytes::new(),
+            ahead: BytesMut::new(),
+            hold_limit: 0,
+            ended: false,
             header: [0; MAX_HEADER],
             header_len: 0,
             payload_left: 0,
@@ -83,7 +102,17 @@ impl<S> Gate<S> {
     /// Hands on `unread` (bytes read from the socket before the gate was there) before
     /// reading the socket.
     pub(crate) fn with_unread(mut self, unread: Bytes) -> Gate<S> {
-        self.ahead = unread;
+        self.ahead = BytesMut::from(unread);
+        self
+    }
+
+    /// Hands on a frame whose payload is over [`HOLD_FROM`] only once all of it has come,
+    /// up to `limit` (the framing's frame limit, which it enforces from the header).
+    /// tungstenite reserves room for a frame's whole payload as soon as it has read the
+    /// header: without this, a peer that announces big frames and sends none of them would
+    /// hold that much memory per connection. Held here, a frame takes only what came.
+    pub(crate) fn holding_up_to(mut self, limit: usize) -> Gate<S> {
+        self.hold_limit = u64::try_from(limit).unwrap_or(u64::MAX);
         self
     }
 
@@ -114,7 +143,25 @@ impl<S> Gate<S> {
 
     /// The bytes read from the socket and not handed on.
     pub(crate) fn take_unread(&mut self) -> Bytes {
-        std::mem::take(&mut self.ahead)
+        std::mem::take(&mut self.ahead).freeze()
+    }
+
+    /// Whether `bytes`, read and not handed on, must wait for more before any of them is
+    /// handed on: they start a frame, and its header is not whole yet, or its payload is
+    /// over [`HOLD_FROM`] (and within the limit) and not all here.
+    fn gathering(&self, bytes: &[u8]) -> bool {
+        if self.hold_limit == 0 || self.ended || self.header_len != 0 || self.payload_left != 0 {
+            return false;
+        }
+        let Some(&second) = bytes.get(1) else {
+            return true;
+        };
+        let size = header_size(second);
+        if bytes.len() < size {
+            return true;
+        }
+        let payload = payload_len(bytes);
+        payload > HOLD_FROM && payload <= self.hold_limit && ((bytes.len() - size) as u64) < payload
     }
 
     /// Follows the frames in `bytes`, about to be handed on, and returns how many of them to
@@ -271,33 +318,47 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        if !this.ahead.is_empty() {
-            let room = this.ahead.len().min(buf.remaining());
-            buf.put_slice(&this.ahead[..room]);
-            let n = this.pass(&mut buf.filled_mut()[before..]);
-            buf.set_filled(before + n);
-            this.ahead.advance(n);
-            if this.ahead.is_empty() {
-                // Its allocation goes with it.
-                this.ahead = Bytes::new();
+        loop {
+            if !this.ahead.is_empty() && !this.gathering(&this.ahead) {
+                let room = this.ahead.len().min(buf.remaining());
+                buf.put_slice(&this.ahead[..room]);
+                let n = this.pass(&mut buf.filled_mut()[before..]);
+                buf.set_filled(before + n);
+                this.ahead.advance(n);
+                if this.ahead.is_empty() {
+                    // Its allocation goes with it.
+                    this.ahead = BytesMut::new();
+                }
+                return Poll::Ready(Ok(()));
             }
-            return Poll::Ready(Ok(()));
+            // Not zeroed first: a read that finds nothing (every other one) would pay for 4 KiB.
+            let mut space = [MaybeUninit::<u8>::uninit(); READ_AHEAD];
+            let mut read = ReadBuf::uninit(&mut space);
+            if let Err(e) = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read)) {
+                return Poll::Ready(Err(e));
+            }
+            let got = read.filled();
+            if got.is_empty() {
+                if this.ahead.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                // The end came in the middle of a frame being gathered: it goes on as it is,
+                // and the framing sees it cut short.
+                this.ended = true;
+                continue;
+            }
+            if this.ahead.is_empty() && !this.gathering(got) {
+                let room = got.len().min(buf.remaining());
+                buf.put_slice(&got[..room]);
+                let n = this.pass(&mut buf.filled_mut()[before..]);
+                buf.set_filled(before + n);
+                if n < got.len() {
+                    this.ahead = BytesMut::from(&got[n..]);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            this.ahead.extend_from_slice(got);
         }
-        // Not zeroed first: a read that finds nothing (every other one) would pay for 4 KiB.
-        let mut space = [MaybeUninit::<u8>::uninit(); READ_AHEAD];
-        let mut read = ReadBuf::uninit(&mut space);
-        if let Err(e) = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read)) {
-            return Poll::Ready(Err(e));
-        }
-        let got = read.filled();
-        let room = got.len().min(buf.remaining());
-        buf.put_slice(&got[..room]);
-        let n = this.pass(&mut buf.filled_mut()[before..]);
-        buf.set_filled(before + n);
-        if n < got.len() {
-            this.ahead = Bytes::copy_from_slice(&got[n..]);
-        }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -432,6 +493,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_big_frame_is_handed_on_only_once_all_of_it_has_come() {
+        use futures_util::FutureExt;
+        use tokio::io::AsyncWriteExt;
+        let big = frame(true, 2, &[5; 70_000]);
+        let next = frame(true, 1, b"x");
+        let (mut peer, ours) = tokio::io::duplex(256 * 1024);
+        let mut gate = Gate::new(ours).holding_up_to(1 << 20);
+        let mut buf = vec![0; 512];
+        // Its header and all but the last byte: the framing is handed nothing yet.
+        for piece in big[..big.len() - 1].chunks(1000) {
+            peer.write_all(piece).await.unwrap();
+            assert!(gate.read(&mut buf).now_or_never().is_none());
+        }
+        peer.write_all(&big[big.len() - 1..]).await.unwrap();
+        peer.write_all(&next).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < big.len() {
+            let n = gate.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, big);
+        assert!(gate.between_messages());
+        let n = gate.read(&mut buf).await.unwrap();
+        assert_eq!(buf[..n], next[..]);
+
+        // Over the limit, the header goes on at once: the framing refuses it from there.
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut gate = Gate::new(ours).holding_up_to(10_000);
+        peer.write_all(&big[..100]).await.unwrap();
+        let n = gate.read(&mut buf).await.unwrap();
+        assert_eq!(buf[..n], big[..100]);
+
+        // A peer that ends in the middle: what was held goes on, then the end.
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let mut gate = Gate::new(ours).holding_up_to(1 << 20);
+        peer.write_all(&big[..5000]).await.unwrap();
+        drop(peer);
+        let mut got = Vec::new();
+        loop {
+            let n = gate.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, big[..5000]);
+    }
+
+    #[tokio::test]
     async fn frame_ends_are_found_however_the_reads_cut_the_headers() {
         // Every header length: 2 bytes with the mask key (6), 16-bit length (8), 64-bit (14).
         let frames = [
@@ -448,8 +558,11 @@ mod tests {
             at += f.len();
             ends.push(at);
         }
-        for room in 1..=16 {
-            let mut gate = Gate::new(&wire[..]);
+        for (hold, room) in [0, 1 << 20]
+            .into_iter()
+            .flat_map(|hold| (1..=16).map(move |room| (hold, room)))
+        {
+            let mut gate = Gate::new(&wire[..]).holding_up_to(hold);
             let (mut got, mut stops) = (Vec::new(), Vec::new());
             while got.len() < wire.len() {
                 let more = read(&mut gate, room).await;

@@ -82,7 +82,7 @@ impl<H: WebSocketHandler> Session for Live<H> {
             if let Some(link) = stream_of {
                 // One stream of an HTTP/2 connection.
                 let io = WsIo::Right(TokioIo::new(upgraded));
-                let ws = Framed::new(gate(io, &opened), opts.config());
+                let ws = Framed::new(gate(io, &opened, &opts), opts.config());
                 return drive(ws, handler, &opts, opened, link, None).await;
             }
             let Some((socket, unread)) = socket_of(upgraded) else {
@@ -156,7 +156,7 @@ impl<H: WebSocketHandler> Arrived for Resumed<H> {
 /// the connection it belongs to.
 fn framed(socket: Socket, unread: Bytes, opts: &WsOptions, opened: &Opened) -> (Link, WsStream) {
     let link = Link::of(&socket);
-    let io = gate(WsIo::Left(socket), opened).with_unread(unread);
+    let io = gate(WsIo::Left(socket), opened, opts).with_unread(unread);
     (link, Framed::new(io, opts.config()))
 }
 
@@ -519,10 +519,11 @@ async fn drain<H: WebSocketHandler>(
 
 /// What tungstenite reads through: the socket cut at frame ends, taking compressed messages
 /// in when the connection negotiated permessage-deflate.
-fn gate(io: WsIo, opened: &Opened) -> Gate<WsIo> {
+fn gate(io: WsIo, opened: &Opened, opts: &WsOptions) -> Gate<WsIo> {
+    let gate = Gate::new(io).holding_up_to(opts.max_frame_size);
     match opened.deflate {
-        true => Gate::new(io).inflate(),
-        false => Gate::new(io),
+        true => gate.inflate(),
+        false => gate,
     }
 }
 
