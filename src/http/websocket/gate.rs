@@ -132,8 +132,15 @@ impl<S> Gate<S> {
 
     /// Whether everything handed on ends a message: no frame and no fragmented message is
     /// under way. Once tungstenite has returned what it was handed, it then holds nothing.
+    /// A frame over [`HOLD_FROM`] read ahead (being gathered, or whole and not handed on
+    /// yet) counts as under way too: what is read ahead goes with a connection that moves,
+    /// and a message, not up to a whole frame, is what may wait there.
     pub(crate) fn between_messages(&self) -> bool {
-        self.header_len == 0 && self.payload_left == 0 && !self.in_message
+        let ahead = &self.ahead;
+        let big_ahead = ahead.len() >= 2
+            && ahead.len() >= header_size(ahead[1])
+            && payload_len(ahead) > HOLD_FROM;
+        self.header_len == 0 && self.payload_left == 0 && !self.in_message && !big_ahead
     }
 
     /// Whether bytes read from the socket wait to be handed on.
@@ -506,6 +513,8 @@ mod tests {
             peer.write_all(piece).await.unwrap();
             assert!(gate.read(&mut buf).now_or_never().is_none());
         }
+        // Its message is under way: a connection does not move with it read ahead.
+        assert!(!gate.between_messages());
         peer.write_all(&big[big.len() - 1..]).await.unwrap();
         peer.write_all(&next).await.unwrap();
         let mut got = Vec::new();
