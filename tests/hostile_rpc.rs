@@ -15,7 +15,7 @@ use atoll::rpc::kv::{Kv, KvReply, KvRequest, KvService, KvStore};
 use atoll::rpc::wire::{self, codes, Decoder, ErrorBody, Frame, Hello, Kind, HEADER_LEN};
 use atoll::rpc::{Client, Daemon, RpcError};
 use bytes::{BufMut, BytesMut};
-use common::process::{proc_status, Atoll};
+use common::process::{proc_status, Atoll, Memory};
 use common::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -110,7 +110,7 @@ async fn headers_announcing_large_frames_reserve_nothing_for_bytes_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (atoll, addr) = serve_kv(dir.path(), "");
     let pid = atoll.pid();
-    let (data0, rss0) = (proc_status(pid, "VmData"), proc_status(pid, "VmRSS"));
+    let before = Memory::of(pid);
 
     // 200 clients say hello, then announce a call of 8 MiB (the maximum frame size) and send
     // nothing more. The header goes with the hello, in one write: once the daemon's hello
@@ -128,19 +128,9 @@ async fn headers_announcing_large_frames_reserve_nothing_for_bytes_not_sent() {
         assert_eq!(f.kind, Kind::Hello);
         held.push(s);
     }
-    let (data1, rss1) = (proc_status(pid, "VmData"), proc_status(pid, "VmRSS"));
     // Before the fix each header reserved its 8 MiB: 1.6 GB of address space, which a
     // `ulimit -v` turns into an abort. The budget here is what the connections really hold.
-    assert!(
-        data1.saturating_sub(data0) < 128 * MIB,
-        "VmData grew by {} MiB for 200 headers",
-        (data1 - data0) / MIB
-    );
-    assert!(
-        rss1.saturating_sub(rss0) < 64 * MIB,
-        "VmRSS grew by {} MiB for 200 headers",
-        (rss1 - rss0) / MIB
-    );
+    before.assert_grew_less(pid, 128 * MIB, 64 * MIB, "200 headers");
     drop(held);
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use common::process::{proc_status, Atoll};
+use common::process::{Atoll, Memory};
 use common::{Pki, WAIT};
 
 const VENV_PYTHON: &str = "target/ci-venv/bin/python";
@@ -102,39 +102,14 @@ fn peak_kib(pid: u32) -> u64 {
 /// payload as it comes (holding none of it) and completes the close handshake cleanly.
 #[test]
 fn a_frame_over_the_limit_is_dropped_as_it_comes_not_held() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("atoll.toml");
-    std::fs::write(
-        &config,
-        "[[listener]]\nname = \"web\"\nkind = \"http\"\nip = \"127.0.0.1\"\nport = 0\n\
-         [[listener.handlers]]\nhost = \"_\"\nresources = [\"websocket_echo\"]\n",
-    )
-    .unwrap();
-    let atoll = Atoll::serve(&config);
+    let atoll = serve_echo(dir.path());
     let addr = atoll.listening(1)[0].2;
     let before = peak_kib(atoll.pid());
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut s = raw_handshake(addr);
     // A binary frame of 96 MiB, masked with a zero key, against the 1 MiB frame limit.
     const LEN: u64 = 96 << 20;
-    let mut header = vec![0x82, 0x80 | 127];
-    header.extend_from_slice(&LEN.to_be_bytes());
-    header.extend_from_slice(&[0; 4]);
-    s.write_all(&header).unwrap();
+    s.write_all(&announcing(LEN)).unwrap();
     let mut close = [0u8; 4];
     s.read_exact(&mut close).unwrap();
     assert_eq!((close[0], close[1] & 0x7f >= 2), (0x88, true), "{close:?}");
@@ -168,18 +143,10 @@ fn announcing(len: u64) -> Vec<u8> {
 #[test]
 fn headers_announcing_large_frames_hold_nothing_for_bytes_not_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("atoll.toml");
-    std::fs::write(
-        &config,
-        "[app]\nnode = \"t\"\n\n[[listener]]\nname = \"web\"\nkind = \"http\"\n\
-         ip = \"127.0.0.1\"\nport = 0\n[[listener.handlers]]\nhost = \"_\"\n\
-         resources = [\"websocket_echo\"]\n",
-    )
-    .unwrap();
-    let atoll = Atoll::serve(&config);
+    let atoll = serve_echo(dir.path());
     let addr = atoll.listening(1)[0].2;
     let pid = atoll.pid();
-    let (data0, rss0) = (proc_status(pid, "VmData"), proc_status(pid, "VmRSS"));
+    let before = Memory::of(pid);
     // 300 clients each announce a frame of 1 MiB (the default limit, so it is allowed) and
     // send 16 bytes of it.
     let mut held = Vec::new();
@@ -192,19 +159,9 @@ fn headers_announcing_large_frames_hold_nothing_for_bytes_not_sent() {
     }
     // What each server task reads it reads at once; give the 300 reads time to happen.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let (data1, rss1) = (proc_status(pid, "VmData"), proc_status(pid, "VmRSS"));
-    const MIB: usize = 1 << 20;
     // Reserved from each header, the 300 announcements would take 300 MiB.
-    assert!(
-        rss1.saturating_sub(rss0) < 64 * MIB,
-        "VmRSS grew by {} MiB for 300 headers",
-        (rss1 - rss0) / MIB
-    );
-    assert!(
-        data1.saturating_sub(data0) < 128 * MIB,
-        "VmData grew by {} MiB for 300 headers",
-        (data1 - data0) / MIB
-    );
+    const MIB: usize = 1 << 20;
+    before.assert_grew_less(pid, 128 * MIB, 64 * MIB, "300 headers");
     // A frame that does come whole is echoed whole.
     let s = &mut held[0];
     let rest: Vec<u8> = (16..1 << 20).map(|i| (i % 251) as u8).collect();
@@ -220,10 +177,25 @@ fn headers_announcing_large_frames_hold_nothing_for_bytes_not_sent() {
     assert!(payload[16..] == rest[..]);
 }
 
+/// `atoll serve` with one plain HTTP listener serving `websocket_echo` on `/ws`, every
+/// setting at its default.
+fn serve_echo(dir: &Path) -> Atoll {
+    let config = dir.join("atoll.toml");
+    std::fs::write(
+        &config,
+        "[app]\nnode = \"t\"\n\n[[listener]]\nname = \"web\"\nkind = \"http\"\n\
+         ip = \"127.0.0.1\"\nport = 0\n[[listener.handlers]]\nhost = \"_\"\n\
+         resources = [\"websocket_echo\"]\n",
+    )
+    .unwrap();
+    Atoll::serve(&config)
+}
+
 /// A WebSocket opened by hand on `addr`'s `/ws`, past the 101.
 fn raw_handshake(addr: std::net::SocketAddr) -> std::net::TcpStream {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",

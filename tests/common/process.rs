@@ -362,3 +362,39 @@ pub fn proc_status(pid: u32, field: &str) -> usize {
     let kb: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kb * 1024
 }
+
+/// What a process holds: `VmData` and `VmRSS`, in bytes.
+pub struct Memory {
+    pub data: usize,
+    pub rss: usize,
+}
+
+impl Memory {
+    pub fn of(pid: u32) -> Memory {
+        Memory {
+            data: proc_status(pid, "VmData"),
+            rss: proc_status(pid, "VmRSS"),
+        }
+    }
+
+    /// Asserts that `pid` holds less than `data` bytes more of `VmData` and `rss` bytes more
+    /// of `VmRSS` than it did at `self`; `what` says what it was given meanwhile.
+    pub fn assert_grew_less(&self, pid: u32, data: usize, rss: usize, what: &str) {
+        const MIB: usize = 1 << 20;
+        let now = Memory::of(pid);
+        let (grew_data, grew_rss) = (
+            now.data.saturating_sub(self.data),
+            now.rss.saturating_sub(self.rss),
+        );
+        assert!(
+            grew_data < data,
+            "VmData grew by {} MiB for {what}",
+            grew_data / MIB
+        );
+        assert!(
+            grew_rss < rss,
+            "VmRSS grew by {} MiB for {what}",
+            grew_rss / MIB
+        );
+    }
+}
