@@ -2,11 +2,10 @@
 //! other tasks send through.
 
 use std::fmt;
-use std::time::Duration;
-
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tungstenite::error::Error as WsError;

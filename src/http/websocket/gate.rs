@@ -136,10 +136,7 @@ impl<S> Gate<S> {
     /// yet) counts as under way too: what is read ahead goes with a connection that moves,
     /// and a message, not up to a whole frame, is what may wait there.
     pub(crate) fn between_messages(&self) -> bool {
-        let ahead = &self.ahead;
-        let big_ahead = ahead.len() >= 2
-            && ahead.len() >= header_size(ahead[1])
-            && payload_len(ahead) > HOLD_FROM;
+        let big_ahead = whole_header(&self.ahead).is_some_and(|(_, payload)| payload > HOLD_FROM);
         self.header_len == 0 && self.payload_left == 0 && !self.in_message && !big_ahead
     }
 
@@ -160,15 +157,14 @@ impl<S> Gate<S> {
         if self.hold_limit == 0 || self.ended || self.header_len != 0 || self.payload_left != 0 {
             return false;
         }
-        let Some(&second) = bytes.get(1) else {
-            return true;
-        };
-        let size = header_size(second);
-        if bytes.len() < size {
-            return true;
+        match whole_header(bytes) {
+            None => true,
+            Some((size, payload)) => {
+                payload > HOLD_FROM
+                    && payload <= self.hold_limit
+                    && ((bytes.len() - size) as u64) < payload
+            }
         }
-        let payload = payload_len(bytes);
-        payload > HOLD_FROM && payload <= self.hold_limit && ((bytes.len() - size) as u64) < payload
     }
 
     /// Follows the frames in `bytes`, about to be handed on, and returns how many of them to
@@ -195,7 +191,9 @@ impl<S> Gate<S> {
             let rest = &bytes[i..];
             let (first, payload) =
                 if self.header_len == 0 && rest.len() >= 2 && rest.len() >= header_size(rest[1]) {
-                    // The whole header came in one piece (nearly always): read where it is.
+                    // The whole header came in one piece (nearly always): read where it is
+                    // (checked in place: through `whole_header`, 16 instructions more per
+                    // message).
                     i += header_size(rest[1]);
                     (rest[0], payload_len(rest))
                 } else {
@@ -210,10 +208,10 @@ impl<S> Gate<S> {
                         .copy_from_slice(&rest[..take]);
                     self.header_len += take;
                     i += take;
-                    if self.header_len < 2 || self.header_len < header_size(self.header[1]) {
+                    let Some((_, payload)) = whole_header(&self.header[..self.header_len]) else {
                         continue;
-                    }
-                    (self.header[0], payload_len(&self.header))
+                    };
+                    (self.header[0], payload)
                 };
             let (fin, opcode) = (first & 0x80 != 0, first & 0x0f);
             self.opcode = opcode;
@@ -304,6 +302,13 @@ fn header_size(second: u8) -> usize {
         _ => 0,
     };
     2 + extended + if second & 0x80 != 0 { 4 } else { 0 }
+}
+
+/// The size and payload length of the frame header at the start of `bytes`, once it is
+/// whole there.
+fn whole_header(bytes: &[u8]) -> Option<(usize, u64)> {
+    let size = header_size(*bytes.get(1)?);
+    (bytes.len() >= size).then(|| (size, payload_len(bytes)))
 }
 
 /// The payload length a whole frame header (at the start of `header`) gives.

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -354,37 +354,35 @@ fn drive<'o, H: WebSocketHandler>(
             })
             .await;
             turn = match event {
-                Event::Tick(tick) => match tick {
-                    Tick::Stop => {
-                        stopped = true;
-                        match shared.as_ref().and_then(|s| s.move_to.get()) {
-                            Some(to) => {
-                                moving = Some((to, Instant::now() + shutdown_timeout));
-                                rearm = true;
-                                Turn::Go
-                            }
-                            None => break 'run drain_now!(),
-                        }
-                    }
-                    Tick::Time => {
-                        let now = Instant::now();
-                        let (deadline, ping_at, move_until) = due(last_heard, last_ping);
-                        rearm = true;
-                        if move_until.is_some_and(|until| now >= until) {
-                            // Never between messages within the shutdown timeout (or always `Later`).
-                            break 'run drain_now!();
-                        } else if now >= deadline {
-                            last_heard = Heard::now();
-                            handler.handle_timeout(cx!()).await.into()
-                        } else if now >= ping_at {
-                            last_ping = now;
-                            send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
-                        } else {
-                            // Set for a deadline a message has since moved on.
+                Event::Tick(Tick::Stop) => {
+                    stopped = true;
+                    match shared.as_ref().and_then(|s| s.move_to.get()) {
+                        Some(to) => {
+                            moving = Some((to, Instant::now() + shutdown_timeout));
+                            rearm = true;
                             Turn::Go
                         }
+                        None => break 'run drain_now!(),
                     }
-                },
+                }
+                Event::Tick(Tick::Time) => {
+                    let now = Instant::now();
+                    let (deadline, ping_at, move_until) = due(last_heard, last_ping);
+                    rearm = true;
+                    if move_until.is_some_and(|until| now >= until) {
+                        // Never between messages within the shutdown timeout (or always `Later`).
+                        break 'run drain_now!();
+                    } else if now >= deadline {
+                        last_heard = Heard::now();
+                        handler.handle_timeout(cx!()).await.into()
+                    } else if now >= ping_at {
+                        last_ping = now;
+                        send_within(&mut ws, Message::Ping(Bytes::new()), send_timeout).await
+                    } else {
+                        // Set for a deadline a message has since moved on.
+                        Turn::Go
+                    }
+                }
                 Event::Next(next) => {
                     last_heard = Heard::now();
                     asked = false;
@@ -469,14 +467,13 @@ enum Tick {
 /// connection with a socket of its own (no `timer`), or through the stream's `stopping` and
 /// `timer`.
 fn poll_tick<F: Future<Output = ()>>(
-    cx: &mut std::task::Context<'_>,
+    cx: &mut Context<'_>,
     link: &Link,
     registered: &mut bool,
     stopped: bool,
     stopping: &mut Option<Pin<Box<F>>>,
     timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
-) -> std::task::Poll<Tick> {
-    use std::task::Poll;
+) -> Poll<Tick> {
     let Some(timer) = timer else {
         return match link.slot.poll_signal(cx, registered, stopped) {
             Poll::Ready(Signal::Stop) => Poll::Ready(Tick::Stop),
