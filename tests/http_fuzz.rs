@@ -4,7 +4,8 @@
 //!
 //! Well-formed requests first, each with the status it deserves; then a few thousand damaged
 //! ones (HTTP/1.1 and h2c, bodies, chunked encoding, bad lengths, repeated headers,
-//! absolute-form targets, many headers, traversal, NULs, invalid UTF-8, pipelining), each
+//! absolute-form targets, many headers, traversal, NULs, invalid UTF-8, pipelining, WebSocket
+//! opening handshakes), each
 //! sent on its own connection in writes cut at random points, with pauses, then a half-close,
 //! a hang-up or a wait for the server to close. Every answer must be valid HTTP with no 5xx,
 //! the server must answer or close within its deadline, telemetry must report no panic, no
@@ -93,6 +94,27 @@ fn h1_seeds() -> Vec<Seed> {
             &[200],
         ),
         h1("TRACE /items/1 HTTP/1.1\r\nhost: a\r\n\r\n", &[405]),
+        h1(
+            "GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: keep-alive, Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+            &[101],
+        ),
+        h1(
+            "GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\nsec-websocket-extensions: x-webkit-deflate-frame, permessage-deflate; client_max_window_bits=10; server_no_context_takeover, permessage-deflate\r\n\r\n",
+            &[101],
+        ),
+        h1(
+            "GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 8\r\n\r\n",
+            &[426],
+        ),
+        h1(
+            "GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-key: c2hvcnQ=\r\nsec-websocket-version: 13\r\n\r\n",
+            &[400],
+        ),
+        h1("GET /ws HTTP/1.1\r\nhost: a\r\n\r\n", &[426]),
+        h1(
+            "POST /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\ncontent-length: 0\r\n\r\n",
+            &[405],
+        ),
         h1("HEAD /static/a.txt HTTP/1.1\r\nhost: a\r\n\r\n", &[200]),
         h1(
             "GET /static/a.txt HTTP/1.1\r\nhost: a\r\nrange: bytes=2-5\r\n\r\n",

@@ -6,18 +6,23 @@
 //! The listener is a real one, with every part of the request path a peer can reach: hyper's
 //! HTTP/1.1 and h2c (prior knowledge), host matching (literal, bound and wildcard hosts), REST
 //! resources with bindings, `[...]` tails, bodies, CORS and basic authentication, a mounted
-//! `tower` service that reads its body, and static files (at `/` and `/static`) from a folder
-//! that holds symbolic links out of itself. It listens twice, on a Unix socket and on loopback
-//! TCP, as two listeners with the same handlers: an input that starts with `PRI` goes over
-//! TCP, where the listener looks for the HTTP/2 preface (it never does on a Unix socket),
-//! everything else over the Unix socket, which is quicker and never loses an answer to a reset
-//! (a TCP server that closes with unread bytes sends RST, and the client's kernel may then
-//! drop answer bytes not yet read).
+//! `tower` service that reads its body, a WebSocket route's opening handshake, and static
+//! files (at `/` and `/static`) from a folder that holds symbolic links out of itself. It
+//! listens twice, on a Unix socket and on loopback TCP, as two listeners with the same
+//! handlers: an input that starts with `PRI` goes over TCP, where the listener looks for the
+//! HTTP/2 preface (it never does on a Unix socket), everything else over the Unix socket,
+//! which is quicker and never loses an answer to a reset (a TCP server that closes with
+//! unread bytes sends RST, and the client's kernel may then drop answer bytes not yet read).
 //!
 //! An input is one control byte and the bytes a client sends. The control byte chooses how the
 //! bytes are cut into writes, what happens between writes, and how the client ends; see
 //! [`Control`].
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+#[path = "control.rs"]
+mod control;
+use control::{finish, write_cut};
+pub use control::{Control, End, Pause, CLOSE_DEADLINE};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -26,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use atoll::http::websocket::{WebSocket, WebSocketHandler, WsAction, WsConn};
 use atoll::http::{
     Data, Handlers, HttpListener, Reply, Request, RequestBody, Resource, StaticFiles, Unauthorized,
 };
@@ -34,7 +40,7 @@ use atoll::{Bind, ServerHandle};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 /// Bytes that no answer may ever hold: the content of a file outside the served folder,
@@ -43,10 +49,6 @@ pub const SECRET: &[u8] = b"OUTSIDE-SECRET-4b1d";
 
 /// The HTTP/2 client preface: an input that starts with it is checked as h2c.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// The longest a client waits for the server to answer and close, once it has sent its last
-/// byte. The listener's own timeouts are far shorter, so reaching it means the server hung.
-pub const CLOSE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The listener's timeouts: short, so a client that never finishes costs each run little.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +127,12 @@ impl Target {
             .resource(Probe)
             .resource(Items)
             .resource(Echo)
+            .websocket(
+                WebSocket::new("/ws", Chat)
+                    .max_message_size(MAX_BODY)
+                    .read_timeout(timeouts.idle)
+                    .ping_interval(timeouts.idle / 2),
+            )
             .files("/static", StaticFiles::new(&root).expect("static folder"))
             // Not the listener's `static_dir`: it would take every path of `svc.test` before
             // the mounted service could.
@@ -207,67 +215,12 @@ impl Target {
         control: Control,
         bytes: &[u8],
     ) -> Result<Vec<u8>, String> {
-        let mut cuts = Cuts::new(control);
-        let mut rest = bytes;
-        let mut boundary = 0;
-        let boundaries = cuts.count(bytes.len());
-        while !rest.is_empty() {
-            let n = cuts.next().min(rest.len());
-            // The server may have closed already (a 400, say): what it sent is still read.
-            if s.write_all(&rest[..n]).await.is_err() {
-                break;
-            }
-            rest = &rest[n..];
-            if !rest.is_empty() {
-                self.pause(control.pause, boundary, boundaries).await;
-                boundary += 1;
-            }
-        }
+        // A stall goes past the header read timeout, so a request sent in two halves meets it.
+        let stall = self.timeouts.header_read + Duration::from_millis(2);
+        write_cut(&mut s, control, bytes, stall).await;
         let mut out = Vec::new();
-        // A known fault: the server never closes an answered h2c connection whose client
-        // stays and does not acknowledge its PING (`an_idle_h2c_client_is_disconnected` in
-        // tests/http_fuzz.rs). Such a client hangs up instead, so the search goes on past it.
-        let end = match control.end {
-            End::Stay if bytes.starts_with(PREFACE) => End::Drop,
-            end => end,
-        };
-        match end {
-            End::HalfClose => {
-                let _ = s.shutdown().await;
-                read_to_close(&mut s, &mut out, CLOSE_DEADLINE).await?;
-            }
-            End::Stay => read_to_close(&mut s, &mut out, CLOSE_DEADLINE).await?,
-            End::Drop => {
-                // Read what comes within a moment, then hang up, answered or not.
-                let quiet = Duration::from_millis(2);
-                let mut buf = [0u8; 4096];
-                while let Ok(Ok(n)) = tokio::time::timeout(quiet, s.read(&mut buf)).await {
-                    if n == 0 {
-                        break;
-                    }
-                    out.extend_from_slice(&buf[..n]);
-                }
-            }
-        }
+        finish(&mut s, control.end, &mut out).await?;
         Ok(out)
-    }
-
-    async fn pause(&self, pause: Pause, boundary: usize, boundaries: usize) {
-        match pause {
-            Pause::Yield => tokio::task::yield_now().await,
-            Pause::Settle => {
-                for _ in 0..16 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            Pause::Tick => tokio::time::sleep(Duration::from_millis(1)).await,
-            // Once, halfway: past the header read timeout, so a request sent in two halves
-            // meets it.
-            Pause::Stall if boundary == boundaries / 2 => {
-                tokio::time::sleep(self.timeouts.header_read + Duration::from_millis(2)).await
-            }
-            Pause::Stall => tokio::task::yield_now().await,
-        }
     }
 
     /// A well-formed request on a new connection: the listener must still answer it 200.
@@ -293,130 +246,6 @@ impl Target {
 /// Whether `input` goes over TCP.
 fn over_tcp(input: &[u8]) -> bool {
     input.starts_with(b"PRI")
-}
-
-async fn read_to_close<S: AsyncRead + Unpin>(
-    s: &mut S,
-    out: &mut Vec<u8>,
-    deadline: Duration,
-) -> Result<(), String> {
-    match tokio::time::timeout(deadline, s.read_to_end(out)).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(format!(
-            "the server neither closed nor went quiet within {deadline:?} (read {} bytes: {:?})",
-            out.len(),
-            String::from_utf8_lossy(&out[..out.len().min(300)])
-        )),
-    }
-}
-
-// ===== how an input is sent =====
-
-/// How one input goes to the server, from its control byte: bits 0-3 the spread of the writes
-/// (`0`: one write; `n`: writes of 1 to 8 n bytes, from a generator seeded by the byte), bits
-/// 4-5 the [`Pause`] between writes, bits 6-7 the [`End`].
-#[derive(Debug, Clone, Copy)]
-pub struct Control {
-    pub spread: u8,
-    pub pause: Pause,
-    pub end: End,
-}
-
-/// What the client does between two writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pause {
-    /// Lets the server run once.
-    Yield,
-    /// Lets the server run until it has done what it can with the bytes so far.
-    Settle,
-    /// Sleeps 1 ms.
-    Tick,
-    /// Sleeps past the header read timeout once, halfway through the input.
-    Stall,
-}
-
-/// How the client ends once everything is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// Shuts its writing half and reads until the server closes.
-    HalfClose,
-    /// Hangs up after a moment, whether answered or not.
-    Drop,
-    /// Keeps the connection open and reads until the server closes it (its timeouts).
-    Stay,
-}
-
-impl Control {
-    pub fn from_byte(c: u8) -> Control {
-        Control {
-            spread: c & 0x0f,
-            pause: match (c >> 4) & 3 {
-                0 => Pause::Yield,
-                1 => Pause::Settle,
-                2 => Pause::Tick,
-                _ => Pause::Stall,
-            },
-            end: match c >> 6 {
-                0 | 1 => End::HalfClose,
-                2 => End::Drop,
-                _ => End::Stay,
-            },
-        }
-    }
-
-    pub fn to_byte(self) -> u8 {
-        let pause = match self.pause {
-            Pause::Yield => 0,
-            Pause::Settle => 1,
-            Pause::Tick => 2,
-            Pause::Stall => 3,
-        };
-        let end = match self.end {
-            End::HalfClose => 0,
-            End::Drop => 2,
-            End::Stay => 3,
-        };
-        (self.spread & 0x0f) | pause << 4 | end << 6
-    }
-}
-
-/// Write sizes: xorshift32 seeded by the control byte, so an input always splits the same way.
-struct Cuts {
-    state: u32,
-    spread: usize,
-}
-
-impl Cuts {
-    fn new(control: Control) -> Cuts {
-        Cuts {
-            state: u32::from(control.to_byte()) | 0x6b00,
-            spread: usize::from(control.spread) * 8,
-        }
-    }
-
-    fn next(&mut self) -> usize {
-        if self.spread == 0 {
-            return usize::MAX;
-        }
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 17;
-        self.state ^= self.state << 5;
-        1 + self.state as usize % self.spread
-    }
-
-    /// How many boundaries between writes `len` bytes make.
-    fn count(&self, len: usize) -> usize {
-        let mut copy = Cuts {
-            state: self.state,
-            spread: self.spread,
-        };
-        let (mut left, mut writes) = (len, 0usize);
-        while left > 0 {
-            left -= copy.next().min(left);
-            writes += 1;
-        }
-        writes.saturating_sub(1)
-    }
 }
 
 // ===== what the server answers =====
@@ -453,6 +282,10 @@ fn check_h1(mut rest: &[u8], whole: bool) -> Result<Vec<u16>, String> {
         rest = &rest[end + 4..];
         let (status, length) = parse_head(head)?;
         statuses.push(status);
+        if status == 101 {
+            // The connection is a WebSocket now: what follows is frames.
+            return Ok(statuses);
+        }
         let length = if (100..200).contains(&status) || status == 204 || status == 304 {
             Some(Length::Fixed(0))
         } else {
@@ -751,6 +584,18 @@ impl Resource for Echo {
         let mut body = b"echo: ".to_vec();
         body.extend_from_slice(req.body());
         body.into()
+    }
+}
+
+/// `/ws`: a WebSocket route that echoes text (its frames are `ws_target.rs`'s to search;
+/// here, the opening handshake is).
+#[derive(Clone)]
+struct Chat;
+
+impl WebSocketHandler for Chat {
+    async fn handle_text(&mut self, text: &str, ws: &mut WsConn<'_>) -> WsAction {
+        let _ = ws.send(text).await;
+        WsAction::Continue
     }
 }
 
