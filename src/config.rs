@@ -574,7 +574,11 @@ impl Config {
     /// Starts every listener on `registry`, in file order, each logging its events as
     /// `log_events` says. The handles come back in the same order. When one fails to start,
     /// the ones already started are stopped at once and the error names the one at fault.
+    ///
+    /// First, [`verify`](Self::verify) checks them all, so that a fault anywhere starts
+    /// nothing, and two listeners that would share an address are refused.
     pub async fn start(&self, registry: &Registry) -> Result<Vec<ServerHandle>, ConfigError> {
+        self.verify(registry)?;
         let mut started = Vec::with_capacity(self.listeners.len());
         for (i, spec) in self.listeners.iter().enumerate() {
             // Attached before the start, so `listener.start` and `acceptor.start` are logged.
@@ -588,12 +592,7 @@ impl Config {
                     for handle in started {
                         let _ = registry.stop(handle.name(), Some(Duration::ZERO)).await;
                     }
-                    let place = Place::Listener {
-                        name: Some(spec.name.clone()),
-                        index: i + 1,
-                    };
-                    let file = self.listener_files.get(i).unwrap_or(&self.path);
-                    return Err(ConfigError::new(file, place, Fault::Start(e)));
+                    return Err(self.listener_fault(i, e));
                 }
             }
         }
@@ -602,6 +601,26 @@ impl Config {
 }
 
 impl Config {
+    /// The error that the `i`th listener (from 0) could not start or be checked, naming the
+    /// file it was read from.
+    pub(crate) fn listener_fault(&self, i: usize, e: Error) -> ConfigError {
+        self.listener_error(i, Fault::Start(e))
+    }
+
+    /// The error that the `i`th listener (from 0) is wrong as `why` says.
+    pub(crate) fn listener_invalid(&self, i: usize, why: String) -> ConfigError {
+        self.listener_error(i, Fault::Invalid(why))
+    }
+
+    fn listener_error(&self, i: usize, fault: Fault) -> ConfigError {
+        let place = Place::Listener {
+            name: self.listeners.get(i).map(|l| l.name.clone()),
+            index: i + 1,
+        };
+        let file = self.listener_files.get(i).unwrap_or(&self.path);
+        ConfigError::new(file, place, fault)
+    }
+
     /// True when the config has a listener of kind `admin`: then every listener records
     /// metrics ([`MetricsRecorder`]) for `/metrics` to show. Without one, no listener pays for
     /// them.

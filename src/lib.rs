@@ -65,7 +65,9 @@
 //!   home, data, log, priv and lib dirs, from OS variables, the config file or defaults), the
 //!   check that its directories are writable, `$VARIABLE` expansion in config strings, and
 //!   the installed releases ([`setup::versions`]).
-//! - `config.rs`: the `atoll` binary's config file ([`Config`]).
+//! - `config.rs` and `config_check.rs`: the `atoll` binary's config file ([`Config`]), and
+//!   its check without starting anything ([`ListenerCheck`]): settings, files, and
+//!   listeners that would share an address.
 //! - [`app/`](app): the running application: the control socket, reload, zero-downtime upgrade
 //!   by handing listening sockets to a new process, systemd integration and log files.
 //!
@@ -83,6 +85,7 @@
 mod addr;
 pub mod app;
 mod config;
+mod config_check;
 mod error;
 pub mod http;
 mod registry;
@@ -104,6 +107,7 @@ use server::{
 pub use addr::Addr;
 pub use bind::Bind;
 pub use config::{Config, ConfigError, FoundKey, LogEvents};
+pub use config_check::{ListenAt, ListenerCheck};
 pub use connections::ConnectionInfo;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handle::{Phase, ServerHandle, StopReport};
@@ -111,7 +115,7 @@ pub use handler::{Action, Handler, Move, SHUTDOWN_QUIET};
 pub use moved::{MoveTo, Moved};
 pub use options::{parse_duration, ServerOptions, DEFAULT_NUM_ACCEPTORS};
 pub use proxy::{ProxyProtocol, MAX_V2_HEADER};
-pub use registry::{Launcher, ListenerInfo, Registry, Updater, Uptime};
+pub use registry::{Checker, Launcher, ListenerInfo, Registry, Updater, Uptime};
 pub use server::Server;
 pub use socket::Socket;
 pub use sockets::{Inherited, Origin, SocketPool};

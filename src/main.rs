@@ -2,6 +2,8 @@
 //!
 //! - `atoll serve [--config FILE]` runs the listeners a config file declares until SIGINT or
 //!   SIGTERM ([`atoll::app::serve`]);
+//! - `atoll check [--config FILE]` checks a config file without starting anything
+//!   ([`atoll::app::check`]);
 //! - `atoll listeners|uptime NAME|stop NAME|reload|upgrade|status` talk to that server over
 //!   its control socket ([`atoll::app::control`]);
 //! - `atoll rpc ADDR METHOD [ARGS]` calls the built-in key-value RPC service;
@@ -51,6 +53,18 @@ enum Command {
         /// The config file.
         #[arg(short, long, value_name = "FILE", default_value = "atoll.toml")]
         config: PathBuf,
+    },
+    /// Checks a config file as `atoll serve` would start it, without starting anything: every
+    /// listener's kind, settings and TLS files, and the address it would listen on (two
+    /// listeners may not share one). Binds nothing and creates nothing, so it runs beside the
+    /// server, before a reload or an upgrade. Exits 1 when any listener fails.
+    Check {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE", default_value = "atoll.toml")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Lists the running listeners of the `atoll serve` of this config: name, kind, address,
     /// uptime, live connections.
@@ -189,6 +203,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve { config } => atoll::app::serve(&config).map_err(Failure::from),
+        Command::Check { config, json } => check(&config, json),
         Command::Listeners { target } => control(&target, Request::Listeners),
         Command::Uptime { name, target } => control(&target, Request::Uptime { name }),
         Command::Stop { name, target } => control(&target, Request::Stop { name }),
@@ -329,6 +344,25 @@ fn absolute(path: PathBuf) -> PathBuf {
 }
 
 /// `atoll env`: the resolved environment and variables of the config at `path`.
+/// `atoll check`: the report on stdout; exit 1, with the sum on stderr, when a listener
+/// failed.
+fn check(path: &Path, json: bool) -> Result<(), Failure> {
+    let report = atoll::app::check::check(path).map_err(|e| failed(json, e.to_string()))?;
+    if json {
+        print(format_args!("{:#}\n", report.json()))?;
+    } else {
+        print(report.text())?;
+    }
+    match report.failed() {
+        0 => Ok(()),
+        bad => Err(Failure::Message(format!(
+            "{}: {bad} of {} listeners failed the check",
+            path.display(),
+            report.listeners.len()
+        ))),
+    }
+}
+
 fn env(path: &Path, json: bool, find: Option<&str>) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| failed(json, e.to_string()))?;
     if let Some(key) = find {

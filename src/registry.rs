@@ -11,6 +11,7 @@ use crate::echo::Echo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{Phase, ServerHandle, StopReport};
 use crate::handler::Handler;
+use crate::options::ServerOptions;
 use crate::server::Server;
 use crate::sockets::{Carried, Inherited, Origin, SocketPool};
 use crate::spec::{unknown_kind, ListenerSpec};
@@ -18,6 +19,10 @@ use crate::telemetry::{Event, EventKind};
 
 /// Starts a listener of one kind from its spec.
 pub type Launcher = Arc<dyn Fn(&ListenerSpec) -> Result<ServerHandle> + Send + Sync>;
+
+/// Checks a spec of one kind without starting anything, and gives the server options its
+/// listener would bind with; see [`Registry::add_check`].
+pub type Checker = Arc<dyn Fn(&ListenerSpec) -> Result<ServerOptions> + Send + Sync>;
 
 /// A running listener, as [`Registry::list`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +112,7 @@ struct Entry {
 struct Inner {
     listeners: BTreeMap<String, Entry>,
     kinds: HashMap<String, Launcher>,
+    checks: HashMap<String, Checker>,
     updaters: HashMap<String, Updater>,
 }
 
@@ -123,9 +129,9 @@ pub type Updater =
 ///
 /// # Locking
 ///
-/// One mutex guards the maps of listeners, kinds and updaters, and it is held only to move
-/// plain data in or out of them: a lookup, a clone of a handle or launcher, an insert, a
-/// remove. It is never held while a launcher, an updater or a stop runs (they may call the
+/// One mutex guards the maps of listeners, kinds, checks and updaters, and it is held only to
+/// move plain data in or out of them: a lookup, a clone of a handle or launcher, an insert, a
+/// remove. It is never held while a launcher, a check, an updater or a stop runs (they may call the
 /// registry again), across an `.await`, or while building an error message that needs the
 /// registry (the list of known kinds). Each method takes the guard in a statement of its own
 /// and lets it go at that statement's end, so no expression holds it twice.
@@ -178,6 +184,14 @@ impl Registry {
             spec.expect_no_params()?;
             spec.server(Echo)?.start()
         });
+        registry.add_check("echo", |spec| {
+            spec.expect_no_params()?;
+            if let Some(tls) = &spec.tls {
+                tls.load()
+                    .map_err(|e| e.context(format!("listener `{}`", spec.name)))?;
+            }
+            Ok(spec.options.clone())
+        });
         registry
     }
 
@@ -208,6 +222,39 @@ impl Registry {
         launch: impl Fn(&ListenerSpec) -> Result<ServerHandle> + Send + Sync + 'static,
     ) {
         self.lock().kinds.insert(kind.into(), Arc::new(launch));
+    }
+
+    /// Registers how a spec of `kind` is checked without starting anything: its settings
+    /// read and its files loaded as the launcher would, nothing bound, opened for writing or
+    /// spawned. It returns the server options the listener would bind with (a kind may give
+    /// its own default address, as `http` does). [`check_spec`](Self::check_spec) runs it;
+    /// [`Config::check`](crate::Config::check) (`atoll check`) runs it over a whole config,
+    /// and [`Config::start`](crate::Config::start) before it starts anything, so that two
+    /// listeners that would share an address are refused. A kind without a check is checked
+    /// by name only.
+    pub fn add_check(
+        &self,
+        kind: impl Into<String>,
+        check: impl Fn(&ListenerSpec) -> Result<ServerOptions> + Send + Sync + 'static,
+    ) {
+        self.lock().checks.insert(kind.into(), Arc::new(check));
+    }
+
+    /// Checks `spec` without starting anything: its kind is known, its TLS files can be
+    /// read, and the kind's check passes. `Some(options)`: the kind checked the spec, and
+    /// its listener would bind with `options`; `None`: the kind registered no check, so only
+    /// its name and TLS files were.
+    pub fn check_spec(&self, spec: &ListenerSpec) -> Result<Option<ServerOptions>> {
+        let (known, check) = {
+            let inner = self.lock();
+            let known = inner.kinds.contains_key(&spec.kind);
+            (known, inner.checks.get(&spec.kind).cloned())
+        };
+        if !known && check.is_none() {
+            return Err(unknown_kind(spec, &self.kinds()));
+        }
+        tls_files_readable(spec)?;
+        check.map(|check| check(spec)).transpose()
     }
 
     /// Registers how a running listener of `kind` takes a changed spec in place (an HTTP
@@ -241,10 +288,19 @@ impl Registry {
         &self.sockets
     }
 
-    /// The registered kinds, sorted.
+    /// The registered kinds (with a launcher, a check or both), sorted.
     pub fn kinds(&self) -> Vec<String> {
-        let mut k: Vec<String> = self.lock().kinds.keys().cloned().collect();
+        let mut k: Vec<String> = {
+            let inner = self.lock();
+            inner
+                .kinds
+                .keys()
+                .chain(inner.checks.keys())
+                .cloned()
+                .collect()
+        };
         k.sort();
+        k.dedup();
         k
     }
 

@@ -307,6 +307,8 @@ fn every_command_ends_quietly_with_141_when_its_reader_has_gone() {
         &["uptime", "echo"],
         &["reload"],
         &["reload", "--json"],
+        &["check"],
+        &["check", "--json"],
         &["env"],
         &["env", "--json"],
         &["versions"],

@@ -80,6 +80,29 @@ impl Answer {
     }
 }
 
+/// A table for people: the header, then a line per row, each column as wide as its widest
+/// cell, two spaces apart, no spaces at a line's end.
+pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let header = header.map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut text = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        text += cells.join("  ").trim_end();
+        text.push('\n');
+    }
+    text
+}
+
 /// `1d 2h 3m 4s`, `5m 0s`, `12.3s`: an uptime for people.
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();

@@ -10,6 +10,7 @@
 //! - [`logs`]: logging to stderr and to a size-rotated file in the log dir.
 //! - [`systemd`]: socket activation (`LISTEN_FDS`) and readiness notification (`NOTIFY_SOCKET`).
 //! - [`command`]: the control requests and answers, one line of JSON each.
+//! - [`check`]: `atoll check`, a config checked without starting anything.
 //! - [`control`]: the control socket: the server (owner-only) and the client.
 //! - [`reload`]: applying the difference between the running config and the file.
 //! - [`handover`]: passing listening sockets to a new process over a Unix socket.
@@ -23,6 +24,7 @@
 //! - `serve`: the serving loop: start, answer control commands, reload on SIGHUP, stop on
 //!   SIGINT or SIGTERM, drain and exit after an upgrade.
 
+pub mod check;
 pub mod command;
 pub mod control;
 pub mod handover;

@@ -115,6 +115,9 @@ pub async fn apply(
     old: &Config,
     new: &Config,
 ) -> Result<ReloadReport, String> {
+    // Everything the new config says is checked before anything changes.
+    new.verify(registry)
+        .map_err(|e| format!("{e}; nothing was changed"))?;
     let mut report = ReloadReport::default();
     let mut undo = Undo::default();
     let running = |name: &str| registry.get(name).is_ok();

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Mutex};
 
-use super::command::{human_duration, Answer, Request, DEFAULT_UPGRADE_TIMEOUT};
+use super::command::{human_duration, table, Answer, Request, DEFAULT_UPGRADE_TIMEOUT};
 use super::control::{self, Commands};
 use super::handover::{self, Ready};
 use super::made::Made;
@@ -435,7 +435,6 @@ impl Commands for App {
 impl App {
     fn listeners(&self) -> Answer {
         let list = self.registry.list();
-        let mut text = String::new();
         let rows: Vec<[String; 5]> = list
             .iter()
             .map(|l| {
@@ -448,22 +447,7 @@ impl App {
                 ]
             })
             .collect();
-        let header = ["NAME", "KIND", "ADDRESS", "UPTIME", "CONNECTIONS"].map(str::to_owned);
-        let mut widths = header.clone().map(|h| h.len());
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        for row in std::iter::once(&header).chain(&rows) {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            text += cells.join("  ").trim_end();
-            text.push('\n');
-        }
+        let text = table(["NAME", "KIND", "ADDRESS", "UPTIME", "CONNECTIONS"], &rows);
         let data: Vec<_> = list
             .iter()
             .map(|l| {

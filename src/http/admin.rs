@@ -50,6 +50,7 @@ use super::request::Request;
 use super::resource::Resource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::ServerHandle;
+use crate::options::ServerOptions;
 use crate::registry::Registry;
 use crate::spec::ListenerSpec;
 use crate::telemetry::MetricsRecorder;
@@ -251,9 +252,29 @@ impl Resource for Readyz {
 /// docs for its settings).
 pub fn install_admin(registry: &Registry, admin: Admin) {
     registry.add_kind("admin", move |spec| launch(spec, &admin));
+    registry.add_check("admin", check);
 }
 
 fn launch(spec: &ListenerSpec, admin: &Admin) -> Result<ServerHandle> {
+    let (options, http) = plan(spec)?;
+    admin
+        .listener()
+        .name(spec.name.clone())
+        .options(options)
+        .telemetry(spec.telemetry.clone())
+        .bind(spec.bind())
+        .http_options(http)
+        .start()
+}
+
+/// The `admin` kind's check (see [`Registry::add_check`]): its settings, and the server
+/// options it binds with. Needs no [`Admin`], so a check can run without a recorder.
+pub(crate) fn check(spec: &ListenerSpec) -> Result<ServerOptions> {
+    plan(spec).map(|(options, _)| options)
+}
+
+/// The server and HTTP options an `admin` listener of `spec` runs with.
+fn plan(spec: &ListenerSpec) -> Result<(ServerOptions, HttpOptions)> {
     let bad = |why: String| {
         Error::with_source(ErrorKind::Config, why).context(format!("listener `{}`", spec.name))
     };
@@ -279,14 +300,7 @@ fn launch(spec: &ListenerSpec, admin: &Admin) -> Result<ServerHandle> {
             options.ip = Ipv4Addr::LOCALHOST.into();
         }
     }
-    admin
-        .listener()
-        .name(spec.name.clone())
-        .options(options)
-        .telemetry(spec.telemetry.clone())
-        .bind(spec.bind())
-        .http_options(http)
-        .start()
+    Ok((options, http))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use super::statics_endpoint::StaticEndpoint;
 use super::websocket::WebSocket;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::ServerHandle;
+use crate::options::ServerOptions;
 use crate::registry::Registry;
 use crate::spec::ListenerSpec;
 use crate::telemetry::FailureLogBudget;
@@ -314,11 +315,13 @@ impl Catalogue {
 /// in place, as [`upgrade_handle`](super::upgrade_handle) does: no connection is touched.
 pub fn install(registry: &Registry, catalogue: Catalogue) {
     let c = Arc::new(catalogue);
-    let plain = c.clone();
-    registry.add_kind("http", move |spec| launch(spec, &plain, false));
-    let secure = c.clone();
-    registry.add_kind("https", move |spec| launch(spec, &secure, true));
-    for kind in ["http", "https"] {
+    for (kind, https) in [("http", false), ("https", true)] {
+        let launcher = c.clone();
+        registry.add_kind(kind, move |spec| launch(spec, &launcher, https));
+        let checker = c.clone();
+        registry.add_check(kind, move |spec| {
+            plan(spec, &checker, https).map(|(_, _, options)| options)
+        });
         let c = c.clone();
         registry.add_updater(kind, move |handle, old, new| update(handle, old, new, &c));
     }
@@ -352,6 +355,18 @@ fn update(
 }
 
 fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<ServerHandle> {
+    let (listener, http, _) = plan(spec, catalogue, https)?;
+    listener.bind(spec.bind()).http_options(http).start()
+}
+
+/// What [`launch`] starts, read from `spec`: the listener (handlers, name, options, TLS), its
+/// HTTP options, and the server options it binds with. Nothing is bound or spawned: it is
+/// also the kinds' check.
+fn plan(
+    spec: &ListenerSpec,
+    catalogue: &Catalogue,
+    https: bool,
+) -> Result<(HttpListener, HttpOptions, ServerOptions)> {
     let bad = |why: String| {
         Error::with_source(ErrorKind::Config, why).context(format!("listener `{}`", spec.name))
     };
@@ -374,7 +389,7 @@ fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<Ser
     }
     let mut listener = HttpListener::new(handlers)
         .name(spec.name.clone())
-        .options(options)
+        .options(options.clone())
         .telemetry(spec.telemetry.clone());
     match (&spec.tls, https) {
         (Some(tls), true) => {
@@ -398,7 +413,7 @@ fn launch(spec: &ListenerSpec, catalogue: &Catalogue, https: bool) -> Result<Ser
         }
         (None, false) => {}
     }
-    listener.bind(spec.bind()).http_options(http).start()
+    Ok((listener, http, options))
 }
 
 /// A duration setting: `"30s"`, `"500ms"`, or a number of milliseconds.

@@ -92,6 +92,7 @@ mod upgrade;
 pub mod websocket;
 mod zero_copy;
 
+pub(crate) use admin::check as admin_check;
 pub use admin::{install_admin, Admin, Metrics, Readiness, DEFAULT_ADMIN_PORT, DURATION_BUCKETS};
 pub use body::Body;
 pub use builtin::{Health, Listeners, WebSocketEcho};

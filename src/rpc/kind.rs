@@ -8,8 +8,10 @@ use super::kv::{KvService, KvStore};
 use super::options::{RpcOptions, DEFAULT_RPC_PORT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::ServerHandle;
+use crate::options::ServerOptions;
 use crate::registry::Registry;
 use crate::spec::ListenerSpec;
+use crate::tls::TlsConfig;
 
 /// The services the `rpc` kind can run, by the name its `service` key takes.
 const SERVICES: &[&str] = &["kv"];
@@ -33,10 +35,49 @@ const STORE_FOLDER: &str = "kv";
 /// not writable, not a redb file, corrupt) fails the start with an error naming it.
 pub fn install(registry: &Registry, data_dir: impl Into<PathBuf>) {
     let data_dir = data_dir.into();
-    registry.add_kind("rpc", move |spec| launch(spec, &data_dir));
+    let dir = data_dir.clone();
+    registry.add_kind("rpc", move |spec| launch(spec, &dir));
+    // The store is not opened: the running server holds it, locked.
+    registry.add_check("rpc", move |spec| plan(spec, &data_dir).map(|p| p.options));
+}
+
+/// What an `rpc` listener of a spec runs with, read and checked before anything is opened.
+struct Plan {
+    /// The store's file.
+    path: PathBuf,
+    value_size: Option<usize>,
+    store_size: Option<usize>,
+    rpc: RpcOptions,
+    tls: Option<TlsConfig>,
+    options: ServerOptions,
 }
 
 fn launch(spec: &ListenerSpec, data_dir: &Path) -> Result<ServerHandle> {
+    let plan = plan(spec, data_dir)?;
+    // Last, once everything else in the table is known good: a mistake there leaves no file.
+    let mut store =
+        KvStore::open(&plan.path).map_err(|e| e.context(format!("listener `{}`", spec.name)))?;
+    if let Some(bytes) = plan.value_size {
+        store = store.max_value_size(bytes);
+    }
+    if let Some(bytes) = plan.store_size {
+        store = store.max_store_size(bytes);
+    }
+    let mut daemon = Daemon::<KvService>::new(store)
+        .name(spec.name.clone())
+        .options(plan.options)
+        .rpc_options(plan.rpc)
+        .telemetry(spec.telemetry.clone());
+    daemon = match plan.tls {
+        Some(config) => daemon.tls(config),
+        None => daemon.plain(),
+    };
+    daemon = daemon.bind(spec.bind());
+    Ok(daemon.start()?.server().clone())
+}
+
+/// Reads `spec`'s table: every key but the store's file, which only the start opens.
+fn plan(spec: &ListenerSpec, data_dir: &Path) -> Result<Plan> {
     let bad = |why: String| {
         Error::with_source(ErrorKind::Config, why).context(format!("listener `{}`", spec.name))
     };
@@ -84,15 +125,6 @@ fn launch(spec: &ListenerSpec, data_dir: &Path) -> Result<ServerHandle> {
             ))
         }
     };
-    // Last, once everything else in the table is known good: a mistake there leaves no file.
-    let mut store =
-        KvStore::open(&path).map_err(|e| e.context(format!("listener `{}`", spec.name)))?;
-    if let Some(bytes) = value_size {
-        store = store.max_value_size(bytes);
-    }
-    if let Some(bytes) = store_size {
-        store = store.max_store_size(bytes);
-    }
     let mut options = spec.options.clone();
     if let Some(set) = &spec.set_options {
         if !set.contains("port") {
@@ -102,17 +134,14 @@ fn launch(spec: &ListenerSpec, data_dir: &Path) -> Result<ServerHandle> {
             options.ip = std::net::Ipv4Addr::LOCALHOST.into();
         }
     }
-    let mut daemon = Daemon::<KvService>::new(store)
-        .name(spec.name.clone())
-        .options(options)
-        .rpc_options(rpc)
-        .telemetry(spec.telemetry.clone());
-    daemon = match tls {
-        Some(config) => daemon.tls(config),
-        None => daemon.plain(),
-    };
-    daemon = daemon.bind(spec.bind());
-    Ok(daemon.start()?.server().clone())
+    Ok(Plan {
+        path,
+        value_size,
+        store_size,
+        rpc,
+        tls,
+        options,
+    })
 }
 
 /// Takes the size `name` out of a listener table: a number of bytes, 0 or more.
