@@ -20,7 +20,7 @@ mod rng;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use http_target::{check_answer, Control, End, Pause, Target, Timeouts, PREFACE};
+use http_target::{check_answer, run_within, Control, End, Pause, Target, Timeouts, PREFACE};
 use rng::Rng;
 
 /// Damaged inputs tried; with the seed below, the same ones on every run.
@@ -420,15 +420,7 @@ async fn attempt(target: &Target, control: Control, bytes: &[u8]) -> Result<Vec<
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 fn run<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        tokio::time::timeout(RUN_LIMIT, test())
-            .await
-            .expect("the run finished in time");
-    });
+    run_within(RUN_LIMIT, test);
 }
 
 #[test]

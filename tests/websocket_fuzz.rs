@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use rng::Rng;
 use ws_target::{
-    check_answer, client_frame, deflated, Control, End, Pause, Seen, Target, Timeouts, MAX_FRAME,
-    MAX_MESSAGE,
+    check_answer, client_frame, deflated, run_within, Control, End, Pause, Seen, Target, Timeouts,
+    MAX_FRAME, MAX_MESSAGE,
 };
 
 /// Damaged inputs tried; with the seed below, the same ones on every run.
@@ -397,15 +397,7 @@ async fn attempt(
 const RUN_LIMIT: Duration = Duration::from_secs(150);
 
 fn run<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        tokio::time::timeout(RUN_LIMIT, test())
-            .await
-            .expect("the run finished in time");
-    });
+    run_within(RUN_LIMIT, test);
 }
 
 fn bytes_of(frames: &[Frame]) -> Vec<u8> {

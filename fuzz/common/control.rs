@@ -197,3 +197,17 @@ pub async fn read_to_close<S: AsyncRead + Unpin>(
         )),
     }
 }
+
+/// Runs `test` on a runtime of one thread (client and server alike), failing it if it takes
+/// longer than `limit`: a whole-run bound, beside each exchange's own, so a hang fails fast.
+pub fn run_within<F: std::future::Future<Output = ()>>(limit: Duration, test: impl FnOnce() -> F) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(limit, test())
+            .await
+            .expect("the run finished in time");
+    });
+}

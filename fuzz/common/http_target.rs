@@ -17,25 +17,29 @@
 //! An input is one control byte and the bytes a client sends. The control byte chooses how the
 //! bytes are cut into writes, what happens between writes, and how the client ends; see
 //! [`Control`].
-#![allow(dead_code, unreachable_pub, unused_imports)]
+#![allow(dead_code, unreachable_pub)]
 
 #[path = "control.rs"]
 mod control;
 use control::{finish, write_cut};
-pub use control::{Control, End, Pause, CLOSE_DEADLINE};
+// Each includer uses some of these.
+#[allow(unused_imports)]
+pub use control::{run_within, Control, End, Pause, CLOSE_DEADLINE};
+#[path = "watch.rs"]
+mod watch;
+pub use watch::Watch;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atoll::http::websocket::{WebSocket, WebSocketHandler, WsAction, WsConn};
 use atoll::http::{
     Data, Handlers, HttpListener, Reply, Request, RequestBody, Resource, StaticFiles, Unauthorized,
 };
-use atoll::telemetry::{Event, EventKind};
+use atoll::telemetry::Event;
 use atoll::{Bind, ServerHandle};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -76,32 +80,6 @@ impl fmt::Debug for Target {
         f.debug_struct("Target")
             .field("socket", &self.socket)
             .finish()
-    }
-}
-
-/// Failures the listener reports through telemetry: a connection task that panicked, and any
-/// answer with a 5xx status (a resource that panics is answered 500, and none of this site's
-/// resources ever answers 5xx on purpose).
-#[derive(Default)]
-pub struct Watch {
-    pub panics: AtomicU64,
-    pub server_errors: AtomicU64,
-    pub first: Mutex<Option<String>>,
-}
-
-impl Watch {
-    fn note(&self, what: String) {
-        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
-        first.get_or_insert(what);
-    }
-
-    /// The first failure seen, if any.
-    pub fn failure(&self) -> Option<String> {
-        if self.panics.load(Ordering::Relaxed) + self.server_errors.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let first = self.first.lock().unwrap_or_else(|p| p.into_inner());
-        Some(first.clone().unwrap_or_default())
     }
 }
 
@@ -149,23 +127,7 @@ impl Target {
                     h.max_body_size = MAX_BODY;
                 })
         };
-        let report = move |e: &Event<'_>| match e.kind {
-            EventKind::HandlerPanic => {
-                seen.panics.fetch_add(1, Ordering::Relaxed);
-                seen.note(format!(
-                    "a connection task panicked: {:?}",
-                    e.error.map(|e| e.to_string())
-                ));
-            }
-            EventKind::HttpRequest if e.status.is_some_and(|s| s >= 500) => {
-                seen.server_errors.fetch_add(1, Ordering::Relaxed);
-                seen.note(format!(
-                    "answered {:?} to {:?} {:?}",
-                    e.status, e.method, e.path
-                ));
-            }
-            _ => {}
-        };
+        let report = move |e: &Event<'_>| seen.observe(e);
         let unix = listener(Bind::Unix(socket.clone()))
             .subscribe(report.clone())
             .start()

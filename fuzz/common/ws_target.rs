@@ -20,22 +20,26 @@
 //! client's frames too, leniently: it may take a message the server rightly refuses, but then
 //! the server echoes nothing from there on), and each pong must answer one of the client's
 //! pings.
-#![allow(dead_code, unreachable_pub, unused_imports)]
+#![allow(dead_code, unreachable_pub)]
 
 #[path = "control.rs"]
 mod control;
 use control::{finish, write_cut};
-pub use control::{Control, End, Pause, CLOSE_DEADLINE};
+// Each includer uses some of these.
+#[allow(unused_imports)]
+pub use control::{run_within, Control, End, Pause, CLOSE_DEADLINE};
+#[path = "watch.rs"]
+mod watch;
+pub use watch::Watch;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atoll::http::websocket::{WebSocket, WebSocketHandler, WsAction, WsConn};
 use atoll::http::{Handlers, HttpListener};
-use atoll::telemetry::{Event, EventKind};
+use atoll::telemetry::Event;
 use atoll::{Bind, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -60,7 +64,7 @@ pub struct Timeouts {
 // ===== the listener =====
 
 /// The running listener, on a Unix socket in its own temporary folder, and what its telemetry
-/// saw go wrong.
+/// saw go wrong ([`Watch`]).
 pub struct Target {
     pub handle: ServerHandle,
     pub socket: PathBuf,
@@ -74,24 +78,6 @@ impl fmt::Debug for Target {
         f.debug_struct("Target")
             .field("socket", &self.socket)
             .finish()
-    }
-}
-
-/// A connection task that panicked, as telemetry reports it.
-#[derive(Default)]
-pub struct Watch {
-    pub panics: AtomicU64,
-    pub first: Mutex<Option<String>>,
-}
-
-impl Watch {
-    /// The first failure seen, if any.
-    pub fn failure(&self) -> Option<String> {
-        if self.panics.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let first = self.first.lock().unwrap_or_else(|p| p.into_inner());
-        Some(first.clone().unwrap_or_default())
     }
 }
 
@@ -129,16 +115,7 @@ impl Target {
             .name("ws-fuzz")
             .bind(Bind::Unix(socket.clone()))
             .configure(|o| o.shutdown_timeout = Duration::from_millis(100))
-            .subscribe(move |e: &Event<'_>| {
-                if e.kind == EventKind::HandlerPanic {
-                    seen.panics.fetch_add(1, Ordering::Relaxed);
-                    let mut first = seen.first.lock().unwrap_or_else(|p| p.into_inner());
-                    first.get_or_insert(format!(
-                        "a connection task panicked: {:?}",
-                        e.error.map(|e| e.to_string())
-                    ));
-                }
-            })
+            .subscribe(move |e: &Event<'_>| seen.observe(e))
             .start()
             .expect("the fuzz listener starts on a Unix socket");
         Target {

@@ -13,43 +13,28 @@
 
 #![no_main]
 
+#[path = "../common/fixture.rs"]
+mod fixture;
 #[path = "../common/http_target.rs"]
 mod http_target;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use fixture::Fixture;
 use http_target::{check_answer, Control, End, Target, Timeouts};
 use libfuzzer_sys::fuzz_target;
-use tokio::runtime::Runtime;
 
-/// One thread runs the client and the server alike, so a run is the same run every time: the
-/// server reads exactly what the client has written when the client pauses.
-struct Fixture {
-    runtime: Runtime,
-    target: Target,
-}
-
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+/// The listener, started once per process on the runtime of `common/fixture.rs`.
+fn fixture() -> &'static Fixture<Target> {
+    static FIXTURE: OnceLock<Fixture<Target>> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        // libFuzzer's `main` is not Rust's, which would have ignored SIGPIPE: without this, a
-        // server answering a client that hung up would kill the process.
-        // SAFETY: setting a signal's disposition to SIG_IGN, before any other thread runs.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let target = runtime.block_on(async {
+        fixture::start(|| {
             Target::start(Timeouts {
                 header_read: Duration::from_millis(10),
                 idle: Duration::from_millis(10),
             })
-        });
-        Fixture { runtime, target }
+        })
     })
 }
 
