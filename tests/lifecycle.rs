@@ -270,3 +270,61 @@ async fn starts_on_inherited_descriptors_of_either_family() {
         .unwrap_err();
     assert!(err.to_string().contains("listener `odd`"), "{err}");
 }
+
+/// Found while checking every lock that a task's drop can take: the table of connections
+/// spawned each connection's task while locked, and tokio drops a task's future on the spot,
+/// on the spawning thread, when its runtime is shutting down. The connection's drop then took
+/// the same lock: the worker thread hung for good, and with it the runtime's drop (the first
+/// round hung, every time).
+#[test]
+fn a_runtime_dropped_while_connections_arrive_shuts_down() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for round in 0..20 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.block_on(async {
+            Server::new(Echo)
+                .configure(|o| {
+                    o.ip = std::net::Ipv4Addr::LOCALHOST.into();
+                    o.port = 0;
+                })
+                .start()
+                .unwrap()
+        });
+        let addr = handle.local_addr().inet().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let wait = Duration::from_millis(200);
+                        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, wait) {
+                            held.push(s);
+                        }
+                        if held.len() == 256 {
+                            held.clear();
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        let (dropped, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(runtime);
+            let _ = dropped.send(());
+        });
+        let ended = done.recv_timeout(Duration::from_secs(10));
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.join().unwrap();
+        }
+        assert!(ended.is_ok(), "round {round}: the runtime's drop hung");
+        drop(handle);
+    }
+}

@@ -149,18 +149,25 @@ impl Slot {
     }
 }
 
+/// A live connection and the handle that aborts its task (`None` for the moment between its
+/// entry and its task).
+type Entry = (Arc<Slot>, Option<AbortHandle>);
+
 /// Live connections, with the handle that aborts each one's task: a slab, so adding and
 /// removing one is an index, with no hashing, on every accept and close.
 #[derive(Debug, Default)]
 struct Live {
-    entries: Vec<Option<(Arc<Slot>, AbortHandle)>>,
+    entries: Vec<Option<Entry>>,
     /// Indexes of empty entries, reused first.
     free: Vec<usize>,
     len: usize,
+    /// Every task has been aborted ([`Table::abort_all`]): a task spawned since is aborted as
+    /// soon as its handle comes.
+    aborted: bool,
 }
 
 impl Live {
-    fn insert(&mut self, entry: (Arc<Slot>, AbortHandle)) -> usize {
+    fn insert(&mut self, entry: Entry) -> usize {
         self.len += 1;
         match self.free.pop() {
             Some(key) => {
@@ -183,7 +190,7 @@ impl Live {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &(Arc<Slot>, AbortHandle)> {
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter().flatten()
     }
 }
@@ -201,26 +208,38 @@ impl Table {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a connection, spawning its task while the table is locked so the task cannot remove
-    /// its entry before it is there.
+    /// Adds a connection, then spawns its task. The entry comes first, so that a task that
+    /// ends at once finds it to remove; the task is spawned with the table unlocked, since
+    /// tokio drops a task's future on the spot, on this thread, when its runtime is shutting
+    /// down, and the connection in it then removes its entry, which takes the lock.
     pub(crate) fn insert_with(&self, slot: Arc<Slot>, spawn: impl FnOnce() -> AbortHandle) {
-        let mut live = self.lock();
-        let abort = spawn();
-        let key_slot = slot.clone();
-        let key = live.insert((slot, abort));
-        key_slot.key.store(key, Ordering::Relaxed);
+        {
+            let mut live = self.lock();
+            let key = live.insert((slot.clone(), None));
+            slot.key.store(key, Ordering::Relaxed);
+        }
+        self.set_abort(&slot, spawn());
     }
 
-    /// Moves a connection to a new task (spawned by `spawn` while the table is locked, so the
-    /// entry is still this connection's): the table aborts that one from now on. For a
+    /// Moves a connection to a new task, spawned by `spawn` (with the table unlocked, as for
+    /// [`insert_with`](Self::insert_with)): the table aborts that one from now on. For a
     /// connection that changes protocol and leaves its first task's space behind.
     pub(crate) fn respawn(&self, slot: &Arc<Slot>, spawn: impl FnOnce() -> AbortHandle) {
+        self.set_abort(slot, spawn());
+    }
+
+    /// Gives `slot`'s entry the handle of its task, if the entry is still this connection's
+    /// (a task that has ended already removed it, and its key may be another's since); aborts
+    /// the task at once if every task has been aborted meanwhile.
+    fn set_abort(&self, slot: &Arc<Slot>, abort: AbortHandle) {
         let mut live = self.lock();
-        let abort = spawn();
+        if live.aborted {
+            abort.abort();
+        }
         let key = slot.key.load(Ordering::Relaxed);
         if let Some(Some(entry)) = live.entries.get_mut(key) {
             if Arc::ptr_eq(&entry.0, slot) {
-                entry.1 = abort;
+                entry.1 = Some(abort);
             }
         }
     }
@@ -262,10 +281,13 @@ impl Table {
 
     /// Aborts every connection still open; returns their ids.
     pub(crate) fn abort_all(&self) -> Vec<u64> {
-        let live = self.lock();
+        let mut live = self.lock();
+        live.aborted = true;
         live.iter()
             .map(|(slot, abort)| {
-                abort.abort();
+                if let Some(abort) = abort {
+                    abort.abort();
+                }
                 slot.id
             })
             .collect()
