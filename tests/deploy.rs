@@ -162,3 +162,19 @@ fn the_systemd_unit_waits_for_the_shipped_configs_drain() {
     let k8s = shipped_config();
     assert!(stop >= k8s.drain_delay + longest_shutdown(&k8s));
 }
+
+#[test]
+fn a_systemd_reload_checks_the_served_config_before_it_signals() {
+    let unit = std::fs::read_to_string(root().join("dist/systemd/atoll.service")).unwrap();
+    let start = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart= line");
+    let (binary, config) = start.split_once(" serve ").expect("atoll serve");
+    let reload: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecReload="))
+        .collect();
+    let check = format!("{binary} check {config}");
+    assert_eq!(reload, [check.as_str(), "/bin/kill -HUP $MAINPID"]);
+}
