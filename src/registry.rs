@@ -131,10 +131,10 @@ pub type Updater =
 ///
 /// One mutex guards the maps of listeners, kinds, checks and updaters, and it is held only to
 /// move plain data in or out of them: a lookup, a clone of a handle or launcher, an insert, a
-/// remove. It is never held while a launcher, a check, an updater or a stop runs (they may call the
-/// registry again), across an `.await`, or while building an error message that needs the
-/// registry (the list of known kinds). Each method takes the guard in a statement of its own
-/// and lets it go at that statement's end, so no expression holds it twice.
+/// remove. It is never held while a launcher, a check, an updater or a stop runs (they may
+/// call the registry again), across an `.await`, or while building an error message that
+/// needs the registry (the list of known kinds). Each method takes the guard in a statement
+/// of its own and lets it go at that statement's end, so no expression holds it twice.
 ///
 /// ```no_run
 /// # async fn run() -> atoll::Result<()> {
