@@ -1,8 +1,9 @@
 //! The deployment files agree with atoll and with each other: `deploy/kubernetes/` validated
 //! offline against Kubernetes' schemas by kubernetes-validate (from PyPI, installed by .ci/run
-//! in `target/ci-venv`), its ConfigMap's config read by atoll, its probes pointing at that
-//! config's admin listener, and its grace period, like the systemd unit's stop timeout,
-//! covering `drain_delay` plus the longest `shutdown_timeout`.
+//! in `target/ci-venv`), its ConfigMap's config read and passed by `atoll check`, its probes
+//! pointing at that config's admin listener, and its grace period, like the systemd unit's
+//! stop timeout, covering `drain_delay` plus the longest `shutdown_timeout`; the systemd
+//! unit's reload checks the config it serves.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,16 +50,21 @@ fn value(text: &str, key: &str) -> String {
         .to_owned()
 }
 
-/// The ConfigMap's `atoll.toml`, its block's indentation removed.
-fn shipped_config() -> Config {
+/// The text of the ConfigMap's `atoll.toml`, its block's indentation removed.
+fn shipped_config_text() -> String {
     let text = manifest("configmap.yaml");
     let start = text.find("atoll.toml: |\n").expect("an atoll.toml key") + 14;
-    let toml: String = text[start..]
+    text[start..]
         .lines()
         .take_while(|l| l.is_empty() || l.starts_with("    "))
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
-        .collect();
-    Config::parse(&toml, Path::new("atoll.toml")).expect("the ConfigMap's config is valid")
+        .collect()
+}
+
+/// The ConfigMap's `atoll.toml`, read.
+fn shipped_config() -> Config {
+    Config::parse(&shipped_config_text(), Path::new("atoll.toml"))
+        .expect("the ConfigMap's config is valid")
 }
 
 fn longest_shutdown(config: &Config) -> Duration {
@@ -177,4 +183,29 @@ fn a_systemd_reload_checks_the_served_config_before_it_signals() {
         .collect();
     let check = format!("{binary} check {config}");
     assert_eq!(reload, [check.as_str(), "/bin/kill -HUP $MAINPID"]);
+}
+
+#[test]
+fn the_kubernetes_config_passes_atoll_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("atoll.toml");
+    std::fs::write(&config, shipped_config_text()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("0.0.0.0:8080") && stdout.contains("0.0.0.0:9090"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("atoll.toml: 2 listeners, all good\n"),
+        "{stdout}"
+    );
 }
