@@ -12,7 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
+use crate::options::ServerOptions;
 use crate::registry::Registry;
+use crate::spec::ListenerSpec;
 
 /// Where a listener would listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,30 @@ fn ips_meet(a: IpAddr, b: IpAddr) -> bool {
     a == b || covers(a, b) || covers(b, a)
 }
 
+/// Where the listener of `spec` would listen, from the server options its kind's check gave
+/// (`None`: the kind has no check, and only its launcher knows).
+fn listen_at(spec: &ListenerSpec, options: Option<ServerOptions>) -> Option<ListenAt> {
+    match (&spec.unix, options) {
+        (Some(path), _) => Some(ListenAt::Unix(path.clone())),
+        (None, Some(o)) => Some(ListenAt::Tcp(SocketAddr::new(o.ip, o.port))),
+        (None, None) => None,
+    }
+}
+
+/// Whether the listeners of `a` and `b` would listen on one and the same fixed address (a
+/// TCP port 0 is never the same), as their kinds' checks say; the kinds must have checks.
+pub(crate) fn same_place(registry: &Registry, a: &ListenerSpec, b: &ListenerSpec) -> bool {
+    let at = |spec| {
+        let options = registry.check_spec(spec).ok().flatten()?;
+        listen_at(spec, Some(options))
+    };
+    match (at(a), at(b)) {
+        (Some(ListenAt::Tcp(x)), Some(ListenAt::Tcp(y))) => x.port() != 0 && x == y,
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
 /// One listener of a config, as [`Config::check`] found it.
 #[derive(Debug)]
 pub struct ListenerCheck {
@@ -90,11 +116,7 @@ impl Config {
                 Err(e) => check.error = Some(self.listener_fault(i, e)),
                 Ok(options) => {
                     check.settings_checked = options.is_some();
-                    check.at = match (&spec.unix, options) {
-                        (Some(path), _) => Some(ListenAt::Unix(path.clone())),
-                        (None, Some(o)) => Some(ListenAt::Tcp(SocketAddr::new(o.ip, o.port))),
-                        (None, None) => None,
-                    };
+                    check.at = listen_at(spec, options);
                 }
             }
             if let Some(at) = &check.at {

@@ -355,6 +355,24 @@ impl Registry {
         Ok((new, old))
     }
 
+    /// Starts a listener from `spec` on copies of the listening sockets of the running
+    /// listener `from`, another name on the same address (a listener renamed in a reload),
+    /// so that no connect is refused or reset as one takes over from the other; `from` keeps
+    /// running until the caller stops it.
+    pub async fn start_spec_taking_over(
+        &self,
+        spec: &ListenerSpec,
+        from: &str,
+    ) -> Result<ServerHandle> {
+        let fds = self.get(from)?.listening_sockets().await?;
+        let mut spec = spec.clone();
+        spec.carried = Carried::new(Inherited {
+            fds,
+            origin: Origin::Handover,
+        });
+        self.start_spec(&spec)
+    }
+
     /// Starts `server` and registers it under its name, as a listener of `kind`.
     pub fn start<H: Handler>(&self, kind: &str, server: Server<H>) -> Result<ServerHandle> {
         self.check_free(&self.lock(), server.listener_name())?;

@@ -188,6 +188,46 @@ fn a_replaced_http_listener_fails_no_request() {
     assert_eq!(addrs(&served.config)["web"], addr);
 }
 
+/// A listener renamed on its address takes over the old one's sockets. Before, the new one
+/// bound afresh: without SO_REUSEPORT that failed ("address in use") and the reload changed
+/// nothing; with it, connects queued at the old socket would be reset as it closed.
+#[test]
+fn a_listener_renamed_on_its_address_takes_over_refusing_no_connect() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let at_port =
+        |name: &str| listener(name, "echo", "").replace("port = 0", &format!("port = {port}"));
+    let (served, start) = serve(&format!("{HEAD}{}", at_port("old")), 1);
+    let addr = start["old"];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    // An echo on a new connection at a time, all through the reload.
+    let client = std::thread::spawn(move || {
+        let mut done = 0u32;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) && done < 100_000 {
+            common::echo_at(addr, b"x");
+            done += 1;
+        }
+        done
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(&served.config, format!("{HEAD}{}", at_port("new"))).unwrap();
+    let report = ctl(&served.config, &["reload", "--json"]).json();
+    assert_eq!(report["started"], serde_json::json!(["new"]), "{report}");
+    assert_eq!(report["stopped"][0]["name"], "old", "{report}");
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let done = client.join().expect("an echo failed");
+    assert!(done > 0);
+    assert_eq!(
+        addrs(&served.config),
+        BTreeMap::from([("new".to_owned(), addr)])
+    );
+}
+
 #[test]
 fn a_config_that_fails_changes_nothing() {
     let good = format!("{HEAD}{}{}", listener("e", "echo", ""), web("\"health\""));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::config::Config;
+use crate::config_check::same_place;
 use crate::handle::{ServerHandle, StopReport};
 use crate::registry::Registry;
 use crate::spec::ListenerSpec;
@@ -145,9 +146,24 @@ pub async fn apply(
                         .map(|(fresh, was)| undo.replaced.push((o.kind.clone(), fresh, was))),
                 }
             }
-            _ => start(new, spec, || async { registry.start_spec(spec) })
+            _ => {
+                // A listener renamed on the same address takes over the sockets of the one
+                // that leaves: binding afresh would fail, or, with SO_REUSEPORT, leave the
+                // connects queued at the old socket to be reset when it closes.
+                let leaving = old.listeners.iter().find(|o| {
+                    new.listeners.iter().all(|n| n.name != o.name)
+                        && running(&o.name)
+                        && same_place(registry, o, spec)
+                });
+                start(new, spec, || async {
+                    match leaving {
+                        Some(o) => registry.start_spec_taking_over(spec, &o.name).await,
+                        None => registry.start_spec(spec),
+                    }
+                })
                 .await
-                .map(|handle| undo.started.push(handle)),
+                .map(|handle| undo.started.push(handle))
+            }
         };
         if let Err(e) = result {
             undo.run(registry).await;
