@@ -72,11 +72,7 @@ pub(crate) fn same_place(registry: &Registry, a: &ListenerSpec, b: &ListenerSpec
         let options = registry.check_spec(spec).ok().flatten()?;
         listen_at(spec, Some(options))
     };
-    match (at(a), at(b)) {
-        (Some(ListenAt::Tcp(x)), Some(ListenAt::Tcp(y))) => x.port() != 0 && x == y,
-        (Some(x), Some(y)) => x == y,
-        _ => false,
-    }
+    matches!((at(a), at(b)), (Some(x), Some(y)) if x == y && x.overlaps(&y))
 }
 
 /// One listener of a config, as [`Config::check`] found it.
@@ -120,11 +116,11 @@ impl Config {
                 }
             }
             if let Some(at) = &check.at {
-                let taken = checks
-                    .iter()
-                    .find(|c| c.at.as_ref().is_some_and(|a| a.overlaps(at)));
-                if let (Some(first), None) = (taken, &check.error) {
-                    let theirs = first.at.as_ref().expect("found by its address");
+                let taken = checks.iter().find_map(|c| {
+                    let theirs = c.at.as_ref().filter(|a| a.overlaps(at))?;
+                    Some((c, theirs))
+                });
+                if let (Some((first, theirs)), None) = (taken, &check.error) {
                     let why = match theirs == at {
                         true => format!(
                             "listens on {at}, as listener `{}` does: two listeners cannot \
